@@ -1,0 +1,116 @@
+// CPU backend: BLAS for the per-step GEMMs, row copies, dtype dispatch, and the threading
+// rule of the pointwise passes.
+//
+// Per-step GEMMs call the BLAS that libtorch_cpu exports (sgemm_/dgemm_, LP64) directly,
+// skipping the dispatcher; they are weak symbols, and a torch without them falls back to
+// at::mm_out on borrowed pointers. Row-major C[M,N] = alpha op(A) op(B) + beta C maps to the
+// column-major call C^T = op(B)^T op(A)^T.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+extern "C" {
+void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+            const float* beta, float* c, const int* ldc) __attribute__((weak));
+void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+            const double* alpha, const double* a, const int* lda, const double* b,
+            const int* ldb, const double* beta, double* c, const int* ldc) __attribute__((weak));
+}
+
+namespace fusedrnn::cpu {
+
+struct Blas {
+  template <class T>
+  static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                   int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+    if (M == 0 || N == 0) return;
+    constexpr int64_t kMax = std::numeric_limits<int>::max();
+    const bool fits = M < kMax && N < kMax && K < kMax && lda < kMax && ldb < kMax && ldc < kMax;
+    const char opa = ta ? 'T' : 'N', opb = tb ? 'T' : 'N';
+    const int m = int(N), n = int(M), k = int(K), la = int(ldb), lb = int(lda), lc = int(ldc);
+    if constexpr (std::is_same_v<T, float>) {
+      if (sgemm_ && fits && K > 0) {
+        sgemm_(&opb, &opa, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+        return;
+      }
+    } else if constexpr (std::is_same_v<T, double>) {
+      if (dgemm_ && fits && K > 0) {
+        dgemm_(&opb, &opa, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+        return;
+      }
+    }
+    fallback_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+
+  template <class T>
+  static void add_rows(int64_t rows, int64_t cols, const T* a, const T* b, T* out) {
+    for (int64_t i = 0; i < rows * cols; ++i) out[i] = (a ? a[i] : T(0)) + b[i];
+  }
+
+  template <class T>
+  static void copy_rows(int64_t rows, int64_t cols, const T* src, T* dst) {
+    std::memcpy(dst, src, sizeof(T) * rows * cols);
+  }
+
+ private:
+  template <class T>
+  static void fallback_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha,
+                            const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C,
+                            int64_t ldc) {
+    const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+    auto mat = [&](const T* p, int64_t r, int64_t c, int64_t ld, bool t) {
+      auto m = at::from_blob(const_cast<T*>(p), {t ? c : r, t ? r : c}, {ld, 1}, opts);
+      return t ? m.t() : m;
+    };
+    at::Tensor a = mat(A, M, K, lda, ta), b = mat(B, K, N, ldb, tb);
+    at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
+    if (beta == T(0)) {
+      at::mm_out(c, a, b);
+      if (alpha != T(1)) c.mul_(alpha);
+    } else {
+      c.addmm_(a, b, beta, alpha);
+    }
+  }
+};
+
+struct Backend {
+  using Blas = fusedrnn::cpu::Blas;
+  template <class F>
+  static void dispatch(at::ScalarType st, const char* op, F&& f) {
+    switch (st) {
+      case at::kFloat:
+        f(float{});
+        break;
+      case at::kDouble:
+        f(double{});
+        break;
+      default:
+        TORCH_CHECK(false, op, ": expected input of dtype float32 or float64 on CPU, got ", st);
+    }
+  }
+};
+
+// Runs body(row_begin, row_end) over the active rows; one thread unless the step is large
+// enough to amortise the fork (about 16K elements per chunk).
+template <class F>
+void for_rows(int64_t rows, int64_t width, F&& body) {
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, width));
+  if (rows <= grain) {
+    body(int64_t(0), rows);
+  } else {
+    at::parallel_for(0, rows, grain, body);
+  }
+}
+
+template <class T>
+using acc_t = at::opmath_type<T>;
+
+}  // namespace fusedrnn::cpu

@@ -1,0 +1,212 @@
+// The time loop of one direction of one layer, shared by every backend.
+//
+// Forward (per layer): xg = x W_ih^T + b_ih, one GEMM over all N rows; then per step one
+// recurrent GEMM hg = h W_hh^T into a preallocated [B, GH] buffer and one fused pointwise
+// pass (Kern::forward). Projected LSTM: one extra GEMM per step out = h_raw W_hr^T.
+// Saved for backward: output [N, P] and the workspace ws [N, kWs*H] (see cell_math.h).
+// Backward: per step in reverse, one fused pointwise pass (Kern::backward) yields the gate
+// gradients dG [N, GH]; the hidden gradient flows back with one GEMM dG W_hh. After the loop:
+// dW_ih = dGi^T x, dW_hh = dGh^T h_prev, dx = dGi W_ih (one GEMM each), biases = column sums.
+// Inside the loops there are only raw-pointer calls: no allocation, no dispatcher.
+//
+// Backend requirements (Blas): gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+// in row-major terms, add_rows(rows, cols, a?, b, out) (out = a + b, a may be null) and
+// copy_rows(rows, cols, src, dst), all on the tensors' device and (for CUDA) current stream.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "fusedrnn/layer_plan.h"
+#include "fusedrnn/step_args.h"
+
+namespace fusedrnn {
+
+struct LayerFwdResult {
+  at::Tensor output, h_n, c_n, ws;
+};
+
+struct LayerBwdResult {
+  at::Tensor grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr;
+};
+
+template <class T>
+T* ptr(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+// prev[rows of step t] = the state that step t read: the previous step's rows, or the
+// initial state for rows that start at t (shrinking batch forward, growing batch reversed).
+inline at::Tensor previous_states(const LayerPlan& p, const at::Tensor& seq, const at::Tensor& init) {
+  const int64_t W = seq.size(1);
+  at::Tensor prev = at::empty({p.N, W}, seq.options());
+  if (p.N == 0) return prev;
+  if (!p.packed) {
+    const int64_t rest = p.N - p.B;
+    if (!p.reverse) {
+      prev.narrow(0, 0, p.B).copy_(init);
+      prev.narrow(0, p.B, rest).copy_(seq.narrow(0, 0, rest));
+    } else {
+      prev.narrow(0, 0, rest).copy_(seq.narrow(0, p.B, rest));
+      prev.narrow(0, rest, p.B).copy_(init);
+    }
+    return prev;
+  }
+  for (int64_t t = 0; t < p.T; ++t) {
+    const int64_t rows = p.bs[t], off = p.off[t];
+    const int64_t tp = p.reverse ? t + 1 : t - 1;  // the step processed just before t
+    const int64_t from_seq = (tp < 0 || tp >= p.T) ? 0 : std::min(rows, p.bs[tp]);
+    if (from_seq > 0) prev.narrow(0, off, from_seq).copy_(seq.narrow(0, p.off[tp], from_seq));
+    if (rows > from_seq)
+      prev.narrow(0, off + from_seq, rows - from_seq).copy_(init.narrow(0, from_seq, rows - from_seq));
+  }
+  return prev;
+}
+
+template <class Tr, class Kern, class Blas, class T>
+LayerFwdResult layer_forward(const LayerPlan& p) {
+  const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H;
+  const auto opts = p.x.options();
+  LayerFwdResult r;
+  at::Tensor xg = p.b_ih.defined() ? at::addmm(p.b_ih, p.x, p.w_ih.t()) : at::mm(p.x, p.w_ih.t());
+  at::Tensor out = at::empty({p.N, P}, opts);
+  at::Tensor h = p.h0.defined() ? p.h0.clone() : at::zeros({p.B, P}, opts);
+  at::Tensor c;
+  if constexpr (Tr::kHasCell) c = p.c0.defined() ? p.c0.clone() : at::zeros({p.B, H}, opts);
+  at::Tensor hg = at::empty({p.B, GH}, opts);
+  at::Tensor ws = at::empty({p.N, WS}, opts);
+  at::Tensor hraw = p.proj ? at::empty({p.B, H}, opts) : at::Tensor();
+
+  T* xg_p = ptr<T>(xg);
+  T* out_p = ptr<T>(out);
+  T* h_p = ptr<T>(h);
+  T* c_p = ptr<T>(c);
+  T* hg_p = ptr<T>(hg);
+  T* ws_p = ptr<T>(ws);
+  T* hraw_p = ptr<T>(hraw);
+  const T* whh = ptr<T>(p.w_hh);
+  const T* whr = ptr<T>(p.w_hr);
+  const T* bhh = ptr<T>(p.b_hh);
+
+  for (int64_t s = 0; s < p.T; ++s) {
+    const int64_t t = p.reverse ? p.T - 1 - s : s;
+    const int64_t rows = p.bs[t], off = p.off[t];
+    if (rows == 0) continue;
+    Blas::template gemm<T>(false, true, rows, GH, P, T(1), h_p, P, whh, P, T(0), hg_p, GH);
+    FwdStep<T> st;
+    st.rows = rows;
+    st.H = H;
+    st.xg = xg_p + off * GH;
+    st.hg = hg_p;
+    st.b_hh = bhh;
+    st.h = h_p;
+    st.c = c_p;
+    st.out = p.proj ? hraw_p : out_p + off * P;
+    st.ld_out = p.proj ? H : P;
+    st.write_h = !p.proj;
+    st.ws = WS ? ws_p + off * WS : nullptr;
+    st.ld_ws = WS;
+    Kern::template forward<T>(st);
+    if (p.proj) {
+      Blas::template gemm<T>(false, true, rows, P, H, T(1), hraw_p, H, whr, H, T(0),
+                             out_p + off * P, P);
+      Blas::template copy_rows<T>(rows, P, out_p + off * P, h_p);
+    }
+  }
+  r.output = out.view(p.out_shape(P));
+  r.h_n = h;
+  r.c_n = c;
+  r.ws = ws;
+  return r;
+}
+
+template <class Tr, class Kern, class Blas, class T>
+LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P] or undef */,
+                              const at::Tensor& grad_hn, const at::Tensor& grad_cn,
+                              const at::Tensor& out /* [N,P] */, const at::Tensor& ws) {
+  const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H;
+  const auto opts = p.x.options();
+  LayerBwdResult r;
+  const at::Tensor h0 = p.h0.defined() ? p.h0 : at::zeros({p.B, P}, opts);
+  const at::Tensor hprev = previous_states(p, out, h0);
+  at::Tensor cprev, carry_c;
+  if constexpr (Tr::kHasCell) {
+    const at::Tensor c0 = p.c0.defined() ? p.c0 : at::zeros({p.B, H}, opts);
+    cprev = previous_states(p, ws.narrow(1, 4 * H, H), c0);
+    carry_c = grad_cn.defined() ? grad_cn.clone() : at::zeros({p.B, H}, opts);
+  }
+  at::Tensor carry_h = grad_hn.defined() ? grad_hn.clone() : at::zeros({p.B, P}, opts);
+  at::Tensor dgi = at::empty({p.N, GH}, opts);
+  at::Tensor dgh = Tr::kSplitHidden ? at::empty({p.N, GH}, opts) : dgi;
+  at::Tensor dR, hraw, dhraw;
+  if (p.proj) {
+    dR = at::empty({p.N, P}, opts);
+    hraw = at::empty({p.N, H}, opts);
+    dhraw = at::empty({p.B, H}, opts);
+  }
+
+  const T* gout_p = ptr<T>(gout);
+  const T* out_p = ptr<T>(out);
+  const T* ws_p = ptr<T>(ws);
+  const T* hprev_p = ptr<T>(hprev);
+  const T* cprev_p = ptr<T>(cprev);
+  T* carry_h_p = ptr<T>(carry_h);
+  T* carry_c_p = ptr<T>(carry_c);
+  T* dgi_p = ptr<T>(dgi);
+  T* dgh_p = ptr<T>(dgh);
+  T* dR_p = ptr<T>(dR);
+  T* hraw_p = ptr<T>(hraw);
+  T* dhraw_p = ptr<T>(dhraw);
+  const T* whh = ptr<T>(p.w_hh);
+  const T* whr = ptr<T>(p.w_hr);
+
+  for (int64_t s = p.T - 1; s >= 0; --s) {
+    const int64_t t = p.reverse ? p.T - 1 - s : s;
+    const int64_t rows = p.bs[t], off = p.off[t];
+    if (rows == 0) continue;
+    BwdStep<T> st;
+    st.rows = rows;
+    st.H = H;
+    if (p.proj) {
+      T* dr = dR_p + off * P;
+      Blas::template add_rows<T>(rows, P, gout_p ? gout_p + off * P : nullptr, carry_h_p, dr);
+      Blas::template gemm<T>(false, false, rows, H, P, T(1), dr, P, whr, H, T(0), dhraw_p, H);
+      st.dh_a = dhraw_p;
+      st.ld_a = H;
+      st.hraw = hraw_p + off * H;
+    } else {
+      st.dh_a = gout_p ? gout_p + off * P : nullptr;
+      st.ld_a = P;
+      st.dh_b = carry_h_p;
+      st.ld_b = P;
+    }
+    if constexpr (Tr::kWs == 0) {
+      st.ws = out_p + off * P;  // Elman RNN: the saved value is h_t itself
+      st.ld_ws = P;
+    } else {
+      st.ws = ws_p + off * WS;
+      st.ld_ws = WS;
+    }
+    st.h_prev = hprev_p + off * P;
+    st.c_prev = cprev_p ? cprev_p + off * H : nullptr;
+    st.dc = carry_c_p;
+    st.dgi = dgi_p + off * GH;
+    st.dgh = dgh_p + off * GH;
+    st.dh_carry = Tr::kSplitHidden ? carry_h_p : nullptr;
+    Kern::template backward<T>(st);
+    // dh_{t-1} = dG_t W_hh; GRU adds it to the direct path z * dh already in carry_h.
+    Blas::template gemm<T>(false, false, rows, P, GH, T(1), dgh_p + off * GH, GH, whh, P,
+                           Tr::kSplitHidden ? T(1) : T(0), carry_h_p, P);
+  }
+
+  r.grad_input = at::mm(dgi, p.w_ih).view(p.in_shape);
+  r.grad_w_ih = at::mm(dgi.t(), p.x);
+  r.grad_w_hh = at::mm(dgh.t(), hprev);
+  r.grad_b_ih = p.b_ih.defined() ? dgi.sum(0) : at::empty({0}, opts);
+  r.grad_b_hh = p.b_hh.defined() ? dgh.sum(0) : at::empty({0}, opts);
+  r.grad_w_hr = p.proj ? at::mm(dR.t(), hraw) : at::empty({0}, opts);
+  r.grad_h0 = carry_h;
+  r.grad_c0 = Tr::kHasCell ? carry_c : at::empty({0}, opts);
+  return r;
+}
+
+}  // namespace fusedrnn

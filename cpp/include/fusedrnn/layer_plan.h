@@ -1,0 +1,246 @@
+// Validation of a layer/cell op's arguments and the step schedule of one direction.
+//
+// A layer runs over time-major input [T, B, I] or packed data [N, I] with batch_sizes [T]
+// (int64, CPU, non-increasing, as in torch's PackedSequence). Step t touches rows
+// [0, bs[t]) of the running state and data rows [off[t], off[t] + bs[t]). Weights follow
+// torch.nn: w_ih [G*H, I], w_hh [G*H, P], b_* [G*H], w_hr [P, H] (P = proj_size or H).
+// Every check names the op and the argument; sizes are int64.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fusedrnn {
+
+enum class Family { RnnTanh, RnnRelu, Lstm, Gru };
+
+template <Family F>
+struct Traits;
+template <>
+struct Traits<Family::RnnTanh> {
+  static constexpr Family kFamily = Family::RnnTanh;
+  static constexpr int64_t kGates = 1, kWs = 0;
+  static constexpr bool kHasCell = false, kSplitHidden = false;
+  static constexpr const char* kName = "rnn_tanh";
+};
+template <>
+struct Traits<Family::RnnRelu> {
+  static constexpr Family kFamily = Family::RnnRelu;
+  static constexpr int64_t kGates = 1, kWs = 0;
+  static constexpr bool kHasCell = false, kSplitHidden = false;
+  static constexpr const char* kName = "rnn_relu";
+};
+template <>
+struct Traits<Family::Lstm> {
+  static constexpr Family kFamily = Family::Lstm;
+  static constexpr int64_t kGates = 4, kWs = 5;
+  static constexpr bool kHasCell = true, kSplitHidden = false;
+  static constexpr const char* kName = "lstm";
+};
+template <>
+struct Traits<Family::Gru> {
+  static constexpr Family kFamily = Family::Gru;
+  // GRU's reset gate multiplies (W_hn h + b_hn), so hidden-side gate gradients differ
+  // from the input side: they get their own matrix.
+  static constexpr int64_t kGates = 3, kWs = 4;
+  static constexpr bool kHasCell = false, kSplitHidden = true;
+  static constexpr const char* kName = "gru";
+};
+
+inline std::optional<at::Tensor> opt(const std::optional<at::Tensor>& t) {
+  if (t.has_value() && t->defined()) return t;
+  return std::nullopt;
+}
+
+struct LayerPlan {
+  std::string op;
+  int64_t T = 0, B = 0, N = 0, I = 0, H = 0, P = 0, G = 1;
+  bool packed = false, reverse = false, proj = false;
+  std::vector<int64_t> bs, off;
+  at::Tensor x;                        // [N, I] contiguous
+  at::Tensor h0, c0;                   // [B, P], [B, H] contiguous, or undefined
+  at::Tensor w_ih, w_hh, b_ih, b_hh, w_hr;  // contiguous or undefined
+  std::vector<int64_t> in_shape;       // shape of input as given (for grad_input)
+
+  std::vector<int64_t> out_shape(int64_t width) const {
+    if (packed) return {N, width};
+    return {T, B, width};
+  }
+};
+
+namespace detail {
+
+inline std::string shape_str(at::IntArrayRef s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+inline void check_like(const std::string& op, const char* name, const at::Tensor& t,
+                       const at::Tensor& ref) {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": expected ", name, " to have dtype ",
+              ref.scalar_type(), " like input, got ", t.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), op, ": expected ", name, " on device ", ref.device(),
+              " like input, got ", t.device());
+}
+
+inline void check_shape(const std::string& op, const char* name, const at::Tensor& t,
+                        std::vector<int64_t> want, const char* letters) {
+  TORCH_CHECK(t.sizes() == at::IntArrayRef(want), op, ": expected ", name, " of shape ",
+              letters, " = ", shape_str(want), ", got ", shape_str(t.sizes()));
+}
+
+}  // namespace detail
+
+// Builds and validates the plan. `is_cell`: input [B, I] and hx required (the cell ops).
+template <class Tr>
+LayerPlan make_plan(const char* opname, const at::Tensor& input,
+                    const std::optional<at::Tensor>& batch_sizes_in,
+                    const std::optional<at::Tensor>& h0_in, const std::optional<at::Tensor>& c0_in,
+                    const at::Tensor& w_ih, const at::Tensor& w_hh,
+                    const std::optional<at::Tensor>& b_ih_in,
+                    const std::optional<at::Tensor>& b_hh_in,
+                    const std::optional<at::Tensor>& w_hr_in, bool reverse, bool is_cell = false) {
+  using detail::check_like;
+  using detail::check_shape;
+  using detail::shape_str;
+  LayerPlan p;
+  p.op = std::string("fusedrnn::") + opname;
+  const std::string& op = p.op;
+  p.G = Tr::kGates;
+  p.reverse = reverse;
+  const auto batch_sizes = opt(batch_sizes_in);
+  const auto h0 = opt(h0_in), c0 = opt(c0_in), b_ih = opt(b_ih_in), b_hh = opt(b_hh_in),
+             w_hr = opt(w_hr_in);
+  p.packed = batch_sizes.has_value();
+  p.proj = w_hr.has_value();
+  TORCH_CHECK(input.defined(), op, ": input is undefined");
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op,
+              ": expected input to be a floating-point tensor, got ", input.scalar_type());
+  p.in_shape = input.sizes().vec();
+
+  // Weights first: they define I, H and P.
+  check_like(op, "w_ih", w_ih, input);
+  check_like(op, "w_hh", w_hh, input);
+  TORCH_CHECK(w_ih.dim() == 2, op, ": expected w_ih to be 2-D [G*H, I], got ", w_ih.dim(), "-D");
+  TORCH_CHECK(w_hh.dim() == 2, op, ": expected w_hh to be 2-D [G*H, P], got ", w_hh.dim(), "-D");
+  TORCH_CHECK(w_ih.size(0) % p.G == 0 && w_ih.size(0) > 0, op, ": w_ih has ", w_ih.size(0),
+              " rows, expected a positive multiple of ", p.G, " (gates) for ", Tr::kName);
+  p.H = w_ih.size(0) / p.G;
+  p.I = w_ih.size(1);
+  if (p.proj) {
+    TORCH_CHECK(Tr::kFamily == Family::Lstm, op, ": w_hr (projection) is only for LSTM");
+    check_like(op, "w_hr", *w_hr, input);
+    TORCH_CHECK(w_hr->dim() == 2, op, ": expected w_hr to be 2-D [P, H], got ", w_hr->dim(), "-D");
+    p.P = w_hr->size(0);
+    TORCH_CHECK(p.P > 0 && p.P < p.H, op, ": proj_size P = ", p.P,
+                " must satisfy 0 < P < H = ", p.H);
+    check_shape(op, "w_hr", *w_hr, {p.P, p.H}, "[P, H]");
+  } else {
+    p.P = p.H;
+  }
+  check_shape(op, "w_hh", w_hh, {p.G * p.H, p.P}, "[G*H, P]");
+  if (b_ih) {
+    check_like(op, "b_ih", *b_ih, input);
+    check_shape(op, "b_ih", *b_ih, {p.G * p.H}, "[G*H]");
+  }
+  if (b_hh) {
+    check_like(op, "b_hh", *b_hh, input);
+    check_shape(op, "b_hh", *b_hh, {p.G * p.H}, "[G*H]");
+  }
+
+  if (is_cell) {
+    TORCH_CHECK(input.dim() == 2, op, ": expected input to be 2-D [B, I], got ", input.dim(),
+                "-D of shape ", shape_str(input.sizes()));
+    p.T = 1;
+    p.B = input.size(0);
+    p.N = p.B;
+    p.bs.assign(1, p.B);
+  } else if (p.packed) {
+    const at::Tensor& bsz = *batch_sizes;
+    TORCH_CHECK(bsz.dim() == 1 && bsz.scalar_type() == at::kLong && bsz.device().is_cpu(), op,
+                ": expected batch_sizes to be a 1-D int64 CPU tensor, got ", bsz.dim(), "-D ",
+                bsz.scalar_type(), " on ", bsz.device());
+    TORCH_CHECK(input.dim() == 2, op,
+                ": with batch_sizes, expected input to be packed data 2-D [N, I], got ",
+                input.dim(), "-D");
+    p.T = bsz.size(0);
+    const auto acc = bsz.contiguous();
+    const int64_t* b = acc.data_ptr<int64_t>();
+    p.bs.assign(b, b + p.T);
+    int64_t sum = 0;
+    for (int64_t t = 0; t < p.T; ++t) {
+      TORCH_CHECK(p.bs[t] > 0, op, ": batch_sizes must be positive, got ", p.bs[t],
+                  " at step ", t);
+      TORCH_CHECK(t == 0 || p.bs[t] <= p.bs[t - 1], op,
+                  ": batch_sizes must be non-increasing (sorted sequences), got ", p.bs[t - 1],
+                  " then ", p.bs[t], " at step ", t);
+      sum += p.bs[t];
+    }
+    TORCH_CHECK(sum == input.size(0), op, ": batch_sizes sum to ", sum,
+                " but the packed input has ", input.size(0), " rows");
+    p.N = sum;
+    p.B = p.T > 0 ? p.bs[0] : (h0 ? h0->size(0) : 0);
+  } else {
+    TORCH_CHECK(input.dim() == 3, op, ": expected input to be 3-D [T, B, I], got ", input.dim(),
+                "-D of shape ", shape_str(input.sizes()));
+    p.T = input.size(0);
+    p.B = input.size(1);
+    p.N = p.T * p.B;
+    p.bs.assign(p.T, p.B);
+  }
+  TORCH_CHECK(input.size(-1) == p.I, op, ": input has feature size ", input.size(-1),
+              " but w_ih expects I = ", p.I);
+  p.off.resize(p.T);
+  for (int64_t t = 0, o = 0; t < p.T; ++t) {
+    p.off[t] = o;
+    o += p.bs[t];
+  }
+
+  if (h0) {
+    check_like(op, is_cell ? "hx" : "h0", *h0, input);
+    check_shape(op, is_cell ? "hx" : "h0", *h0, {p.B, p.P}, "[B, P]");
+    p.h0 = h0->contiguous();
+  }
+  if (Tr::kHasCell) {
+    if (c0) {
+      check_like(op, is_cell ? "cx" : "c0", *c0, input);
+      check_shape(op, is_cell ? "cx" : "c0", *c0, {p.B, p.H}, "[B, H]");
+      p.c0 = c0->contiguous();
+    }
+  } else {
+    TORCH_CHECK(!c0, op, ": c0 is only for LSTM");
+  }
+
+  p.x = input.contiguous().view({p.N, p.I});
+  p.w_ih = w_ih.contiguous();
+  p.w_hh = w_hh.contiguous();
+  if (b_ih) p.b_ih = b_ih->contiguous();
+  if (b_hh) p.b_hh = b_hh->contiguous();
+  if (w_hr) p.w_hr = w_hr->contiguous();
+  return p;
+}
+
+// Validates an incoming gradient (may be undefined = zero) and makes it contiguous.
+inline at::Tensor grad_arg(const LayerPlan& p, const char* name,
+                           const std::optional<at::Tensor>& g, std::vector<int64_t> shape) {
+  if (!g.has_value() || !g->defined()) return at::Tensor();
+  detail::check_like(p.op, name, *g, p.x);
+  TORCH_CHECK(g->numel() == c10::multiply_integers(shape), p.op, ": expected ", name,
+              " with shape ", detail::shape_str(shape), ", got ", detail::shape_str(g->sizes()));
+  return g->contiguous().view(shape);
+}
+
+inline at::Tensor saved_arg(const LayerPlan& p, const char* name, const at::Tensor& t,
+                            std::vector<int64_t> shape) {
+  detail::check_like(p.op, name, t, p.x);
+  TORCH_CHECK(t.numel() == c10::multiply_integers(shape), p.op, ": expected saved ", name,
+              " with ", c10::multiply_integers(shape), " elements ", detail::shape_str(shape),
+              ", got ", detail::shape_str(t.sizes()));
+  return t.contiguous().view(shape);
+}
+
+}  // namespace fusedrnn

@@ -1,0 +1,208 @@
+// Op implementations shared by all backends: schema arguments -> LayerPlan -> driver.
+//
+// A Backend supplies `Blas` (see layer_driver.h) and `dispatch(dtype, op, f)`, which calls
+// f(T{}) for the scalar types it supports and raises a clear error otherwise. Kern is the
+// backend's fused pointwise pair for the family. Absent optional gradients (no bias, no
+// projection, no c0) are returned as empty [0] tensors; the Python glue maps them to None.
+// Cell ops are a one-step layer (T = 1, hx required).
+#pragma once
+
+#include <tuple>
+
+#include <torch/library.h>
+
+#include "fusedrnn/layer_driver.h"
+
+namespace fusedrnn {
+
+using OptT = std::optional<at::Tensor>;
+using at::Tensor;
+
+template <class Tr, class Kern, class Backend>
+LayerFwdResult run_forward(const LayerPlan& p) {
+  LayerFwdResult r;
+  Backend::dispatch(p.x.scalar_type(), p.op.c_str(), [&](auto tag) {
+    using T = decltype(tag);
+    r = layer_forward<Tr, Kern, typename Backend::Blas, T>(p);
+  });
+  return r;
+}
+
+template <class Tr, class Kern, class Backend>
+LayerBwdResult run_backward(const LayerPlan& p, const OptT& grad_output, const OptT& grad_hn,
+                            const OptT& grad_cn, const Tensor& output, const Tensor& ws) {
+  const Tensor go = grad_arg(p, "grad_output", grad_output, {p.N, p.P});
+  const Tensor gh = grad_arg(p, "grad_hn", grad_hn, {p.B, p.P});
+  const Tensor gc = Tr::kHasCell ? grad_arg(p, "grad_cn", grad_cn, {p.B, p.H}) : Tensor();
+  const Tensor out = saved_arg(p, "output", output, {p.N, p.P});
+  const Tensor w = Tr::kWs ? saved_arg(p, "workspace", ws, {p.N, Tr::kWs * p.H}) : Tensor();
+  LayerBwdResult r;
+  Backend::dispatch(p.x.scalar_type(), p.op.c_str(), [&](auto tag) {
+    using T = decltype(tag);
+    r = layer_backward<Tr, Kern, typename Backend::Blas, T>(p, go, gh, gc, out, w);
+  });
+  return r;
+}
+
+// ---- whole-layer ops --------------------------------------------------------------------
+template <class Tr, class Kern, class Backend>
+std::tuple<Tensor, Tensor> rnn_layer(const Tensor& input, const OptT& batch_sizes, const OptT& h0,
+                                     const Tensor& w_ih, const Tensor& w_hh, const OptT& b_ih,
+                                     const OptT& b_hh, bool reverse) {
+  const auto p = make_plan<Tr>(Tr::kFamily == Family::Gru ? "gru_layer"
+                               : Tr::kFamily == Family::RnnRelu ? "rnn_relu_layer"
+                                                                : "rnn_tanh_layer",
+                               input, batch_sizes, h0, std::nullopt, w_ih, w_hh, b_ih, b_hh,
+                               std::nullopt, reverse);
+  auto r = run_forward<Tr, Kern, Backend>(p);
+  return {r.output, r.h_n};
+}
+
+template <class Tr, class Kern, class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
+    const OptT& grad_output, const OptT& grad_hn, const Tensor& input, const OptT& batch_sizes,
+    const OptT& h0, const Tensor& w_ih, const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh,
+    bool reverse, const Tensor& output) {
+  const auto p = make_plan<Tr>(Tr::kFamily == Family::RnnRelu ? "rnn_relu_layer_backward"
+                                                              : "rnn_tanh_layer_backward",
+                               input, batch_sizes, h0, std::nullopt, w_ih, w_hh, b_ih, b_hh,
+                               std::nullopt, reverse);
+  auto r = run_backward<Tr, Kern, Backend>(p, grad_output, grad_hn, std::nullopt, output, Tensor());
+  return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
+}
+
+template <class Tr, class Kern, class Backend>
+std::tuple<Tensor, Tensor, Tensor> gru_layer(const Tensor& input, const OptT& batch_sizes,
+                                             const OptT& h0, const Tensor& w_ih,
+                                             const Tensor& w_hh, const OptT& b_ih,
+                                             const OptT& b_hh, bool reverse) {
+  const auto p = make_plan<Tr>("gru_layer", input, batch_sizes, h0, std::nullopt, w_ih, w_hh,
+                               b_ih, b_hh, std::nullopt, reverse);
+  auto r = run_forward<Tr, Kern, Backend>(p);
+  return {r.output, r.h_n, r.ws};
+}
+
+template <class Tr, class Kern, class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
+    const OptT& grad_output, const OptT& grad_hn, const Tensor& input, const OptT& batch_sizes,
+    const OptT& h0, const Tensor& w_ih, const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh,
+    bool reverse, const Tensor& output, const Tensor& workspace) {
+  const auto p = make_plan<Tr>("gru_layer_backward", input, batch_sizes, h0, std::nullopt, w_ih,
+                               w_hh, b_ih, b_hh, std::nullopt, reverse);
+  auto r = run_backward<Tr, Kern, Backend>(p, grad_output, grad_hn, std::nullopt, output, workspace);
+  return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
+}
+
+template <class Tr, class Kern, class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(const Tensor& input, const OptT& batch_sizes,
+                                                      const OptT& h0, const OptT& c0,
+                                                      const Tensor& w_ih, const Tensor& w_hh,
+                                                      const OptT& b_ih, const OptT& b_hh,
+                                                      const OptT& w_hr, bool reverse) {
+  const auto p = make_plan<Tr>("lstm_layer", input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                               w_hr, reverse);
+  auto r = run_forward<Tr, Kern, Backend>(p);
+  return {r.output, r.h_n, r.c_n, r.ws};
+}
+
+template <class Tr, class Kern, class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
+    const OptT& grad_output, const OptT& grad_hn, const OptT& grad_cn, const Tensor& input,
+    const OptT& batch_sizes, const OptT& h0, const OptT& c0, const Tensor& w_ih,
+    const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh, const OptT& w_hr, bool reverse,
+    const Tensor& output, const Tensor& workspace) {
+  const auto p = make_plan<Tr>("lstm_layer_backward", input, batch_sizes, h0, c0, w_ih, w_hh,
+                               b_ih, b_hh, w_hr, reverse);
+  auto r = run_backward<Tr, Kern, Backend>(p, grad_output, grad_hn, grad_cn, output, workspace);
+  return {r.grad_input, r.grad_h0,   r.grad_c0,   r.grad_w_ih,
+          r.grad_w_hh,  r.grad_b_ih, r.grad_b_hh, r.grad_w_hr};
+}
+
+// ---- single-step cell ops ---------------------------------------------------------------
+template <class Tr, class Kern, class Backend>
+Tensor rnn_cell(const Tensor& input, const Tensor& hx, const Tensor& w_ih, const Tensor& w_hh,
+                const OptT& b_ih, const OptT& b_hh) {
+  const auto p = make_plan<Tr>(Tr::kFamily == Family::RnnRelu ? "rnn_relu_cell" : "rnn_tanh_cell",
+                               input, std::nullopt, hx, std::nullopt, w_ih, w_hh, b_ih, b_hh,
+                               std::nullopt, false, /*is_cell=*/true);
+  return run_forward<Tr, Kern, Backend>(p).h_n;
+}
+
+template <class Tr, class Kern, class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward(
+    const OptT& grad_hy, const Tensor& input, const Tensor& hx, const Tensor& w_ih,
+    const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh, const Tensor& hy) {
+  const auto p = make_plan<Tr>(
+      Tr::kFamily == Family::RnnRelu ? "rnn_relu_cell_backward" : "rnn_tanh_cell_backward", input,
+      std::nullopt, hx, std::nullopt, w_ih, w_hh, b_ih, b_hh, std::nullopt, false, true);
+  auto r = run_backward<Tr, Kern, Backend>(p, std::nullopt, grad_hy, std::nullopt, hy, Tensor());
+  return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
+}
+
+template <class Tr, class Kern, class Backend>
+std::tuple<Tensor, Tensor> gru_cell(const Tensor& input, const Tensor& hx, const Tensor& w_ih,
+                                    const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh) {
+  const auto p = make_plan<Tr>("gru_cell", input, std::nullopt, hx, std::nullopt, w_ih, w_hh,
+                               b_ih, b_hh, std::nullopt, false, true);
+  auto r = run_forward<Tr, Kern, Backend>(p);
+  return {r.h_n, r.ws};
+}
+
+template <class Tr, class Kern, class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_cell_backward(
+    const OptT& grad_hy, const Tensor& input, const Tensor& hx, const Tensor& w_ih,
+    const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh, const Tensor& workspace) {
+  const auto p = make_plan<Tr>("gru_cell_backward", input, std::nullopt, hx, std::nullopt, w_ih,
+                               w_hh, b_ih, b_hh, std::nullopt, false, true);
+  // GRU backward does not read the output; pass hx as a correctly-shaped placeholder.
+  auto r = run_backward<Tr, Kern, Backend>(p, std::nullopt, grad_hy, std::nullopt, hx, workspace);
+  return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
+}
+
+template <class Tr, class Kern, class Backend>
+std::tuple<Tensor, Tensor, Tensor> lstm_cell(const Tensor& input, const Tensor& hx,
+                                             const Tensor& cx, const Tensor& w_ih,
+                                             const Tensor& w_hh, const OptT& b_ih,
+                                             const OptT& b_hh) {
+  const auto p = make_plan<Tr>("lstm_cell", input, std::nullopt, hx, cx, w_ih, w_hh, b_ih, b_hh,
+                               std::nullopt, false, true);
+  auto r = run_forward<Tr, Kern, Backend>(p);
+  return {r.h_n, r.c_n, r.ws};
+}
+
+template <class Tr, class Kern, class Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
+    const OptT& grad_hy, const OptT& grad_cy, const Tensor& input, const Tensor& hx,
+    const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh,
+    const Tensor& workspace) {
+  const auto p = make_plan<Tr>("lstm_cell_backward", input, std::nullopt, hx, cx, w_ih, w_hh,
+                               b_ih, b_hh, std::nullopt, false, true);
+  // LSTM backward reads only the workspace; hx stands in for the (unused) output.
+  auto r = run_backward<Tr, Kern, Backend>(p, std::nullopt, grad_hy, grad_cy, hx, workspace);
+  return {r.grad_input, r.grad_h0,   r.grad_c0,  r.grad_w_ih,
+          r.grad_w_hh,  r.grad_b_ih, r.grad_b_hh};
+}
+
+// Registers every op of family Tr for one dispatch key (call inside TORCH_LIBRARY_IMPL).
+template <class Tr, class Kern, class Backend>
+void register_family(torch::Library& m) {
+  if constexpr (Tr::kFamily == Family::Lstm) {
+    m.impl("lstm_layer", &lstm_layer<Tr, Kern, Backend>);
+    m.impl("lstm_layer_backward", &lstm_layer_backward<Tr, Kern, Backend>);
+    m.impl("lstm_cell", &lstm_cell<Tr, Kern, Backend>);
+    m.impl("lstm_cell_backward", &lstm_cell_backward<Tr, Kern, Backend>);
+  } else if constexpr (Tr::kFamily == Family::Gru) {
+    m.impl("gru_layer", &gru_layer<Tr, Kern, Backend>);
+    m.impl("gru_layer_backward", &gru_layer_backward<Tr, Kern, Backend>);
+    m.impl("gru_cell", &gru_cell<Tr, Kern, Backend>);
+    m.impl("gru_cell_backward", &gru_cell_backward<Tr, Kern, Backend>);
+  } else {
+    const std::string n = Tr::kName;
+    m.impl((n + "_layer").c_str(), &rnn_layer<Tr, Kern, Backend>);
+    m.impl((n + "_layer_backward").c_str(), &rnn_layer_backward<Tr, Kern, Backend>);
+    m.impl((n + "_cell").c_str(), &rnn_cell<Tr, Kern, Backend>);
+    m.impl((n + "_cell_backward").c_str(), &rnn_cell_backward<Tr, Kern, Backend>);
+  }
+}
+
+}  // namespace fusedrnn

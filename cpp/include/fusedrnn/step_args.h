@@ -1,0 +1,50 @@
+// Plain-pointer arguments of one time step's fused pointwise pass (CPU and CUDA).
+//
+// Layout letters: B batch rows active at this step ("rows"), H hidden, G gates, P output
+// width (H, or proj_size for a projected LSTM). All row-major; ld_* are row strides.
+// Forward step:  reads xg [rows, GH] (x W_ih^T + b_ih), hg [rows, GH] (h W_hh^T), b_hh [GH],
+//                the running states h [rows, P] / c [rows, H];
+//                writes (=) out [rows, ld_out], the states (in place), ws [rows, ld_ws].
+// Backward step: reads dh_a + dh_b (either may be null), ws, h_prev, c_prev;
+//                writes (=) dgi [rows, GH], dgh [rows, GH] (GRU only), dh_carry (GRU: z*dh),
+//                hraw (projected LSTM: o*tanh(c)); updates (=) dc (LSTM: dc_{t-1}).
+#pragma once
+
+#include <cstdint>
+
+namespace fusedrnn {
+
+template <class T>
+struct FwdStep {
+  int64_t rows = 0, H = 0;
+  const T* xg = nullptr;
+  const T* hg = nullptr;
+  const T* b_hh = nullptr;  // may be null (bias=False)
+  T* h = nullptr;           // running hidden state, ld = H (unprojected cells only)
+  T* c = nullptr;           // running cell state (LSTM), ld = H
+  T* out = nullptr;         // output rows (or the unprojected h buffer of a projected LSTM)
+  int64_t ld_out = 0;
+  bool write_h = true;      // false for a projected LSTM: h is written after the projection GEMM
+  T* ws = nullptr;          // saved-for-backward rows (LSTM, GRU)
+  int64_t ld_ws = 0;
+};
+
+template <class T>
+struct BwdStep {
+  int64_t rows = 0, H = 0;
+  const T* dh_a = nullptr;  // gradient of this step's output rows (may be null)
+  int64_t ld_a = 0;
+  const T* dh_b = nullptr;  // gradient carried from the next step (may be null)
+  int64_t ld_b = 0;
+  const T* ws = nullptr;    // RNN: h_t rows; LSTM: [i f g o c]; GRU: [r z n hn]
+  int64_t ld_ws = 0;
+  const T* h_prev = nullptr;  // ld = H (GRU)
+  const T* c_prev = nullptr;  // ld = H (LSTM)
+  T* dc = nullptr;            // LSTM: in dc_t, out dc_{t-1}; ld = H
+  T* dgi = nullptr;           // ld = GH
+  T* dgh = nullptr;           // GRU only; ld = GH
+  T* dh_carry = nullptr;      // GRU only: z * dh; ld = H (may alias dh_b)
+  T* hraw = nullptr;          // projected LSTM only; ld = H
+};
+
+}  // namespace fusedrnn

@@ -1,0 +1,37 @@
+// The Python extension fusedrnn._C. Importing it loads this library, whose static
+// initialisers register the op schemas and the kernels of every compiled backend.
+// It also reports how the library was built, for fusedrnn.build_info().
+#include <ATen/Parallel.h>
+#include <ATen/Version.h>
+#include <pybind11/pybind11.h>
+
+#ifndef FUSEDRNN_VERSION
+#define FUSEDRNN_VERSION "0.0.0"
+#endif
+#ifndef FUSEDRNN_CUDA_ARCHS
+#define FUSEDRNN_CUDA_ARCHS ""
+#endif
+#ifndef FUSEDRNN_TORCH_VERSION
+#define FUSEDRNN_TORCH_VERSION "unknown"
+#endif
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fusedrnn fused RNN/LSTM/GRU kernels (ops live in torch.ops.fusedrnn)";
+  m.def("build_info", [] {
+    py::dict d;
+    d["version"] = FUSEDRNN_VERSION;
+    d["torch_built_with"] = FUSEDRNN_TORCH_VERSION;
+#ifdef FUSEDRNN_WITH_CUDA
+    d["cuda"] = true;
+#else
+    d["cuda"] = false;
+#endif
+    d["cuda_arch_list"] = FUSEDRNN_CUDA_ARCHS;
+    d["threads"] = at::get_num_threads();
+    d["cpu_capability"] = at::get_cpu_capability();
+    d["parallel_backend"] = at::get_parallel_info();
+    return d;
+  });
+}

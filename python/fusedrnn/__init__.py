@@ -1,0 +1,24 @@
+"""fusedrnn: fused RNN, LSTM and GRU kernels for PyTorch, drop-in for torch.nn."""
+
+from importlib import metadata as _metadata
+
+import torch  # noqa: F401  (libtorch must be loaded before the extension)
+
+from . import _ops
+from ._ops import build_info, gru_cell, gru_layer, lstm_cell, lstm_layer, rnn_cell, rnn_layer
+
+try:
+    __version__ = _metadata.version("fusedrnn")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "build_info",
+    "gru_cell",
+    "gru_layer",
+    "lstm_cell",
+    "lstm_layer",
+    "rnn_cell",
+    "rnn_layer",
+    "_ops",
+]

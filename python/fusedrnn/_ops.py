@@ -1,0 +1,349 @@
+"""Python glue of the fused ops: loads ``fusedrnn._C``, registers fake (meta) kernels and
+autograd for every forward op, and offers typed wrappers.
+
+Layer ops run one direction of one layer over a whole sequence. ``input`` is time-major
+``[T, B, I]``, or packed data ``[N, I]`` with ``batch_sizes`` (``PackedSequence.batch_sizes``:
+int64, CPU, non-increasing). Weights use ``torch.nn``'s layout and gate order. The backward
+ops are ops too (``torch.ops.fusedrnn.*_backward``), so autograd, ``torch.compile`` and
+``torch.library.opcheck`` see every step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _C  # noqa: F401  (loading the library registers the ops)
+
+ops = torch.ops.fusedrnn
+
+RNN_FAMILIES = ("rnn_tanh", "rnn_relu")
+_WS = {"lstm": 5, "gru": 4}
+
+
+def _empty0(ref: torch.Tensor) -> torch.Tensor:
+    return ref.new_empty((0,))
+
+
+def _fake_batch(input, batch_sizes, h0):
+    if h0 is not None:
+        return h0.shape[0]
+    if batch_sizes is None:
+        return input.shape[1]
+    # Packed input without an initial state: B = batch_sizes[0], a value, not a shape.
+    return torch.library.get_ctx().new_dynamic_size()
+
+
+def _out_rows(input, batch_sizes):
+    return input.shape[:1] if batch_sizes is not None else input.shape[:2]
+
+
+# ---- fake kernels ---------------------------------------------------------------------------
+def _register_rnn_fakes(fam: str) -> None:
+    @torch.library.register_fake(f"fusedrnn::{fam}_layer")
+    def _(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse):
+        H = w_hh.shape[1]
+        B = _fake_batch(input, batch_sizes, h0)
+        return input.new_empty((*_out_rows(input, batch_sizes), H)), input.new_empty((B, H))
+
+    @torch.library.register_fake(f"fusedrnn::{fam}_layer_backward")
+    def _(grad_output, grad_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, output):
+        H = w_hh.shape[1]
+        B = _fake_batch(input, batch_sizes, h0)
+        return (
+            torch.empty_like(input),
+            input.new_empty((B, H)),
+            torch.empty_like(w_ih),
+            torch.empty_like(w_hh),
+            torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
+            torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
+        )
+
+    @torch.library.register_fake(f"fusedrnn::{fam}_cell")
+    def _(input, hx, w_ih, w_hh, b_ih, b_hh):
+        return input.new_empty((input.shape[0], w_hh.shape[1]))
+
+    @torch.library.register_fake(f"fusedrnn::{fam}_cell_backward")
+    def _(grad_hy, input, hx, w_ih, w_hh, b_ih, b_hh, hy):
+        return (
+            torch.empty_like(input),
+            torch.empty_like(hx),
+            torch.empty_like(w_ih),
+            torch.empty_like(w_hh),
+            torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
+            torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
+        )
+
+
+for _fam in RNN_FAMILIES:
+    _register_rnn_fakes(_fam)
+
+
+@torch.library.register_fake("fusedrnn::lstm_layer")
+def _(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse):
+    H = w_ih.shape[0] // 4
+    P = w_hh.shape[1]
+    B = _fake_batch(input, batch_sizes, h0 if h0 is not None else c0)
+    rows = _out_rows(input, batch_sizes)
+    n = input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
+    return (
+        input.new_empty((*rows, P)),
+        input.new_empty((B, P)),
+        input.new_empty((B, H)),
+        input.new_empty((n, 5 * H)),
+    )
+
+
+@torch.library.register_fake("fusedrnn::lstm_layer_backward")
+def _(grad_output, grad_hn, grad_cn, input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+      reverse, output, workspace):  # fmt: skip
+    H = w_ih.shape[0] // 4
+    P = w_hh.shape[1]
+    B = _fake_batch(input, batch_sizes, h0 if h0 is not None else c0)
+    return (
+        torch.empty_like(input),
+        input.new_empty((B, P)),
+        input.new_empty((B, H)),
+        torch.empty_like(w_ih),
+        torch.empty_like(w_hh),
+        torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
+        torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
+        torch.empty_like(w_hr) if w_hr is not None else _empty0(input),
+    )
+
+
+@torch.library.register_fake("fusedrnn::lstm_cell")
+def _(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
+    H = w_ih.shape[0] // 4
+    B = input.shape[0]
+    return input.new_empty((B, H)), input.new_empty((B, H)), input.new_empty((B, 5 * H))
+
+
+@torch.library.register_fake("fusedrnn::lstm_cell_backward")
+def _(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, b_ih, b_hh, workspace):
+    return (
+        torch.empty_like(input),
+        torch.empty_like(hx),
+        torch.empty_like(cx),
+        torch.empty_like(w_ih),
+        torch.empty_like(w_hh),
+        torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
+        torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
+    )
+
+
+@torch.library.register_fake("fusedrnn::gru_layer")
+def _(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse):
+    H = w_hh.shape[1]
+    B = _fake_batch(input, batch_sizes, h0)
+    n = input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
+    return (
+        input.new_empty((*_out_rows(input, batch_sizes), H)),
+        input.new_empty((B, H)),
+        input.new_empty((n, 4 * H)),
+    )
+
+
+@torch.library.register_fake("fusedrnn::gru_layer_backward")
+def _(grad_output, grad_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, output,
+      workspace):  # fmt: skip
+    H = w_hh.shape[1]
+    B = _fake_batch(input, batch_sizes, h0)
+    return (
+        torch.empty_like(input),
+        input.new_empty((B, H)),
+        torch.empty_like(w_ih),
+        torch.empty_like(w_hh),
+        torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
+        torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
+    )
+
+
+@torch.library.register_fake("fusedrnn::gru_cell")
+def _(input, hx, w_ih, w_hh, b_ih, b_hh):
+    H = w_hh.shape[1]
+    return input.new_empty((input.shape[0], H)), input.new_empty((input.shape[0], 4 * H))
+
+
+@torch.library.register_fake("fusedrnn::gru_cell_backward")
+def _(grad_hy, input, hx, w_ih, w_hh, b_ih, b_hh, workspace):
+    return (
+        torch.empty_like(input),
+        torch.empty_like(hx),
+        torch.empty_like(w_ih),
+        torch.empty_like(w_hh),
+        torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
+        torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
+    )
+
+
+# ---- autograd ------------------------------------------------------------------------------
+def _g(grad, given):
+    """The gradient of an optional input: None when the input was None."""
+    return grad if given is not None else None
+
+
+def _register_rnn_autograd(fam: str) -> None:
+    bwd = getattr(ops, f"{fam}_layer_backward")
+
+    def setup(ctx, inputs, output):
+        input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse = inputs
+        ctx.save_for_backward(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, output[0])
+        ctx.reverse = reverse
+
+    def backward(ctx, g_out, g_hn):
+        input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, out = ctx.saved_tensors
+        gi, gh0, gwi, gwh, gbi, gbh = bwd(
+            g_out, g_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, ctx.reverse, out
+        )
+        return gi, None, _g(gh0, h0), gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh), None
+
+    torch.library.register_autograd(f"fusedrnn::{fam}_layer", backward, setup_context=setup)
+
+    cbwd = getattr(ops, f"{fam}_cell_backward")
+
+    def csetup(ctx, inputs, output):
+        input, hx, w_ih, w_hh, b_ih, b_hh = inputs
+        ctx.save_for_backward(input, hx, w_ih, w_hh, b_ih, b_hh, output)
+
+    def cbackward(ctx, g_hy):
+        input, hx, w_ih, w_hh, b_ih, b_hh, hy = ctx.saved_tensors
+        gi, ghx, gwi, gwh, gbi, gbh = cbwd(g_hy, input, hx, w_ih, w_hh, b_ih, b_hh, hy)
+        return gi, ghx, gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh)
+
+    torch.library.register_autograd(f"fusedrnn::{fam}_cell", cbackward, setup_context=csetup)
+
+
+for _fam in RNN_FAMILIES:
+    _register_rnn_autograd(_fam)
+
+
+def _lstm_setup(ctx, inputs, output):
+    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse = inputs
+    out, _, _, ws = output
+    ctx.mark_non_differentiable(ws)
+    ctx.save_for_backward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, ws)
+    ctx.reverse = reverse
+
+
+def _lstm_backward(ctx, g_out, g_hn, g_cn, _g_ws):
+    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, ws = ctx.saved_tensors
+    gi, gh0, gc0, gwi, gwh, gbi, gbh, gwr = ops.lstm_layer_backward(
+        g_out, g_hn, g_cn, input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+        ctx.reverse, out, ws,
+    )  # fmt: skip
+    return (gi, None, _g(gh0, h0), _g(gc0, c0), gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh),
+            _g(gwr, w_hr), None)  # fmt: skip
+
+
+torch.library.register_autograd("fusedrnn::lstm_layer", _lstm_backward, setup_context=_lstm_setup)
+
+
+def _lstm_cell_setup(ctx, inputs, output):
+    input, hx, cx, w_ih, w_hh, b_ih, b_hh = inputs
+    ctx.mark_non_differentiable(output[2])
+    ctx.save_for_backward(input, hx, cx, w_ih, w_hh, b_ih, b_hh, output[2])
+
+
+def _lstm_cell_backward(ctx, g_hy, g_cy, _g_ws):
+    input, hx, cx, w_ih, w_hh, b_ih, b_hh, ws = ctx.saved_tensors
+    gi, ghx, gcx, gwi, gwh, gbi, gbh = ops.lstm_cell_backward(
+        g_hy, g_cy, input, hx, cx, w_ih, w_hh, b_ih, b_hh, ws
+    )
+    return gi, ghx, gcx, gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh)
+
+
+torch.library.register_autograd(
+    "fusedrnn::lstm_cell", _lstm_cell_backward, setup_context=_lstm_cell_setup
+)
+
+
+def _gru_setup(ctx, inputs, output):
+    input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse = inputs
+    out, _, ws = output
+    ctx.mark_non_differentiable(ws)
+    ctx.save_for_backward(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, out, ws)
+    ctx.reverse = reverse
+
+
+def _gru_backward(ctx, g_out, g_hn, _g_ws):
+    input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, out, ws = ctx.saved_tensors
+    gi, gh0, gwi, gwh, gbi, gbh = ops.gru_layer_backward(
+        g_out, g_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, ctx.reverse, out, ws
+    )
+    return gi, None, _g(gh0, h0), gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh), None
+
+
+torch.library.register_autograd("fusedrnn::gru_layer", _gru_backward, setup_context=_gru_setup)
+
+
+def _gru_cell_setup(ctx, inputs, output):
+    input, hx, w_ih, w_hh, b_ih, b_hh = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(input, hx, w_ih, w_hh, b_ih, b_hh, output[1])
+
+
+def _gru_cell_backward(ctx, g_hy, _g_ws):
+    input, hx, w_ih, w_hh, b_ih, b_hh, ws = ctx.saved_tensors
+    gi, ghx, gwi, gwh, gbi, gbh = ops.gru_cell_backward(
+        g_hy, input, hx, w_ih, w_hh, b_ih, b_hh, ws
+    )
+    return gi, ghx, gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh)
+
+
+torch.library.register_autograd(
+    "fusedrnn::gru_cell", _gru_cell_backward, setup_context=_gru_cell_setup
+)
+
+
+# ---- typed wrappers ------------------------------------------------------------------------
+def _rnn_family(nonlinearity: str) -> str:
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    return f"rnn_{nonlinearity}"
+
+
+def rnn_layer(input, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", h0=None,
+              batch_sizes=None, reverse=False):  # fmt: skip
+    """Elman RNN over a sequence. Returns ``(output, h_n)``."""
+    op = getattr(ops, f"{_rnn_family(nonlinearity)}_layer")
+    return op(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse)
+
+
+def lstm_layer(input, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, h0=None, c0=None,
+               batch_sizes=None, reverse=False):  # fmt: skip
+    """LSTM over a sequence (``w_hr``: projection ``[P, H]``). Returns ``(output, h_n, c_n)``."""
+    out, h_n, c_n, _ = ops.lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                      reverse)  # fmt: skip
+    return out, h_n, c_n
+
+
+def gru_layer(input, w_ih, w_hh, b_ih=None, b_hh=None, *, h0=None, batch_sizes=None,
+              reverse=False):  # fmt: skip
+    """GRU over a sequence. Returns ``(output, h_n)``."""
+    out, h_n, _ = ops.gru_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse)
+    return out, h_n
+
+
+def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh"):
+    """One Elman RNN step on ``[B, I]``; ``hx`` ``[B, H]`` is required. Returns ``h'``."""
+    return getattr(ops, f"{_rnn_family(nonlinearity)}_cell")(input, hx, w_ih, w_hh, b_ih, b_hh)
+
+
+def lstm_cell(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One LSTM step on ``[B, I]``. Returns ``(h', c')``."""
+    hy, cy, _ = ops.lstm_cell(input, hx, cx, w_ih, w_hh, b_ih, b_hh)
+    return hy, cy
+
+
+def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One GRU step on ``[B, I]``. Returns ``h'``."""
+    return ops.gru_cell(input, hx, w_ih, w_hh, b_ih, b_hh)[0]
+
+
+def build_info() -> dict:
+    """How the extension was built and what it runs with."""
+    info = dict(_C.build_info())
+    info["torch"] = torch.__version__
+    info["threads"] = torch.get_num_threads()
+    info["cuda_available"] = torch.cuda.is_available()
+    return info
