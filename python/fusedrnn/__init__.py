@@ -6,6 +6,7 @@ import torch  # noqa: F401  (libtorch must be loaded before the extension)
 
 from . import _ops
 from ._ops import build_info, gru_cell, gru_layer, lstm_cell, lstm_layer, rnn_cell, rnn_layer
+from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, convert, from_torch
 
 try:
     __version__ = _metadata.version("fusedrnn")
@@ -13,12 +14,20 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
     __version__ = "0.0.0"
 
 __all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
+    "GRUCell",
+    "LSTMCell",
+    "RNNCell",
+    "_ops",
     "build_info",
+    "convert",
+    "from_torch",
     "gru_cell",
     "gru_layer",
     "lstm_cell",
     "lstm_layer",
     "rnn_cell",
     "rnn_layer",
-    "_ops",
 ]

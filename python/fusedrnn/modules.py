@@ -1,0 +1,536 @@
+"""Drop-in replacements for ``torch.nn.RNN / LSTM / GRU / RNNCell / LSTMCell / GRUCell``.
+
+The modules subclass ``torch.nn.RNNBase`` / ``torch.nn.RNNCellBase``, so constructor arguments,
+parameter names, shapes, initialisation, ``state_dict``, ``extra_repr`` and
+``flatten_parameters`` are torch's own. Only ``forward`` differs: it runs every layer and
+direction through the fused ops (``fusedrnn.lstm_layer`` & co., ``reverse=True`` for the
+backward direction), stacks layers in Python (Cell -> Layer -> Stack, as in ATen's
+``RNN.cpp``) with ``F.dropout`` on each layer's output but the last in training mode, and
+mirrors ``torch.nn``'s argument checks, ``PackedSequence`` handling and hidden-state
+permutations line by line.
+
+A configuration without a fused kernel (a device whose dispatch key has no registered kernel,
+e.g. CUDA tensors with a CPU-only build, or a dtype the backend does not dispatch, e.g.
+half/bfloat16 on the CPU) or running under autocast falls back to ``torch.nn``'s
+implementation, with a one-time warning.
+
+Unlike ``torch.nn.LSTM`` (which Dynamo refuses to trace), these modules compile with
+``torch.compile(fullgraph=True)``: the ops have fake kernels and registered autograd.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from . import _ops
+
+__all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
+    "GRUCell",
+    "LSTMCell",
+    "RNNCell",
+    "convert",
+    "from_torch",
+    "fused_supported",
+]
+
+# ---- which configurations the fused kernels serve ------------------------------------------
+# Dtypes each backend dispatches (cpp/cpu/cpu_backend.h: float, double; the CUDA backend adds
+# half and bfloat16 with float accumulation). Whether a backend exists at all is asked of the
+# dispatcher, once, at import.
+_BACKEND_DTYPES = {
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+    "meta": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+}
+_DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA", "meta": "Meta"}
+_OPS_BY_MODE = {
+    "RNN_TANH": ("rnn_tanh_layer", "rnn_tanh_cell"),
+    "RNN_RELU": ("rnn_relu_layer", "rnn_relu_cell"),
+    "LSTM": ("lstm_layer", "lstm_cell"),
+    "GRU": ("gru_layer", "gru_cell"),
+}
+
+
+def _has_kernels(ops: tuple[str, ...], key: str) -> bool:
+    return all(
+        torch._C._dispatch_has_kernel_for_dispatch_key(f"fusedrnn::{op}", key)
+        and torch._C._dispatch_has_kernel_for_dispatch_key(f"fusedrnn::{op}_backward", key)
+        for op in ops
+    )
+
+
+# (mode, device type) pairs with registered forward and backward kernels.
+_KERNELS: frozenset[tuple[str, str]] = frozenset(
+    (mode, dev)
+    for mode, ops in _OPS_BY_MODE.items()
+    for dev, key in _DISPATCH_KEYS.items()
+    if _has_kernels(ops, key)
+)
+_warned: set[tuple[str, str, torch.dtype]] = set()
+
+
+def fused_supported(mode: str, device: torch.device | str, dtype: torch.dtype) -> bool:
+    """Whether the fused kernels serve ``mode`` ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
+    on ``device`` in ``dtype``."""
+    dev = torch.device(device).type if not isinstance(device, torch.device) else device.type
+    return (mode, dev) in _KERNELS and dtype in _BACKEND_DTYPES.get(dev, ())
+
+
+def _warn_fallback(name: str, dev: str, dtype: torch.dtype, why: str) -> None:
+    key = (name, dev, dtype)
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(
+            f"fusedrnn.{name}: {why}; falling back to torch.nn.{name}'s implementation "
+            "(this warning is shown once)",
+            stacklevel=3,
+        )
+
+
+def _use_fused(module: nn.Module, name: str, mode: str, weight: Tensor) -> bool:
+    dev, dtype = weight.device.type, weight.dtype
+    if torch._C._is_any_autocast_enabled():
+        _warn_fallback(name, dev, dtype, "autocast is enabled")
+        return False
+    if not fused_supported(mode, dev, dtype):
+        _warn_fallback(name, dev, dtype, f"no fused kernel for {dtype} on {dev}")
+        return False
+    return True
+
+
+# ---- the stack: layers x directions over one time-major or packed input --------------------
+class _FusedRNNBase(nn.RNNBase):
+    """Shared forward machinery of RNN, LSTM and GRU (not public)."""
+
+    _torch_cls: type[nn.RNNBase]
+
+    def _layer_weights(self, idx: int):
+        names = self._all_weights[idx]
+        w = [getattr(self, n) for n in names]
+        w_ih, w_hh = w[0], w[1]
+        b_ih, b_hh = (w[2], w[3]) if self.bias else (None, None)
+        w_hr = w[-1] if self.proj_size > 0 else None
+        return w_ih, w_hh, b_ih, b_hh, w_hr
+
+    def _run_layer(self, x, batch_sizes, idx, reverse, h0, c0):
+        w_ih, w_hh, b_ih, b_hh, w_hr = self._layer_weights(idx)
+        if self.mode == "LSTM":
+            out, h_n, c_n = _ops.lstm_layer(x, w_ih, w_hh, b_ih, b_hh, w_hr=w_hr, h0=h0, c0=c0,
+                                            batch_sizes=batch_sizes, reverse=reverse)  # fmt: skip
+            return out, h_n, c_n
+        if self.mode == "GRU":
+            out, h_n = _ops.gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0=h0, batch_sizes=batch_sizes,
+                                      reverse=reverse)  # fmt: skip
+            return out, h_n, None
+        nl = "tanh" if self.mode == "RNN_TANH" else "relu"
+        out, h_n = _ops.rnn_layer(x, w_ih, w_hh, b_ih, b_hh, nonlinearity=nl, h0=h0,
+                                  batch_sizes=batch_sizes, reverse=reverse)  # fmt: skip
+        return out, h_n, None
+
+    def _stack(self, x, batch_sizes, h0, c0):
+        """``x``: ``[T, B, I]`` or packed ``[N, I]``; ``h0``/``c0``: ``[L*D, B, *]`` or None.
+        Returns ``(output, h_n, c_n)`` (``c_n`` None unless LSTM)."""
+        num_dir = 2 if self.bidirectional else 1
+        hs, cs = [], []
+        layer_in = x
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(num_dir):
+                idx = layer * num_dir + d
+                out, h_n, c_n = self._run_layer(
+                    layer_in,
+                    batch_sizes,
+                    idx,
+                    d == 1,
+                    h0[idx] if h0 is not None else None,
+                    c0[idx] if c0 is not None else None,
+                )
+                outs.append(out)
+                hs.append(h_n)
+                if c_n is not None:
+                    cs.append(c_n)
+            layer_out = outs[0] if num_dir == 1 else torch.cat(outs, dim=-1)
+            if self.dropout != 0 and self.training and layer < self.num_layers - 1:
+                layer_out = F.dropout(layer_out, self.dropout, training=True)
+            layer_in = layer_out
+        h_n = torch.stack(hs, 0)
+        c_n = torch.stack(cs, 0) if cs else None
+        return layer_in, h_n, c_n
+
+    def _fused_forward(self, input, hx):
+        """torch.nn's forward preamble and epilogue around ``_stack``."""
+        is_lstm = self.mode == "LSTM"
+        name = type(self).__name__
+        orig_input = input
+        batch_sizes = None
+        is_batched = True
+        batch_dim = 0 if self.batch_first else 1
+        if isinstance(orig_input, PackedSequence):
+            input, batch_sizes, sorted_indices, unsorted_indices = input
+            if hx is None:
+                self.check_input(input, batch_sizes)
+            else:
+                # Each batch of the hidden state should match the input sequence that
+                # the user believes they are passing in.
+                hx = self.permute_hidden(hx, sorted_indices)
+                self.check_forward_args(input, hx, batch_sizes)
+        else:
+            if input.dim() not in (2, 3):
+                raise ValueError(
+                    f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead"
+                )
+            is_batched = input.dim() == 3
+            if not is_batched:
+                input = input.unsqueeze(batch_dim)
+            sorted_indices = None
+            unsorted_indices = None
+            if hx is not None:
+                if is_lstm:
+                    if is_batched:
+                        if hx[0].dim() != 3 or hx[1].dim() != 3:
+                            raise RuntimeError(
+                                "For batched 3-D input, hx and cx should also be 3-D but got "
+                                f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                            )
+                    else:
+                        if hx[0].dim() != 2 or hx[1].dim() != 2:
+                            raise RuntimeError(
+                                "For unbatched 2-D input, hx and cx should also be 2-D but got "
+                                f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                            )
+                        hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+                else:
+                    if is_batched:
+                        if hx.dim() != 3:
+                            raise RuntimeError(
+                                "For batched 3-D input, hx should also be 3-D but got "
+                                f"{hx.dim()}-D tensor"
+                            )
+                    else:
+                        if hx.dim() != 2:
+                            raise RuntimeError(
+                                "For unbatched 2-D input, hx should also be 2-D but got "
+                                f"{hx.dim()}-D tensor"
+                            )
+                        hx = hx.unsqueeze(1)
+                self.check_forward_args(input, hx, None)
+            else:
+                self.check_input(input, None)
+            if self.batch_first:
+                input = input.transpose(0, 1)
+
+        if hx is None:
+            h0 = c0 = None
+        elif is_lstm:
+            h0, c0 = hx
+        else:
+            h0, c0 = hx, None
+        output, h_n, c_n = self._stack(input, batch_sizes, h0, c0)
+        hidden = (h_n, c_n) if is_lstm else h_n
+
+        if isinstance(orig_input, PackedSequence):
+            output_packed = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+            return output_packed, self.permute_hidden(hidden, unsorted_indices)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not is_batched:
+            output = output.squeeze(batch_dim)
+            hidden = (h_n.squeeze(1), c_n.squeeze(1)) if is_lstm else h_n.squeeze(1)
+        return output, hidden
+
+    def forward(self, input, hx=None):
+        weight = self.weight_ih_l0
+        if not _use_fused(self, type(self).__name__, self.mode, weight):
+            return self._torch_cls.forward(self, input, hx)
+        return self._fused_forward(input, hx)
+
+    def to_torch(self) -> nn.RNNBase:
+        """A ``torch.nn`` copy of this module with the same (copied) weights."""
+        return _rebuild(self, self._torch_cls, share=False)
+
+
+class RNN(_FusedRNNBase):
+    """Drop-in for :class:`torch.nn.RNN` (same arguments, parameters and outputs) running on
+    the fused ``rnn_layer`` op. See :class:`torch.nn.RNN` for the documentation."""
+
+    _torch_cls = nn.RNN
+
+    def __init__(self, *args, **kwargs):
+        # nn.RNN.__init__, which cannot be borrowed (it calls the zero-argument super()).
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if len(args) > 3:
+            self.nonlinearity = args[3]
+            args = args[:3] + args[4:]
+        else:
+            self.nonlinearity = kwargs.pop("nonlinearity", "tanh")
+        if self.nonlinearity == "tanh":
+            mode = "RNN_TANH"
+        elif self.nonlinearity == "relu":
+            mode = "RNN_RELU"
+        else:
+            raise ValueError(
+                f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'."
+            )
+        super().__init__(mode, *args, **kwargs)
+
+
+class LSTM(_FusedRNNBase):
+    """Drop-in for :class:`torch.nn.LSTM` (same arguments incl. ``proj_size``, parameters and
+    outputs) running on the fused ``lstm_layer`` op. See :class:`torch.nn.LSTM`."""
+
+    _torch_cls = nn.LSTM
+
+    def __init__(self, *args, **kwargs):
+        super().__init__("LSTM", *args, **kwargs)
+
+    get_expected_cell_size = nn.LSTM.get_expected_cell_size
+    check_forward_args = nn.LSTM.check_forward_args
+    permute_hidden = nn.LSTM.permute_hidden
+
+
+class GRU(_FusedRNNBase):
+    """Drop-in for :class:`torch.nn.GRU` (same arguments, parameters and outputs) running on
+    the fused ``gru_layer`` op. See :class:`torch.nn.GRU`."""
+
+    _torch_cls = nn.GRU
+
+    def __init__(self, *args, **kwargs):
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        super().__init__("GRU", *args, **kwargs)
+
+
+# ---- cells -----------------------------------------------------------------------------------
+def _check_cell_input(input: Tensor, input_size: int) -> None:
+    # ATen's check_rnn_cell_forward_input
+    if input.size(1) != input_size:
+        raise RuntimeError(
+            f"input has inconsistent input_size: got {input.size(1)} expected {input_size}"
+        )
+
+
+def _check_cell_hidden(input: Tensor, hx: Tensor, hidden_size: int, label: str) -> None:
+    # ATen's check_rnn_cell_forward_hidden
+    if hx.dim() != 2:
+        raise RuntimeError(f"hidden{label} must be 2-D after unsqueezing, got {hx.dim()}-D")
+    if input.size(0) != hx.size(0):
+        raise RuntimeError(
+            f"Input batch size {input.size(0)} doesn't match hidden{label} batch size {hx.size(0)}"
+        )
+    if hx.size(1) != hidden_size:
+        raise RuntimeError(
+            f"hidden{label} has inconsistent hidden_size: got {hx.size(1)}, expected {hidden_size}"
+        )
+
+
+class _FusedCellBase(nn.RNNCellBase):
+    _torch_cls: type[nn.RNNCellBase]
+
+    def _mode(self) -> str:
+        raise NotImplementedError
+
+    def _prepare(self, input, hx, nstate: int):
+        """torch's cell preamble. Returns ``(input, [states] or None, is_batched)``."""
+        name = type(self).__name__
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        states = None
+        if hx is not None:
+            states = list(hx) if nstate == 2 else [hx]
+            for idx, value in enumerate(states):
+                if value.dim() not in (1, 2):
+                    what = f"hx[{idx}]" if nstate == 2 else "hidden"
+                    raise ValueError(
+                        f"{name}: Expected {what} to be 1D or 2D, got {value.dim()}D instead"
+                    )
+        is_batched = input.dim() == 2
+        if not is_batched:
+            input = input.unsqueeze(0)
+            if states is not None:
+                states = [s.unsqueeze(0) for s in states]
+        if input.dtype != self.weight_ih.dtype and not torch._C._is_any_autocast_enabled():
+            raise RuntimeError(
+                f"{name}: expected input dtype {self.weight_ih.dtype}, got {input.dtype}"
+            )
+        _check_cell_input(input, self.input_size)
+        if states is None:
+            zeros = input.new_zeros(input.size(0), self.hidden_size)
+            states = [zeros] * nstate
+        else:
+            for i, s in enumerate(states):
+                _check_cell_hidden(input, s, self.hidden_size, "" if nstate == 1 else str(i))
+        return input, states, is_batched
+
+    def forward(self, input, hx=None):
+        if not _use_fused(self, type(self).__name__, self._mode(), self.weight_ih):
+            return self._torch_cls.forward(self, input, hx)
+        return self._fused_forward(input, hx)
+
+    def to_torch(self) -> nn.RNNCellBase:
+        """A ``torch.nn`` copy of this cell with the same (copied) weights."""
+        return _rebuild(self, self._torch_cls, share=False)
+
+
+class RNNCell(_FusedCellBase):
+    """Drop-in for :class:`torch.nn.RNNCell` running on the fused ``rnn_cell`` op."""
+
+    _torch_cls = nn.RNNCell
+    nonlinearity: str
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", device=None, dtype=None) -> None:  # fmt: skip
+        super().__init__(input_size, hidden_size, bias, num_chunks=1, device=device, dtype=dtype)
+        self.nonlinearity = nonlinearity
+
+    def _mode(self) -> str:
+        return "RNN_RELU" if self.nonlinearity == "relu" else "RNN_TANH"
+
+    def _fused_forward(self, input, hx):
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
+        input, (h,), is_batched = self._prepare(input, hx, 1)
+        ret = _ops.rnn_cell(input, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+                            nonlinearity=self.nonlinearity)  # fmt: skip
+        return ret if is_batched else ret.squeeze(0)
+
+
+class LSTMCell(_FusedCellBase):
+    """Drop-in for :class:`torch.nn.LSTMCell` running on the fused ``lstm_cell`` op."""
+
+    _torch_cls = nn.LSTMCell
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None) -> None:  # fmt: skip
+        super().__init__(input_size, hidden_size, bias, num_chunks=4, device=device, dtype=dtype)
+
+    def _mode(self) -> str:
+        return "LSTM"
+
+    def _fused_forward(self, input, hx):
+        input, (h, c), is_batched = self._prepare(input, hx, 2)
+        hy, cy = _ops.lstm_cell(input, h, c, self.weight_ih, self.weight_hh, self.bias_ih,
+                                self.bias_hh)  # fmt: skip
+        return (hy, cy) if is_batched else (hy.squeeze(0), cy.squeeze(0))
+
+
+class GRUCell(_FusedCellBase):
+    """Drop-in for :class:`torch.nn.GRUCell` running on the fused ``gru_cell`` op."""
+
+    _torch_cls = nn.GRUCell
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None) -> None:  # fmt: skip
+        super().__init__(input_size, hidden_size, bias, num_chunks=3, device=device, dtype=dtype)
+
+    def _mode(self) -> str:
+        return "GRU"
+
+    def _fused_forward(self, input, hx):
+        input, (h,), is_batched = self._prepare(input, hx, 1)
+        ret = _ops.gru_cell(input, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        return ret if is_batched else ret.squeeze(0)
+
+
+# ---- conversion --------------------------------------------------------------------------
+_TO_FUSED: dict[type, type] = {
+    nn.RNN: RNN,
+    nn.LSTM: LSTM,
+    nn.GRU: GRU,
+    nn.RNNCell: RNNCell,
+    nn.LSTMCell: LSTMCell,
+    nn.GRUCell: GRUCell,
+}
+
+
+def _config(m: nn.Module) -> dict:
+    if isinstance(m, nn.RNNBase):
+        cfg = {
+            "input_size": m.input_size,
+            "hidden_size": m.hidden_size,
+            "num_layers": m.num_layers,
+            "bias": m.bias,
+            "batch_first": m.batch_first,
+            "dropout": m.dropout,
+            "bidirectional": m.bidirectional,
+        }
+        if m.mode == "LSTM":
+            cfg["proj_size"] = m.proj_size
+        elif m.mode in ("RNN_TANH", "RNN_RELU"):
+            cfg["nonlinearity"] = "tanh" if m.mode == "RNN_TANH" else "relu"
+        return cfg
+    cfg = {"input_size": m.input_size, "hidden_size": m.hidden_size, "bias": m.bias}
+    if hasattr(m, "nonlinearity"):
+        cfg["nonlinearity"] = m.nonlinearity
+    return cfg
+
+
+def _rebuild(m: nn.Module, cls: type, share: bool) -> nn.Module:
+    """An instance of ``cls`` configured like ``m`` holding ``m``'s parameters (the very
+    ``Parameter`` objects when ``share``, copies otherwise); same training mode."""
+    params = dict(m.named_parameters(recurse=False))
+    ref = next(iter(params.values()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the dropout/num_layers warning was shown already
+        # Built on the meta device: no memory, no random init, no use of the global RNG.
+        new = cls(**_config(m), device="meta", dtype=ref.dtype)
+    for name, p in params.items():
+        if not share:
+            p = nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+        setattr(new, name, p)
+    if isinstance(new, nn.RNNBase):
+        new._init_flat_weights()
+    new.train(m.training)
+    return new
+
+
+def from_torch(module: nn.Module) -> nn.Module:
+    """A fusedrnn copy of a ``torch.nn`` RNN/LSTM/GRU or cell, with the same (copied) weights,
+    device, dtype and training mode."""
+    cls = _TO_FUSED.get(type(module))
+    if cls is None:
+        raise TypeError(
+            f"from_torch expects one of {', '.join('torch.nn.' + t.__name__ for t in _TO_FUSED)}"
+            f", got {type(module).__name__}"
+        )
+    return _rebuild(module, cls, share=False)
+
+
+def convert(model: nn.Module) -> nn.Module:
+    """Swap every ``torch.nn.RNN/LSTM/GRU/RNNCell/LSTMCell/GRUCell`` inside ``model`` for its
+    fusedrnn equivalent, in place, and return ``model``.
+
+    The new modules hold the very same ``Parameter`` objects (so device, dtype, values and an
+    optimizer built before the conversion carry over) and the same training mode. Only the
+    exact torch classes are swapped, not subclasses (whose ``forward`` may be customised). If
+    ``model`` itself is such a module, its replacement is returned."""
+    memo: dict[int, nn.Module] = {}
+
+    def swap(m: nn.Module) -> nn.Module:
+        cls = _TO_FUSED.get(type(m))
+        if cls is None:
+            return m
+        if id(m) not in memo:  # a module shared in several places stays shared
+            memo[id(m)] = _rebuild(m, cls, share=True)
+        return memo[id(m)]
+
+    def visit(parent: nn.Module) -> None:
+        for name, child in list(parent.named_children()):
+            new = swap(child)
+            if new is not child:
+                setattr(parent, name, new)
+            else:
+                visit(child)
+
+    root = swap(model)
+    if root is model:
+        visit(model)
+    return root
