@@ -38,14 +38,45 @@ def _out_rows(input, batch_sizes):
 
 
 # ---- fake kernels ---------------------------------------------------------------------------
+def _same_device(op: str, names: str, args) -> None:
+    """The real kernels check this; a fake kernel runs instead of them when any argument is
+    on the meta device, so it must refuse mixed devices itself."""
+    names = [n.strip() for n in names.split(",")]
+    ref = next((a for n, a in zip(names, args) if n == "input"), None)
+    for n, a in zip(names, args):
+        if isinstance(a, torch.Tensor) and n != "batch_sizes" and a.device != ref.device:
+            raise RuntimeError(
+                f"fusedrnn::{op}: expected {n} on device {ref.device} like input, got {a.device}"
+            )
+
+
+def register_fake(op: str):
+    """register_fake plus the device check above."""
+
+    def deco(fn):
+        import inspect
+
+        names = ",".join(inspect.signature(fn).parameters)
+
+        def checked(*args):
+            _same_device(op, names, args)
+            return fn(*args)
+
+        checked.__signature__ = inspect.signature(fn)
+        torch.library.register_fake(f"fusedrnn::{op}")(checked)
+        return fn
+
+    return deco
+
+
 def _register_rnn_fakes(fam: str) -> None:
-    @torch.library.register_fake(f"fusedrnn::{fam}_layer")
+    @register_fake(f"{fam}_layer")
     def _(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse):
         H = w_hh.shape[1]
         B = _fake_batch(input, batch_sizes, h0)
         return input.new_empty((*_out_rows(input, batch_sizes), H)), input.new_empty((B, H))
 
-    @torch.library.register_fake(f"fusedrnn::{fam}_layer_backward")
+    @register_fake(f"{fam}_layer_backward")
     def _(grad_output, grad_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, output):
         H = w_hh.shape[1]
         B = _fake_batch(input, batch_sizes, h0)
@@ -58,11 +89,11 @@ def _register_rnn_fakes(fam: str) -> None:
             torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
         )
 
-    @torch.library.register_fake(f"fusedrnn::{fam}_cell")
+    @register_fake(f"{fam}_cell")
     def _(input, hx, w_ih, w_hh, b_ih, b_hh):
         return input.new_empty((input.shape[0], w_hh.shape[1]))
 
-    @torch.library.register_fake(f"fusedrnn::{fam}_cell_backward")
+    @register_fake(f"{fam}_cell_backward")
     def _(grad_hy, input, hx, w_ih, w_hh, b_ih, b_hh, hy):
         return (
             torch.empty_like(input),
@@ -78,7 +109,7 @@ for _fam in RNN_FAMILIES:
     _register_rnn_fakes(_fam)
 
 
-@torch.library.register_fake("fusedrnn::lstm_layer")
+@register_fake("lstm_layer")
 def _(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse):
     H = w_ih.shape[0] // 4
     P = w_hh.shape[1]
@@ -93,7 +124,7 @@ def _(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse):
     )
 
 
-@torch.library.register_fake("fusedrnn::lstm_layer_backward")
+@register_fake("lstm_layer_backward")
 def _(grad_output, grad_hn, grad_cn, input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
       reverse, output, workspace):  # fmt: skip
     H = w_ih.shape[0] // 4
@@ -111,14 +142,14 @@ def _(grad_output, grad_hn, grad_cn, input, batch_sizes, h0, c0, w_ih, w_hh, b_i
     )
 
 
-@torch.library.register_fake("fusedrnn::lstm_cell")
+@register_fake("lstm_cell")
 def _(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
     H = w_ih.shape[0] // 4
     B = input.shape[0]
     return input.new_empty((B, H)), input.new_empty((B, H)), input.new_empty((B, 5 * H))
 
 
-@torch.library.register_fake("fusedrnn::lstm_cell_backward")
+@register_fake("lstm_cell_backward")
 def _(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, b_ih, b_hh, workspace):
     return (
         torch.empty_like(input),
@@ -131,7 +162,7 @@ def _(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, b_ih, b_hh, workspace):
     )
 
 
-@torch.library.register_fake("fusedrnn::gru_layer")
+@register_fake("gru_layer")
 def _(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse):
     H = w_hh.shape[1]
     B = _fake_batch(input, batch_sizes, h0)
@@ -143,7 +174,7 @@ def _(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse):
     )
 
 
-@torch.library.register_fake("fusedrnn::gru_layer_backward")
+@register_fake("gru_layer_backward")
 def _(grad_output, grad_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, output,
       workspace):  # fmt: skip
     H = w_hh.shape[1]
@@ -158,13 +189,13 @@ def _(grad_output, grad_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reve
     )
 
 
-@torch.library.register_fake("fusedrnn::gru_cell")
+@register_fake("gru_cell")
 def _(input, hx, w_ih, w_hh, b_ih, b_hh):
     H = w_hh.shape[1]
     return input.new_empty((input.shape[0], H)), input.new_empty((input.shape[0], 4 * H))
 
 
-@torch.library.register_fake("fusedrnn::gru_cell_backward")
+@register_fake("gru_cell_backward")
 def _(grad_hy, input, hx, w_ih, w_hh, b_ih, b_hh, workspace):
     return (
         torch.empty_like(input),
@@ -284,9 +315,7 @@ def _gru_cell_setup(ctx, inputs, output):
 
 def _gru_cell_backward(ctx, g_hy, _g_ws):
     input, hx, w_ih, w_hh, b_ih, b_hh, ws = ctx.saved_tensors
-    gi, ghx, gwi, gwh, gbi, gbh = ops.gru_cell_backward(
-        g_hy, input, hx, w_ih, w_hh, b_ih, b_hh, ws
-    )
+    gi, ghx, gwi, gwh, gbi, gbh = ops.gru_cell_backward(g_hy, input, hx, w_ih, w_hh, b_ih, b_hh, ws)
     return gi, ghx, gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh)
 
 

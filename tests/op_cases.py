@@ -1,0 +1,95 @@
+"""Random arguments for the fused layer/cell ops, shared by the op tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+import fusedrnn
+
+import reference_ops as ref
+
+FAMILIES = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+
+
+def lengths_for(B: int, T: int) -> list[int]:
+    """Distinct, sorted-descending lengths in [1, T] with the first equal to T."""
+    if T == 0:
+        return [0] * B
+    return [max(1, T - (i * T) // max(B, 1)) for i in range(B)]
+
+
+def batch_sizes_for(lengths: list[int]) -> torch.Tensor:
+    T = max(lengths) if lengths else 0
+    return torch.tensor([sum(1 for n in lengths if n > t) for t in range(T)], dtype=torch.long)
+
+
+@dataclass
+class LayerCase:
+    family: str
+    input: torch.Tensor
+    weights: dict  # w_ih, w_hh, b_ih, b_hh, w_hr
+    h0: torch.Tensor | None
+    c0: torch.Tensor | None
+    batch_sizes: torch.Tensor | None
+    reverse: bool
+
+    def kwargs(self):
+        kw = dict(h0=self.h0, batch_sizes=self.batch_sizes, reverse=self.reverse)
+        if self.family == "lstm":
+            kw["c0"] = self.c0
+            kw["w_hr"] = self.weights["w_hr"]
+        if self.family.startswith("rnn"):
+            kw["nonlinearity"] = self.family.split("_")[1]
+        return kw
+
+    def args(self):
+        w = self.weights
+        return (self.input, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"])
+
+    def run(self, impl=fusedrnn):
+        fam = "rnn" if self.family.startswith("rnn") else self.family
+        out = getattr(impl, f"{fam}_layer")(*self.args(), **self.kwargs())
+        return tuple(out)
+
+    def run_ref(self):
+        return self.run(ref)
+
+    def differentiable(self):
+        ts = [self.input, *self.weights.values(), self.h0, self.c0]
+        return [t for t in ts if t is not None and t.requires_grad]
+
+
+def make_layer_case(family, B, T, I, H, *, bias=True, proj=0, packed=False, h0=False,
+                    reverse=False, dtype=torch.float64, requires_grad=True,
+                    scale=0.5) -> LayerCase:  # fmt: skip
+    G = GATES[family]
+    P = proj or H
+
+    def rnd(*shape):
+        return (torch.randn(*shape, dtype=dtype) * scale).requires_grad_(requires_grad)
+
+    weights = {
+        "w_ih": rnd(G * H, I),
+        "w_hh": rnd(G * H, P),
+        "b_ih": rnd(G * H) if bias else None,
+        "b_hh": rnd(G * H) if bias else None,
+        "w_hr": rnd(P, H) if proj else None,
+    }
+    batch_sizes = None
+    if packed:
+        batch_sizes = batch_sizes_for(lengths_for(B, T))
+        x = rnd(int(batch_sizes.sum()), I)
+    else:
+        x = rnd(T, B, I)
+    return LayerCase(
+        family,
+        x,
+        weights,
+        rnd(B, P) if h0 else None,
+        rnd(B, H) if (h0 and family == "lstm") else None,
+        batch_sizes,
+        reverse,
+    )
