@@ -140,7 +140,10 @@ class _FusedRNNBase(nn.RNNBase):
         Returns ``(output, h_n, c_n)`` (``c_n`` None unless LSTM)."""
         num_dir = 2 if self.bidirectional else 1
         hs, cs = [], []
-        layer_in = x
+        # The backward ops' fake kernels give input-like gradients the input's strides while
+        # the kernels return contiguous ones; contiguous inputs keep compiled graphs (inductor
+        # asserts strides) consistent. The kernels copy non-contiguous inputs anyway.
+        layer_in = x.contiguous()
         for layer in range(self.num_layers):
             outs = []
             for d in range(num_dir):
@@ -150,8 +153,8 @@ class _FusedRNNBase(nn.RNNBase):
                     batch_sizes,
                     idx,
                     d == 1,
-                    h0[idx] if h0 is not None else None,
-                    c0[idx] if c0 is not None else None,
+                    h0[idx].contiguous() if h0 is not None else None,
+                    c0[idx].contiguous() if c0 is not None else None,
                 )
                 outs.append(out)
                 hs.append(h_n)
@@ -368,7 +371,8 @@ class _FusedCellBase(nn.RNNCellBase):
         else:
             for i, s in enumerate(states):
                 _check_cell_hidden(input, s, self.hidden_size, "" if nstate == 1 else str(i))
-        return input, states, is_batched
+        # Contiguous operands: see _FusedRNNBase._stack (e.g. ``cell(x[:, t], h)``).
+        return input.contiguous(), [s.contiguous() for s in states], is_batched
 
     def forward(self, input, hx=None):
         if not _use_fused(self, type(self).__name__, self._mode(), self.weight_ih):
