@@ -527,7 +527,10 @@ def convert(model: nn.Module) -> nn.Module:
         return memo[id(m)]
 
     def visit(parent: nn.Module) -> None:
-        for name, child in list(parent.named_children()):
+        # _modules, not named_children(): the latter skips a module's second occurrence.
+        for name, child in list(parent._modules.items()):
+            if child is None:
+                continue
             new = swap(child)
             if new is not child:
                 setattr(parent, name, new)
