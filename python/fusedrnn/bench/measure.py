@@ -1,0 +1,145 @@
+"""Validation, timing, the GEMM ceiling and peak memory.
+
+Timing: ``torch.utils.benchmark.Timer(...).blocked_autorange`` with ``num_threads`` set to the
+run's thread count (``Timer`` defaults to one thread); we report its median and IQR.
+
+Peak memory of a training step: with every ``.grad`` cleared, one step (forward + backward) runs
+under ``torch.profiler.profile(profile_memory=True)``, which records every allocation and free
+of the c10 CPU allocator (all tensors: activations saved for backward, workspaces, gradients,
+temporaries). The peak of the running sum of those events is the most memory the step held above
+what existed before it (parameters and inputs). Memory a library allocates behind the allocator's
+back (``std::vector`` inside a kernel, oneDNN's internal scratchpad when not handed an ATen
+tensor, NumPy arrays) is invisible to it; the fused kernels and the baselines here allocate
+their buffers as tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils import benchmark
+
+from .impls import Impl
+from .workloads import Gemm
+
+TOLERANCE = 1e-3  # float32: max |a - b| / max(1, max |b|) per tensor
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    if a.shape != b.shape:
+        return float("inf")
+    if a.numel() == 0:
+        return 0.0
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1.0)).item()
+
+
+def infer_fn(impl: Impl) -> Callable[[], tuple]:
+    def step():
+        with torch.no_grad():
+            return impl.call()
+
+    return step
+
+
+def train_fn(impl: Impl, grad_out: torch.Tensor) -> Callable[[], None]:
+    """Zero the gradients (set to None, as ``zero_grad()`` does), forward, backward."""
+    params = list(impl.module.parameters())
+
+    def step():
+        for p in params:
+            p.grad = None
+        out = impl.call()
+        torch.autograd.backward(out[0], grad_out)
+
+    return step
+
+
+def grads(impl: Impl) -> list[torch.Tensor]:
+    return [p.grad for p in impl.module.parameters()]
+
+
+def worst(pairs) -> float:
+    return max((rel_err(a, b) for a, b in pairs), default=0.0)
+
+
+def timed_once(fn: Callable) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(fn: Callable, *, label: str, sub_label: str, description: str, threads: int,
+            min_run_time: float, first_call_s: float) -> benchmark.Measurement:  # fmt: skip
+    """Warm up (more for fast functions: JIT executors specialise over the first calls), then
+    ``blocked_autorange``."""
+    for _ in range(1 if first_call_s > 0.05 else 3):
+        fn()
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, label=label, sub_label=sub_label,
+                            description=description, num_threads=threads)  # fmt: skip
+    return timer.blocked_autorange(min_run_time=min_run_time)
+
+
+class GemmCeiling:
+    """Median ``torch.mm`` time per GEMM shape (cached across workloads), measured with
+    preallocated outputs and operands in the layout of the real computation (transposed views
+    where the kernel multiplies by a transpose). The ceiling of a workload is the sum of its
+    GEMMs' times: the step's time if everything but the GEMMs were free."""
+
+    def __init__(self, threads: int, min_run_time: float):
+        self.threads, self.min_run_time = threads, min_run_time
+        self.cache: dict[tuple, float] = {}
+
+    def gemm_seconds(self, g: Gemm) -> float:
+        key = (g.m, g.k, g.n, g.ta, g.tb)
+        if key not in self.cache:
+            a = torch.randn(g.k, g.m).t() if g.ta else torch.randn(g.m, g.k)
+            b = torch.randn(g.n, g.k).t() if g.tb else torch.randn(g.k, g.n)
+            c = torch.empty(g.m, g.n)
+            timer = benchmark.Timer(stmt="torch.mm(a, b, out=c)", globals={"a": a, "b": b, "c": c},
+                                    num_threads=self.threads)  # fmt: skip
+            self.cache[key] = timer.blocked_autorange(min_run_time=self.min_run_time).median
+        return self.cache[key]
+
+    def seconds(self, gemms: list[Gemm]) -> float:
+        return sum(g.count * self.gemm_seconds(g) for g in gemms)
+
+    def peak_gflops(self, n: int = 2048) -> float:
+        """A square ``n^3`` sgemm's throughput: the machine's practical GEMM peak."""
+        return 2 * n**3 / self.gemm_seconds(Gemm(n, n, n)) / 1e9
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence the profiler's native start/stop log lines (written to fd 2)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # pragma: no cover
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def peak_step_bytes(impl: Impl, step: Callable[[], None]) -> int:
+    """Peak bytes held above the starting point during one training step (see module doc)."""
+    for p in impl.module.parameters():
+        p.grad = None
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    held = peak = 0
+    for e in events:
+        held += e.nbytes()
+        peak = max(peak, held)
+    return peak

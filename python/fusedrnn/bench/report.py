@@ -1,0 +1,206 @@
+"""Results on disk: ``<tag>.json`` (everything), ``<tag>.md`` (tables), ``<tag>-speedup.png``."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+from pathlib import Path
+
+from .impls import IMPLS
+
+MODES = ("inference", "training")
+
+# Issue 4's targets: (mode, workload group, cell or None for all) -> minimum fused speedup.
+TARGETS = [
+    ("training", "stock", "lstm", 3.0),
+    ("training", "sine", "lstm", 3.0),
+    ("training", "stock", "gru", 4.0),
+    ("training", "sine", "gru", 4.0),
+    ("training", "stock", "rnn", 2.0),
+    ("training", "sine", "rnn", 2.0),
+    ("training", "mid", None, 1.5),
+    ("training", "large", None, 1.0),
+    ("inference", "stock", None, 1.5),
+    ("inference", "sine", None, 1.5),
+    ("inference", "stream", None, 3.0),
+]
+LARGE_CEILING_TARGET = 0.80
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_tag(threads: int) -> str:
+    """A file-name tag for this machine: CPU model and thread count."""
+    model = re.sub(r"\((R|TM|tm|r)\)|\bCPU\b|\bProcessor\b|@", " ", cpu_model())
+    slug = re.sub(r"[^a-z0-9.]+", "-", model.lower()).strip("-")
+    return f"{slug or 'cpu'}-{threads}t"
+
+
+def _fmt_time(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} us"
+
+
+def _rows(results, mode):
+    keyed = {}
+    for r in results:
+        if r["mode"] == mode:
+            keyed.setdefault((r["workload"], r["cell"]), {})[r["impl"]] = r
+    return keyed
+
+
+def target_checks(results, memory) -> list[dict]:
+    """Each issue-4 target with the measured fused ratio (one entry per workload and cell)."""
+    out = []
+    for mode, group, cell, need in TARGETS:
+        for r in results:
+            if (r["mode"], r["group"], r["impl"]) != (mode, group, "fused"):
+                continue
+            if cell not in (None, r["cell"]) or r["status"] != "ok":
+                continue
+            ok = r["speedup"] is not None and r["speedup"] >= need
+            what = f"{mode} {r['workload']} {r['cell']}: speedup >= {need:g}x"
+            out.append({"target": what, "measured": r["speedup"], "met": ok})
+            if group == "large" and mode == "training":
+                frac = r["ceiling_frac"]
+                out.append({"target": f"{mode} large {r['cell']}: >= 80% of GEMM ceiling",
+                            "measured": frac, "met": frac is not None
+                            and frac >= LARGE_CEILING_TARGET})  # fmt: skip
+    for m in memory:
+        if m["impl"] == "fused" and m.get("nn_bytes"):
+            ratio = m["peak_bytes"] / m["nn_bytes"]
+            out.append({"target": f"memory {m['workload']} {m['cell']}: fused peak <= torch.nn",
+                        "measured": ratio, "met": ratio <= 1.0})  # fmt: skip
+    return out
+
+
+def markdown(meta: dict, results: list[dict], memory: list[dict], targets: list[dict]) -> str:
+    impls = [i for i in IMPLS if any(r["impl"] == i and r["status"] == "ok" for r in results)]
+    lines = [
+        f"# fusedrnn benchmark: {meta['tag']}",
+        "",
+        f"- machine: {meta['cpu']} ({meta['cpu_capability']}), {meta['threads']} torch threads",
+        f"- torch {meta['torch']}, fusedrnn {meta['fusedrnn']}, numba {meta.get('numba', '-')}",
+        f"- date: {meta['date']}; command: `{meta['command']}`",
+        f"- square 2048^3 sgemm (torch.mm): {meta['sgemm_peak_gflops']:.1f} GFLOP/s",
+        f"- medians of `torch.utils.benchmark` `blocked_autorange` (min_run_time "
+        f"{meta['min_run_time']} s); speedup = torch.nn time / time; GFLOP/s counts GEMM "
+        "FLOPs only; ceiling = the same GEMMs timed alone with torch.mm (see bench/README.md)",
+    ]
+    if meta.get("note"):
+        lines.append(f"- note: {meta['note']}")
+    for mode in MODES:
+        keyed = _rows(results, mode)
+        if not keyed:
+            continue
+        title = "Inference forward (no_grad)" if mode == "inference" else (
+            "Training step (zero grads, forward, backward)")  # fmt: skip
+        lines += ["", f"## {title}", ""]
+        head = ["workload", "cell"] + impls + ["fused GFLOP/s", "ceiling GFLOP/s", "fused/ceiling"]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        for (wl, cell), by in keyed.items():
+            cells = [wl, cell]
+            for i in impls:
+                r = by.get(i)
+                if r is None or r["status"] != "ok":
+                    cells.append("-" if r is None or r["status"] == "skipped" else r["status"])
+                elif i == "nn":
+                    cells.append(_fmt_time(r["median_s"]))
+                else:
+                    cells.append(f"{_fmt_time(r['median_s'])} ({r['speedup']:.2f}x)")
+            f = by.get("fused")
+            if f and f["status"] == "ok":
+                cells += [f"{f['gflops']:.2f}", f"{f['ceiling_gflops']:.1f}",
+                          f"{100 * f['ceiling_frac']:.0f}%"]  # fmt: skip
+            else:
+                cells += ["-", "-", "-"]
+            lines.append("| " + " | ".join(cells) + " |")
+    if memory:
+        lines += ["", "## Peak memory of a training step (c10 CPU allocator, via torch.profiler)",
+                  "", "| workload | cell | " + " | ".join(
+                      i for i in impls) + " | fused / nn |", "|---|---|" + "---|" * (len(impls) + 1)]  # fmt: skip
+        by = {}
+        for m in memory:
+            by.setdefault((m["workload"], m["cell"]), {})[m["impl"]] = m["peak_bytes"]
+        for (wl, cell), d in by.items():
+            cells = [wl, cell] + [f"{d[i] / 2**20:.2f} MiB" if i in d else "-" for i in impls]
+            ratio = d["fused"] / d["nn"] if d.get("nn") and "fused" in d else None
+            cells.append(f"{ratio:.2f}" if ratio is not None else "-")
+            lines.append("| " + " | ".join(cells) + " |")
+    if targets:
+        lines += ["", "## Issue 4 targets (fused vs torch.nn, this run)", "",
+                  "| target | measured | met |", "|---|---|---|"]  # fmt: skip
+        for t in targets:
+            v = t["measured"]
+            shown = "-" if v is None else (f"{100 * v:.0f}%" if "ceiling" in t["target"] else
+                                           f"{v:.2f}x")  # fmt: skip
+            lines.append(f"| {t['target']} | {shown} | {'yes' if t['met'] else 'NO'} |")
+    notes = sorted({f"{r['impl']}: {r['reason']}" for r in results if r["status"] != "ok"})
+    if notes:
+        lines += ["", "## Not timed", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], path: Path, title: str) -> bool:
+    """Bar chart of speedups over torch.nn (log scale), one panel per mode. False when
+    matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    others = [i for i in IMPLS if i != "nn"]
+    fig, axes = plt.subplots(2, 1, figsize=(14, 8), squeeze=False)
+    for ax, mode in zip(axes[:, 0], MODES):
+        keyed = _rows(results, mode)
+        labels = [f"{wl}\n{cell}" for wl, cell in keyed]
+        width = 0.8 / len(others)
+        for j, impl in enumerate(others):
+            xs, ys = [], []
+            for k, by in enumerate(keyed.values()):
+                r = by.get(impl)
+                if r and r["status"] == "ok" and r["speedup"]:
+                    xs.append(k + (j - (len(others) - 1) / 2) * width)
+                    ys.append(r["speedup"])
+            if xs:
+                ax.bar(xs, ys, width=width, label=impl)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_ylabel("speedup vs torch.nn")
+        ax.set_title(f"{title}: {mode}")
+        ax.legend(fontsize=7, ncol=len(others))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def save(out_dir: Path, tag: str, meta: dict, results, memory, targets) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{tag}.json", out_dir / f"{tag}.md"]
+    payload = {"meta": meta, "results": results, "memory": memory, "targets": targets}
+    paths[0].write_text(json.dumps(payload, indent=1) + "\n")
+    paths[1].write_text(markdown(meta, results, memory, targets))
+    png = out_dir / f"{tag}-speedup.png"
+    if plot(results, png, tag):
+        paths.append(png)
+    return paths

@@ -1,0 +1,265 @@
+"""The benchmark run: for each workload and cell, build every implementation from one torch.nn
+reference, validate it (outputs, then gradients of a training step), time inference and the
+training step, measure GEMM ceilings and peak memory, then print Compare tables and save."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch.utils import benchmark
+
+import fusedrnn
+
+from . import impls as impls_mod
+from . import measure, report
+from .workloads import CELLS, GROUPS, Workload, flops, gemms, select
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--only", metavar="W[,W...]",
+                        help=f"workloads (name or group) to run: {', '.join(GROUPS)} "
+                        "(stream = stream-h64, stream-h256); default all")  # fmt: skip
+    parser.add_argument(
+        "--cells", default=",".join(CELLS), help="cells to run (default: %(default)s)"
+    )
+    parser.add_argument("--impls", default=",".join(impls_mod.IMPLS),
+                        help="implementations to run (default: %(default)s); nn is always run")  # fmt: skip
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and short timing (smoke runs and tests)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's, %(default)s = unchanged)")  # fmt: skip
+    parser.add_argument("--min-run-time", type=float, default=None,
+                        help="seconds per blocked_autorange (default 1.0; 0.01 with --quick)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("bench/results"),
+                        help="where results go (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--tag", help="results file name (default: CPU model and threads)")
+    parser.add_argument("--note", default="", help="a note saved with the results")
+    parser.add_argument("--profile", action="store_true",
+                        help="also write a torch.profiler chrome trace (<tag>-trace.json) of "
+                        "each implementation's inference and training steps")  # fmt: skip
+    parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _row(w: Workload, cell: str, mode: str, impl: str, status: str, reason: str = "") -> dict:
+    return {"workload": w.name, "group": w.group, "cell": cell, "mode": mode, "impl": impl,
+            "status": status, "reason": reason, "median_s": None, "iqr_s": None, "runs": 0,
+            "flops": flops(w, cell, mode == "training"), "gflops": None, "speedup": None,
+            "ceiling_s": None, "ceiling_gflops": None, "ceiling_frac": None,
+            "max_err": None}  # fmt: skip
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _parse_list(text: str, known: tuple[str, ...], what: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in items if s not in known]
+    if bad:
+        raise SystemExit(f"unknown {what} {bad}; choose from {list(known)}")
+    return items
+
+
+def bench_case(w: Workload, cell: str, names: list[str], args, ceiling: measure.GemmCeiling,
+               measurements: list, memory: list, seed: int) -> list[dict]:  # fmt: skip
+    """Validate and time every implementation on one workload and cell."""
+    torch.manual_seed(seed)
+    ref = impls_mod.make_reference(w, cell)
+    gen = torch.Generator().manual_seed(seed + 1)
+    inputs = impls_mod.make_inputs(w, cell, gen)
+    rows: list[dict] = []
+    built: dict[str, impls_mod.Impl] = {}
+    for name in names:
+        try:
+            built[name] = impls_mod.build(name, w, cell, ref, inputs)
+        except impls_mod.Skip as e:
+            rows += [_row(w, cell, m, name, "skipped", str(e)) for m in report.MODES]
+
+    # Reference results: torch.nn's outputs and the gradients of one training step.
+    nn_impl = built["nn"]
+    ref_out = [t.clone() for t in measure.infer_fn(nn_impl)()]
+    measure.train_fn(nn_impl, inputs.grad_out)()
+    ref_grads = [g.clone() for g in measure.grads(nn_impl)]
+
+    steps: dict[tuple[str, str], tuple] = {}  # (impl, mode) -> (fn, first call seconds)
+    for name, impl in built.items():
+        infer, train = measure.infer_fn(impl), measure.train_fn(impl, inputs.grad_out)
+        try:
+            t_inf = time.perf_counter()
+            out = infer()
+            t_inf = time.perf_counter() - t_inf
+            err_inf = measure.worst(zip(out, ref_out)) if len(out) == len(ref_out) else float("inf")
+            t_tr = measure.timed_once(train)
+            err_tr = measure.worst(zip(measure.grads(impl), ref_grads))
+        except Exception as e:  # a broken implementation is reported, not fatal
+            rows += [_row(w, cell, m, name, "error", f"{type(e).__name__}: {e}")
+                     for m in report.MODES]  # fmt: skip
+            continue
+        for mode, err, fn, first in (("inference", err_inf, infer, t_inf),
+                                     ("training", err_tr, train, t_tr)):  # fmt: skip
+            if err > measure.TOLERANCE:
+                r = _row(w, cell, mode, name, "invalid",
+                         f"{mode} differs from torch.nn by {err:.2e} (relative)")  # fmt: skip
+                r["max_err"] = err
+                rows.append(r)
+            else:
+                steps[(name, mode)] = (fn, first, err)
+
+    for mode in report.MODES:
+        g = gemms(w, cell, mode == "training")
+        ceil_s = ceiling.seconds(g)
+        f = flops(w, cell, mode == "training")
+        for name in built:
+            if (name, mode) not in steps:
+                continue
+            fn, first, err = steps[(name, mode)]
+            m = measure.measure(fn, label=f"{mode} (median time)", sub_label=f"{w.name} {cell}",
+                                description=name, threads=torch.get_num_threads(),
+                                min_run_time=args.min_run_time, first_call_s=first)  # fmt: skip
+            measurements.append(m)
+            r = _row(w, cell, mode, name, "ok")
+            r.update(median_s=m.median, iqr_s=m.iqr, runs=len(m.times), gflops=f / m.median / 1e9,
+                     ceiling_s=ceil_s, ceiling_gflops=f / ceil_s / 1e9,
+                     ceiling_frac=ceil_s / m.median, max_err=err)  # fmt: skip
+            rows.append(r)
+        nn_row = next((r for r in rows if (r["impl"], r["mode"], r["status"]) == ("nn", mode, "ok")),
+                      None)  # fmt: skip
+        for r in rows:
+            if r["mode"] == mode and r["status"] == "ok" and nn_row:
+                r["speedup"] = nn_row["median_s"] / r["median_s"]
+
+    if not args.no_memory:
+        nn_bytes = None
+        for name, impl in built.items():
+            if (name, "training") not in steps:
+                continue
+            peak = measure.peak_step_bytes(impl, steps[(name, "training")][0])
+            nn_bytes = peak if name == "nn" else nn_bytes
+            memory.append({"workload": w.name, "cell": cell, "impl": name, "peak_bytes": peak,
+                           "nn_bytes": nn_bytes})  # fmt: skip
+    return rows
+
+
+def _progress(rows: list[dict]) -> str:
+    parts = []
+    for mode in report.MODES:
+        got = [f"{r['impl']} {report._fmt_time(r['median_s'])}"
+               + (f" ({r['speedup']:.2f}x)" if r["impl"] != "nn" and r["speedup"] else "")
+               for r in rows if r["mode"] == mode and r["status"] == "ok"]  # fmt: skip
+        bad = [f"{r['impl']} {r['status'].upper()}" for r in rows
+               if r["mode"] == mode and r["status"] in ("invalid", "error")]  # fmt: skip
+        parts.append(f"  {mode:9s}: " + ", ".join(got + bad))
+    return "\n".join(parts)
+
+
+def write_trace(cases, path: Path, seed: int) -> Path:
+    """A chrome trace of two inference and two training steps per implementation, each step
+    under a ``record_function`` label ``<workload>/<cell>/<impl>/<mode>``; the fused ops
+    appear inside as ``fusedrnn::lstm_layer`` and friends."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    with measure.quiet_stderr(), profile(activities=[ProfilerActivity.CPU],
+                                         record_shapes=True) as prof:  # fmt: skip
+        for w, cell, names in cases:
+            torch.manual_seed(seed)
+            ref = impls_mod.make_reference(w, cell)
+            inputs = impls_mod.make_inputs(w, cell, torch.Generator().manual_seed(seed + 1))
+            for name in names:
+                try:
+                    impl = impls_mod.build(name, w, cell, ref, inputs)
+                except impls_mod.Skip:
+                    continue
+                steps = {"inference": measure.infer_fn(impl),
+                         "training": measure.train_fn(impl, inputs.grad_out)}  # fmt: skip
+                for mode, fn in steps.items():
+                    fn()  # warm-up outside the label
+                    for _ in range(2):
+                        with record_function(f"{w.name}/{cell}/{name}/{mode}"):
+                            fn()
+    prof.export_chrome_trace(str(path))
+    summary = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+    path.with_suffix(".txt").write_text(summary + "\n")
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    warnings.filterwarnings("ignore", message=".*TF32.*")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    if args.min_run_time is None:
+        args.min_run_time = 0.01 if args.quick else 1.0
+    try:
+        workloads = select(args.only, args.quick)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    cells = _parse_list(args.cells, CELLS, "cells")
+    names = ["nn"] + [i for i in _parse_list(args.impls, impls_mod.IMPLS, "impls") if i != "nn"]
+    tag = args.tag or report.machine_tag(threads) + ("-quick" if args.quick else "")
+    started = time.perf_counter()
+    print(f"fusedrnn bench: {len(workloads)} workloads x {len(cells)} cells, impls {names}, "
+          f"{threads} threads, min_run_time {args.min_run_time}s", flush=True)  # fmt: skip
+
+    ceiling = measure.GemmCeiling(threads, min(0.2, args.min_run_time))
+    sgemm_peak = ceiling.peak_gflops(256 if args.quick else 2048)
+    print(f"sgemm {256 if args.quick else 2048}^3: {sgemm_peak:.1f} GFLOP/s", flush=True)
+
+    results: list[dict] = []
+    memory: list[dict] = []
+    measurements: list = []
+    for w in workloads:
+        for cell in cells:
+            t0 = time.perf_counter()
+            rows = bench_case(w, cell, names, args, ceiling, measurements, memory, args.seed)
+            results += rows
+            print(f"{w.name} {cell} [{w.describe()}] ({time.perf_counter() - t0:.1f} s)\n"
+                  + _progress(rows), flush=True)  # fmt: skip
+
+    print()
+    compare = benchmark.Compare(measurements)
+    compare.trim_significant_figures()
+    compare.print()
+
+    meta = {
+        "tag": tag,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "fusedrnn bench "
+        + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),  # fmt: skip
+        "cpu": report.cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "fusedrnn": fusedrnn.__version__,
+        "numba": _version("numba"),
+        "quick": args.quick,
+        "min_run_time": args.min_run_time,
+        "sgemm_peak_gflops": sgemm_peak,
+        "note": args.note,
+        "workloads": {w.name: w.describe() for w in workloads},
+        "elapsed_s": None,
+    }
+    targets = report.target_checks(results, memory)
+    if args.profile:
+        args.out.mkdir(parents=True, exist_ok=True)
+        trace = write_trace([(w, c, names) for w in workloads for c in cells],
+                            args.out / f"{tag}-trace.json", args.seed)  # fmt: skip
+        print(f"profile: {trace} (summary {trace.with_suffix('.txt')})")
+    meta["elapsed_s"] = round(time.perf_counter() - started, 1)
+    paths = report.save(args.out, tag, meta, results, memory, targets)
+    bad = [r for r in results if r["status"] in ("invalid", "error")]
+    for r in bad:
+        print(f"{r['status'].upper()}: {r['workload']} {r['cell']} {r['impl']} {r['mode']}: "
+              f"{r['reason']}")  # fmt: skip
+    print(f"wrote {', '.join(str(p) for p in paths)} in {meta['elapsed_s']} s")
+    return 1 if bad else 0
