@@ -165,10 +165,11 @@ def _raised(fn):
 
 def _bad_calls():
     r = torch.randn
-    lstm_ok = ((r(2, 3, 2), r(2, 3, 5)),)
     return [
-        # (kind, ctor kwargs, input, hx)
+        # (kind, ctor kwargs, input, hx[, 'ok' when torch accepts it])
         ("gru", {}, r(2, 3, 4, 3), None),  # 4-D input
+        ("gru", {}, r(0, 3, 3), None),  # empty sequence
+        ("lstm", {"batch_first": True}, r(3, 0, 3), None),  # empty sequence
         ("gru", {}, r(4, 3, 7), None),  # wrong input_size
         ("gru", {}, r(4, 3, 3), r(2, 4, 5)),  # wrong hx batch
         ("gru", {}, r(4, 3, 3), r(1, 3, 5)),  # wrong hx layers
@@ -181,7 +182,7 @@ def _bad_calls():
         ("lstm", {}, r(4, 3, 3), (r(2, 3, 2), r(2, 3, 2))),  # c of P instead of H
         ("lstm", {}, r(4, 3, 3), (r(2, 3, 2), r(3, 5))),  # c 2-D
         ("lstm", {}, r(4, 3), (r(2, 2), r(2, 1, 5))),  # unbatched, c 3-D
-        ("lstm", {}, r(4, 3, 3), lstm_ok[0]),  # fine: control
+        ("lstm", {}, r(4, 3, 3), (r(2, 3, 2), r(2, 3, 5)), "ok"),  # control: no error
         ("lstm", {}, "packed", (r(2, 2, 2), r(2, 2, 5))),  # packed, wrong batch
         ("gru", {}, "packed", r(2, 2, 5)),  # packed, wrong batch
         ("gru", {}, "packed", r(2, 3, 4)),  # packed, wrong hidden
@@ -190,7 +191,7 @@ def _bad_calls():
 
 @pytest.mark.parametrize("case", range(len(_bad_calls())))
 def test_errors_match_torch(case):
-    kind, kw, x, hx = _bad_calls()[case]
+    kind, kw, x, hx, *ok = _bad_calls()[case]
     t, f = _pair(kind, 3, 5, num_layers=2, **kw)
     if isinstance(x, str):
         x = pack_padded_sequence(
@@ -198,8 +199,7 @@ def test_errors_match_torch(case):
         )
     expected = _raised(lambda: t(x, hx))
     assert _raised(lambda: f(x, hx)) is expected
-    if case != 13:
-        assert expected is not None
+    assert (expected is None) == bool(ok)
 
 
 @pytest.mark.parametrize(

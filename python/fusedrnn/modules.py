@@ -229,6 +229,8 @@ class _FusedRNNBase(nn.RNNBase):
                 self.check_input(input, None)
             if self.batch_first:
                 input = input.transpose(0, 1)
+            if input.size(0) == 0:  # ATen's _rnn_impl check
+                raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
 
         if hx is None:
             h0 = c0 = None
