@@ -75,13 +75,15 @@ def timed_once(fn: Callable) -> float:
 
 def measure(fn: Callable, *, label: str, sub_label: str, description: str, threads: int,
             min_run_time: float, first_call_s: float) -> benchmark.Measurement:  # fmt: skip
-    """Warm up (more for fast functions: JIT executors specialise over the first calls), then
-    ``blocked_autorange``."""
+    """Warm up (more calls for fast functions: JIT executors specialise over the first calls),
+    then ``blocked_autorange``. Slow functions get a longer ``min_run_time`` (up to 4x) so
+    that the median is taken over at least ~5 runs."""
+    last = first_call_s
     for _ in range(1 if first_call_s > 0.05 else 3):
-        fn()
+        last = timed_once(fn)
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, label=label, sub_label=sub_label,
                             description=description, num_threads=threads)  # fmt: skip
-    return timer.blocked_autorange(min_run_time=min_run_time)
+    return timer.blocked_autorange(min_run_time=max(min_run_time, min(5 * last, 4 * min_run_time)))
 
 
 class GemmCeiling:

@@ -55,6 +55,12 @@ def _fmt_time(s: float | None) -> str:
     return f"{s * 1e6:.3g} us"
 
 
+def _fmt_bytes(n: int) -> str:
+    if n >= 2**20:
+        return f"{n / 2**20:.3g} MiB"
+    return f"{n / 2**10:.3g} KiB"
+
+
 def _rows(results, mode):
     keyed = {}
     for r in results:
@@ -110,7 +116,8 @@ def markdown(meta: dict, results: list[dict], memory: list[dict], targets: list[
         title = "Inference forward (no_grad)" if mode == "inference" else (
             "Training step (zero grads, forward, backward)")  # fmt: skip
         lines += ["", f"## {title}", ""]
-        head = ["workload", "cell"] + impls + ["fused GFLOP/s", "ceiling GFLOP/s", "fused/ceiling"]
+        head = ["workload", "cell"] + impls
+        head += ["GFLOP/s nn / fused", "ceiling GFLOP/s", "fused/ceiling"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for (wl, cell), by in keyed.items():
@@ -123,9 +130,10 @@ def markdown(meta: dict, results: list[dict], memory: list[dict], targets: list[
                     cells.append(_fmt_time(r["median_s"]))
                 else:
                     cells.append(f"{_fmt_time(r['median_s'])} ({r['speedup']:.2f}x)")
-            f = by.get("fused")
+            f, n = by.get("fused"), by.get("nn")
             if f and f["status"] == "ok":
-                cells += [f"{f['gflops']:.2f}", f"{f['ceiling_gflops']:.1f}",
+                nn_gf = f"{n['gflops']:.3g}" if n and n["status"] == "ok" else "-"
+                cells += [f"{nn_gf} / {f['gflops']:.3g}", f"{f['ceiling_gflops']:.3g}",
                           f"{100 * f['ceiling_frac']:.0f}%"]  # fmt: skip
             else:
                 cells += ["-", "-", "-"]
@@ -138,7 +146,7 @@ def markdown(meta: dict, results: list[dict], memory: list[dict], targets: list[
         for m in memory:
             by.setdefault((m["workload"], m["cell"]), {})[m["impl"]] = m["peak_bytes"]
         for (wl, cell), d in by.items():
-            cells = [wl, cell] + [f"{d[i] / 2**20:.2f} MiB" if i in d else "-" for i in impls]
+            cells = [wl, cell] + [_fmt_bytes(d[i]) if i in d else "-" for i in impls]
             ratio = d["fused"] / d["nn"] if d.get("nn") and "fused" in d else None
             cells.append(f"{ratio:.2f}" if ratio is not None else "-")
             lines.append("| " + " | ".join(cells) + " |")

@@ -43,7 +43,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--note", default="", help="a note saved with the results")
     parser.add_argument("--profile", action="store_true",
                         help="also write a torch.profiler chrome trace (<tag>-trace.json) of "
-                        "each implementation's inference and training steps")  # fmt: skip
+                        "one inference and one training step of each implementation "
+                        "(use with --only)")  # fmt: skip
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -164,9 +165,9 @@ def _progress(rows: list[dict]) -> str:
 
 
 def write_trace(cases, path: Path, seed: int) -> Path:
-    """A chrome trace of two inference and two training steps per implementation, each step
-    under a ``record_function`` label ``<workload>/<cell>/<impl>/<mode>``; the fused ops
-    appear inside as ``fusedrnn::lstm_layer`` and friends."""
+    """A chrome trace of one inference and one training step per implementation (each after
+    a warm-up step), each under a ``record_function`` label ``<workload>/<cell>/<impl>/<mode>``;
+    the fused ops appear inside as ``fusedrnn::lstm_layer`` and friends."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     with measure.quiet_stderr(), profile(activities=[ProfilerActivity.CPU],
@@ -184,9 +185,8 @@ def write_trace(cases, path: Path, seed: int) -> Path:
                          "training": measure.train_fn(impl, inputs.grad_out)}  # fmt: skip
                 for mode, fn in steps.items():
                     fn()  # warm-up outside the label
-                    for _ in range(2):
-                        with record_function(f"{w.name}/{cell}/{name}/{mode}"):
-                            fn()
+                    with record_function(f"{w.name}/{cell}/{name}/{mode}"):
+                        fn()
     prof.export_chrome_trace(str(path))
     summary = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
     path.with_suffix(".txt").write_text(summary + "\n")
