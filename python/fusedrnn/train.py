@@ -78,6 +78,9 @@ class SequenceRegressor(nn.Module):
 
     ``forward(x [B, T, F], state=None, all_steps=False)`` returns ``(y, state)`` with
     ``y [B, O]`` from the last step, or ``[B, T, O]`` from every step when `all_steps`.
+    With ``residual=True`` the head predicts a change: ``y_t = x_t[:O] + head(h_t)``, and starts
+    at zero, so the untrained model is the naive "next = last" forecaster and training learns
+    the correction (a series that leaves its training range then needs no extrapolated level).
     ``config`` holds the constructor arguments (saved in checkpoints).
     """
 
@@ -91,6 +94,7 @@ class SequenceRegressor(nn.Module):
         dropout: float = 0.2,
         impl: str = "fused",
         nonlinearity: str = "tanh",
+        residual: bool = False,
     ):
         super().__init__()
         self.config = dict(
@@ -102,7 +106,10 @@ class SequenceRegressor(nn.Module):
             dropout=dropout,
             impl=impl,
             nonlinearity=nonlinearity,
+            residual=residual,
         )
+        if residual and output_size > input_size:
+            raise ValueError("residual: output_size must be <= input_size")
         kwargs = dict(
             input_size=input_size,
             hidden_size=hidden_size,
@@ -114,10 +121,17 @@ class SequenceRegressor(nn.Module):
             kwargs["nonlinearity"] = nonlinearity
         self.rnn = recurrent_class(cell, impl)(**kwargs)
         self.head = nn.Linear(hidden_size, output_size)
+        self.residual = residual
+        if residual:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor, state=None, all_steps: bool = False):
         out, state = self.rnn(x, state)
         y = self.head(out if all_steps else out[:, -1])
+        if self.residual:
+            o = y.shape[-1]
+            y = y + (x[..., :o] if all_steps else x[:, -1, :o])
         return y, state
 
 
