@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 import pytest
 import torch
@@ -76,7 +77,13 @@ def test_ddp_matches_single_process():
     with tempfile.TemporaryDirectory() as tmp:
         init_file = os.path.join(tmp, "init")
         out_file = os.path.join(tmp, "ddp.pt")
-        mp.spawn(_worker, args=(init_file, out_file), nprocs=WORLD, join=True)
+        ctx = mp.spawn(_worker, args=(init_file, out_file), nprocs=WORLD, join=False)
+        deadline = time.monotonic() + 300  # never hang the suite on a stuck worker
+        while not ctx.join(timeout=2):
+            if time.monotonic() > deadline:
+                for proc in ctx.processes:
+                    proc.kill()
+                pytest.fail("DDP workers did not finish in 300 s")
         ddp_state = torch.load(out_file, weights_only=True)
 
     single = _model()
