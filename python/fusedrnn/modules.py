@@ -95,7 +95,7 @@ def _warn_fallback(name: str, dev: str, dtype: torch.dtype, why: str) -> None:
         )
 
 
-def _use_fused(module: nn.Module, name: str, mode: str, weight: Tensor) -> bool:
+def _use_fused(name: str, mode: str, weight: Tensor) -> bool:
     dev, dtype = weight.device.type, weight.dtype
     if torch._C._is_any_autocast_enabled():
         _warn_fallback(name, dev, dtype, "autocast is enabled")
@@ -253,7 +253,7 @@ class _FusedRNNBase(nn.RNNBase):
 
     def forward(self, input, hx=None):
         weight = self.weight_ih_l0
-        if not _use_fused(self, type(self).__name__, self.mode, weight):
+        if not _use_fused(type(self).__name__, self.mode, weight):
             return self._torch_cls.forward(self, input, hx)
         return self._fused_forward(input, hx)
 
@@ -377,7 +377,7 @@ class _FusedCellBase(nn.RNNCellBase):
         return input.contiguous(), [s.contiguous() for s in states], is_batched
 
     def forward(self, input, hx=None):
-        if not _use_fused(self, type(self).__name__, self._mode(), self.weight_ih):
+        if not _use_fused(type(self).__name__, self._mode(), self.weight_ih):
             return self._torch_cls.forward(self, input, hx)
         return self._fused_forward(input, hx)
 
