@@ -379,8 +379,18 @@ def run(args) -> int:
     _check_args(args)
     import torch
 
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)  # leave the process as it was (tests run in-process)
+
+
+def _run(args) -> int:
+    import torch
+
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     t_start = time.perf_counter()
     try:

@@ -1,0 +1,91 @@
+"""`fusedrnn stock` end to end on a small setting: table, plots, metrics, sweep, errors."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fusedrnn import cli
+
+SMALL = ["--period", "1y", "--window", "10", "--hidden", "6", "--layers", "2", "--epochs", "2"]
+
+
+def _png(path):
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stock_end_to_end(tmp_path, capsys):
+    out = tmp_path / "stock"
+    rc = cli.main(["stock", *SMALL, "--cell", "rnn,gru", "--out", str(out), "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    # the table: every model with both implementations, the naive baseline, the speed-up
+    for word in ("test MSE", "MAE", "RMSE", "speed-up", "naive", "RNN", "GRU", "fused", "torch"):
+        assert word in text
+    assert "data: bundled" in text and "x" in text.split("speed-up")[-1]
+    for name in ("loss_curves.png", "predictions.png", "metrics.png"):
+        assert _png(out / name), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["data"]["symbol"] == "AAPL" and m["data"]["source"] == "bundled"
+    assert [(r["cell"], r["impl"]) for r in m["results"]] == [
+        ("rnn", "fused"),
+        ("rnn", "torch"),
+        ("gru", "fused"),
+        ("gru", "torch"),
+    ]
+    for r in m["results"]:
+        assert r["rmse"] > 0 and r["mae"] > 0 and r["train_time_s"] > 0 and r["epochs"] <= 2
+        assert r["rmse_vs_naive"] == pytest.approx(r["rmse"] / m["naive"]["rmse"])
+    assert "speedup_vs_torch" in m["results"][0]
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert rows[-1]["model"] == "naive" and len(rows) == 5
+    assert (out / "table.txt").read_text().count("\n") >= 6
+
+
+def test_stock_truncated_bptt_fused_only_with_checkpoints(tmp_path, capsys):
+    out = tmp_path / "tb"
+    argv = ["stock", *SMALL, "--cell", "lstm", "--impl", "fused", "--bptt", "truncated"]
+    argv += ["--k1", "5", "--k2", "10", "--batch-size", "4", "--no-plots", "--save-models"]
+    assert cli.main([*argv, "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert [r["impl"] for r in m["results"]] == ["fused"]
+    assert m["config"]["bptt"] == "truncated" and m["config"]["k2"] == 10
+    assert (out / "models" / "lstm_fused.pt").is_file()
+    assert not list(out.glob("*.png"))
+
+
+def test_stock_sweep(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["stock", *SMALL, "--cell", "gru", "--sweep", "--sweep-hidden", "4,8"]
+    argv += ["--sweep-layers", "1", "--sweep-lr", "0.003", "--epochs", "1"]
+    assert cli.main([*argv, "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "best GRU on validation" in text
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    assert sorted(int(r["hidden"]) for r in rows) == [4, 8]
+    assert _png(out / "sweep.png")
+
+
+def test_stock_bad_symbol_is_a_clear_error(tmp_path, capsys):
+    rc = cli.main(["stock", "--symbol", "NOPE", "--out", str(tmp_path), "--quiet"])
+    assert rc == 2
+    assert "not in the bundled data" in capsys.readouterr().err
+
+
+def test_stock_help_from_the_command_line():
+    env = {**os.environ, "COLUMNS": "100"}
+    p = subprocess.run(
+        [sys.executable, "-m", "fusedrnn", "stock", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert p.returncode == 0
+    for opt in ("--symbol", "--source", "--period", "--epochs", "--cell", "--out", "--impl"):
+        assert opt in p.stdout
+    assert "--sweep" in p.stdout and "--quiet" in p.stdout
