@@ -41,6 +41,19 @@ def test_model_uses_the_fused_or_torch_layers():
         T.SequenceRegressor("gru", impl="cuda")
 
 
+@pytest.mark.parametrize("cell, op", [("rnn", "rnn_tanh"), ("lstm", "lstm"), ("gru", "gru")])
+def test_fused_model_trains_through_the_fused_ops(cell, op):
+    from torch.profiler import ProfilerActivity, profile
+
+    m = T.SequenceRegressor(cell, 1, 8, 2, impl="fused")
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        y, _ = m(torch.randn(4, 5, 1))
+        y.sum().backward()
+    names = {e.key for e in prof.key_averages()}
+    assert {f"fusedrnn::{op}_layer", f"fusedrnn::{op}_layer_backward"} <= names
+    assert not any(n.startswith(("aten::lstm", "aten::gru", "aten::rnn_")) for n in names)
+
+
 def test_residual_model_starts_as_the_naive_forecast():
     m = T.SequenceRegressor("lstm", 1, 8, 1, residual=True)
     x = torch.randn(4, 6, 1)

@@ -100,7 +100,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     t = parser.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=60, help="most epochs per model")
     t.add_argument("--patience", type=int, default=8, help="early stopping patience (0 = off)")
-    t.add_argument("--batch-size", type=int, default=32, help="windows per step")
+    t.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="windows per step (default 32); with --bptt truncated, parallel streams the "
+        "training span is cut into (default 4)",
+    )
     t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
@@ -262,11 +268,12 @@ def _fmt_table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
 
-def _plots(out: Path, w, series, results, histories, preds, naive_pred) -> list[str]:
+def _plots(out: Path, w, series, results, histories, preds, naive_pred, loss) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     written = []
     cells = list(dict.fromkeys(r["cell"] for r in results))
@@ -284,8 +291,12 @@ def _plots(out: Path, w, series, results, histories, preds, naive_pred) -> list[
             ax.plot(ep, h.train_loss, ls, color="C0", label=f"train ({impl})")
             ax.plot(ep, h.val_loss, ls, color="C1", label=f"validation ({impl})")
             ax.axvline(h.best_epoch + 1, color="0.6", lw=0.8, ls=ls)
+        if loss == "mse":
+            naive_val = float(np.mean((w.scaled[w.t_val - 1] - w.scaled[w.t_val]) ** 2))
+            ax.axhline(naive_val, color="k", lw=0.8, ls=":", label="naive, validation")
         ax.set_yscale("log")
-        ax.set_title(f"{cell.upper()} loss (MSE, scaled)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{cell.upper()} loss ({loss.upper()}, scaled units)")
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -361,6 +372,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _check_args(args) -> None:
+    if args.batch_size is None:
+        args.batch_size = 4 if args.bptt == "truncated" else 32
     for name in ("window", "hidden", "layers", "epochs", "batch_size", "k1", "k2"):
         if getattr(args, name) < 1:
             raise SystemExit(f"fusedrnn stock: --{name.replace('_', '-')} must be >= 1")
@@ -460,7 +473,7 @@ def _run(args) -> int:
                 f"{r['mse']:.3f}",
                 f"{r['mae']:.3f}",
                 f"{r['rmse']:.3f}",
-                f"{r['rmse_vs_naive']:.2f}" + ("" if r["beats_naive"] else " (worse)"),
+                f"{r['rmse_vs_naive']:.3f}" + ("" if r["beats_naive"] else " (worse)"),
                 f"{r['epochs']}",
                 f"{r['train_time_s']:.1f}",
                 f"{r['epoch_ms']:.0f}",
@@ -474,7 +487,7 @@ def _run(args) -> int:
             f"{naive['mse']:.3f}",
             f"{naive['mae']:.3f}",
             f"{naive['rmse']:.3f}",
-            "1.00",
+            "1.000",
             "",
             "",
             "",
@@ -529,7 +542,7 @@ def _run(args) -> int:
     }
     written = ["metrics.json", "metrics.csv"]
     if not args.no_plots:
-        written += _plots(out, w, series, results, histories, preds, naive_pred)
+        written += _plots(out, w, series, results, histories, preds, naive_pred, args.loss)
     payload["wall_time_s"] = time.perf_counter() - t_start
     (out / "metrics.json").write_text(json.dumps(payload, indent=2, default=str))
     _write_csv(
@@ -570,7 +583,7 @@ def _sweep(args, series, w, out: Path, log, t_start: float) -> int:
             f"{r['lr']:g}",
             f"{r['val_loss']:.2e}",
             f"{r['rmse']:.3f}",
-            f"{r['rmse_vs_naive']:.2f}",
+            f"{r['rmse_vs_naive']:.3f}",
             f"{r['train_time_s']:.1f}",
         ]
         for r in results
