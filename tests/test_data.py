@@ -217,3 +217,43 @@ def test_synthetic_series():
     assert t[0] == pytest.approx(2.0) and t[-1] == pytest.approx(2.0 + 9.99)
     w = D.prepare_windows(D.trend_seasonal(400), window=20)
     assert w.x_train.shape[1:] == (20, 1) and w.x_train.dtype == np.float32
+
+
+def test_a_silent_host_cannot_hang_the_download(cache, monkeypatch):
+    """The download runs in a child process that is killed at the hard limit."""
+    monkeypatch.setattr(D, "_FETCH", "import time; time.sleep(60)")
+    monkeypatch.setattr(D, "_HARD_LIMIT_EXTRA", 0.5)
+    monkeypatch.setattr(D, "_yfinance_available", lambda: True)
+    with pytest.raises(RuntimeError, match="no answer within"):
+        D.load_prices("AAPL", "5y", "yfinance", timeout=0.5)
+    s = D.load_prices("AAPL", "5y", "auto", timeout=0.5)
+    assert s.source == "bundled" and "no answer" in s.notes[0]
+
+
+def test_an_empty_download_is_a_failure(cache, monkeypatch):
+    monkeypatch.setattr(D, "_FETCH", "import sys; sys.exit('yfinance returned no rows for X')")
+    monkeypatch.setattr(D, "_yfinance_available", lambda: True)
+    s = D.load_prices("MSFT", "1y", "auto")
+    assert s.source == "bundled" and "no rows" in s.notes[0]
+    assert not list(cache.glob("*.csv"))  # nothing half-made was cached
+
+
+def test_missing_yfinance_fails_fast(cache, monkeypatch):
+    monkeypatch.setattr(D, "_yfinance_available", lambda: False)
+    with pytest.raises(RuntimeError, match="yfinance is not installed"):
+        D.load_prices("AAPL", "5y", "yfinance")
+
+
+def test_a_good_download_is_cached(cache, monkeypatch):
+    fake = (
+        "import sys\n"
+        "open(sys.argv[4], 'w').write('date,close\\n2024-01-02,10\\n2024-01-03,11\\n')\n"
+    )
+    monkeypatch.setattr(D, "_FETCH", fake)
+    monkeypatch.setattr(D, "_yfinance_available", lambda: True)
+    s = D.load_prices("ABC", "5y", "yfinance")
+    assert s.source == "yfinance" and s.close.tolist() == [10.0, 11.0]
+    assert (cache / "ABC_5y.csv").is_file()
+    monkeypatch.setenv("FUSEDRNN_OFFLINE", "1")
+    again = D.load_prices("ABC", "5y", "auto")
+    assert again.source == "cache" and again.close.tolist() == [10.0, 11.0]

@@ -53,6 +53,7 @@ SOURCES = ("auto", "yfinance", "cache", "bundled")
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9.\-^=]{1,15}$")
 _PERIOD_RE = re.compile(r"^(\d+)(d|wk|mo|y)$")
 _PERIOD_DAYS = {"d": 1, "wk": 7, "mo": 30, "y": 365}
+_HARD_LIMIT_EXTRA = 15.0  # seconds past yfinance's own timeout before the download is killed
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,11 +249,11 @@ def _download(symbol: str, period: str, timeout: float) -> PriceSeries:
                 check=False,
                 capture_output=True,
                 text=True,
-                timeout=timeout + 15,
+                timeout=timeout + _HARD_LIMIT_EXTRA,
                 stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired:
-            raise RuntimeError(f"no answer within {timeout + 15:.0f} s") from None
+            raise RuntimeError(f"no answer within {timeout + _HARD_LIMIT_EXTRA:.0f} s") from None
         if proc.returncode != 0:
             lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
             msg = lines[-1].split(" See http")[0] if lines else f"exit code {proc.returncode}"
