@@ -79,7 +79,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--timeout", type=float, default=10.0, help="yfinance connection timeout, s")
 
     m = parser.add_argument_group("model")
-    m.add_argument("--cell", type=_cells, default=list(CELLS), help="all, or e.g. lstm,gru")
+    m.add_argument("--cell", type=_cells, default="all", help="all, or a list, e.g. lstm,gru")
     m.add_argument("--hidden", type=int, default=64, help="hidden units per layer")
     m.add_argument("--layers", type=int, default=2, help="stacked recurrent layers")
     m.add_argument("--dropout", type=float, default=0.2, help="dropout between layers")
@@ -103,14 +103,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--batch-size",
         type=int,
-        default=None,
-        help="windows per step (default 32); with --bptt truncated, parallel streams the "
-        "training span is cut into (default 4)",
+        default=argparse.SUPPRESS,
+        help="windows per step (default: 32); with --bptt truncated, the number of parallel "
+        "streams the training span is cut into (default: 4)",
     )
     t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimizer")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    t.add_argument("--loss", choices=("mse", "huber"), default="mse")
+    t.add_argument("--loss", choices=("mse", "huber"), default="mse", help="training loss")
     t.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0 = off)")
     t.add_argument(
         "--bptt",
@@ -121,7 +121,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--k1", type=int, default=30, help="truncated BPTT: steps between updates")
     t.add_argument("--k2", type=int, default=30, help="truncated BPTT: steps backpropagated")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed for weights, dropout, shuffling")
     t.add_argument(
         "--threads",
         type=int,
@@ -144,9 +144,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="instead of the comparison: hidden x layers x lr study for each --cell "
         "(fused kernels), model chosen on validation loss",
     )
-    s.add_argument("--sweep-hidden", type=_csv_list(int), default=[32, 64, 128])
-    s.add_argument("--sweep-layers", type=_csv_list(int), default=[1, 2])
-    s.add_argument("--sweep-lr", type=_csv_list(float), default=[1e-3, 3e-3])
+    s.add_argument("--sweep-hidden", type=_csv_list(int), default="32,64,128", help="hidden sizes")
+    s.add_argument("--sweep-layers", type=_csv_list(int), default="1,2", help="layer counts")
+    s.add_argument("--sweep-lr", type=_csv_list(float), default="0.001,0.003", help="rates")
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,7 +372,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _check_args(args) -> None:
-    if args.batch_size is None:
+    if getattr(args, "batch_size", None) is None:
         args.batch_size = 4 if args.bptt == "truncated" else 32
     for name in ("window", "hidden", "layers", "epochs", "batch_size", "k1", "k2"):
         if getattr(args, name) < 1:
