@@ -619,12 +619,17 @@ def _sweep(args, series, w, out: Path, log, t_start: float) -> int:
             rs = [r for r in results if r["cell"] == cell]
             rs.sort(key=lambda r: (r["layers"], r["hidden"], r["lr"]))
             labels = [f"h{r['hidden']} L{r['layers']}\nlr {r['lr']:g}" for r in rs]
-            ax.bar(range(len(rs)), [r["rmse"] for r in rs], color="C0")
-            ax.axhline(naive["rmse"], color="k", ls=":", lw=1, label="naive")
-            ax.set_xticks(range(len(rs)), labels, fontsize=6, rotation=90)
-            ax.set_ylabel("test RMSE $")
-            ax.set_title(f"{cell.upper()} sweep")
+            gain = [100 * (r["rmse_vs_naive"] - 1) for r in rs]
+            colors = [f"C{r['layers'] - 1}" for r in rs]
+            bars = ax.bar(range(len(rs)), gain, color=colors)
+            best = min(range(len(rs)), key=lambda i: rs[i]["val_loss"])
+            bars[best].set_hatch("//")
+            bars[best].set_label("chosen on validation")
             ax.legend(fontsize=7)
+            ax.axhline(0, color="k", lw=0.8)
+            ax.set_xticks(range(len(rs)), labels, fontsize=6, rotation=90)
+            ax.set_ylabel("test RMSE vs naive, % (below 0 = better)")
+            ax.set_title(f"{cell.upper()} sweep (naive RMSE ${naive['rmse']:.2f})")
         fig.tight_layout()
         fig.savefig(out / "sweep.png", dpi=110)
         plt.close(fig)
