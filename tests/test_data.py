@@ -257,3 +257,16 @@ def test_a_good_download_is_cached(cache, monkeypatch):
     monkeypatch.setenv("FUSEDRNN_OFFLINE", "1")
     again = D.load_prices("ABC", "5y", "auto")
     assert again.source == "cache" and again.close.tolist() == [10.0, 11.0]
+
+
+def test_periods_yfinance_lacks_become_a_start_date(cache, monkeypatch):
+    fake = (
+        "import sys\n"
+        "if not sys.argv[2].startswith('start=20'): sys.exit('bad span ' + sys.argv[2])\n"
+        "open(sys.argv[4], 'w').write('date,close\\n2024-01-02,10\\n2024-01-03,11\\n')\n"
+    )
+    monkeypatch.setattr(D, "_FETCH", fake)
+    monkeypatch.setattr(D, "_yfinance_available", lambda: True)
+    assert D.load_prices("ABC", "18mo", "yfinance").source == "yfinance"
+    s = D.load_prices("AAPL", "ytd", "bundled")
+    assert str(s.dates[0]) == "2013-01-02" and 35 <= len(s) <= 45

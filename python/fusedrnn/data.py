@@ -53,6 +53,7 @@ SOURCES = ("auto", "yfinance", "cache", "bundled")
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9.\-^=]{1,15}$")
 _PERIOD_RE = re.compile(r"^(\d+)(d|wk|mo|y)$")
 _PERIOD_DAYS = {"d": 1, "wk": 7, "mo": 30, "y": 365}
+_YF_PERIODS = ("1d", "5d", "1mo", "3mo", "6mo", "1y", "2y", "5y", "10y", "ytd", "max")
 _HARD_LIMIT_EXTRA = 15.0  # seconds past yfinance's own timeout before the download is killed
 
 
@@ -96,13 +97,14 @@ def _check_symbol(symbol: str) -> str:
 
 
 def _period_days(period: str) -> int | None:
-    """Calendar days covered by a yfinance-style period ('5y', '6mo', '30d', 'max' -> None)."""
-    if period == "max":
+    """Calendar days covered by a yfinance-style period ('5y', '6mo', '30d'; 'max', 'ytd' -> None)."""
+    if period in ("max", "ytd"):
         return None
     m = _PERIOD_RE.match(str(period))
     if not m or int(m.group(1)) == 0:
         raise ValueError(
-            f"period: {period!r} is not a period; use e.g. '5y', '18mo', '2wk', '90d' or 'max'"
+            f"period: {period!r} is not a period; use e.g. '5y', '18mo', '2wk', '90d', 'ytd' "
+            "or 'max'"
         )
     return int(m.group(1)) * _PERIOD_DAYS[m.group(2)]
 
@@ -110,9 +112,12 @@ def _period_days(period: str) -> int | None:
 def _last_period(series: PriceSeries, period: str) -> PriceSeries:
     """The trailing `period` of a series, measured back from its last date."""
     days = _period_days(period)
-    if days is None or len(series) == 0:
+    if len(series) == 0 or period == "max":
         return series
-    keep = series.dates > series.dates[-1] - np.timedelta64(days, "D")
+    if period == "ytd":
+        keep = series.dates >= series.dates[-1].astype("datetime64[Y]").astype("datetime64[D]")
+    else:
+        keep = series.dates > series.dates[-1] - np.timedelta64(days, "D")
     series.dates, series.close = series.dates[keep], series.close[keep]
     return series
 
@@ -213,7 +218,8 @@ _FETCH = r"""
 import sys
 symbol, period, timeout, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 import yfinance as yf
-df = yf.Ticker(symbol).history(period=period, interval="1d", auto_adjust=True,
+span = {"start": period[6:]} if period.startswith("start=") else {"period": period}
+df = yf.Ticker(symbol).history(**span, interval="1d", auto_adjust=True,
                                timeout=timeout, raise_errors=True)
 if df is None or len(df) == 0 or "Close" not in df:
     sys.exit("yfinance returned no rows for %s (unknown symbol or no data)" % symbol)
@@ -242,7 +248,11 @@ def _download(symbol: str, period: str, timeout: float) -> PriceSeries:
     fd, tmp = tempfile.mkstemp(prefix=f".{symbol}_", suffix=".csv.part", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [sys.executable, "-c", _FETCH, symbol, period, str(timeout), tmp]
+        span = period
+        if period not in _YF_PERIODS:  # e.g. '18mo': ask for a start date instead
+            start = np.datetime64("today", "D") - np.timedelta64(_period_days(period), "D")
+            span = f"start={start}"
+        cmd = [sys.executable, "-c", _FETCH, symbol, span, str(timeout), tmp]
         try:
             proc = subprocess.run(
                 cmd,
