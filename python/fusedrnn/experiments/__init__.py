@@ -1,0 +1,1 @@
+"""Experiments behind the ``fusedrnn`` commands (one module per command)."""
