@@ -89,3 +89,15 @@ def test_stock_help_from_the_command_line():
     for opt in ("--symbol", "--source", "--period", "--epochs", "--cell", "--out", "--impl"):
         assert opt in p.stdout
     assert "--sweep" in p.stdout and "--quiet" in p.stdout
+
+
+def test_stock_resume_continues_from_the_saved_models(tmp_path, capsys):
+    out = tmp_path / "r"
+    argv = ["stock", *SMALL, "--cell", "gru", "--impl", "fused", "--no-plots", "--save-models"]
+    argv += ["--patience", "0", "--out", str(out)]
+    assert cli.main([*argv, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert cli.main([*argv, "--epochs", "3", "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["results"][0]["epochs"] == 3

@@ -134,7 +134,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     o = parser.add_argument_group("output")
     o.add_argument("--out", default="out/stock", help="folder for plots, metrics and models")
     o.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    o.add_argument("--save-models", action="store_true", help="write a checkpoint per model")
+    o.add_argument(
+        "--save-models",
+        action="store_true",
+        help="write a checkpoint per model to OUT/models after every epoch (atomically)",
+    )
+    o.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue each model from its checkpoint in OUT/models, where there is one",
+    )
     o.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
 
     s = parser.add_argument_group("sweep")
@@ -221,8 +230,17 @@ def _train_one(args, w, cell: str, impl: str, init_state, hidden, layers, lr, lo
     init = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = _train_config(args, f"{cell}/{impl}")
     cfg.lr = lr
+    name = f"{cell}_{impl}" if not args.sweep else f"{cell}_{impl}_h{hidden}_l{layers}_lr{lr:g}"
+    ckpt = Path(args.out) / "models" / f"{name}.pt"
+    cfg.checkpoint = str(ckpt) if args.save_models else None
     train, val, test = _datasets(w, args.bptt)
     trainer = Trainer(model, cfg)
+    if args.resume and ckpt.exists():
+        try:
+            trainer.resume(ckpt)
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise SystemExit(f"fusedrnn stock: cannot resume from {ckpt}: {e}") from None
+        log(f"  {cell.upper():4s} {impl:5s} resumed from {ckpt} after epoch {trainer.epoch}")
     t0 = time.perf_counter()
     hist = trainer.fit(train, val)
     wall = time.perf_counter() - t0
@@ -249,9 +267,7 @@ def _train_one(args, w, cell: str, impl: str, init_state, hidden, layers, lr, lo
         **_metrics(pred_usd, w.series[w.t_test]),
     }
     if args.save_models:
-        path = Path(args.out) / "models" / f"{cell}_{impl}.pt"
-        trainer.save(path)
-        result["checkpoint"] = str(path)
+        result["checkpoint"] = str(ckpt)
     log(
         f"  {cell.upper():4s} {impl:5s} {hist.epochs:3d} epochs (best {hist.best_epoch + 1}) "
         f"{hist.train_time:6.1f} s  test RMSE ${result['rmse']:.3f}"
