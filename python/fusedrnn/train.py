@@ -167,6 +167,9 @@ class Windows:
     def __len__(self) -> int:
         return len(self.x)
 
+    def to(self, device) -> Windows:
+        return Windows(self.x.to(device), self.y.to(device))
+
 
 @dataclass
 class Stream:
@@ -188,6 +191,9 @@ class Stream:
             )
         if not 0 <= self.start < self.x.shape[1]:
             raise ValueError(f"Stream.start: {self.start} outside [0, {self.x.shape[1]})")
+
+    def to(self, device) -> Stream:
+        return Stream(self.x.to(device), self.y.to(device), self.start)
 
     def streams(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Cut a single series into `batch` contiguous streams ``[B, N // B, ...]``."""
@@ -415,14 +421,15 @@ class Trainer:
 
     @torch.no_grad()
     def predict(self, data: Windows | Stream | torch.Tensor) -> torch.Tensor:
-        """Predictions in eval mode: ``[M, O]`` (or ``[M, T, O]``) for windows; ``[B, N, O]``
-        over a whole stream from a zero state."""
+        """Predictions in eval mode, on the model's device: ``[M, O]`` (or ``[M, T, O]``) for
+        windows; ``[B, N, O]`` over a whole stream from a zero state."""
         was = self.model.training
         self.model.eval()
         try:
+            dev = self._device()
             if isinstance(data, Stream):
-                return self.model(data.x, all_steps=True)[0]
-            x = data.x if isinstance(data, Windows) else _tensor(data)
+                return self.model(data.x.to(dev), all_steps=True)[0]
+            x = (data.x if isinstance(data, Windows) else _tensor(data)).to(dev)
             all_steps = isinstance(data, Windows) and data.y.dim() == 3
             bs = self.config.eval_batch_size
             outs = [self.model(x[i : i + bs], all_steps=all_steps)[0] for i in range(0, len(x), bs)]
@@ -434,8 +441,13 @@ class Trainer:
         """Mean loss (the training loss function) in eval mode."""
         pred = self.predict(data)
         if isinstance(data, Stream):
-            return float(self.loss_fn(pred[:, data.start :], data.y[:, data.start :]))
-        return float(self.loss_fn(pred, data.y))
+            y = data.y.to(pred.device)
+            return float(self.loss_fn(pred[:, data.start :], y[:, data.start :]))
+        return float(self.loss_fn(pred, data.y.to(pred.device)))
+
+    def _device(self) -> torch.device:
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
 
     # ---- the loop -----------------------------------------------------------------------
 
@@ -445,6 +457,8 @@ class Trainer:
             raise TypeError("bptt='full' trains on Windows (x [M, T, F], y [M, O])")
         if c.bptt == "truncated" and not isinstance(train, Stream):
             raise TypeError("bptt='truncated' trains on a Stream (x [N, F], y [N, O])")
+        train = train.to(self._device())  # once, not per batch
+        val = val.to(self._device()) if val is not None else None
         if c.bptt == "full":
             steps = math.ceil(len(train) / c.batch_size)
         else:

@@ -121,6 +121,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--k1", type=int, default=30, help="truncated BPTT: steps between updates")
     t.add_argument("--k2", type=int, default=30, help="truncated BPTT: steps backpropagated")
+    t.add_argument("--device", default="cpu", help="cpu or cuda (the fused CUDA kernels)")
     t.add_argument("--seed", type=int, default=0, help="seed for weights, dropout, shuffling")
     t.add_argument(
         "--threads",
@@ -228,6 +229,7 @@ def _train_one(args, w, cell: str, impl: str, init_state, hidden, layers, lr, lo
     if init_state is not None:  # the same initial weights for both implementations
         model.load_state_dict(init_state)
     init = {k: v.clone() for k, v in model.state_dict().items()}
+    model.to(args.device)
     cfg = _train_config(args, f"{cell}/{impl}")
     cfg.lr = lr
     name = f"{cell}_{impl}" if not args.sweep else f"{cell}_{impl}_h{hidden}_l{layers}_lr{lr:g}"
@@ -245,6 +247,7 @@ def _train_one(args, w, cell: str, impl: str, init_state, hidden, layers, lr, lo
     hist = trainer.fit(train, val)
     wall = time.perf_counter() - t0
     pred = trainer.predict(test)
+    pred = pred.cpu()
     if args.bptt == "full":
         pred = pred[:, 0].numpy()
     else:
@@ -395,6 +398,11 @@ def _check_args(args) -> None:
             raise SystemExit(f"fusedrnn stock: --{name.replace('_', '-')} must be >= 1")
     if not 0 <= args.dropout < 1:
         raise SystemExit("fusedrnn stock: --dropout must be in [0, 1)")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("fusedrnn stock: --device cuda, but torch sees no CUDA device")
     if args.bptt == "truncated" and args.k1 > args.k2:
         raise SystemExit("fusedrnn stock: truncated BPTT needs --k1 <= --k2")
 
