@@ -542,6 +542,7 @@ def _run(args) -> int:
 
     meta = {
         "symbol": series.symbol,
+        "period": args.period,
         "source": series.source,
         "source_detail": series.detail,
         "source_notes": series.notes,
@@ -554,7 +555,14 @@ def _run(args) -> int:
         "scaler": w.scaler.state_dict(),
     }
     cfg = asdict(_train_config(args, ""))
-    cfg.update(hidden=args.hidden, layers=args.layers, dropout=args.dropout, residual=args.residual)
+    cfg.update(
+        hidden=args.hidden,
+        layers=args.layers,
+        dropout=args.dropout,
+        residual=args.residual,
+        device=args.device,
+        impl=args.impl,
+    )
     payload = {
         "data": meta,
         "config": cfg,
