@@ -98,19 +98,4 @@ struct Backend {
   }
 };
 
-// Runs body(row_begin, row_end) over the active rows; one thread unless the step is large
-// enough to amortise the fork (about 16K elements per chunk).
-template <class F>
-void for_rows(int64_t rows, int64_t width, F&& body) {
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, width));
-  if (rows <= grain) {
-    body(int64_t(0), rows);
-  } else {
-    at::parallel_for(0, rows, grain, body);
-  }
-}
-
-template <class T>
-using acc_t = at::opmath_type<T>;
-
 }  // namespace fusedrnn::cpu

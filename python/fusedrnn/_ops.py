@@ -81,7 +81,7 @@ def _register_rnn_fakes(fam: str) -> None:
         H = w_hh.shape[1]
         B = _fake_batch(input, batch_sizes, h0)
         return (
-            torch.empty_like(input),
+            input.new_empty(input.shape),
             input.new_empty((B, H)),
             torch.empty_like(w_ih),
             torch.empty_like(w_hh),
@@ -96,8 +96,8 @@ def _register_rnn_fakes(fam: str) -> None:
     @register_fake(f"{fam}_cell_backward")
     def _(grad_hy, input, hx, w_ih, w_hh, b_ih, b_hh, hy):
         return (
-            torch.empty_like(input),
-            torch.empty_like(hx),
+            input.new_empty(input.shape),
+            hx.new_empty(hx.shape),
             torch.empty_like(w_ih),
             torch.empty_like(w_hh),
             torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
@@ -131,7 +131,7 @@ def _(grad_output, grad_hn, grad_cn, input, batch_sizes, h0, c0, w_ih, w_hh, b_i
     P = w_hh.shape[1]
     B = _fake_batch(input, batch_sizes, h0 if h0 is not None else c0)
     return (
-        torch.empty_like(input),
+        input.new_empty(input.shape),
         input.new_empty((B, P)),
         input.new_empty((B, H)),
         torch.empty_like(w_ih),
@@ -152,9 +152,9 @@ def _(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
 @register_fake("lstm_cell_backward")
 def _(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, b_ih, b_hh, workspace):
     return (
-        torch.empty_like(input),
-        torch.empty_like(hx),
-        torch.empty_like(cx),
+        input.new_empty(input.shape),
+        hx.new_empty(hx.shape),
+        cx.new_empty(cx.shape),
         torch.empty_like(w_ih),
         torch.empty_like(w_hh),
         torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
@@ -180,7 +180,7 @@ def _(grad_output, grad_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reve
     H = w_hh.shape[1]
     B = _fake_batch(input, batch_sizes, h0)
     return (
-        torch.empty_like(input),
+        input.new_empty(input.shape),
         input.new_empty((B, H)),
         torch.empty_like(w_ih),
         torch.empty_like(w_hh),
@@ -198,8 +198,8 @@ def _(input, hx, w_ih, w_hh, b_ih, b_hh):
 @register_fake("gru_cell_backward")
 def _(grad_hy, input, hx, w_ih, w_hh, b_ih, b_hh, workspace):
     return (
-        torch.empty_like(input),
-        torch.empty_like(hx),
+        input.new_empty(input.shape),
+        hx.new_empty(hx.shape),
         torch.empty_like(w_ih),
         torch.empty_like(w_hh),
         torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
@@ -217,6 +217,7 @@ def _register_rnn_autograd(fam: str) -> None:
     bwd = getattr(ops, f"{fam}_layer_backward")
 
     def setup(ctx, inputs, output):
+        ctx.set_materialize_grads(False)  # the ops take None for an unused output
         input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse = inputs
         ctx.save_for_backward(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, output[0])
         ctx.reverse = reverse
@@ -233,6 +234,7 @@ def _register_rnn_autograd(fam: str) -> None:
     cbwd = getattr(ops, f"{fam}_cell_backward")
 
     def csetup(ctx, inputs, output):
+        ctx.set_materialize_grads(False)  # the ops take None for an unused output
         input, hx, w_ih, w_hh, b_ih, b_hh = inputs
         ctx.save_for_backward(input, hx, w_ih, w_hh, b_ih, b_hh, output)
 
@@ -249,6 +251,7 @@ for _fam in RNN_FAMILIES:
 
 
 def _lstm_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # the ops take None for an unused output
     input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse = inputs
     out, _, _, ws = output
     ctx.mark_non_differentiable(ws)
@@ -270,6 +273,7 @@ torch.library.register_autograd("fusedrnn::lstm_layer", _lstm_backward, setup_co
 
 
 def _lstm_cell_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # the ops take None for an unused output
     input, hx, cx, w_ih, w_hh, b_ih, b_hh = inputs
     ctx.mark_non_differentiable(output[2])
     ctx.save_for_backward(input, hx, cx, w_ih, w_hh, b_ih, b_hh, output[2])
@@ -289,6 +293,7 @@ torch.library.register_autograd(
 
 
 def _gru_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # the ops take None for an unused output
     input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse = inputs
     out, _, ws = output
     ctx.mark_non_differentiable(ws)
@@ -308,6 +313,7 @@ torch.library.register_autograd("fusedrnn::gru_layer", _gru_backward, setup_cont
 
 
 def _gru_cell_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # the ops take None for an unused output
     input, hx, w_ih, w_hh, b_ih, b_hh = inputs
     ctx.mark_non_differentiable(output[1])
     ctx.save_for_backward(input, hx, w_ih, w_hh, b_ih, b_hh, output[1])

@@ -20,34 +20,49 @@
 
 namespace fusedrnn::math {
 
+// Elementwise primitives. The math below is written once against these, for scalars here
+// and, through a specialisation of Ops (cpp/cpu/vec_ops.h), for SIMD vectors on the CPU.
+template <class T, class Enable = void>
+struct Ops {
+  static FUSEDRNN_HD T exp(T x) {
+#if defined(__CUDA_ARCH__)
+    return ::exp(x);
+#else
+    return std::exp(x);
+#endif
+  }
+  static FUSEDRNN_HD T tanh(T x) {
+#if defined(__CUDA_ARCH__)
+    return ::tanh(x);
+#else
+    return std::tanh(x);
+#endif
+  }
+  static FUSEDRNN_HD T relu(T x) { return x > T(0) ? x : T(0); }
+  // relu'(pre) expressed through h = relu(pre): 1 where h > 0.
+  static FUSEDRNN_HD T relu_backward(T dh, T h) { return h > T(0) ? dh : T(0); }
+};
+
 template <class T>
 FUSEDRNN_HD T exp_(T x) {
-#if defined(__CUDA_ARCH__)
-  return ::exp(x);
-#else
-  return std::exp(x);
-#endif
+  return Ops<T>::exp(x);
 }
 
 template <class T>
 FUSEDRNN_HD T tanh_(T x) {
-#if defined(__CUDA_ARCH__)
-  return ::tanh(x);
-#else
-  return std::tanh(x);
-#endif
+  return Ops<T>::tanh(x);
 }
 
 template <class T>
 FUSEDRNN_HD T sigmoid(T x) {
-  return T(1) / (T(1) + exp_(-x));
+  return T(1) / (T(1) + exp_(T(0) - x));
 }
 
 // ---- Elman RNN ----------------------------------------------------------------------
 template <bool kRelu, class T>
 FUSEDRNN_HD T rnn_act(T pre) {
   if constexpr (kRelu) {
-    return pre > T(0) ? pre : T(0);
+    return Ops<T>::relu(pre);
   } else {
     return tanh_(pre);
   }
@@ -57,7 +72,7 @@ FUSEDRNN_HD T rnn_act(T pre) {
 template <bool kRelu, class T>
 FUSEDRNN_HD T rnn_act_backward(T dh, T h) {
   if constexpr (kRelu) {
-    return h > T(0) ? dh : T(0);
+    return Ops<T>::relu_backward(dh, h);
   } else {
     return dh * (T(1) - h * h);
   }

@@ -202,7 +202,13 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
   r.grad_w_ih = at::mm(dgi.t(), p.x);
   r.grad_w_hh = at::mm(dgh.t(), hprev);
   r.grad_b_ih = p.b_ih.defined() ? dgi.sum(0) : at::empty({0}, opts);
-  r.grad_b_hh = p.b_hh.defined() ? dgh.sum(0) : at::empty({0}, opts);
+  if (!p.b_hh.defined()) {
+    r.grad_b_hh = at::empty({0}, opts);
+  } else if (!Tr::kSplitHidden && p.b_ih.defined()) {
+    r.grad_b_hh = r.grad_b_ih.clone();  // same gate gradients on both sides: one reduction
+  } else {
+    r.grad_b_hh = dgh.sum(0);
+  }
   r.grad_w_hr = p.proj ? at::mm(dR.t(), hraw) : at::empty({0}, opts);
   r.grad_h0 = carry_h;
   r.grad_c0 = Tr::kHasCell ? carry_c : at::empty({0}, opts);

@@ -1,0 +1,29 @@
+// One instruction set's table of CPU pointwise kernels. CMake compiles this file once per
+// ISA with CPU_CAPABILITY set (DEFAULT; AVX2 and AVX512 on x86-64, with their -m flags), so
+// ATen's Vectorized<T> (and our templates, in the inline namespace CPU_CAPABILITY) resolve to
+// that ISA. Nothing here is called directly: kernels() in cpu_dispatch.cpp picks a table.
+#include "kernel_table.h"
+#include "pointwise.h"
+
+#define FUSEDRNN_CAT2(a, b) a##b
+#define FUSEDRNN_CAT(a, b) FUSEDRNN_CAT2(a, b)
+#define FUSEDRNN_STR2(a) #a
+#define FUSEDRNN_STR(a) FUSEDRNN_STR2(a)
+
+namespace fusedrnn::cpu {
+
+template <class T>
+constexpr KernelTable<T> make_table() {
+  return KernelTable<T>{
+      &RnnPointwise<false>::forward<T>, &RnnPointwise<false>::backward<T>,
+      &RnnPointwise<true>::forward<T>,  &RnnPointwise<true>::backward<T>,
+      &LstmPointwise::forward<T>,       &LstmPointwise::backward<T>,
+      &GruPointwise::forward<T>,        &GruPointwise::backward<T>,
+  };
+}
+
+extern const KernelTables FUSEDRNN_CAT(kernels_, CPU_CAPABILITY);
+const KernelTables FUSEDRNN_CAT(kernels_, CPU_CAPABILITY) = {
+    FUSEDRNN_STR(CPU_CAPABILITY), make_table<float>(), make_table<double>()};
+
+}  // namespace fusedrnn::cpu

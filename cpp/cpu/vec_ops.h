@@ -1,0 +1,43 @@
+// SIMD primitives for the shared gate math: specialises fusedrnn::math::Ops for
+// at::vec::Vectorized<T> (exp/tanh from SLEEF through ATen, as torch's own CPU kernels use).
+// Included only by the per-ISA translation units (capability.cpp), before cell_math.h users.
+#pragma once
+
+#include <ATen/cpu/vec/vec.h>
+
+#include <type_traits>
+
+#include "fusedrnn/cell_math.h"
+
+namespace fusedrnn::math {
+
+template <class S>
+struct Ops<at::vec::Vectorized<S>> {
+  using V = at::vec::Vectorized<S>;
+  static V exp(V x) { return x.exp(); }
+  // float: tanh from one exp, several times cheaper than SLEEF's tanhf / expm1f (which
+  // dominated the LSTM forward profile). |x| >= 1/8: (1 - t) / (1 + t) with t = exp(-2|x|),
+  // a few ulp; |x| < 1/8: the odd Taylor series to x^9 (truncation < 1e-12), which avoids the
+  // cancellation in 1 - t. double keeps SLEEF's tanh: float64 must match torch to ~1e-12.
+  static V tanh(V x) {
+    if constexpr (std::is_same_v<S, float>) {
+      const V a = x.abs();
+      const V t = (a * V(-2.f)).exp();
+      const V big = (V(1.f) - t) / (V(1.f) + t);
+      const V x2 = x * x;
+      V p = V(62.f / 2835.f);
+      p = at::vec::fmadd(p, x2, V(-17.f / 315.f));
+      p = at::vec::fmadd(p, x2, V(2.f / 15.f));
+      p = at::vec::fmadd(p, x2, V(-1.f / 3.f));
+      const V small = at::vec::fmadd(p * x2, x, x);
+      const V signed_big = V::blendv(big, V(0.f) - big, x < V(0.f));
+      return V::blendv(signed_big, small, a < V(0.125f));
+    } else {
+      return x.tanh();
+    }
+  }
+  static V relu(V x) { return at::vec::clamp_min(x, V(S(0))); }
+  static V relu_backward(V dh, V h) { return V::blendv(V(S(0)), dh, h > V(S(0))); }
+};
+
+}  // namespace fusedrnn::math
