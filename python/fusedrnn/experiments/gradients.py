@@ -1,0 +1,542 @@
+"""Vanishing and exploding gradients, measured by real BPTT through the fused kernels.
+
+What is measured
+    For a loss at the last step, L = <v, h_T> with a fixed unit vector v per sequence (so
+    ||dL/dh_T|| = 1), the norm of the total derivative dL/dh_k at every step k = 0..T, averaged
+    over the batch. The ratio ||dL/dh_0|| / ||dL/dh_T|| is how much of the training signal from
+    the loss reaches an input T steps back.
+
+How (and why it is correct)
+    The sequence is run one step at a time through the fused *cell* ops
+    (``fusedrnn.rnn_cell`` / ``lstm_cell`` / ``gru_cell``), keeping every h_k as a graph node with
+    ``retain_grad()``. One ``backward()`` then runs BPTT through the cells' registered backward
+    kernels, and ``h_k.grad`` is exactly dL/dh_k: the sum over every path from h_k to the loss
+    (for the LSTM, holding c_k fixed: the gradient that also flows through c arrives via the
+    gates of step k+1). A second, independent method runs the fused *layer* op (the whole time
+    loop in C++) on the suffix x[k:] from the state at k and takes the gradient with respect to
+    its ``h0``; both agree to rounding (``check_methods`` prints the largest difference, the
+    tests assert it), and the NumPy reference (``fusedrnn.reference``) agrees with both.
+
+Setup
+    Recurrent weights: each H x H gate block of ``weight_hh`` is ``radius * Q`` with Q a random
+    orthogonal matrix, so its spectral radius *and every singular value* equal ``radius``: near
+    the zero state the Jacobian of one RNN step is exactly radius * Q, and the gradient scales
+    as radius^(T-k) until tanh saturates. Input weights use torch's default initialisation,
+    inputs are N(0, input_scale^2), recurrent biases are zero except the LSTM forget / GRU update
+    gate bias (``--gate-bias``): that gate is what lets LSTM/GRU carry a gradient, and with a
+    closed gate (bias 0, gate ~ 0.5) they forget as fast as the RNN (the gate-bias table shows it).
+
+Also here: the tanh / tanh' curve, the effect of gradient-norm clipping when training an RNN in
+the exploding regime, and a long-range memory task (recall a symbol seen T steps ago) on
+which the LSTM learns and the RNN fails as T grows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import fusedrnn
+
+CELLS = ("rnn", "lstm", "gru")
+N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+DEFAULT_LENGTHS = (5, 10, 20, 50, 100)
+DEFAULT_RADII = (0.5, 0.8, 0.9, 1.0, 1.1, 1.3)
+
+
+def _ints(s: str) -> list[int]:
+    return [int(v) for v in s.split(",") if v]
+
+
+def _floats(s: str) -> list[float]:
+    return [float(v) for v in s.split(",") if v]
+
+
+# ---- weights, inputs and the two measurement methods -----------------------------------------
+def init_weights(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    radius: float,
+    *,
+    gate_bias: float = 0.0,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> list[torch.Tensor]:
+    """``[w_ih, w_hh, b_ih, b_hh]`` in torch.nn layout; every gate block of ``w_hh`` is
+    ``radius`` times a random orthogonal matrix; biases zero except the LSTM forget gate /
+    GRU update gate, set to ``gate_bias``."""
+    g = torch.Generator().manual_seed(seed)
+    G, H = N_GATES[cell], hidden_size
+    k = 1.0 / math.sqrt(H)
+    w_ih = (torch.rand(G * H, input_size, generator=g, dtype=dtype) * 2 - 1) * k
+    blocks = []
+    for _ in range(G):
+        q, r = torch.linalg.qr(torch.randn(H, H, generator=g, dtype=dtype))
+        blocks.append(radius * q * torch.sign(torch.diagonal(r)))  # Haar-distributed Q
+    w_hh = torch.cat(blocks)
+    b_ih = torch.zeros(G * H, dtype=dtype)
+    b_hh = torch.zeros(G * H, dtype=dtype)
+    if cell in ("lstm", "gru"):
+        b_ih[H : 2 * H] = gate_bias  # LSTM gates i,f,g,o: f is block 1; GRU r,z,n: z is block 1
+    return [w_ih, w_hh, b_ih, b_hh]
+
+
+def make_inputs(T: int, batch: int, input_size: int, scale: float, seed: int = 0):
+    """Inputs x [T, B, I] ~ N(0, scale^2) and unit loss directions v [B, H] (H filled later)."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    return torch.randn(T, batch, input_size, generator=g, dtype=torch.float64) * scale
+
+
+def loss_direction(batch: int, hidden: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(20_000 + seed)
+    v = torch.randn(batch, hidden, generator=g, dtype=torch.float64)
+    return v / v.norm(dim=1, keepdim=True)
+
+
+def _cell_step(cell: str, x, h, c, w):
+    if cell == "rnn":
+        return fusedrnn.rnn_cell(x, h, *w), None
+    if cell == "lstm":
+        return fusedrnn.lstm_cell(x, h, c, *w)
+    return fusedrnn.gru_cell(x, h, *w), None
+
+
+def hidden_grad_norms(cell: str, w, x: torch.Tensor, v: torch.Tensor) -> np.ndarray:
+    """||dL/dh_k|| for k = 0..T (batch mean), L = sum_b <v_b, h_T,b>, by BPTT through the
+    fused cell ops step by step with retained grads on every h_k."""
+    T, B, _ = x.shape
+    H = w[1].shape[1]
+    h = torch.zeros(B, H, dtype=x.dtype, requires_grad=True)
+    c = torch.zeros(B, H, dtype=x.dtype) if cell == "lstm" else None
+    hs = [h]
+    for t in range(T):
+        h, c = _cell_step(cell, x[t], h, c, w)
+        h.retain_grad()
+        hs.append(h)
+    (h * v).sum().backward()
+    return np.array([hk.grad.norm(dim=1).mean().item() for hk in hs])
+
+
+def _layer(cell, x, w, h0, c0):
+    if cell == "rnn":
+        out, hn = fusedrnn.rnn_layer(x, *w, h0=h0)
+        return hn, None
+    if cell == "lstm":
+        _, hn, cn = fusedrnn.lstm_layer(x, *w, h0=h0, c0=c0)
+        return hn, cn
+    _, hn = fusedrnn.gru_layer(x, *w, h0=h0)
+    return hn, None
+
+
+def hidden_grad_norms_layers(cell: str, w, x: torch.Tensor, v: torch.Tensor) -> np.ndarray:
+    """The same quantity by a second method: for each k, run the fused layer op on x[k:] from
+    the (detached) state at step k and take the gradient of L with respect to its h0.
+    Quadratic in T; used as a cross-check."""
+    T, B, _ = x.shape
+    H = w[1].shape[1]
+    zeros = torch.zeros(B, H, dtype=x.dtype)
+    norms = []
+    for k in range(T + 1):
+        with torch.no_grad():
+            hk, ck = _layer(cell, x[:k], w, zeros, zeros if cell == "lstm" else None)
+        hk = hk.clone().requires_grad_(True)
+        hT, _ = _layer(cell, x[k:], w, hk, ck)
+        (g,) = torch.autograd.grad((hT * v).sum(), hk)
+        norms.append(g.norm(dim=1).mean().item())
+    return np.array(norms)
+
+
+def measure(cell, T, radius, *, hidden=32, batch=16, input_size=4, input_scale=0.1,
+            gate_bias=0.0, seed=0) -> np.ndarray:  # fmt: skip
+    """||dL/dh_k||, k = 0..T, for one cell / length / radius."""
+    w = init_weights(cell, input_size, hidden, radius, gate_bias=gate_bias, seed=seed)
+    x = make_inputs(T, batch, input_size, input_scale, seed)
+    return hidden_grad_norms(cell, w, x, loss_direction(batch, hidden, seed))
+
+
+def check_methods(cell, T=12, radius=1.1, hidden=16, batch=4, gate_bias=1.0) -> float:
+    """Largest relative difference between the cell-by-cell and the layer-suffix methods."""
+    w = init_weights(cell, 4, hidden, radius, gate_bias=gate_bias, seed=1)
+    x = make_inputs(T, batch, 4, 0.5, 1)
+    v = loss_direction(batch, hidden, 1)
+    a = hidden_grad_norms(cell, w, x, v)
+    b = hidden_grad_norms_layers(cell, w, x, v)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
+
+
+# ---- the sweep ---------------------------------------------------------------------------
+def sweep(cells, lengths, radii, *, gate_bias, **kw) -> dict:
+    """``{cell: {radius: {T: norms [T+1]}}}``."""
+    out: dict = {}
+    for cell in cells:
+        gb = gate_bias if cell != "rnn" else 0.0
+        out[cell] = {
+            r: {T: measure(cell, T, r, gate_bias=gb, **kw) for T in lengths} for r in radii
+        }
+    return out
+
+
+def ratio(norms: np.ndarray) -> float:
+    """||dL/dh_0|| / ||dL/dh_T||: the gradient reaching the first state."""
+    return float(norms[0] / norms[-1])
+
+
+def _fmt(v: float) -> str:
+    if not np.isfinite(v):
+        return f"{v:>9}"
+    return f"{v:9.1e}"
+
+
+def format_sweep_table(res: dict, lengths, radii, gate_bias: float) -> str:
+    head = "cell  radius | " + " ".join(f"{'T=' + str(T):>9}" for T in lengths) + " | per step"
+    lines = [
+        "||dL/dh_0|| / ||dL/dh_T|| (loss at the last step T; gradient reaching the first state)",
+        f"gate bias for lstm/gru = {gate_bias:g}; per step = ratio^(1/T) at T = {max(lengths)}",
+        head,
+        "-" * len(head),
+    ]
+    for cell, by_r in res.items():
+        for r in radii:
+            rs = [ratio(by_r[r][T]) for T in lengths]
+            per = rs[-1] ** (1.0 / max(lengths)) if rs[-1] > 0 else 0.0
+            lines.append(
+                f"{cell:<5} {r:6.2f} | " + " ".join(_fmt(x) for x in rs) + f" | {per:8.3f}"
+            )
+    return "\n".join(lines)
+
+
+def gate_bias_table(T, radius, biases, **kw) -> tuple[str, dict]:
+    vals = {
+        cell: {b: ratio(measure(cell, T, radius, gate_bias=b, **kw)) for b in biases}
+        for cell in ("lstm", "gru")
+    }
+    head = "cell | " + " ".join(f"{'bias=' + format(b, 'g'):>10}" for b in biases)
+    lines = [
+        f"gate bias (LSTM forget / GRU update gate) vs gradient reaching T={T} steps back"
+        f" (radius {radius:g})",
+        head,
+        "-" * len(head),
+    ]
+    for cell, row in vals.items():
+        lines.append(f"{cell:<4} | " + " ".join(f"{row[b]:10.1e}" for b in biases))
+    return "\n".join(lines), vals
+
+
+# ---- gradient clipping in the exploding regime ---------------------------------------------
+class _RNNRegressor(nn.Module):
+    """A tanh RNN (fused layer op) with a linear readout of h_T."""
+
+    def __init__(self, input_size, hidden, radius, seed):
+        super().__init__()
+        w = init_weights("rnn", input_size, hidden, radius, seed=seed, dtype=torch.float32)
+        self.w = nn.ParameterList([nn.Parameter(t) for t in w])
+        self.head = nn.Linear(hidden, 1)
+
+    def forward(self, x):
+        _, hn = fusedrnn.rnn_layer(x, *self.w)
+        return self.head(hn).squeeze(-1)
+
+
+def clipping_demo(*, radius=1.3, T=50, hidden=32, steps=100, lr=0.05, max_norm=1.0, batch=32,
+                  input_scale=0.1, seed=0) -> dict:  # fmt: skip
+    """Train the same exploding-regime RNN (task: output the first input's first component
+    after T steps; MSE) with plain SGD, once without and once with gradient-norm clipping.
+    Returns per-step losses and pre-clipping gradient norms for both."""
+    out = {}
+    gen = torch.Generator().manual_seed(seed)
+    xs = torch.randn(steps + 1, T, batch, 4, generator=gen) * input_scale
+    for name, clip in (("no clipping", None), (f"clip {max_norm:g}", max_norm)):
+        torch.manual_seed(seed)
+        model = _RNNRegressor(4, hidden, radius, seed)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        losses, norms = [], []
+        for s in range(steps):
+            x = xs[s]
+            y = x[0, :, 0] / input_scale  # the first input, in units of its std
+            loss = nn.functional.mse_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), clip if clip is not None else float("inf")
+            )
+            opt.step()
+            losses.append(loss.item())
+            norms.append(float(gn))
+        with torch.no_grad():
+            x = xs[steps]
+            final = float(nn.functional.mse_loss(model(x), x[0, :, 0] / input_scale))
+        out[name] = {"loss": losses, "grad_norm": norms, "final_loss": final}
+    return out
+
+
+def format_clipping(res: dict, radius: float, T: int) -> str:
+    lines = [
+        f"gradient clipping: tanh RNN, recurrent radius {radius:g}, T={T}, SGD"
+        " (target: first input; MSE, variance 1)",
+        f"{'run':<12} | {'max |g|':>9} {'median |g|':>10} | {'loss@1':>9} {'loss@end':>9}"
+        f" {'held-out':>9}",
+    ]
+    lines.append("-" * len(lines[-1]))
+    for name, r in res.items():
+        g = np.array(r["grad_norm"])
+        lines.append(
+            f"{name:<12} | {_fmt(np.nanmax(g))} {np.nanmedian(g):10.1e} | "
+            f"{_fmt(r['loss'][0])} {_fmt(r['loss'][-1])} {_fmt(r['final_loss'])}"
+        )
+    return "\n".join(lines)
+
+
+# ---- long-range memory --------------------------------------------------------------------
+class _Recall(nn.Module):
+    """One-hot input (+ marker) -> fused RNN/LSTM/GRU -> linear readout of h_T."""
+
+    def __init__(self, cell, symbols, hidden, gate_bias=0.0):
+        super().__init__()
+        cls = {"rnn": fusedrnn.RNN, "lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU}[cell]
+        self.rnn = cls(symbols + 1, hidden)
+        if cell != "rnn" and gate_bias:
+            with torch.no_grad():  # LSTM forget gate / GRU update gate start open
+                self.rnn.bias_ih_l0[hidden : 2 * hidden] += gate_bias
+        self.head = nn.Linear(hidden, symbols)
+
+    def forward(self, x):
+        out = self.rnn(x)[0]
+        return self.head(out[-1])
+
+
+def recall_batch(T, batch, symbols, gen):
+    """Inputs [T, B, K+1]: a random symbol (one-hot over K) at every step, and a marker channel
+    set only at step 0; the target, read after step T-1, is the marked (first) symbol. The
+    later symbols are distractors: the model must store one input and ignore T-1 others."""
+    s = torch.randint(0, symbols, (T, batch), generator=gen)
+    x = torch.zeros(T, batch, symbols + 1)
+    x[..., :symbols] = nn.functional.one_hot(s, symbols).float()
+    x[0, :, symbols] = 1.0
+    return x, s[0]
+
+
+def memory_task(cells, lengths, *, symbols=4, hidden=32, steps=600, batch=32, lr=1e-2,
+                gate_bias=3.0, test_size=1000, seed=0) -> dict:  # fmt: skip
+    """``{cell: {T: test accuracy}}`` after ``steps`` Adam steps (gradient norm clipped to 1)
+    on fresh batches; LSTM/GRU start with their forget/update gate bias at ``gate_bias``."""
+    res: dict = {c: {} for c in cells}
+    for T in lengths:
+        test_x, test_y = recall_batch(T, test_size, symbols, torch.Generator().manual_seed(999))
+        for cell in cells:
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            model = _Recall(cell, symbols, hidden, gate_bias)
+            opt = torch.optim.Adam(model.parameters(), lr=lr)
+            for _ in range(steps):
+                x, y = recall_batch(T, batch, symbols, gen)
+                loss = nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+            with torch.no_grad():
+                acc = (model(test_x).argmax(-1) == test_y).float().mean().item()
+            res[cell][T] = acc
+    return res
+
+
+def format_memory(res: dict, lengths, symbols: int, steps: int) -> str:
+    head = f"{'T':>5} | " + " ".join(f"{c:>6}" for c in res) + f" | chance {1 / symbols:.2f}"
+    lines = [
+        f"long-range memory: recall the marked first of T symbols ({symbols} kinds; the other"
+        f" T-1 are distractors), test accuracy after {steps} training steps",
+        head,
+        "-" * len(head),
+    ]
+    for T in lengths:
+        lines.append(f"{T:>5} | " + " ".join(f"{res[c][T]:6.2f}" for c in res))
+    return "\n".join(lines)
+
+
+# ---- plots --------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_norms(res: dict, lengths, radii, path: Path) -> None:
+    plt = _plt()
+    cells = list(res)
+    Tmax = max(lengths)
+    fig, axes = plt.subplots(2, len(cells), figsize=(5 * len(cells), 8), squeeze=False)
+    cmap = plt.get_cmap("coolwarm")
+    for j, cell in enumerate(cells):
+        ax = axes[0, j]
+        for i, r in enumerate(radii):
+            n = res[cell][r][Tmax]
+            back = np.arange(Tmax, -1, -1)  # steps between h_k and the loss
+            col = cmap(i / max(len(radii) - 1, 1))
+            ax.semilogy(back, np.maximum(n, 1e-300), color=col, label=f"radius {r:g}")
+            if cell == "rnn":
+                ax.semilogy(back, float(r) ** back, color=col, ls=":", lw=0.8)
+        ax.set_title(f"{cell}: ||dL/dh_k||, loss at T={Tmax}" + (" (dotted: radius^k)"
+                                                                  if cell == "rnn" else ""))  # fmt: skip
+        ax.set_xlabel("steps back from the loss (T - k)")
+        ax.set_ylabel("gradient norm")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        ax = axes[1, j]
+        for i, r in enumerate(radii):
+            ax.semilogy(lengths, [ratio(res[cell][r][T]) for T in lengths], "o-",
+                        color=cmap(i / max(len(radii) - 1, 1)), label=f"radius {r:g}")  # fmt: skip
+        ax.set_title(f"{cell}: ||dL/dh_0|| / ||dL/dh_T|| vs sequence length")
+        ax.set_xlabel("sequence length T")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_tanh(path: Path) -> None:
+    plt = _plt()
+    a = np.linspace(-5, 5, 401)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(a, np.tanh(a), label="tanh(a)")
+    ax.plot(a, 1 - np.tanh(a) ** 2, label="tanh'(a) = 1 - tanh(a)^2")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_title("tanh saturates: its derivative is <= 1 and ~0 for |a| > 3")
+    ax.set_xlabel("pre-activation a")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_clipping(res: dict, path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, r in res.items():
+        axes[0].semilogy(np.maximum(r["grad_norm"], 1e-12), label=name)
+        axes[1].semilogy(np.maximum(r["loss"], 1e-12), label=name)
+    axes[0].set_title("gradient norm before clipping")
+    axes[1].set_title("training loss (MSE)")
+    for ax in axes:
+        ax.set_xlabel("SGD step")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---- CLI -----------------------------------------------------------------------------------
+def configure(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("--cells", default="rnn,lstm,gru", help="comma list of rnn, lstm, gru")
+    a("--lengths", type=_ints, default=list(DEFAULT_LENGTHS), help="sequence lengths")
+    a("--radii", type=_floats, default=list(DEFAULT_RADII), help="recurrent spectral radii")
+    a("--hidden", type=int, default=32, help="hidden size")
+    a("--batch", type=int, default=16, help="sequences per measurement (norms are averaged)")
+    a("--input-scale", type=float, default=0.1, help="std of the N(0, s^2) inputs")
+    a("--gate-bias", type=float, default=3.0,
+      help="LSTM forget / GRU update gate bias (sigmoid(3) = 0.95: gate open)")  # fmt: skip
+    a("--clip-radius", type=float, default=1.3, help="recurrent radius of the clipping demo")
+    a("--clip-steps", type=int, default=100, help="SGD steps of the clipping demo")
+    a("--clip-lr", type=float, default=0.05, help="SGD learning rate of the clipping demo")
+    a("--max-norm", type=float, default=1.0, help="gradient-norm clipping threshold")
+    a("--memory-lengths", type=_ints, default=[10, 30, 100], help="memory-task lengths")
+    a("--memory-steps", type=int, default=600, help="Adam steps per memory-task model")
+    a("--memory-hidden", type=int, default=32, help="hidden size of the memory-task models")
+    a("--no-memory", action="store_true", help="skip the memory task")
+    a("--out", default="runs/gradients", help="folder for plots and results.json")
+    a("--no-plots", action="store_true", help="skip the plots")
+    a("--seed", type=int, default=0)
+    a(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (0: torch's default); small models run best on one",
+    )
+    a("--quick", action="store_true", help="tiny settings (seconds), for tests and smoke runs")
+
+
+def run(args) -> int:
+    threads = torch.get_num_threads()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)  # leave the process as it was (tests run in-process)
+
+
+def _run(args) -> int:
+    t0 = time.perf_counter()
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    for c in cells:
+        if c not in CELLS:
+            raise SystemExit(f"--cells: unknown cell {c!r} (choose from {', '.join(CELLS)})")
+    lengths, radii = sorted(args.lengths), list(args.radii)
+    clip_T, clip_steps = 50, args.clip_steps
+    mem_lengths, mem_steps, mem_hidden = args.memory_lengths, args.memory_steps, args.memory_hidden
+    hidden, batch = args.hidden, args.batch
+    if args.quick:
+        lengths, radii, hidden, batch = [5, 20, 50], [0.5, 1.0, 1.3], 16, 4
+        clip_T, clip_steps = 20, 10
+        mem_lengths, mem_steps, mem_hidden = [5, 10], 20, 8
+    kw = dict(hidden=hidden, batch=batch, input_scale=args.input_scale, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    print(f"fusedrnn gradients: BPTT through the fused ops ({torch.get_num_threads()} thread(s))")
+    for cell in cells:
+        print(f"  method check ({cell}): cell-by-cell vs layer-suffix, max rel diff "
+              f"{check_methods(cell):.1e}")  # fmt: skip
+    res = sweep(cells, lengths, radii, gate_bias=args.gate_bias, **kw)
+    print()
+    print(format_sweep_table(res, lengths, radii, args.gate_bias))
+    gb_text, gb = gate_bias_table(max(lengths), 1.0, [0.0, 1.0, 3.0], **kw)
+    print()
+    print(gb_text)
+
+    clip = clipping_demo(radius=args.clip_radius, T=clip_T, hidden=hidden, steps=clip_steps,
+                         lr=args.clip_lr, max_norm=args.max_norm, seed=args.seed)  # fmt: skip
+    print()
+    print(format_clipping(clip, args.clip_radius, clip_T))
+
+    mem = None
+    if not args.no_memory:
+        mem = memory_task(cells, mem_lengths, hidden=mem_hidden, steps=mem_steps,
+                          gate_bias=args.gate_bias, seed=args.seed)  # fmt: skip
+        print()
+        print(format_memory(mem, mem_lengths, 4, mem_steps))
+
+    if not args.no_plots:
+        plot_norms(res, lengths, radii, out / "gradient_norms.png")
+        plot_tanh(out / "tanh.png")
+        plot_clipping(clip, out / "clipping.png")
+    results = {
+        "lengths": lengths,
+        "radii": radii,
+        "gate_bias": args.gate_bias,
+        "ratio": {
+            c: {str(r): {str(T): ratio(res[c][r][T]) for T in lengths} for r in radii} for c in res
+        },  # fmt: skip
+        "norms_longest": {
+            c: {str(r): res[c][r][max(lengths)].tolist() for r in radii} for c in res
+        },  # fmt: skip
+        "gate_bias_sweep": {c: {str(b): v for b, v in row.items()} for c, row in gb.items()},
+        "clipping": clip,
+        "memory": mem,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"\nplots and results.json in {out}/ ({time.perf_counter() - t0:.1f} s)")
+    return 0
