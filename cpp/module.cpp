@@ -5,6 +5,8 @@
 #include <ATen/Version.h>
 #include <pybind11/pybind11.h>
 
+#include "cpu/kernel_table.h"
+
 #ifndef FUSEDRNN_VERSION
 #define FUSEDRNN_VERSION "0.0.0"
 #endif
@@ -31,6 +33,7 @@ PYBIND11_MODULE(_C, m) {
     d["cuda_arch_list"] = FUSEDRNN_CUDA_ARCHS;
     d["threads"] = at::get_num_threads();
     d["cpu_capability"] = at::get_cpu_capability();
+    d["cpu_kernels"] = fusedrnn::cpu::kernels().isa;  // the SIMD table the CPU ops use
     d["parallel_backend"] = at::get_parallel_info();
     return d;
   });
