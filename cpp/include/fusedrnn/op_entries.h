@@ -9,6 +9,7 @@
 
 #include <tuple>
 
+#include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
 #include "fusedrnn/layer_driver.h"
@@ -21,6 +22,8 @@ using at::Tensor;
 template <class Tr, class Kern, class Backend>
 LayerFwdResult run_forward(const LayerPlan& p) {
   LayerFwdResult r;
+  c10::OptionalDeviceGuard guard;  // kernels launch on the current device: make it the input's
+  if (!p.x.is_cpu()) guard.reset_device(p.x.device());
   Backend::dispatch(p.x.scalar_type(), p.op.c_str(), [&](auto tag) {
     using T = decltype(tag);
     r = layer_forward<Tr, Kern, typename Backend::Blas, T>(p);
@@ -37,6 +40,8 @@ LayerBwdResult run_backward(const LayerPlan& p, const OptT& grad_output, const O
   const Tensor out = saved_arg(p, "output", output, {p.N, p.P});
   const Tensor w = Tr::kWs ? saved_arg(p, "workspace", ws, {p.N, Tr::kWs * p.H}) : Tensor();
   LayerBwdResult r;
+  c10::OptionalDeviceGuard guard;
+  if (!p.x.is_cpu()) guard.reset_device(p.x.device());
   Backend::dispatch(p.x.scalar_type(), p.op.c_str(), [&](auto tag) {
     using T = decltype(tag);
     r = layer_backward<Tr, Kern, typename Backend::Blas, T>(p, go, gh, gc, out, w);

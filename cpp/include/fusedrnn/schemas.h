@@ -1,0 +1,69 @@
+// The op schemas of every fused op, as a function so that more than one namespace can declare
+// them: fusedrnn (schemas.cpp) and fusedrnn_emu (the host emulation of the CUDA kernels,
+// cuda/emu). See schemas.cpp for what the ops are.
+#pragma once
+
+#include <string>
+
+#include <torch/library.h>
+
+namespace fusedrnn {
+
+inline void define_schemas(torch::Library& m) {
+  for (const char* f : {"rnn_tanh", "rnn_relu"}) {
+    const std::string n = f;
+    m.def((n + "_layer(Tensor input, Tensor? batch_sizes, Tensor? h0, Tensor w_ih, Tensor w_hh, "
+               "Tensor? b_ih, Tensor? b_hh, bool reverse) -> (Tensor output, Tensor h_n)")
+              .c_str());
+    m.def((n + "_layer_backward(Tensor? grad_output, Tensor? grad_hn, Tensor input, "
+               "Tensor? batch_sizes, Tensor? h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+               "Tensor? b_hh, bool reverse, Tensor output) -> (Tensor grad_input, "
+               "Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
+               "Tensor grad_b_hh)")
+              .c_str());
+    m.def((n + "_cell(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+               "Tensor? b_hh) -> Tensor")
+              .c_str());
+    m.def((n + "_cell_backward(Tensor? grad_hy, Tensor input, Tensor hx, Tensor w_ih, "
+               "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor hy) -> (Tensor grad_input, "
+               "Tensor grad_hx, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
+               "Tensor grad_b_hh)")
+              .c_str());
+  }
+  m.def(
+      "lstm_layer(Tensor input, Tensor? batch_sizes, Tensor? h0, Tensor? c0, Tensor w_ih, "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse) -> (Tensor output, "
+      "Tensor h_n, Tensor c_n, Tensor workspace)");
+  m.def(
+      "lstm_layer_backward(Tensor? grad_output, Tensor? grad_hn, Tensor? grad_cn, Tensor input, "
+      "Tensor? batch_sizes, Tensor? h0, Tensor? c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh, Tensor? w_hr, bool reverse, Tensor output, Tensor workspace) -> "
+      "(Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, "
+      "Tensor grad_b_ih, Tensor grad_b_hh, Tensor grad_w_hr)");
+  m.def(
+      "lstm_cell(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh) -> (Tensor hy, Tensor cy, Tensor workspace)");
+  m.def(
+      "lstm_cell_backward(Tensor? grad_hy, Tensor? grad_cy, Tensor input, Tensor hx, Tensor cx, "
+      "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor workspace) -> "
+      "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, Tensor grad_w_hh, "
+      "Tensor grad_b_ih, Tensor grad_b_hh)");
+  m.def(
+      "gru_layer(Tensor input, Tensor? batch_sizes, Tensor? h0, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh, bool reverse) -> (Tensor output, Tensor h_n, "
+      "Tensor workspace)");
+  m.def(
+      "gru_layer_backward(Tensor? grad_output, Tensor? grad_hn, Tensor input, "
+      "Tensor? batch_sizes, Tensor? h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+      "bool reverse, Tensor output, Tensor workspace) -> (Tensor grad_input, Tensor grad_h0, "
+      "Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
+  m.def(
+      "gru_cell(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+      "-> (Tensor hy, Tensor workspace)");
+  m.def(
+      "gru_cell_backward(Tensor? grad_hy, Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh, Tensor workspace) -> (Tensor grad_input, Tensor grad_hx, "
+      "Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
+}
+
+}  // namespace fusedrnn

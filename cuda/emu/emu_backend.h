@@ -1,0 +1,109 @@
+// Host emulation of the CUDA backend: the CUDA kernel bodies (cuda/kernels/*.cuh) compiled
+// for the CPU and run over the grid/block decomposition that the CUDA launcher uses.
+//
+// Ops are registered in their own namespace, torch.ops.fusedrnn_emu (same schemas as
+// torch.ops.fusedrnn, CPU tensors, float32/float64), so tests can compare every op with the
+// CPU backend. GEMMs use at::mm on the borrowed rows; add_rows runs its kernel body; copy_rows is a memcpy
+// (cudaMemcpyAsync on the GPU). Before every emulated kernel the rows it must write are
+// poisoned with NaN, so an element the grid skips shows up in the comparison.
+// Launch geometry: kThreads per block and a grid capped like on an H100 (132 SMs x 8 blocks)
+// by default; fusedrnn_emu::set_launch(threads, max_blocks, reverse) changes it (small caps
+// exercise the grid-stride loops; reverse runs blocks and threads in reverse order).
+// No kernel uses shared memory or __syncthreads, so the threads of a block run one by one.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+
+#include <cstring>
+#include <limits>
+
+#include "fusedrnn/step_args.h"
+#include "../kernels/launch.cuh"
+
+namespace fusedrnn::emu {
+
+struct LaunchLimits {
+  int64_t threads = kernels::kThreads;
+  int64_t max_blocks = 132 * (2048 / kernels::kThreads);
+  bool reverse = false;
+};
+
+inline LaunchLimits& limits() {
+  static LaunchLimits l;
+  return l;
+}
+
+// Runs body(blockIdx, threadIdx, launch) for every thread of the grid that covers n elements.
+template <class Body>
+void run_grid(int64_t n, Body&& body) {
+  if (n <= 0) return;
+  const LaunchLimits& lim = limits();
+  const kernels::Launch l = kernels::pointwise_launch(n, lim.threads, lim.max_blocks);
+  for (int64_t bi = 0; bi < l.blocks; ++bi) {
+    const int64_t blk = lim.reverse ? l.blocks - 1 - bi : bi;
+    for (int64_t ti = 0; ti < l.threads; ++ti) {
+      body(blk, lim.reverse ? l.threads - 1 - ti : ti, l);
+    }
+  }
+}
+
+// Fills rows [0, rows) x cols [0, cols) of a row-major matrix with leading dimension ld.
+template <class T>
+void poison(T* p, int64_t rows, int64_t cols, int64_t ld) {
+  if (!p) return;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) p[r * ld + c] = std::numeric_limits<T>::quiet_NaN();
+}
+
+struct Blas {
+  template <class T>
+  static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                   int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+    if (M == 0 || N == 0) return;
+    const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+    auto mat = [&](const T* p, int64_t r, int64_t c, int64_t ld, bool t) {
+      auto m = at::from_blob(const_cast<T*>(p), {t ? c : r, t ? r : c}, {ld, 1}, opts);
+      return t ? m.t() : m;
+    };
+    at::Tensor a = mat(A, M, K, lda, ta), b = mat(B, K, N, ldb, tb);
+    at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
+    if (beta == T(0)) {
+      at::mm_out(c, a, b);
+      if (alpha != T(1)) c.mul_(alpha);
+    } else {
+      c.addmm_(a, b, beta, alpha);
+    }
+  }
+  template <class T>
+  static void add_rows(int64_t rows, int64_t cols, const T* a, const T* b, T* out) {
+    const int64_t n = rows * cols;
+    if (out != a && out != b) poison(out, rows, cols, cols);
+    run_grid(n, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
+      kernels::add_rows_body<T, at::opmath_type<T>>(n, a, b, out, blk, thr, l);
+    });
+  }
+  template <class T>
+  static void copy_rows(int64_t rows, int64_t cols, const T* src, T* dst) {
+    if (rows * cols > 0 && src != dst) std::memcpy(dst, src, size_t(rows * cols) * sizeof(T));
+  }
+};
+
+struct Backend {
+  using Blas = fusedrnn::emu::Blas;
+  template <class F>
+  static void dispatch(at::ScalarType st, const char* op, F&& f) {
+    switch (st) {
+      case at::kFloat:
+        f(float{});
+        break;
+      case at::kDouble:
+        f(double{});
+        break;
+      default:
+        TORCH_CHECK(false, op, " (host emulation): expected float32 or float64, got ", st);
+    }
+  }
+};
+
+}  // namespace fusedrnn::emu

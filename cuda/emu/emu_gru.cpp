@@ -1,0 +1,39 @@
+// Host emulation of cuda/gru.cu: the GRU kernel bodies (kernels/gru.cuh) run over the CUDA
+// grid on CPU tensors, registered as torch.ops.fusedrnn_emu.gru_*.
+// Forward writes (=) ws [rows, 4H], out, h; backward writes (=) dgi, dgh [rows, 3H] and
+// dh_carry (in place over dh_b).
+#include <torch/library.h>
+
+#include "emu_backend.h"
+#include "fusedrnn/op_entries.h"
+#include "../kernels/gru.cuh"
+
+namespace fusedrnn::emu {
+namespace {
+
+struct GruKernels {
+  template <class T>
+  static void forward(const FwdStep<T>& s) {
+    poison(s.out, s.rows, s.H, s.ld_out);
+    poison(s.ws, s.rows, 4 * s.H, s.ld_ws);
+    run_grid(s.rows * s.H, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
+      kernels::gru_forward_body(s, blk, thr, l);
+    });
+  }
+  template <class T>
+  static void backward(const BwdStep<T>& s) {
+    poison(s.dgi, s.rows, 3 * s.H, 3 * s.H);
+    poison(s.dgh, s.rows, 3 * s.H, 3 * s.H);
+    run_grid(s.rows * s.H, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
+      kernels::gru_backward_body(s, blk, thr, l);
+    });
+  }
+};
+
+}  // namespace
+}  // namespace fusedrnn::emu
+
+TORCH_LIBRARY_IMPL(fusedrnn_emu, CPU, m) {
+  using namespace fusedrnn;
+  register_family<Traits<Family::Gru>, emu::GruKernels, emu::Backend>(m);
+}

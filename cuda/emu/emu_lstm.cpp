@@ -1,0 +1,38 @@
+// Host emulation of cuda/lstm.cu: the LSTM kernel bodies (kernels/lstm.cuh) run over the
+// CUDA grid on CPU tensors, registered as torch.ops.fusedrnn_emu.lstm_*.
+// Forward writes (=) ws [rows, 5H], out, c, h; backward writes (=) dgi [rows, 4H], dc, hraw.
+#include <torch/library.h>
+
+#include "emu_backend.h"
+#include "fusedrnn/op_entries.h"
+#include "../kernels/lstm.cuh"
+
+namespace fusedrnn::emu {
+namespace {
+
+struct LstmKernels {
+  template <class T>
+  static void forward(const FwdStep<T>& s) {
+    poison(s.out, s.rows, s.H, s.ld_out);
+    poison(s.ws, s.rows, 5 * s.H, s.ld_ws);
+    run_grid(s.rows * s.H, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
+      kernels::lstm_forward_body(s, blk, thr, l);
+    });
+  }
+  template <class T>
+  static void backward(const BwdStep<T>& s) {
+    poison(s.dgi, s.rows, 4 * s.H, 4 * s.H);
+    poison(s.hraw, s.rows, s.H, s.H);
+    run_grid(s.rows * s.H, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
+      kernels::lstm_backward_body(s, blk, thr, l);
+    });
+  }
+};
+
+}  // namespace
+}  // namespace fusedrnn::emu
+
+TORCH_LIBRARY_IMPL(fusedrnn_emu, CPU, m) {
+  using namespace fusedrnn;
+  register_family<Traits<Family::Lstm>, emu::LstmKernels, emu::Backend>(m);
+}

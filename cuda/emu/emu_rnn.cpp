@@ -1,0 +1,38 @@
+// Host emulation of cuda/rnn.cu: the Elman RNN kernel bodies (kernels/rnn.cuh) run over the
+// CUDA grid on CPU tensors, registered as torch.ops.fusedrnn_emu.rnn_{tanh,relu}_*.
+// Forward writes (=) out rows and h; backward writes (=) dgi (see kernels/rnn.cuh).
+#include <torch/library.h>
+
+#include "emu_backend.h"
+#include "fusedrnn/op_entries.h"
+#include "../kernels/rnn.cuh"
+
+namespace fusedrnn::emu {
+namespace {
+
+template <bool kRelu>
+struct RnnKernels {
+  template <class T>
+  static void forward(const FwdStep<T>& s) {
+    poison(s.out, s.rows, s.H, s.ld_out);
+    run_grid(s.rows * s.H, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
+      kernels::rnn_forward_body<kRelu>(s, blk, thr, l);
+    });
+  }
+  template <class T>
+  static void backward(const BwdStep<T>& s) {
+    poison(s.dgi, s.rows, s.H, s.H);
+    run_grid(s.rows * s.H, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
+      kernels::rnn_backward_body<kRelu>(s, blk, thr, l);
+    });
+  }
+};
+
+}  // namespace
+}  // namespace fusedrnn::emu
+
+TORCH_LIBRARY_IMPL(fusedrnn_emu, CPU, m) {
+  using namespace fusedrnn;
+  register_family<Traits<Family::RnnTanh>, emu::RnnKernels<false>, emu::Backend>(m);
+  register_family<Traits<Family::RnnRelu>, emu::RnnKernels<true>, emu::Backend>(m);
+}
