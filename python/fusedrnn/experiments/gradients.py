@@ -245,52 +245,63 @@ class _RNNRegressor(nn.Module):
         return self.head(hn).squeeze(-1)
 
 
-def clipping_demo(*, radius=1.3, T=50, hidden=32, steps=100, lr=0.05, max_norm=1.0, batch=32,
-                  input_scale=0.1, seed=0) -> dict:  # fmt: skip
-    """Train the same exploding-regime RNN (task: output the first input's first component
-    after T steps; MSE) with plain SGD, once without and once with gradient-norm clipping.
-    Returns per-step losses and pre-clipping gradient norms for both."""
-    out = {}
+def _train_clip_run(radius, T, hidden, steps, lr, clip, batch, input_scale, seed) -> dict:
     gen = torch.Generator().manual_seed(seed)
     xs = torch.randn(steps + 1, T, batch, 4, generator=gen) * input_scale
+    torch.manual_seed(seed)
+    model = _RNNRegressor(4, hidden, radius, seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    losses, norms = [], []
+    for s in range(steps):
+        x = xs[s]
+        y = x[0, :, 0] / input_scale  # the first input, in units of its std
+        loss = nn.functional.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), clip or float("inf"))
+        opt.step()
+        losses.append(loss.item())
+        norms.append(float(gn))
+    with torch.no_grad():
+        x = xs[steps]
+        final = float(nn.functional.mse_loss(model(x), x[0, :, 0] / input_scale))
+    return {"loss": losses, "grad_norm": norms, "final_loss": final}
+
+
+def clipping_demo(*, radius=1.3, T=50, hidden=32, steps=100, lr=0.1, max_norm=1.0, batch=32,
+                  input_scale=0.1, seeds=5, seed=0) -> dict:  # fmt: skip
+    """Train the same exploding-regime RNN (task: output the first input's first component
+    after T steps; MSE) with plain SGD, without and with gradient-norm clipping, from
+    ``seeds`` different initialisations/data streams. Returns, per setting, the runs'
+    per-step losses and pre-clipping gradient norms and their held-out losses."""
+    out = {}
     for name, clip in (("no clipping", None), (f"clip {max_norm:g}", max_norm)):
-        torch.manual_seed(seed)
-        model = _RNNRegressor(4, hidden, radius, seed)
-        opt = torch.optim.SGD(model.parameters(), lr=lr)
-        losses, norms = [], []
-        for s in range(steps):
-            x = xs[s]
-            y = x[0, :, 0] / input_scale  # the first input, in units of its std
-            loss = nn.functional.mse_loss(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            gn = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), clip if clip is not None else float("inf")
-            )
-            opt.step()
-            losses.append(loss.item())
-            norms.append(float(gn))
-        with torch.no_grad():
-            x = xs[steps]
-            final = float(nn.functional.mse_loss(model(x), x[0, :, 0] / input_scale))
-        out[name] = {"loss": losses, "grad_norm": norms, "final_loss": final}
+        out[name] = [
+            _train_clip_run(radius, T, hidden, steps, lr, clip, batch, input_scale, seed + k)
+            for k in range(seeds)
+        ]
     return out
 
 
-def format_clipping(res: dict, radius: float, T: int) -> str:
+def _diverged(run) -> bool:
+    return not np.isfinite(run["final_loss"]) or run["final_loss"] > 10 * run["loss"][0]
+
+
+def format_clipping(res: dict, radius: float, T: int, lr: float) -> str:
+    n = len(next(iter(res.values())))
     lines = [
-        f"gradient clipping: tanh RNN, recurrent radius {radius:g}, T={T}, SGD"
-        " (target: first input; MSE, variance 1)",
-        f"{'run':<12} | {'max |g|':>9} {'median |g|':>10} | {'loss@1':>9} {'loss@end':>9}"
-        f" {'held-out':>9}",
+        f"gradient clipping: tanh RNN, recurrent radius {radius:g}, T={T}, SGD lr {lr:g}, {n} runs"
+        " (target: the first input; MSE, 1.0 = predicting 0)",
+        f"{'run':<12} | {'diverged':>8} | {'max |g| (median run)':>21} | "
+        f"{'held-out loss (median of finite runs)':>37}",
     ]
     lines.append("-" * len(lines[-1]))
-    for name, r in res.items():
-        g = np.array(r["grad_norm"])
-        lines.append(
-            f"{name:<12} | {_fmt(np.nanmax(g))} {np.nanmedian(g):10.1e} | "
-            f"{_fmt(r['loss'][0])} {_fmt(r['loss'][-1])} {_fmt(r['final_loss'])}"
-        )
+    for name, runs in res.items():
+        div = sum(_diverged(r) for r in runs)
+        gmax = np.median([np.max(np.nan_to_num(r["grad_norm"], nan=np.inf)) for r in runs])
+        finite = [r["final_loss"] for r in runs if np.isfinite(r["final_loss"])]
+        held = _fmt(float(np.median(finite))) if finite else f"{'-':>9}"
+        lines.append(f"{name:<12} | {div:>4} / {n:<1} | {_fmt(gmax):>21} | {held:>37}")
     return "\n".join(lines)
 
 
@@ -376,13 +387,13 @@ def plot_norms(res: dict, lengths, radii, path: Path) -> None:
     cells = list(res)
     Tmax = max(lengths)
     fig, axes = plt.subplots(2, len(cells), figsize=(5 * len(cells), 8), squeeze=False)
-    cmap = plt.get_cmap("coolwarm")
+    cmap = plt.get_cmap("plasma_r")
     for j, cell in enumerate(cells):
         ax = axes[0, j]
         for i, r in enumerate(radii):
             n = res[cell][r][Tmax]
             back = np.arange(Tmax, -1, -1)  # steps between h_k and the loss
-            col = cmap(i / max(len(radii) - 1, 1))
+            col = cmap(0.1 + 0.8 * i / max(len(radii) - 1, 1))
             ax.semilogy(back, np.maximum(n, 1e-300), color=col, label=f"radius {r:g}")
             if cell == "rnn":
                 ax.semilogy(back, float(r) ** back, color=col, ls=":", lw=0.8)
@@ -395,7 +406,7 @@ def plot_norms(res: dict, lengths, radii, path: Path) -> None:
         ax = axes[1, j]
         for i, r in enumerate(radii):
             ax.semilogy(lengths, [ratio(res[cell][r][T]) for T in lengths], "o-",
-                        color=cmap(i / max(len(radii) - 1, 1)), label=f"radius {r:g}")  # fmt: skip
+                        color=cmap(0.1 + 0.8 * i / max(len(radii) - 1, 1)), label=f"radius {r:g}")  # fmt: skip
         ax.set_title(f"{cell}: ||dL/dh_0|| / ||dL/dh_T|| vs sequence length")
         ax.set_xlabel("sequence length T")
         ax.grid(True, which="both", alpha=0.3)
@@ -423,10 +434,11 @@ def plot_tanh(path: Path) -> None:
 def plot_clipping(res: dict, path: Path) -> None:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, r in res.items():
+    for name, runs in res.items():
+        r = runs[0]
         axes[0].semilogy(np.maximum(r["grad_norm"], 1e-12), label=name)
         axes[1].semilogy(np.maximum(r["loss"], 1e-12), label=name)
-    axes[0].set_title("gradient norm before clipping")
+    axes[0].set_title("gradient norm before clipping (first run; gaps: inf/NaN)")
     axes[1].set_title("training loss (MSE)")
     for ax in axes:
         ax.set_xlabel("SGD step")
@@ -450,7 +462,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="LSTM forget / GRU update gate bias (sigmoid(3) = 0.95: gate open)")  # fmt: skip
     a("--clip-radius", type=float, default=1.3, help="recurrent radius of the clipping demo")
     a("--clip-steps", type=int, default=100, help="SGD steps of the clipping demo")
-    a("--clip-lr", type=float, default=0.05, help="SGD learning rate of the clipping demo")
+    a("--clip-lr", type=float, default=0.1, help="SGD learning rate of the clipping demo")
+    a("--clip-runs", type=int, default=5, help="runs (seeds) per setting in the clipping demo")
     a("--max-norm", type=float, default=1.0, help="gradient-norm clipping threshold")
     a("--memory-lengths", type=_ints, default=[10, 30, 100], help="memory-task lengths")
     a("--memory-steps", type=int, default=600, help="Adam steps per memory-task model")
@@ -485,12 +498,12 @@ def _run(args) -> int:
         if c not in CELLS:
             raise SystemExit(f"--cells: unknown cell {c!r} (choose from {', '.join(CELLS)})")
     lengths, radii = sorted(args.lengths), list(args.radii)
-    clip_T, clip_steps = 50, args.clip_steps
+    clip_T, clip_steps, clip_runs = 50, args.clip_steps, args.clip_runs
     mem_lengths, mem_steps, mem_hidden = args.memory_lengths, args.memory_steps, args.memory_hidden
     hidden, batch = args.hidden, args.batch
     if args.quick:
         lengths, radii, hidden, batch = [5, 20, 50], [0.5, 1.0, 1.3], 16, 4
-        clip_T, clip_steps = 20, 10
+        clip_T, clip_steps, clip_runs = 20, 10, 2
         mem_lengths, mem_steps, mem_hidden = [5, 10], 20, 8
     kw = dict(hidden=hidden, batch=batch, input_scale=args.input_scale, seed=args.seed)
     out = Path(args.out)
@@ -508,9 +521,10 @@ def _run(args) -> int:
     print(gb_text)
 
     clip = clipping_demo(radius=args.clip_radius, T=clip_T, hidden=hidden, steps=clip_steps,
-                         lr=args.clip_lr, max_norm=args.max_norm, seed=args.seed)  # fmt: skip
+                         lr=args.clip_lr, max_norm=args.max_norm, seeds=clip_runs,
+                         seed=args.seed)  # fmt: skip
     print()
-    print(format_clipping(clip, args.clip_radius, clip_T))
+    print(format_clipping(clip, args.clip_radius, clip_T, args.clip_lr))
 
     mem = None
     if not args.no_memory:
