@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import torch
 
 import fusedrnn
-
-import reference_ops as ref
+import fusedrnn.reference_torch as ref
 
 FAMILIES = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 import fusedrnn
-
-import reference_ops as ref
+import fusedrnn.reference_torch as ref
 
 ops = torch.ops.fusedrnn
 

@@ -382,3 +382,9 @@ def build_info() -> dict:
     info["threads"] = torch.get_num_threads()
     info["cuda_available"] = torch.cuda.is_available()
     return info
+
+
+# Backward ops are differentiable too (double backward through the readable reference).
+from . import _double_backward  # noqa: E402
+
+_double_backward.register_all()
