@@ -35,6 +35,33 @@ test: setup
 bench: setup
 	$(PY) -m fusedrnn bench
 
+# cuda-check: .venv-cuda with the CUDA build of torch (from local disk), the extension built
+# with FUSEDRNN_CUDA=1 in build-cuda/ (never the CPU build/), imported on this GPU-less machine;
+# prints nvcc's per-kernel resource report (fails on any register spill) and runs the CPU
+# suite against that build.
+CUDA_VENV ?= .venv-cuda
+CUDA_PY := $(CUDA_VENV)/bin/python
+CUDA_TORCH_SPEC ?= torch==2.14.1
+CUDA_BUILD ?= build-cuda
+
+$(CUDA_VENV)/.deps:
+	test -x $(CUDA_PY) || $(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_PY) -m pip install -q --upgrade pip
+	$(CUDA_PY) -m pip install -q "$(CUDA_TORCH_SPEC)"
+	$(CUDA_PY) -m pip install -q scikit-build-core pybind11 ninja cmake pytest numba numpy
+	touch $@
+
+cuda-check: $(CUDA_VENV)/.deps
+	mkdir -p $(CUDA_BUILD)
+	set -o pipefail; FUSEDRNN_CUDA=1 $(CUDA_PY) -m pip install -v --no-build-isolation \
+	  -C build-dir=$(CUDA_BUILD)/{wheel_tag} ".[test]" > $(CUDA_BUILD)/build.log 2>&1 \
+	  || { tail -n 60 $(CUDA_BUILD)/build.log; exit 1; }
+	grep -E "^\[[0-9]+/[0-9]+\] (Building|Linking)" $(CUDA_BUILD)/build.log || true
+	$(CUDA_PY) cuda/ptxas_report.py $(CUDA_BUILD)/build.log $(CUDA_BUILD)/ptxas
+	cd $(CUDA_BUILD) && ../$(CUDA_PY) -c "import torch, fusedrnn; i = fusedrnn.build_info(); \
+	  print(i); assert i['cuda'], 'not a CUDA build'; print('GPU present:', torch.cuda.is_available())"
+	$(CUDA_PY) -m pytest
+
 format:
 	$(VENV)/bin/ruff format python tests bench
 	clang-format -i $$(find cpp cuda -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)

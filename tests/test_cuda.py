@@ -1,0 +1,291 @@
+"""The CUDA ops on a GPU: float64 gradcheck, parity with the CPU ops and with torch.nn (cuDNN)
+in float32 and half/bf16, CUDA-graph capture and replay, torch.compile(mode="reduce-overhead").
+
+Skipped cleanly when the extension was built without CUDA or no GPU is present (the CUDA
+kernels' indexing is still tested without a GPU by tests/test_cuda_emulation.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import fusedrnn
+
+ops = torch.ops.fusedrnn
+
+
+def _has_cuda_ops() -> bool:
+    try:
+        return bool(fusedrnn.build_info().get("cuda")) and torch.cuda.is_available()
+    except Exception:  # pragma: no cover - a broken build is reported by other tests
+        return False
+
+
+pytestmark = pytest.mark.skipif(
+    not _has_cuda_ops(), reason="needs a CUDA build of fusedrnn and a GPU"
+)
+
+DEV = "cuda"
+FAMILIES = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+
+
+def _lengths(B, T):
+    return [max(1, T - (i * T) // B) for i in range(B)]
+
+
+def _batch_sizes(lengths):
+    return torch.tensor(
+        [sum(1 for n in lengths if n > t) for t in range(max(lengths))], dtype=torch.long
+    )
+
+
+def _weights(family, I, H, P, bias, dtype, device, requires_grad=False, scale=0.5):
+    G = GATES[family]
+
+    def rnd(*shape):
+        t = torch.randn(*shape, dtype=torch.float64) * scale
+        return t.to(device=device, dtype=dtype).requires_grad_(requires_grad)
+
+    return dict(
+        w_ih=rnd(G * H, I),
+        w_hh=rnd(G * H, P),
+        b_ih=rnd(G * H) if bias else None,
+        b_hh=rnd(G * H) if bias else None,
+        w_hr=rnd(P, H) if P != H else None,
+    )
+
+
+def _run_layer(family, x, w, h0=None, c0=None, batch_sizes=None, reverse=False):
+    kw = dict(h0=h0, batch_sizes=batch_sizes, reverse=reverse)
+    args = (x, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"])
+    if family == "lstm":
+        return fusedrnn.lstm_layer(*args, w_hr=w["w_hr"], c0=c0, **kw)
+    if family == "gru":
+        return fusedrnn.gru_layer(*args, **kw)
+    return fusedrnn.rnn_layer(*args, nonlinearity=family.split("_")[1], **kw)
+
+
+# ---- gradcheck in float64 on the GPU ------------------------------------------------------
+@pytest.mark.parametrize(
+    "packed,reverse", [(False, False), (False, True), (True, False), (True, True)]
+)
+@pytest.mark.parametrize("family,proj", [(f, 0) for f in FAMILIES] + [("lstm", 2)])
+def test_gradcheck_layer_cuda(family, proj, packed, reverse):
+    T, B, I, H = 4, 3, 3, 5
+    P = proj or H
+    w = _weights(family, I, H, P, True, torch.float64, DEV, requires_grad=True)
+    bs = _batch_sizes(_lengths(B, T)) if packed else None
+    shape = (int(bs.sum()), I) if packed else (T, B, I)
+    x = torch.randn(*shape, dtype=torch.float64, device=DEV, requires_grad=True)
+    h0 = torch.randn(B, P, dtype=torch.float64, device=DEV, requires_grad=True)
+    c0 = torch.randn(B, H, dtype=torch.float64, device=DEV, requires_grad=True)
+    names = [k for k in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr") if w[k] is not None]
+    states = (h0, c0) if family == "lstm" else (h0,)
+
+    def f(x, *rest):
+        st, ws = rest[: len(states)], rest[len(states) :]
+        ww = dict(w, **dict(zip(names, ws)))
+        return _run_layer(family, x, ww, *st, batch_sizes=bs, reverse=reverse)
+
+    assert torch.autograd.gradcheck(f, (x, *states, *[w[k] for k in names]), atol=1e-7)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gradcheck_cell_cuda(family):
+    B, I, H = 3, 4, 5
+    w = _weights(family, I, H, H, True, torch.float64, DEV, requires_grad=True)
+    x = torch.randn(B, I, dtype=torch.float64, device=DEV, requires_grad=True)
+    hx = torch.randn(B, H, dtype=torch.float64, device=DEV, requires_grad=True)
+    cx = torch.randn(B, H, dtype=torch.float64, device=DEV, requires_grad=True)
+    ws = (w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"])
+    if family == "lstm":
+        assert torch.autograd.gradcheck(lambda *a: fusedrnn.lstm_cell(*a), (x, hx, cx, *ws))
+    elif family == "gru":
+        assert torch.autograd.gradcheck(lambda *a: fusedrnn.gru_cell(*a), (x, hx, *ws))
+    else:
+        nl = family.split("_")[1]
+        assert torch.autograd.gradcheck(
+            lambda *a: fusedrnn.rnn_cell(*a, nonlinearity=nl), (x, hx, *ws)
+        )
+
+
+# ---- parity with the CPU ops (same kernels' math, cuBLAS vs CPU BLAS) ---------------------
+@pytest.mark.parametrize("packed,reverse", [(False, False), (True, True)])
+@pytest.mark.parametrize("family,proj", [(f, 0) for f in FAMILIES] + [("lstm", 7)])
+def test_matches_cpu_ops_float64(family, proj, packed, reverse):
+    T, B, I, H = 9, 37, 13, 67  # rows * H not a multiple of the block size
+    P = proj or H
+    w = _weights(family, I, H, P, True, torch.float64, DEV, requires_grad=True)
+    bs = _batch_sizes(_lengths(B, T)) if packed else None
+    shape = (int(bs.sum()), I) if packed else (T, B, I)
+    x = torch.randn(*shape, dtype=torch.float64, device=DEV, requires_grad=True)
+    h0 = torch.randn(B, P, dtype=torch.float64, device=DEV, requires_grad=True)
+    c0 = (
+        torch.randn(B, H, dtype=torch.float64, device=DEV, requires_grad=True)
+        if family == "lstm"
+        else None
+    )
+    leaves = [t for t in (x, h0, c0, *w.values()) if t is not None]
+    cpu_leaves = [t.detach().cpu().requires_grad_() for t in leaves]
+    it = iter(cpu_leaves)
+    xc, h0c = next(it), next(it)
+    c0c = next(it) if c0 is not None else None
+    wc = {k: (next(it) if v is not None else None) for k, v in w.items()}
+    out_g = _run_layer(family, x, w, h0, c0, bs, reverse)
+    out_c = _run_layer(family, xc, wc, h0c, c0c, bs, reverse)
+    for a, b in zip(out_g, out_c):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-10)
+    gs = [torch.randn_like(o) for o in out_c]
+    torch.autograd.backward(out_g, [g.to(DEV) for g in gs])
+    torch.autograd.backward(out_c, gs)
+    for a, b in zip(leaves, cpu_leaves):
+        torch.testing.assert_close(a.grad.cpu(), b.grad, rtol=1e-9, atol=1e-9)
+
+
+# ---- parity with torch.nn (cuDNN) -----------------------------------------------------------
+def _nn_module(family, I, H, P, dtype):
+    if family == "lstm":
+        m = nn.LSTM(I, H, proj_size=P if P != H else 0)
+    elif family == "gru":
+        m = nn.GRU(I, H)
+    else:
+        m = nn.RNN(I, H, nonlinearity=family.split("_")[1])
+    return m.to(device=DEV, dtype=dtype)
+
+
+def _module_weights(m):
+    return dict(
+        w_ih=m.weight_ih_l0,
+        w_hh=m.weight_hh_l0,
+        b_ih=m.bias_ih_l0,
+        b_hh=m.bias_hh_l0,
+        w_hr=getattr(m, "weight_hr_l0", None),
+    )
+
+
+@pytest.mark.parametrize("family,proj", [(f, 0) for f in FAMILIES] + [("lstm", 24)])
+def test_matches_cudnn_float32(family, proj):
+    T, B, I, H = 11, 19, 33, 65
+    P = proj or H
+    m = _nn_module(family, I, H, P, torch.float32)
+    x = torch.randn(T, B, I, device=DEV)
+    ref = m(x)
+    with torch.no_grad():
+        ours = _run_layer(family, x, _module_weights(m))
+    torch.testing.assert_close(ours[0], ref[0], rtol=1e-4, atol=1e-4)
+    h_ref = ref[1][0] if family == "lstm" else ref[1]
+    torch.testing.assert_close(ours[1], h_ref[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_low_precision_error_within_2x_of_torch(family, dtype):
+    """Error against a float32 reference at most 2x torch.nn's own error in that dtype."""
+    T, B, I, H = 16, 8, 32, 64
+    m = _nn_module(family, I, H, H, torch.float32)
+    x = torch.randn(T, B, I, device=DEV)
+    m_lo = _nn_module(family, I, H, H, dtype)
+    m_lo.load_state_dict({k: v.to(dtype) for k, v in m.state_dict().items()})
+    # The float32 reference sees the same (rounded) weights and input as the low-precision runs.
+    m.load_state_dict({k: v.float() for k, v in m_lo.state_dict().items()})
+    x_lo = x.to(dtype)
+    with torch.no_grad():
+        ref = m(x_lo.float())[0]
+        try:
+            torch_out = m_lo(x_lo)[0]
+        except RuntimeError as e:  # pragma: no cover - depends on the cuDNN build
+            pytest.skip(f"torch.nn.{type(m_lo).__name__} has no {dtype} kernel here: {e}")
+        torch_err = (torch_out.float() - ref).abs().max().item()
+        ours = _run_layer(family, x_lo, _module_weights(m_lo))[0]
+        assert ours.dtype == dtype
+        our_err = (ours.float() - ref).abs().max().item()
+    assert our_err <= 2 * torch_err + torch.finfo(dtype).eps, (our_err, torch_err)
+
+
+def test_packed_matches_cudnn():
+    T, B, I, H = 7, 5, 6, 9
+    m = _nn_module("lstm", I, H, H, torch.float32)
+    lengths = _lengths(B, T)
+    x = torch.randn(T, B, I, device=DEV)
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths)
+    ref_out, (ref_h, ref_c) = m(packed)
+    with torch.no_grad():
+        out, h, c = _run_layer(
+            "lstm", packed.data, _module_weights(m), batch_sizes=packed.batch_sizes
+        )
+    torch.testing.assert_close(out, ref_out.data, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(h, ref_h[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(c, ref_c[0], rtol=1e-4, atol=1e-4)
+
+
+# ---- CUDA graphs and torch.compile ---------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cuda_graph_capture_and_replay(family):
+    T, B, I, H = 6, 4, 5, 33
+    w = _weights(family, I, H, H, True, torch.float32, DEV)
+    static_x = torch.randn(T, B, I, device=DEV)
+    static_g = torch.randn(T, B, H, device=DEV)
+
+    def step(x, g):
+        if family == "lstm":
+            out, hn, cn, ws = ops.lstm_layer(x, None, None, None, w["w_ih"], w["w_hh"],
+                                             w["b_ih"], w["b_hh"], None, False)  # fmt: skip
+            grads = ops.lstm_layer_backward(g, None, None, x, None, None, None, w["w_ih"],
+                                            w["w_hh"], w["b_ih"], w["b_hh"], None, False,
+                                            out, ws)  # fmt: skip
+        elif family == "gru":
+            out, hn, ws = ops.gru_layer(x, None, None, w["w_ih"], w["w_hh"], w["b_ih"],
+                                        w["b_hh"], False)  # fmt: skip
+            grads = ops.gru_layer_backward(g, None, x, None, None, w["w_ih"], w["w_hh"],
+                                           w["b_ih"], w["b_hh"], False, out, ws)  # fmt: skip
+        else:
+            op = getattr(ops, f"{family}_layer")
+            out, hn = op(x, None, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], False)
+            grads = getattr(ops, f"{family}_layer_backward")(
+                g, None, x, None, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], False, out
+            )
+        return (out, hn, *grads)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step(static_x, static_g)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step(static_x, static_g)
+    for _ in range(2):
+        x2, g2 = torch.randn_like(static_x), torch.randn_like(static_g)
+        static_x.copy_(x2)
+        static_g.copy_(g2)
+        graph.replay()
+        torch.cuda.synchronize()
+        expected = step(x2, g2)
+        for a, b in zip(captured, expected):
+            torch.testing.assert_close(a, b)
+
+
+def test_torch_compile_reduce_overhead():
+    torch._dynamo.reset()
+    T, B, I, H = 5, 3, 4, 17
+    w = _weights("lstm", I, H, H, True, torch.float32, DEV, requires_grad=True)
+
+    def loss_fn(x, w_ih, w_hh, b_ih, b_hh):
+        out, hn, cn = fusedrnn.lstm_layer(x, w_ih, w_hh, b_ih, b_hh)
+        return (out.square().sum() + hn.sum() + cn.sum()) / x.shape[0]
+
+    params = [w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"]]
+    compiled = torch.compile(loss_fn, mode="reduce-overhead", fullgraph=True)
+    for _ in range(3):
+        x = torch.randn(T, B, I, device=DEV)
+        got = compiled(x, *params)
+        g_got = torch.autograd.grad(got, params)
+        want = loss_fn(x, *params)
+        g_want = torch.autograd.grad(want, params)
+        torch.testing.assert_close(got, want)
+        for a, b in zip(g_got, g_want):
+            torch.testing.assert_close(a, b)
