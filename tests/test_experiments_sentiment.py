@@ -31,6 +31,13 @@ def test_tokenize_and_vocab():
     toks = S.tokenize("@united Flight 1234 was LATE!!! #fail http://t.co/x can't")
     assert toks == ["<user>", "flight", "<num>", "was", "late", "!!!", "#", "fail", "<url>",
                     "can't"]  # fmt: skip
+    assert S.tokenize("so good \u00f4\u00d6\u00f4 :)") == [
+        "so",
+        "good",
+        "\u00f4\u00f6\u00f4",
+        ":",
+        ")",
+    ]
     v = S.Vocab([["a", "a", "b"]], min_freq=2)
     assert v.encode(["a", "b"]) == [2, S.UNK] and v.encode([]) == [S.UNK]
 
