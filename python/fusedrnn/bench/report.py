@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 from pathlib import Path
@@ -107,6 +108,12 @@ def markdown(meta: dict, results: list[dict], memory: list[dict], targets: list[
         f"{meta['min_run_time']} s); speedup = torch.nn time / time; GFLOP/s counts GEMM "
         "FLOPs only; ceiling = the same GEMMs timed alone with torch.mm (see bench/README.md)",
     ]
+    if meta.get("loadavg_start"):
+        lines.append(
+            f"- load average (1/5/15 min) at start {meta['loadavg_start']}, at end "
+            f"{meta.get('loadavg_end')}; {meta['threads']} threads on {os.cpu_count()} CPUs; "
+            f"run took {meta.get('elapsed_s')} s"
+        )
     if meta.get("note"):
         lines.append(f"- note: {meta['note']}")
     for mode in MODES:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import os
 import sys
 import time
 import warnings
@@ -34,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes and short timing (smoke runs and tests)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's, %(default)s = unchanged)")  # fmt: skip
+                        help="torch threads (default: torch's own)")  # fmt: skip
     parser.add_argument("--min-run-time", type=float, default=None,
                         help="seconds per blocked_autorange (default 1.0; 0.01 with --quick)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
@@ -55,6 +56,14 @@ def _row(w: Workload, cell: str, mode: str, impl: str, status: str, reason: str 
             "flops": flops(w, cell, mode == "training"), "gflops": None, "speedup": None,
             "ceiling_s": None, "ceiling_gflops": None, "ceiling_frac": None,
             "max_err": None}  # fmt: skip
+
+
+def _loadavg() -> list[float] | None:
+    """1/5/15-minute load averages: other processes on the cores make timings noisy."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        return None
 
 
 def _version(dist: str) -> str:
@@ -208,9 +217,13 @@ def run(args: argparse.Namespace) -> int:
     names = ["nn"] + [i for i in _parse_list(args.impls, impls_mod.IMPLS, "impls") if i != "nn"]
     tag = args.tag or report.machine_tag(threads) + ("-quick" if args.quick else "")
     started = time.perf_counter()
+    load_start = _loadavg()
     print(f"fusedrnn bench: {len(workloads)} workloads x {len(cells)} cells, impls {names}, "
           f"{threads} threads, min_run_time {args.min_run_time}s", flush=True)  # fmt: skip
 
+    if load_start and load_start[0] > 0.5:
+        print(f"warning: load average {load_start[0]} before starting: other processes are "
+              "using the CPUs, timings (threaded torch.nn above all) will be noisy")  # fmt: skip
     ceiling = measure.GemmCeiling(threads, min(0.2, args.min_run_time))
     sgemm_peak = ceiling.peak_gflops(256 if args.quick else 2048)
     print(f"sgemm {256 if args.quick else 2048}^3: {sgemm_peak:.1f} GFLOP/s", flush=True)
@@ -248,6 +261,8 @@ def run(args: argparse.Namespace) -> int:
         "note": args.note,
         "workloads": {w.name: w.describe() for w in workloads},
         "elapsed_s": None,
+        "loadavg_start": load_start,
+        "loadavg_end": None,
     }
     targets = report.target_checks(results, memory)
     if args.profile:
@@ -256,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
                             args.out / f"{tag}-trace.json", args.seed)  # fmt: skip
         print(f"profile: {trace} (summary {trace.with_suffix('.txt')})")
     meta["elapsed_s"] = round(time.perf_counter() - started, 1)
+    meta["loadavg_end"] = _loadavg()
     paths = report.save(args.out, tag, meta, results, memory, targets)
     bad = [r for r in results if r["status"] in ("invalid", "error")]
     for r in bad:
