@@ -73,17 +73,47 @@ def timed_once(fn: Callable) -> float:
     return time.perf_counter() - t0
 
 
-def measure(fn: Callable, *, label: str, sub_label: str, description: str, threads: int,
-            min_run_time: float, first_call_s: float) -> benchmark.Measurement:  # fmt: skip
-    """Warm up (more calls for fast functions: JIT executors specialise over the first calls),
-    then ``blocked_autorange``. Slow functions get a longer ``min_run_time`` (up to 4x) so
-    that the median is taken over at least ~5 runs."""
-    last = first_call_s
-    for _ in range(1 if first_call_s > 0.05 else 3):
-        last = timed_once(fn)
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, label=label, sub_label=sub_label,
-                            description=description, num_threads=threads)  # fmt: skip
-    return timer.blocked_autorange(min_run_time=max(min_run_time, min(5 * last, 4 * min_run_time)))
+def measure_interleaved(fns: dict[str, tuple[Callable, float]], *, label: str, sub_label: str,
+                        threads: int, min_run_time: float, rounds: int = 3
+                        ) -> dict[str, benchmark.Measurement]:  # fmt: skip
+    """Time several implementations of one step in ``rounds`` interleaved rounds (A B C A B C
+    ...), so that a change in machine load affects all of them alike, and merge each one's
+    blocks into one ``Measurement``.
+
+    ``fns`` maps a name to ``(step, seconds its first call took)``. Each step is warmed up
+    (more calls for fast ones: JIT executors specialise over their first calls). Round 1 is
+    ``blocked_autorange``, which picks the block size (calls per timed block); later rounds
+    time blocks of that size, each round after one untimed call of a fast step (the first call
+    after another implementation ran pays for cold caches and sleeping worker threads: up to
+    tens of ms for oneDNN's LSTM on a busy machine). Each step gets ``min_run_time`` in all, or up to 4x that for slow
+    steps so that ~5 runs enter its median."""
+    state = {}
+    for name, (fn, first) in fns.items():
+        last = first
+        for _ in range(1 if first > 0.05 else 3):
+            last = timed_once(fn)
+        timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, label=label, sub_label=sub_label,
+                                description=name, num_threads=threads)  # fmt: skip
+        budget = max(min_run_time, min(5 * last, 4 * min_run_time)) / rounds
+        state[name] = {"fn": fn, "timer": timer, "budget": budget, "number": None, "parts": [],
+                       "fast": last < 0.05}  # fmt: skip
+    for _ in range(rounds):
+        for st in state.values():
+            timer = st["timer"]
+            if st["fast"]:
+                st["fn"]()  # re-warm: the previous step may have left caches/threads cold
+            if st["number"] is None:
+                m = timer.blocked_autorange(min_run_time=st["budget"])
+                st["number"] = m.number_per_run
+                st["parts"].append(m)
+                continue
+            times, spent = [], 0.0
+            with benchmark.utils.common.set_torch_threads(threads):
+                while spent < st["budget"]:
+                    times.append(timer._timeit(st["number"]))
+                    spent += times[-1]
+            st["parts"].append(benchmark.Measurement(st["number"], times, timer._task_spec))
+    return {name: benchmark.Measurement.merge(st["parts"])[0] for name, st in state.items()}
 
 
 class GemmCeiling:

@@ -130,18 +130,17 @@ def bench_case(w: Workload, cell: str, names: list[str], args, ceiling: measure.
         g = gemms(w, cell, mode == "training")
         ceil_s = ceiling.seconds(g)
         f = flops(w, cell, mode == "training")
-        for name in built:
-            if (name, mode) not in steps:
-                continue
-            fn, first, err = steps[(name, mode)]
-            m = measure.measure(fn, label=f"{mode} (median time)", sub_label=f"{w.name} {cell}",
-                                description=name, threads=torch.get_num_threads(),
-                                min_run_time=args.min_run_time, first_call_s=first)  # fmt: skip
+        todo = {name: steps[(name, mode)][:2] for name in built if (name, mode) in steps}
+        timed = measure.measure_interleaved(todo, label=f"{mode} (median time)",
+                                            sub_label=f"{w.name} {cell}",
+                                            threads=torch.get_num_threads(),
+                                            min_run_time=args.min_run_time)  # fmt: skip
+        for name, m in timed.items():
             measurements.append(m)
             r = _row(w, cell, mode, name, "ok")
             r.update(median_s=m.median, iqr_s=m.iqr, runs=len(m.times), gflops=f / m.median / 1e9,
                      ceiling_s=ceil_s, ceiling_gflops=f / ceil_s / 1e9,
-                     ceiling_frac=ceil_s / m.median, max_err=err)  # fmt: skip
+                     ceiling_frac=ceil_s / m.median, max_err=steps[(name, mode)][2])  # fmt: skip
             rows.append(r)
         nn_row = next((r for r in rows if (r["impl"], r["mode"], r["status"]) == ("nn", mode, "ok")),
                       None)  # fmt: skip
