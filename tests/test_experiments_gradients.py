@@ -69,6 +69,19 @@ def test_clipping_tames_the_exploding_case():
     assert "diverged" in G.format_clipping(res, 1.3, 30, 0.1)
 
 
+def test_chrono_init():
+    import fusedrnn
+
+    lstm, gru = fusedrnn.LSTM(3, 8), fusedrnn.GRU(3, 8)
+    G.chrono_init(lstm, 50)
+    G.chrono_init(gru, 50)
+    f = lstm.bias_ih_l0[8:16] + lstm.bias_hh_l0[8:16]
+    assert ((f >= 0) & (f <= np.log(49) + 1e-6)).all()
+    torch.testing.assert_close(lstm.bias_ih_l0[:8] + lstm.bias_hh_l0[:8], -f)
+    z = gru.bias_ih_l0[8:16] + gru.bias_hh_l0[8:16]
+    assert ((z >= 0) & (z <= np.log(49) + 1e-6)).all()
+
+
 def test_memory_task_runs():
     res = G.memory_task(["rnn", "lstm"], [4], hidden=8, steps=5, batch=8, test_size=50)
     assert set(res) == {"rnn", "lstm"} and 0.0 <= res["lstm"][4] <= 1.0
