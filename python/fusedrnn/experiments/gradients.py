@@ -487,7 +487,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="memory task: torch's default LSTM/GRU init instead of the chrono initialisation")  # fmt: skip
     a("--memory-hidden", type=int, default=32, help="hidden size of the memory-task models")
     a("--no-memory", action="store_true", help="skip the memory task")
-    a("--out", default="runs/gradients", help="folder for plots and results.json")
+    a("--out", default="out/gradients", help="folder for plots and results.json")
     a("--no-plots", action="store_true", help="skip the plots")
     a("--seed", type=int, default=0)
     a(

@@ -285,7 +285,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         else:
             a(flag, type=type(v), default=v)
     a("--data", default=None, help="a label<TAB>text file instead of the bundled tweets")
-    a("--out", default="runs/sentiment", help="folder for results.json")
+    a("--out", default="out/sentiment", help="folder for results.json")
     a(
         "--threads",
         type=int,

@@ -208,7 +208,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--models", default="rnn,lstm,gru", help="comma list of rnn, lstm, gru")
     for f, v in asdict(d).items():
         a(f"--{f.replace('_', '-')}", type=type(v), default=v)
-    a("--out", default="runs/sine", help="folder for plots and results.json")
+    a("--out", default="out/sine", help="folder for plots and results.json")
     a("--no-plots", action="store_true")
     a(
         "--threads",
