@@ -176,15 +176,15 @@ class SentimentConfig:
     embed: int = 64  # embedding size
     hidden: int = 64  # hidden size per direction
     layers: int = 1  # stacked recurrent layers
-    bidirectional: bool = False
+    bidirectional: bool = False  # run each layer in both directions
     dropout: float = 0.3  # on the final state (and between stacked layers)
-    epochs: int = 5
-    batch: int = 64
-    lr: float = 3e-3
+    epochs: int = 5  # training epochs (the best by validation macro-F1 is kept)
+    batch: int = 64  # sequences per training batch
+    lr: float = 3e-3  # Adam learning rate
     min_freq: int = 2  # vocabulary: minimum training count of a token
     limit: int = 0  # use only the first N texts (0: all); for smoke runs
     timing_batches: int = 150  # batches timed for fused vs torch.nn (0: skip); 150 ~ an epoch
-    seed: int = 0
+    seed: int = 0  # seeds the split, initialisation and batches
 
 
 def train_epoch(model, opt, ids, labels, batch, gen, max_batches=None) -> float:
@@ -275,15 +275,24 @@ def format_table(rows: dict, baseline: dict, cfg: SentimentConfig) -> str:
 
 
 # ---- CLI -----------------------------------------------------------------------------------
+def _field_help(cls) -> dict[str, str]:
+    """The ``# comment`` after each field of a config dataclass, for ``--help``."""
+    import inspect
+
+    src = inspect.getsource(cls)
+    return dict(re.findall(r"^\s+(\w+): [^#\n]*#\s*(.+)$", src, flags=re.M))
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     d = SentimentConfig()
     a = parser.add_argument
+    helps = _field_help(SentimentConfig)
     for f, v in asdict(d).items():
         flag = f"--{f.replace('_', '-')}"
         if isinstance(v, bool):
-            a(flag, action="store_true", default=v)
+            a(flag, action="store_true", default=v, help=helps.get(f))
         else:
-            a(flag, type=type(v), default=v)
+            a(flag, type=type(v), default=v, help=helps.get(f))
     a("--data", default=None, help="a label<TAB>text file instead of the bundled tweets")
     a("--out", default="out/sentiment", help="folder for results.json")
     a(

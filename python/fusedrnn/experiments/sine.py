@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,9 +44,9 @@ class SineConfig:
     small_hidden: int = 6  # hidden size of the RNN whose hidden units are plotted
     epochs: int = 60  # upper bound; early stopping usually ends sooner
     patience: int = 6  # epochs without validation improvement before stopping
-    batch: int = 64
-    lr: float = 5e-3
-    seed: int = 0
+    batch: int = 64  # sequences per training batch
+    lr: float = 5e-3  # Adam learning rate
+    seed: int = 0  # seeds the noise, initialisation and batches
 
 
 def noisy_sine(n: int, period: float, noise: float, seed: int) -> np.ndarray:
@@ -202,14 +203,23 @@ def format_table(rows: dict, noise_var: float, naive: float) -> str:
     return "\n".join(lines)
 
 
+def _field_help(cls) -> dict[str, str]:
+    """The ``# comment`` after each field of a config dataclass, for ``--help``."""
+    import inspect
+
+    src = inspect.getsource(cls)
+    return dict(re.findall(r"^\s+(\w+): [^#\n]*#\s*(.+)$", src, flags=re.M))
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     d = SineConfig()
     a = parser.add_argument
     a("--models", default="rnn,lstm,gru", help="comma list of rnn, lstm, gru")
+    helps = _field_help(SineConfig)
     for f, v in asdict(d).items():
-        a(f"--{f.replace('_', '-')}", type=type(v), default=v)
+        a(f"--{f.replace('_', '-')}", type=type(v), default=v, help=helps.get(f))
     a("--out", default="out/sine", help="folder for plots and results.json")
-    a("--no-plots", action="store_true")
+    a("--no-plots", action="store_true", help="skip the plots")
     a(
         "--threads",
         type=int,
