@@ -53,10 +53,11 @@ $(CUDA_VENV)/.deps:
 
 cuda-check: $(CUDA_VENV)/.deps
 	mkdir -p $(CUDA_BUILD)
-	set -o pipefail; FUSEDRNN_CUDA=1 $(CUDA_PY) -m pip install -v --no-build-isolation \
+	start=$$SECONDS; FUSEDRNN_CUDA=1 $(CUDA_PY) -m pip install -v --no-build-isolation \
 	  -C build-dir=$(CUDA_BUILD)/{wheel_tag} ".[test]" > $(CUDA_BUILD)/build.log 2>&1 \
-	  || { tail -n 60 $(CUDA_BUILD)/build.log; exit 1; }
-	grep -E "^\[[0-9]+/[0-9]+\] (Building|Linking)" $(CUDA_BUILD)/build.log || true
+	  || { tail -n 60 $(CUDA_BUILD)/build.log; exit 1; }; \
+	  echo "cuda-check: CUDA build took $$((SECONDS - start)) s (log: $(CUDA_BUILD)/build.log)"
+	grep -E "^ *\[[0-9]+/[0-9]+\] (Building|Linking)" $(CUDA_BUILD)/build.log || true
 	$(CUDA_PY) cuda/ptxas_report.py $(CUDA_BUILD)/build.log $(CUDA_BUILD)/ptxas
 	cd $(CUDA_BUILD) && ../$(CUDA_PY) -c "import torch, fusedrnn; i = fusedrnn.build_info(); \
 	  print(i); assert i['cuda'], 'not a CUDA build'; print('GPU present:', torch.cuda.is_available())"
