@@ -28,6 +28,18 @@ pytestmark = pytest.mark.skipif(
 )
 
 DEV = "cuda"
+
+
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """float32 references in true float32: cuDNN's RNNs use TF32 by default."""
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        yield
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
 FAMILIES = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 

@@ -3,9 +3,9 @@
 //
 // Ops are registered in their own namespace, torch.ops.fusedrnn_emu (same schemas as
 // torch.ops.fusedrnn, CPU tensors, float32/float64), so tests can compare every op with the
-// CPU backend. GEMMs use at::mm on the borrowed rows; add_rows runs its kernel body; copy_rows is a memcpy
-// (cudaMemcpyAsync on the GPU). Before every emulated kernel the rows it must write are
-// poisoned with NaN, so an element the grid skips shows up in the comparison.
+// CPU backend. GEMMs use at::mm on the borrowed rows; add_rows runs its kernel body;
+// copy_rows is a memcpy (cudaMemcpyAsync on the GPU). Before every emulated kernel the rows
+// it must write are poisoned with NaN, so an element the grid skips shows up in the comparison.
 // Launch geometry: kThreads per block and a grid capped like on an H100 (132 SMs x 8 blocks)
 // by default; fusedrnn_emu::set_launch(threads, max_blocks, reverse) changes it (small caps
 // exercise the grid-stride loops; reverse runs blocks and threads in reverse order).

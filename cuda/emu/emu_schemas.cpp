@@ -8,8 +8,10 @@
 
 namespace {
 void set_launch(int64_t threads, int64_t max_blocks, bool reverse) {
-  TORCH_CHECK(threads > 0 && threads <= 1024, "fusedrnn_emu::set_launch: threads must be in [1, 1024], got ", threads);
-  TORCH_CHECK(max_blocks > 0, "fusedrnn_emu::set_launch: max_blocks must be positive, got ", max_blocks);
+  TORCH_CHECK(threads > 0 && threads <= 1024,
+              "fusedrnn_emu::set_launch: threads must be in [1, 1024], got ", threads);
+  TORCH_CHECK(max_blocks > 0, "fusedrnn_emu::set_launch: max_blocks must be positive, got ",
+              max_blocks);
   auto& l = fusedrnn::emu::limits();
   l.threads = threads;
   l.max_blocks = max_blocks;
