@@ -101,12 +101,14 @@ def markdown(meta: dict, results: list[dict], memory: list[dict], targets: list[
         f"# fusedrnn benchmark: {meta['tag']}",
         "",
         f"- machine: {meta['cpu']} ({meta['cpu_capability']}), {meta['threads']} torch threads",
-        f"- torch {meta['torch']}, fusedrnn {meta['fusedrnn']}, numba {meta.get('numba', '-')}",
+        f"- torch {meta['torch']}, fusedrnn {meta['fusedrnn']} (git {meta.get('git') or '?'}), "
+        f"numba {meta.get('numba', '-')}",
         f"- date: {meta['date']}; command: `{meta['command']}`",
         f"- square 2048^3 sgemm (torch.mm): {meta['sgemm_peak_gflops']:.1f} GFLOP/s",
-        f"- medians of `torch.utils.benchmark` `blocked_autorange` (min_run_time "
-        f"{meta['min_run_time']} s); speedup = torch.nn time / time; GFLOP/s counts GEMM "
-        "FLOPs only; ceiling = the same GEMMs timed alone with torch.mm (see bench/README.md)",
+        f"- medians of `torch.utils.benchmark.Timer` blocks, {meta['min_run_time']} s per "
+        "implementation in 3 interleaved rounds; speedup = torch.nn time / time; GFLOP/s counts "
+        "GEMM FLOPs only; ceiling = the same GEMMs timed alone with torch.mm; fused/ceiling = "
+        "ceiling time / fused time (see bench/README.md)",
     ]
     if meta.get("loadavg_start"):
         lines.append(
@@ -182,10 +184,10 @@ def plot(results: list[dict], path: Path, title: str) -> bool:
     except ImportError:
         return False
     others = [i for i in IMPLS if i != "nn"]
-    fig, axes = plt.subplots(2, 1, figsize=(14, 8), squeeze=False)
+    fig, axes = plt.subplots(2, 1, figsize=(14, 9), squeeze=False)
     for ax, mode in zip(axes[:, 0], MODES):
         keyed = _rows(results, mode)
-        labels = [f"{wl}\n{cell}" for wl, cell in keyed]
+        labels = [f"{wl} {cell}" for wl, cell in keyed]
         width = 0.8 / len(others)
         for j, impl in enumerate(others):
             xs, ys = [], []
@@ -199,7 +201,7 @@ def plot(results: list[dict], path: Path, title: str) -> bool:
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
         ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_xticklabels(labels, fontsize=7, rotation=45, ha="right")
         ax.set_ylabel("speedup vs torch.nn")
         ax.set_title(f"{title}: {mode}")
         ax.legend(fontsize=7, ncol=len(others))

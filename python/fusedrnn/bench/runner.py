@@ -8,6 +8,7 @@ import argparse
 import datetime
 import importlib.metadata
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -64,6 +65,18 @@ def _loadavg() -> list[float] | None:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:  # pragma: no cover
         return None
+
+
+def _git_rev() -> str | None:
+    """The source tree's commit (``+dirty`` with uncommitted changes), when run from a clone."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "")
 
 
 def _version(dist: str) -> str:
@@ -253,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
         "threads": threads,
         "torch": torch.__version__,
         "fusedrnn": fusedrnn.__version__,
+        "git": _git_rev(),
         "numba": _version("numba"),
         "quick": args.quick,
         "min_run_time": args.min_run_time,
