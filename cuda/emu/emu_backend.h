@@ -20,19 +20,9 @@
 
 #include "fusedrnn/step_args.h"
 #include "../kernels/launch.cuh"
+#include "emu_launch.h"
 
 namespace fusedrnn::emu {
-
-struct LaunchLimits {
-  int64_t threads = kernels::kThreads;
-  int64_t max_blocks = 132 * (2048 / kernels::kThreads);
-  bool reverse = false;
-};
-
-inline LaunchLimits& limits() {
-  static LaunchLimits l;
-  return l;
-}
 
 // Runs body(blockIdx, threadIdx, launch) for every thread of the grid that covers n elements.
 template <class Body>

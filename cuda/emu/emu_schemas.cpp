@@ -3,7 +3,7 @@
 // emulated launch geometry for the following calls (process-wide; tests restore it).
 #include <torch/library.h>
 
-#include "emu_backend.h"
+#include "emu_launch.h"
 #include "fusedrnn/schemas.h"
 
 namespace {
