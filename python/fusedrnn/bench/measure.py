@@ -116,33 +116,35 @@ def measure_interleaved(fns: dict[str, tuple[Callable, float]], *, label: str, s
     return {name: benchmark.Measurement.merge(st["parts"])[0] for name, st in state.items()}
 
 
-class GemmCeiling:
-    """Median ``torch.mm`` time per GEMM shape (cached across workloads), measured with
-    preallocated outputs and operands in the layout of the real computation (transposed views
-    where the kernel multiplies by a transpose). The ceiling of a workload is the sum of its
-    GEMMs' times: the step's time if everything but the GEMMs were free."""
+def _operands(g: Gemm) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    a = torch.randn(g.k, g.m).t() if g.ta else torch.randn(g.m, g.k)
+    b = torch.randn(g.n, g.k).t() if g.tb else torch.randn(g.k, g.n)
+    return a, b, torch.empty(g.m, g.n)
 
-    def __init__(self, threads: int, min_run_time: float):
-        self.threads, self.min_run_time = threads, min_run_time
-        self.cache: dict[tuple, float] = {}
 
-    def gemm_seconds(self, g: Gemm) -> float:
-        key = (g.m, g.k, g.n, g.ta, g.tb)
-        if key not in self.cache:
-            a = torch.randn(g.k, g.m).t() if g.ta else torch.randn(g.m, g.k)
-            b = torch.randn(g.n, g.k).t() if g.tb else torch.randn(g.k, g.n)
-            c = torch.empty(g.m, g.n)
-            timer = benchmark.Timer(stmt="torch.mm(a, b, out=c)", globals={"a": a, "b": b, "c": c},
-                                    num_threads=self.threads)  # fmt: skip
-            self.cache[key] = timer.blocked_autorange(min_run_time=self.min_run_time).median
-        return self.cache[key]
+def gemm_replay(gemms: list[Gemm]) -> Callable[[], None]:
+    """A step made of nothing but the workload's GEMMs: each ``torch.mm`` with the real shapes,
+    operands in the real layout (transposed views where the kernel multiplies by a transpose)
+    and preallocated outputs, ``count`` times, back to back. Timed alongside the
+    implementations (same rounds, same machine state), its time is the GEMM ceiling: what a
+    step would take if everything but the GEMMs were free."""
+    ops = [(*_operands(g), g.count) for g in gemms]
+    mm = torch.mm
 
-    def seconds(self, gemms: list[Gemm]) -> float:
-        return sum(g.count * self.gemm_seconds(g) for g in gemms)
+    def step():
+        for a, b, c, n in ops:
+            for _ in range(n):
+                mm(a, b, out=c)
 
-    def peak_gflops(self, n: int = 2048) -> float:
-        """A square ``n^3`` sgemm's throughput: the machine's practical GEMM peak."""
-        return 2 * n**3 / self.gemm_seconds(Gemm(n, n, n)) / 1e9
+    return step
+
+
+def sgemm_gflops(n: int, threads: int, min_run_time: float) -> float:
+    """A square ``n^3`` ``torch.mm``'s throughput: the machine's practical GEMM peak."""
+    a, b, c = _operands(Gemm(n, n, n))
+    timer = benchmark.Timer(stmt="torch.mm(a, b, out=c)", globals={"a": a, "b": b, "c": c},
+                            num_threads=threads)  # fmt: skip
+    return 2 * n**3 / timer.blocked_autorange(min_run_time=min_run_time).median / 1e9
 
 
 @contextlib.contextmanager

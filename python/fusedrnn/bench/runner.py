@@ -51,6 +51,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+CEILING = "mm-ceiling"  # the GEMM-only step timed with the implementations (not an impl)
+
+
 def _row(w: Workload, cell: str, mode: str, impl: str, status: str, reason: str = "") -> dict:
     return {"workload": w.name, "group": w.group, "cell": cell, "mode": mode, "impl": impl,
             "status": status, "reason": reason, "median_s": None, "iqr_s": None, "runs": 0,
@@ -94,8 +97,8 @@ def _parse_list(text: str, known: tuple[str, ...], what: str) -> list[str]:
     return items
 
 
-def bench_case(w: Workload, cell: str, names: list[str], args, ceiling: measure.GemmCeiling,
-               measurements: list, memory: list, seed: int) -> list[dict]:  # fmt: skip
+def bench_case(w: Workload, cell: str, names: list[str], args, measurements: list, memory: list,
+               seed: int) -> list[dict]:  # fmt: skip
     """Validate and time every implementation on one workload and cell."""
     torch.manual_seed(seed)
     ref = impls_mod.make_reference(w, cell)
@@ -140,16 +143,18 @@ def bench_case(w: Workload, cell: str, names: list[str], args, ceiling: measure.
                 steps[(name, mode)] = (fn, first, err)
 
     for mode in report.MODES:
-        g = gemms(w, cell, mode == "training")
-        ceil_s = ceiling.seconds(g)
         f = flops(w, cell, mode == "training")
         todo = {name: steps[(name, mode)][:2] for name in built if (name, mode) in steps}
+        if todo:  # the GEMM ceiling runs in the same rounds as the implementations
+            ceiling = measure.gemm_replay(gemms(w, cell, mode == "training"))
+            todo[CEILING] = (ceiling, measure.timed_once(ceiling))
         timed = measure.measure_interleaved(todo, label=f"{mode} (median time)",
                                             sub_label=f"{w.name} {cell}",
                                             threads=torch.get_num_threads(),
                                             min_run_time=args.min_run_time)  # fmt: skip
+        measurements += list(timed.values())
+        ceil_s = timed.pop(CEILING).median if todo else None
         for name, m in timed.items():
-            measurements.append(m)
             r = _row(w, cell, mode, name, "ok")
             r.update(median_s=m.median, iqr_s=m.iqr, runs=len(m.times), gflops=f / m.median / 1e9,
                      ceiling_s=ceil_s, ceiling_gflops=f / ceil_s / 1e9,
@@ -236,8 +241,8 @@ def run(args: argparse.Namespace) -> int:
     if load_start and load_start[0] > 0.5:
         print(f"warning: load average {load_start[0]} before starting: other processes are "
               "using the CPUs, timings (threaded torch.nn above all) will be noisy")  # fmt: skip
-    ceiling = measure.GemmCeiling(threads, min(0.2, args.min_run_time))
-    sgemm_peak = ceiling.peak_gflops(256 if args.quick else 2048)
+    sgemm_peak = measure.sgemm_gflops(256 if args.quick else 2048, threads,
+                                      min(0.5, args.min_run_time))  # fmt: skip
     print(f"sgemm {256 if args.quick else 2048}^3: {sgemm_peak:.1f} GFLOP/s", flush=True)
 
     results: list[dict] = []
@@ -246,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     for w in workloads:
         for cell in cells:
             t0 = time.perf_counter()
-            rows = bench_case(w, cell, names, args, ceiling, measurements, memory, args.seed)
+            rows = bench_case(w, cell, names, args, measurements, memory, args.seed)
             results += rows
             print(f"{w.name} {cell} [{w.describe()}] ({time.perf_counter() - t0:.1f} s)\n"
                   + _progress(rows), flush=True)  # fmt: skip
