@@ -24,7 +24,7 @@ so a training step (forward + backward) is ``2*N*G*H*(2*I_l + 3*H)`` for layer 0
 input is data that does not require grad (an implementation may skip that GEMM). Every step's
 recurrent GEMM is counted, the first one included (no implementation special-cases ``h0 = 0``).
 For a ``stream`` cell step ``N = B`` and ``T = 1``; its training step has no input gradient
-either. The same GEMM list drives the GEMM ceiling (see ``ceiling.py``).
+either. The same GEMM list drives the GEMM ceiling (``measure.gemm_replay``).
 """
 
 from __future__ import annotations
