@@ -180,3 +180,25 @@ def test_meta_tensors_give_shapes():
                                       torch.randn(20, 3, device="meta"),
                                       w_hr=torch.randn(3, 5, device="meta"))  # fmt: skip
     assert out.shape == (7, 3, 3) and hn.shape == (3, 3) and cn.shape == (3, 5)
+
+
+@pytest.mark.parametrize("family", ["lstm", "gru"])
+def test_inference_skips_workspace_but_not_results(family):
+    """Under no_grad the forward skips the workspace; outputs are bit-identical."""
+    G = {"lstm": 4, "gru": 3}[family]
+    x = torch.randn(6, 3, 4)
+    w = [torch.randn(G * 5, 4, requires_grad=True), torch.randn(G * 5, 5, requires_grad=True),
+         torch.randn(G * 5), torch.randn(G * 5)]  # fmt: skip
+    fn = getattr(fusedrnn, f"{family}_layer")
+    with torch.no_grad():
+        a = fn(x, *w)
+    b = fn(x, *w)
+    for u, v in zip(a, b, strict=True):
+        torch.testing.assert_close(u, v, rtol=0, atol=0)
+
+
+def test_need_workspace_false_with_grad_is_refused():
+    x = torch.randn(3, 2, 4, requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"need_workspace=False, but its gradient is needed"):
+        ops.lstm_layer(x, None, None, None, torch.randn(20, 4), torch.randn(20, 5), None, None,
+                       None, False, False)  # fmt: skip

@@ -116,7 +116,7 @@ struct LstmPointwise {
     over_rows(s.rows, 4 * H, [&](int64_t b) {
       const T* xg = s.xg + b * 4 * H;
       const T* hg = s.hg + b * 4 * H;
-      T* ws = s.ws + b * s.ld_ws;
+      T* ws = s.ws ? s.ws + b * s.ld_ws : nullptr;
       T* c = s.c + b * H;
       T* out = s.out + b * s.ld_out;
       T* h = s.write_h ? s.h + b * H : nullptr;
@@ -127,11 +127,13 @@ struct LstmPointwise {
           a[k] = ld<T, V>(xg + q) + ld<T, V>(hg + q) + ld_or0<T, V>(s.b_hh, q);
         }
         const auto r = math::lstm_forward<V>(a[0], a[1], a[2], a[3], ld<T, V>(c + j));
-        st<T, V>(ws + j, r.i);
-        st<T, V>(ws + H + j, r.f);
-        st<T, V>(ws + 2 * H + j, r.g);
-        st<T, V>(ws + 3 * H + j, r.o);
-        st<T, V>(ws + 4 * H + j, r.c);
+        if (ws) {
+          st<T, V>(ws + j, r.i);
+          st<T, V>(ws + H + j, r.f);
+          st<T, V>(ws + 2 * H + j, r.g);
+          st<T, V>(ws + 3 * H + j, r.o);
+          st<T, V>(ws + 4 * H + j, r.c);
+        }
         st<T, V>(c + j, r.c);
         st<T, V>(out + j, r.h);
         if (h) st<T, V>(h + j, r.h);
@@ -174,7 +176,7 @@ struct GruPointwise {
     over_rows(s.rows, 3 * H, [&](int64_t b) {
       const T* xg = s.xg + b * 3 * H;
       const T* hg = s.hg + b * 3 * H;
-      T* ws = s.ws + b * s.ld_ws;
+      T* ws = s.ws ? s.ws + b * s.ld_ws : nullptr;
       T* out = s.out + b * s.ld_out;
       T* h = s.h + b * H;
       over_columns<T>(H, [&]<class V>(int64_t j) {
@@ -184,10 +186,12 @@ struct GruPointwise {
         const auto r = math::gru_forward<V>(ld<T, V>(xg + j), ld<T, V>(xg + H + j),
                                             ld<T, V>(xg + 2 * H + j), hr, hz, hn,
                                             ld<T, V>(h + j));
-        st<T, V>(ws + j, r.r);
-        st<T, V>(ws + H + j, r.z);
-        st<T, V>(ws + 2 * H + j, r.n);
-        st<T, V>(ws + 3 * H + j, r.hn);
+        if (ws) {
+          st<T, V>(ws + j, r.r);
+          st<T, V>(ws + H + j, r.z);
+          st<T, V>(ws + 2 * H + j, r.n);
+          st<T, V>(ws + 3 * H + j, r.hn);
+        }
         st<T, V>(out + j, r.h);
         st<T, V>(h + j, r.h);
       });

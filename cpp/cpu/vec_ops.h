@@ -14,7 +14,16 @@ namespace fusedrnn::math {
 template <class S>
 struct Ops<at::vec::Vectorized<S>> {
   using V = at::vec::Vectorized<S>;
-  static V exp(V x) { return x.exp(); }
+  // float: ATen's polynomial exp_u20 (<= 20 ulp, ~2.4e-6 relative), about twice as fast as
+  // SLEEF's expf; the gates' error stays far inside float32 parity with torch.nn (1e-5).
+  // double: SLEEF's 1-ulp exp.
+  static V exp(V x) {
+    if constexpr (std::is_same_v<S, float>) {
+      return x.exp_u20();
+    } else {
+      return x.exp();
+    }
+  }
   // float: tanh from one exp, several times cheaper than SLEEF's tanhf / expm1f (which
   // dominated the LSTM forward profile). |x| >= 1/8: (1 - t) / (1 + t) with t = exp(-2|x|),
   // a few ulp; |x| < 1/8: the odd Taylor series to x^9 (truncation < 1e-12), which avoids the
@@ -22,7 +31,7 @@ struct Ops<at::vec::Vectorized<S>> {
   static V tanh(V x) {
     if constexpr (std::is_same_v<S, float>) {
       const V a = x.abs();
-      const V t = (a * V(-2.f)).exp();
+      const V t = (a * V(-2.f)).exp_u20();
       const V big = (V(1.f) - t) / (V(1.f) + t);
       const V x2 = x * x;
       V p = V(62.f / 2835.f);

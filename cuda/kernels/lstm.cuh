@@ -1,7 +1,8 @@
 // Kernel bodies of the LSTM's fused pointwise passes (gate order i, f, g, o), one element
 // (row b, unit j) per loop iteration, written once for the GPU and the host emulation.
 //
-// Layout: xg, hg [rows, 4H] (xg includes b_ih), b_hh [4H], h, c [rows, H], out [rows, ld_out]
+// Layout: xg, hg [rows, 4H], b_hh [4H] (= b_ih + b_hh, folded by the driver), h, c [rows, H],
+// out [rows, ld_out]
 // (the unprojected h buffer [rows, H] of a projected LSTM), ws [rows, ld_ws] = [i|f|g|o|c].
 // Forward : writes (=) ws, out, c (in place) and h (in place, unless write_h is false).
 // Backward: dh = dh_a + dh_b; reads ws and c_prev; writes (=) dgi [rows, 4H], dc <- dc_{t-1}

@@ -110,7 +110,7 @@ for _fam in RNN_FAMILIES:
 
 
 @register_fake("lstm_layer")
-def _(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse):
+def _(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, need_workspace=True):
     H = w_ih.shape[0] // 4
     P = w_hh.shape[1]
     B = _fake_batch(input, batch_sizes, h0 if h0 is not None else c0)
@@ -163,7 +163,7 @@ def _(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, b_ih, b_hh, workspace):
 
 
 @register_fake("gru_layer")
-def _(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse):
+def _(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, need_workspace=True):
     H = w_hh.shape[1]
     B = _fake_batch(input, batch_sizes, h0)
     n = input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
@@ -250,9 +250,18 @@ for _fam in RNN_FAMILIES:
     _register_rnn_autograd(_fam)
 
 
+def _no_workspace(op):
+    raise RuntimeError(
+        f"fusedrnn::{op} was called with need_workspace=False, but its gradient is needed: "
+        "the workspace that backward reads was not written"
+    )
+
+
 def _lstm_setup(ctx, inputs, output):
     ctx.set_materialize_grads(False)  # the ops take None for an unused output
-    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse = inputs
+    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, *need = inputs
+    if need and not need[0]:
+        _no_workspace("lstm_layer")
     out, _, _, ws = output
     ctx.mark_non_differentiable(ws)
     ctx.save_for_backward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, ws)
@@ -266,7 +275,7 @@ def _lstm_backward(ctx, g_out, g_hn, g_cn, _g_ws):
         ctx.reverse, out, ws,
     )  # fmt: skip
     return (gi, None, _g(gh0, h0), _g(gc0, c0), gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh),
-            _g(gwr, w_hr), None)  # fmt: skip
+            _g(gwr, w_hr), None, None)  # fmt: skip
 
 
 torch.library.register_autograd("fusedrnn::lstm_layer", _lstm_backward, setup_context=_lstm_setup)
@@ -294,7 +303,9 @@ torch.library.register_autograd(
 
 def _gru_setup(ctx, inputs, output):
     ctx.set_materialize_grads(False)  # the ops take None for an unused output
-    input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse = inputs
+    input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, *need = inputs
+    if need and not need[0]:
+        _no_workspace("gru_layer")
     out, _, ws = output
     ctx.mark_non_differentiable(ws)
     ctx.save_for_backward(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, out, ws)
@@ -306,7 +317,7 @@ def _gru_backward(ctx, g_out, g_hn, _g_ws):
     gi, gh0, gwi, gwh, gbi, gbh = ops.gru_layer_backward(
         g_out, g_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, ctx.reverse, out, ws
     )
-    return gi, None, _g(gh0, h0), gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh), None
+    return gi, None, _g(gh0, h0), gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh), None, None
 
 
 torch.library.register_autograd("fusedrnn::gru_layer", _gru_backward, setup_context=_gru_setup)
@@ -331,6 +342,11 @@ torch.library.register_autograd(
 
 
 # ---- typed wrappers ------------------------------------------------------------------------
+def _needs_grad(*tensors) -> bool:
+    """Whether autograd will record this call (so the forward must save its workspace)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _rnn_family(nonlinearity: str) -> str:
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
@@ -347,15 +363,17 @@ def rnn_layer(input, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", h
 def lstm_layer(input, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, h0=None, c0=None,
                batch_sizes=None, reverse=False):  # fmt: skip
     """LSTM over a sequence (``w_hr``: projection ``[P, H]``). Returns ``(output, h_n, c_n)``."""
+    need = _needs_grad(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     out, h_n, c_n, _ = ops.lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-                                      reverse)  # fmt: skip
+                                      reverse, need)  # fmt: skip
     return out, h_n, c_n
 
 
 def gru_layer(input, w_ih, w_hh, b_ih=None, b_hh=None, *, h0=None, batch_sizes=None,
               reverse=False):  # fmt: skip
     """GRU over a sequence. Returns ``(output, h_n)``."""
-    out, h_n, _ = ops.gru_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse)
+    need = _needs_grad(input, h0, w_ih, w_hh, b_ih, b_hh)
+    out, h_n, _ = ops.gru_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, need)
     return out, h_n
 
 

@@ -1,6 +1,6 @@
 // The time loop of one direction of one layer, shared by every backend.
 //
-// Forward (per layer): xg = x W_ih^T + b_ih, one GEMM over all N rows; then per step one
+// Forward (per layer): xg = x W_ih^T (+ b_ih for GRU), one GEMM over all N rows; then per step one
 // recurrent GEMM hg = h W_hh^T into a preallocated [B, GH] buffer and one fused pointwise
 // pass (Kern::forward). Projected LSTM: one extra GEMM per step out = h_raw W_hr^T.
 // Saved for backward: output [N, P] and the workspace ws [N, kWs*H] (see cell_math.h).
@@ -16,6 +16,8 @@
 
 #include <ATen/ATen.h>
 
+#include <type_traits>
+
 #include "fusedrnn/layer_plan.h"
 #include "fusedrnn/step_args.h"
 
@@ -28,6 +30,36 @@ struct LayerFwdResult {
 struct LayerBwdResult {
   at::Tensor grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr;
 };
+
+// The per-step GEMM against a fixed weight: C[rows, N] = A[rows, K] op(W) + beta C, with
+// op(W) = W^T ([N, K] stored) or W ([K, N] stored). Built once per layer call, so a backend
+// may specialise it to pack W once for all steps (the CPU does, see cpu_backend.h).
+template <class Blas, class T>
+struct PlainWeightGemm {
+  PlainWeightGemm(bool transW, int64_t N, int64_t K, const T* W, int64_t ldw)
+      : transW_(transW), N_(N), K_(K), W_(W), ldw_(ldw) {}
+  void operator()(int64_t rows, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+    Blas::template gemm<T>(false, transW_, rows, N_, K_, T(1), A, lda, W_, ldw_, beta, C, ldc);
+  }
+
+ private:
+  bool transW_;
+  int64_t N_, K_;
+  const T* W_;
+  int64_t ldw_;
+};
+
+template <class Blas, class T>
+struct WeightGemm : PlainWeightGemm<Blas, T> {
+  using PlainWeightGemm<Blas, T>::PlainWeightGemm;
+};
+
+// A backend whose forward kernels accept ws == nullptr declares kOptionalWorkspace = true.
+template <class Blas, class = void>
+struct OptionalWorkspace : std::false_type {};
+template <class Blas>
+struct OptionalWorkspace<Blas, std::void_t<decltype(Blas::kOptionalWorkspace)>>
+    : std::bool_constant<Blas::kOptionalWorkspace> {};
 
 template <class T>
 T* ptr(const at::Tensor& t) {
@@ -67,7 +99,16 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H;
   const auto opts = p.x.options();
   LayerFwdResult r;
-  at::Tensor xg = p.b_ih.defined() ? at::addmm(p.b_ih, p.x, p.w_ih.t()) : at::mm(p.x, p.w_ih.t());
+  // RNN/LSTM: both biases add to the same pre-activation, so they are summed once and added
+  // in the pointwise pass (addmm would first copy the broadcast bias into all N rows).
+  // GRU keeps b_ih in the projection: b_hn sits inside the reset product.
+  at::Tensor xg, step_bias = p.b_hh;
+  if (Tr::kSplitHidden && p.b_ih.defined()) {
+    xg = at::addmm(p.b_ih, p.x, p.w_ih.t());
+  } else {
+    xg = at::mm(p.x, p.w_ih.t());
+    if (p.b_ih.defined()) step_bias = p.b_hh.defined() ? p.b_ih + p.b_hh : p.b_ih;
+  }
   at::Tensor out = at::empty({p.N, P}, opts);
   at::Tensor h = p.h0.defined() ? p.h0.clone() : at::zeros({p.B, P}, opts);
   at::Tensor c;
@@ -85,13 +126,15 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   T* hraw_p = ptr<T>(hraw);
   const T* whh = ptr<T>(p.w_hh);
   const T* whr = ptr<T>(p.w_hr);
-  const T* bhh = ptr<T>(p.b_hh);
+  const T* bhh = ptr<T>(step_bias);
+  const WeightGemm<Blas, T> rec(true, GH, P, whh, P);  // hg = h W_hh^T
+  const WeightGemm<Blas, T> prj(true, P, H, whr, H);   // out = h_raw W_hr^T (if projected)
 
   for (int64_t s = 0; s < p.T; ++s) {
     const int64_t t = p.reverse ? p.T - 1 - s : s;
     const int64_t rows = p.bs[t], off = p.off[t];
     if (rows == 0) continue;
-    Blas::template gemm<T>(false, true, rows, GH, P, T(1), h_p, P, whh, P, T(0), hg_p, GH);
+    rec(rows, h_p, P, T(0), hg_p, GH);
     FwdStep<T> st;
     st.rows = rows;
     st.H = H;
@@ -103,12 +146,12 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
     st.out = p.proj ? hraw_p : out_p + off * P;
     st.ld_out = p.proj ? H : P;
     st.write_h = !p.proj;
-    st.ws = WS ? ws_p + off * WS : nullptr;
+    st.ws = (WS && (p.keep_workspace || !OptionalWorkspace<Blas>::value)) ? ws_p + off * WS
+                                                                           : nullptr;
     st.ld_ws = WS;
     Kern::template forward<T>(st);
     if (p.proj) {
-      Blas::template gemm<T>(false, true, rows, P, H, T(1), hraw_p, H, whr, H, T(0),
-                             out_p + off * P, P);
+      prj(rows, hraw_p, H, T(0), out_p + off * P, P);
       Blas::template copy_rows<T>(rows, P, out_p + off * P, h_p);
     }
   }
@@ -158,6 +201,8 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
   T* dhraw_p = ptr<T>(dhraw);
   const T* whh = ptr<T>(p.w_hh);
   const T* whr = ptr<T>(p.w_hr);
+  const WeightGemm<Blas, T> rec(false, P, GH, whh, P);  // dh_{t-1} = dG W_hh
+  const WeightGemm<Blas, T> prj(false, H, P, whr, H);   // dh_raw = dr W_hr
 
   for (int64_t s = p.T - 1; s >= 0; --s) {
     const int64_t t = p.reverse ? p.T - 1 - s : s;
@@ -169,7 +214,7 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
     if (p.proj) {
       T* dr = dR_p + off * P;
       Blas::template add_rows<T>(rows, P, gout_p ? gout_p + off * P : nullptr, carry_h_p, dr);
-      Blas::template gemm<T>(false, false, rows, H, P, T(1), dr, P, whr, H, T(0), dhraw_p, H);
+      prj(rows, dr, P, T(0), dhraw_p, H);
       st.dh_a = dhraw_p;
       st.ld_a = H;
       st.hraw = hraw_p + off * H;
@@ -194,8 +239,7 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
     st.dh_carry = Tr::kSplitHidden ? carry_h_p : nullptr;
     Kern::template backward<T>(st);
     // dh_{t-1} = dG_t W_hh; GRU adds it to the direct path z * dh already in carry_h.
-    Blas::template gemm<T>(false, false, rows, P, GH, T(1), dgh_p + off * GH, GH, whh, P,
-                           Tr::kSplitHidden ? T(1) : T(0), carry_h_p, P);
+    rec(rows, dgh_p + off * GH, GH, Tr::kSplitHidden ? T(1) : T(0), carry_h_p, P);
   }
 
   r.grad_input = at::mm(dgi, p.w_ih).view(p.in_shape);

@@ -59,6 +59,9 @@ struct LayerPlan {
   std::string op;
   int64_t T = 0, B = 0, N = 0, I = 0, H = 0, P = 0, G = 1;
   bool packed = false, reverse = false, proj = false;
+  // false: nobody will run backward (inference), so the forward may skip writing the
+  // workspace (the CPU does: fewer page faults and less memory traffic).
+  bool keep_workspace = true;
   std::vector<int64_t> bs, off;
   at::Tensor x;                        // [N, I] contiguous
   at::Tensor h0, c0;                   // [B, P], [B, H] contiguous, or undefined

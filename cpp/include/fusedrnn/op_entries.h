@@ -80,9 +80,11 @@ template <class Tr, class Kern, class Backend>
 std::tuple<Tensor, Tensor, Tensor> gru_layer(const Tensor& input, const OptT& batch_sizes,
                                              const OptT& h0, const Tensor& w_ih,
                                              const Tensor& w_hh, const OptT& b_ih,
-                                             const OptT& b_hh, bool reverse) {
-  const auto p = make_plan<Tr>("gru_layer", input, batch_sizes, h0, std::nullopt, w_ih, w_hh,
-                               b_ih, b_hh, std::nullopt, reverse);
+                                             const OptT& b_hh, bool reverse,
+                                             bool need_workspace) {
+  auto p = make_plan<Tr>("gru_layer", input, batch_sizes, h0, std::nullopt, w_ih, w_hh, b_ih,
+                         b_hh, std::nullopt, reverse);
+  p.keep_workspace = need_workspace;
   auto r = run_forward<Tr, Kern, Backend>(p);
   return {r.output, r.h_n, r.ws};
 }
@@ -103,9 +105,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(const Tensor& input, const
                                                       const OptT& h0, const OptT& c0,
                                                       const Tensor& w_ih, const Tensor& w_hh,
                                                       const OptT& b_ih, const OptT& b_hh,
-                                                      const OptT& w_hr, bool reverse) {
-  const auto p = make_plan<Tr>("lstm_layer", input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                               w_hr, reverse);
+                                                      const OptT& w_hr, bool reverse,
+                                                      bool need_workspace) {
+  auto p = make_plan<Tr>("lstm_layer", input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                         reverse);
+  p.keep_workspace = need_workspace;
   auto r = run_forward<Tr, Kern, Backend>(p);
   return {r.output, r.h_n, r.c_n, r.ws};
 }

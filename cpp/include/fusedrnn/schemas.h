@@ -32,7 +32,7 @@ inline void define_schemas(torch::Library& m) {
   }
   m.def(
       "lstm_layer(Tensor input, Tensor? batch_sizes, Tensor? h0, Tensor? c0, Tensor w_ih, "
-      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse) -> (Tensor output, "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse, bool need_workspace=True) -> (Tensor output, "
       "Tensor h_n, Tensor c_n, Tensor workspace)");
   m.def(
       "lstm_layer_backward(Tensor? grad_output, Tensor? grad_hn, Tensor? grad_cn, Tensor input, "
@@ -50,7 +50,7 @@ inline void define_schemas(torch::Library& m) {
       "Tensor grad_b_ih, Tensor grad_b_hh)");
   m.def(
       "gru_layer(Tensor input, Tensor? batch_sizes, Tensor? h0, Tensor w_ih, Tensor w_hh, "
-      "Tensor? b_ih, Tensor? b_hh, bool reverse) -> (Tensor output, Tensor h_n, "
+      "Tensor? b_ih, Tensor? b_hh, bool reverse, bool need_workspace=True) -> (Tensor output, Tensor h_n, "
       "Tensor workspace)");
   m.def(
       "gru_layer_backward(Tensor? grad_output, Tensor? grad_hn, Tensor input, "
