@@ -12,6 +12,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <type_traits>
@@ -119,15 +120,23 @@ namespace fusedrnn {
 // forward in perf). Col-major view as in Blas::gemm: C^T = op(W)^T A^T, W is operand "A".
 template <>
 struct WeightGemm<cpu::Blas, float> {
-  WeightGemm(bool transW, int64_t N, int64_t K, const float* W, int64_t ldw)
+  // Packing costs about one GEMM and MKL pads the buffer generously (MiBs for a 256 x 64
+  // weight), so it is used only for long sequences and when the buffer stays small next to
+  // the weight; FUSEDRNN_NO_PACK=1 turns it off (for A/B timing).
+  static constexpr int64_t kMinSteps = 32;
+
+  WeightGemm(bool transW, int64_t N, int64_t K, const float* W, int64_t ldw, int64_t steps)
       : plain_(transW, N, K, W, ldw), N_(int(N)), K_(int(K)) {
     constexpr int64_t kMax = std::numeric_limits<int>::max() / 4;
     if (!W || N == 0 || K == 0 || N > kMax || K > kMax || ldw > kMax) return;
-    if (!sgemm_pack_get_size || !sgemm_pack || !sgemm_compute) return;
+    if (steps < kMinSteps || !sgemm_pack_get_size || !sgemm_pack || !sgemm_compute) return;
+    static const bool disabled = std::getenv("FUSEDRNN_NO_PACK") != nullptr;
+    if (disabled) return;
     const char id = 'A', tr = transW ? 'T' : 'N';
     const int n = 1, ld = int(ldw);
     const float one = 1.f;
     const size_t bytes = sgemm_pack_get_size(&id, &N_, &n, &K_);
+    if (bytes > 2 * sizeof(float) * size_t(N * K) + (size_t(1) << 20)) return;
     packed_ = at::empty({int64_t(bytes / sizeof(float)) + 16}, at::kFloat);
     sgemm_pack(&id, &tr, &N_, &n, &K_, &one, W, &ld, packed_.data_ptr<float>());
   }

@@ -32,11 +32,12 @@ struct LayerBwdResult {
 };
 
 // The per-step GEMM against a fixed weight: C[rows, N] = A[rows, K] op(W) + beta C, with
-// op(W) = W^T ([N, K] stored) or W ([K, N] stored). Built once per layer call, so a backend
-// may specialise it to pack W once for all steps (the CPU does, see cpu_backend.h).
+// op(W) = W^T ([N, K] stored) or W ([K, N] stored), used `steps` times. Built once per layer
+// call, so a backend may specialise it to pack W once for all steps (the CPU does for long
+// sequences, see cpu_backend.h).
 template <class Blas, class T>
 struct PlainWeightGemm {
-  PlainWeightGemm(bool transW, int64_t N, int64_t K, const T* W, int64_t ldw)
+  PlainWeightGemm(bool transW, int64_t N, int64_t K, const T* W, int64_t ldw, int64_t = 0)
       : transW_(transW), N_(N), K_(K), W_(W), ldw_(ldw) {}
   void operator()(int64_t rows, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
     Blas::template gemm<T>(false, transW_, rows, N_, K_, T(1), A, lda, W_, ldw_, beta, C, ldc);
@@ -127,8 +128,8 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   const T* whh = ptr<T>(p.w_hh);
   const T* whr = ptr<T>(p.w_hr);
   const T* bhh = ptr<T>(step_bias);
-  const WeightGemm<Blas, T> rec(true, GH, P, whh, P);  // hg = h W_hh^T
-  const WeightGemm<Blas, T> prj(true, P, H, whr, H);   // out = h_raw W_hr^T (if projected)
+  const WeightGemm<Blas, T> rec(true, GH, P, whh, P, p.T);  // hg = h W_hh^T
+  const WeightGemm<Blas, T> prj(true, P, H, whr, H, p.T);  // out = h_raw W_hr^T (projected)
 
   for (int64_t s = 0; s < p.T; ++s) {
     const int64_t t = p.reverse ? p.T - 1 - s : s;
@@ -201,8 +202,8 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
   T* dhraw_p = ptr<T>(dhraw);
   const T* whh = ptr<T>(p.w_hh);
   const T* whr = ptr<T>(p.w_hr);
-  const WeightGemm<Blas, T> rec(false, P, GH, whh, P);  // dh_{t-1} = dG W_hh
-  const WeightGemm<Blas, T> prj(false, H, P, whr, H);   // dh_raw = dr W_hr
+  const WeightGemm<Blas, T> rec(false, P, GH, whh, P, p.T);  // dh_{t-1} = dG W_hh
+  const WeightGemm<Blas, T> prj(false, H, P, whr, H, p.T);  // dh_raw = dr W_hr
 
   for (int64_t s = p.T - 1; s >= 0; --s) {
     const int64_t t = p.reverse ? p.T - 1 - s : s;
