@@ -56,6 +56,8 @@ from torch import nn
 
 import fusedrnn
 
+from ._common import add_run_args, parse_choices, run_with_threads
+
 CELLS = ("rnn", "lstm", "gru")
 N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 DEFAULT_LENGTHS = (5, 10, 20, 50, 100)
@@ -501,31 +503,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--out", default="out/gradients", help="folder for plots and results.json")
     a("--no-plots", action="store_true", help="skip the plots")
     a("--seed", type=int, default=0)
-    a(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch intra-op threads (0: torch's default); small models run best on one",
-    )
-    a("--quick", action="store_true", help="tiny settings (seconds), for tests and smoke runs")
+    add_run_args(parser)
 
 
 def run(args) -> int:
-    threads = torch.get_num_threads()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    try:
-        return _run(args)
-    finally:
-        torch.set_num_threads(threads)  # leave the process as it was (tests run in-process)
+    return run_with_threads(args, _run)
 
 
 def _run(args) -> int:
     t0 = time.perf_counter()
-    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
-    for c in cells:
-        if c not in CELLS:
-            raise SystemExit(f"--cells: unknown cell {c!r} (choose from {', '.join(CELLS)})")
+    cells = parse_choices(args.cells, CELLS, "--cells")
     lengths, radii = sorted(args.lengths), list(args.radii)
     clip_T, clip_steps, clip_runs = 50, args.clip_steps, args.clip_runs
     mem_lengths, mem_steps, mem_hidden = args.memory_lengths, args.memory_steps, args.memory_hidden

@@ -40,6 +40,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
 
+from ._common import add_config_args, add_run_args, parse_choices, run_with_threads
+
 LABELS = ("negative", "neutral", "positive")
 PAD, UNK = 0, 1
 CELLS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
@@ -275,43 +277,16 @@ def format_table(rows: dict, baseline: dict, cfg: SentimentConfig) -> str:
 
 
 # ---- CLI -----------------------------------------------------------------------------------
-def _field_help(cls) -> dict[str, str]:
-    """The ``# comment`` after each field of a config dataclass, for ``--help``."""
-    import inspect
-
-    src = inspect.getsource(cls)
-    return dict(re.findall(r"^\s+(\w+): [^#\n]*#\s*(.+)$", src, flags=re.M))
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
-    d = SentimentConfig()
     a = parser.add_argument
-    helps = _field_help(SentimentConfig)
-    for f, v in asdict(d).items():
-        flag = f"--{f.replace('_', '-')}"
-        if isinstance(v, bool):
-            a(flag, action="store_true", default=v, help=helps.get(f))
-        else:
-            a(flag, type=type(v), default=v, help=helps.get(f))
+    add_config_args(parser, SentimentConfig)
     a("--data", default=None, help="a label<TAB>text file instead of the bundled tweets")
     a("--out", default="out/sentiment", help="folder for results.json")
-    a(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch intra-op threads (0: torch's default); small models run best on one",
-    )
-    a("--quick", action="store_true", help="tiny settings (seconds), for tests and smoke runs")
+    add_run_args(parser)
 
 
 def run(args) -> int:
-    threads = torch.get_num_threads()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    try:
-        return _run(args)
-    finally:
-        torch.set_num_threads(threads)  # leave the process as it was (tests run in-process)
+    return run_with_threads(args, _run)
 
 
 def _run(args) -> int:
@@ -319,10 +294,7 @@ def _run(args) -> int:
     cfg = SentimentConfig(**{f: getattr(args, f) for f in asdict(SentimentConfig())})
     if args.quick:
         cfg.limit, cfg.epochs, cfg.embed, cfg.hidden, cfg.timing_batches = 600, 1, 16, 16, 3
-    cells = [c.strip() for c in cfg.cells.split(",") if c.strip()]
-    for c in cells:
-        if c not in CELLS:
-            raise SystemExit(f"--cells: unknown cell {c!r} (choose from {', '.join(CELLS)})")
+    cells = parse_choices(cfg.cells, CELLS, "--cells")
     torch.manual_seed(cfg.seed)
     data, vocab = prepare(cfg, args.data)
     tr_y, te_y = data["train"][1], data["test"][1]

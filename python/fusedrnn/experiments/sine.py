@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ from torch import nn
 
 import fusedrnn
 from fusedrnn import reference
+
+from ._common import add_config_args, add_run_args, parse_choices, run_with_threads
 
 MODELS = {"rnn": fusedrnn.RNN, "lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU}
 
@@ -203,40 +204,17 @@ def format_table(rows: dict, noise_var: float, naive: float) -> str:
     return "\n".join(lines)
 
 
-def _field_help(cls) -> dict[str, str]:
-    """The ``# comment`` after each field of a config dataclass, for ``--help``."""
-    import inspect
-
-    src = inspect.getsource(cls)
-    return dict(re.findall(r"^\s+(\w+): [^#\n]*#\s*(.+)$", src, flags=re.M))
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
-    d = SineConfig()
     a = parser.add_argument
     a("--models", default="rnn,lstm,gru", help="comma list of rnn, lstm, gru")
-    helps = _field_help(SineConfig)
-    for f, v in asdict(d).items():
-        a(f"--{f.replace('_', '-')}", type=type(v), default=v, help=helps.get(f))
+    add_config_args(parser, SineConfig)
     a("--out", default="out/sine", help="folder for plots and results.json")
     a("--no-plots", action="store_true", help="skip the plots")
-    a(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch intra-op threads (0: torch's default); small models run best on one",
-    )
-    a("--quick", action="store_true", help="tiny settings (seconds), for tests and smoke runs")
+    add_run_args(parser)
 
 
 def run(args) -> int:
-    threads = torch.get_num_threads()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    try:
-        return _run(args)
-    finally:
-        torch.set_num_threads(threads)  # leave the process as it was (tests run in-process)
+    return run_with_threads(args, _run)
 
 
 def _run(args) -> int:
@@ -244,10 +222,7 @@ def _run(args) -> int:
     cfg = SineConfig(**{f: getattr(args, f) for f in asdict(SineConfig())})
     if args.quick:
         cfg.points, cfg.epochs, cfg.patience, cfg.hidden = 400, 3, 2, 8
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    for m in models:
-        if m not in MODELS:
-            raise SystemExit(f"--models: unknown model {m!r} (choose from {', '.join(MODELS)})")
+    models = parse_choices(args.models, MODELS, "--models")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
