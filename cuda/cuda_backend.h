@@ -9,6 +9,8 @@
 // Sizes are int64; every launch is checked with C10_CUDA_KERNEL_LAUNCH_CHECK.
 #pragma once
 
+#include "fusedrnn/dtype_dispatch.h"
+
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -91,24 +93,7 @@ struct Backend {
   using Blas = fusedrnn::gpu::Blas;
   template <class F>
   static void dispatch(at::ScalarType st, const char* op, F&& f) {
-    switch (st) {
-      case at::kFloat:
-        f(float{});
-        break;
-      case at::kDouble:
-        f(double{});
-        break;
-      case at::kHalf:
-        f(at::Half{});
-        break;
-      case at::kBFloat16:
-        f(at::BFloat16{});
-        break;
-      default:
-        TORCH_CHECK(false, op,
-                    ": expected input of dtype float32, float64, float16 or bfloat16 on CUDA, got ",
-                    st);
-    }
+    dispatch_dtype<float, double, at::Half, at::BFloat16>(st, op, "float32, float64, float16 or bfloat16 on CUDA", f);
   }
 };
 

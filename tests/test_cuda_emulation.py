@@ -218,3 +218,19 @@ def test_emulation_rejects_other_dtypes():
     a = _layer_args("gru", 2, 2, 3, 5, True, False, False, False, 0, torch.float16)
     with pytest.raises(RuntimeError, match="host emulation"):
         _layer_forward(torch.ops.fusedrnn_emu, "gru", a)
+
+
+@pytest.mark.parametrize("family", ["lstm", "gru"])
+def test_emulated_forward_without_workspace(family):
+    """Inference (need_workspace=False): the kernel bodies skip the workspace and still give
+    the CPU op's outputs."""
+    G = {"lstm": 4, "gru": 3}[family]
+    x = torch.randn(7, 3, 4, dtype=torch.float64)
+    w = [torch.randn(G * 37, 4, dtype=torch.float64), torch.randn(G * 37, 37, dtype=torch.float64),
+         torch.randn(G * 37, dtype=torch.float64), torch.randn(G * 37, dtype=torch.float64)]  # fmt: skip
+    extra = (None,) if family == "lstm" else ()
+    pre = (x, None, None, None) if family == "lstm" else (x, None, None)
+    emu = getattr(torch.ops.fusedrnn_emu, f"{family}_layer")(*pre, *w, *extra, False, False)
+    cpu = getattr(torch.ops.fusedrnn, f"{family}_layer")(*pre, *w, *extra, False, True)
+    for a, b in zip(emu[:-1], cpu[:-1], strict=True):  # the workspace itself is not written
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -7,6 +7,8 @@
 // column-major call C^T = op(B)^T op(A)^T.
 #pragma once
 
+#include "fusedrnn/dtype_dispatch.h"
+
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -40,7 +42,6 @@ void sgemm_compute(const char* ta, const char* tb, const int* m, const int* n, c
 namespace fusedrnn::cpu {
 
 struct Blas {
-  static constexpr bool kOptionalWorkspace = true;  // pointwise.h skips ws when it is null
   template <class T>
   static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
@@ -98,16 +99,7 @@ struct Backend {
   using Blas = fusedrnn::cpu::Blas;
   template <class F>
   static void dispatch(at::ScalarType st, const char* op, F&& f) {
-    switch (st) {
-      case at::kFloat:
-        f(float{});
-        break;
-      case at::kDouble:
-        f(double{});
-        break;
-      default:
-        TORCH_CHECK(false, op, ": expected input of dtype float32 or float64 on CPU, got ", st);
-    }
+    dispatch_dtype<float, double>(st, op, "float32 or float64 on CPU", f);
   }
 };
 

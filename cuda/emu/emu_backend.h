@@ -12,6 +12,8 @@
 // No kernel uses shared memory or __syncthreads, so the threads of a block run one by one.
 #pragma once
 
+#include "fusedrnn/dtype_dispatch.h"
+
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 
@@ -83,16 +85,7 @@ struct Backend {
   using Blas = fusedrnn::emu::Blas;
   template <class F>
   static void dispatch(at::ScalarType st, const char* op, F&& f) {
-    switch (st) {
-      case at::kFloat:
-        f(float{});
-        break;
-      case at::kDouble:
-        f(double{});
-        break;
-      default:
-        TORCH_CHECK(false, op, " (host emulation): expected float32 or float64, got ", st);
-    }
+    dispatch_dtype<float, double>(st, op, "float32 or float64 (host emulation)", f);
   }
 };
 

@@ -4,7 +4,7 @@
 //
 // Layout: xg, hg [rows, 3H] (xg includes b_ih), b_hh [3H], h [rows, H], out [rows, ld_out],
 // ws [rows, ld_ws] = [r | z | n | hn].
-// Forward : writes (=) ws, out and h (in place).
+// Forward : writes (=) ws (unless null), out and h (in place).
 // Backward: dh = dh_a + dh_b; writes (=) dgi = [dr, dz, dn], dgh = [dr, dz, dn r] [rows, 3H]
 //           and dh_carry (=) z dh (may alias dh_b: same element, same thread); the driver
 //           then adds dgh W_hh to dh_carry.
@@ -33,11 +33,13 @@ FUSEDRNN_HD void gru_forward_body(const FwdStep<T>& s, int64_t block, int64_t th
     const A hn = A(hg[2 * H + j]) + (bh ? A(bh[2 * H + j]) : A(0));
     const auto r =
         math::gru_forward<A>(A(xg[j]), A(xg[H + j]), A(xg[2 * H + j]), hr, hz, hn, A(s.h[e]));
-    T* ws = s.ws + b * s.ld_ws;
-    ws[j] = T(r.r);
-    ws[H + j] = T(r.z);
-    ws[2 * H + j] = T(r.n);
-    ws[3 * H + j] = T(r.hn);
+    if (s.ws) {  // null: inference, nobody runs backward
+      T* ws = s.ws + b * s.ld_ws;
+      ws[j] = T(r.r);
+      ws[H + j] = T(r.z);
+      ws[2 * H + j] = T(r.n);
+      ws[3 * H + j] = T(r.hn);
+    }
     s.out[b * s.ld_out + j] = T(r.h);
     s.h[e] = T(r.h);
   }

@@ -4,7 +4,8 @@
 // Layout: xg, hg [rows, 4H], b_hh [4H] (= b_ih + b_hh, folded by the driver), h, c [rows, H],
 // out [rows, ld_out]
 // (the unprojected h buffer [rows, H] of a projected LSTM), ws [rows, ld_ws] = [i|f|g|o|c].
-// Forward : writes (=) ws, out, c (in place) and h (in place, unless write_h is false).
+// Forward : writes (=) ws (unless null), out, c (in place) and h (in place, unless write_h
+//           is false).
 // Backward: dh = dh_a + dh_b; reads ws and c_prev; writes (=) dgi [rows, 4H], dc <- dc_{t-1}
 //           (in place, same element) and, for a projected LSTM, hraw (=) o tanh(c).
 #pragma once
@@ -32,12 +33,14 @@ FUSEDRNN_HD void lstm_forward_body(const FwdStep<T>& s, int64_t block, int64_t t
       a[k] = A(xg[q]) + A(hg[q]) + (s.b_hh ? A(s.b_hh[q]) : A(0));
     }
     const auto r = math::lstm_forward<A>(a[0], a[1], a[2], a[3], A(s.c[e]));
-    T* ws = s.ws + b * s.ld_ws;
-    ws[j] = T(r.i);
-    ws[H + j] = T(r.f);
-    ws[2 * H + j] = T(r.g);
-    ws[3 * H + j] = T(r.o);
-    ws[4 * H + j] = T(r.c);
+    if (s.ws) {  // null: inference, nobody runs backward
+      T* ws = s.ws + b * s.ld_ws;
+      ws[j] = T(r.i);
+      ws[H + j] = T(r.f);
+      ws[2 * H + j] = T(r.g);
+      ws[3 * H + j] = T(r.o);
+      ws[4 * H + j] = T(r.c);
+    }
     s.c[e] = T(r.c);
     s.out[b * s.ld_out + j] = T(r.h);
     if (s.write_h) s.h[e] = T(r.h);

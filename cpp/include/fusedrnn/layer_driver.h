@@ -55,13 +55,6 @@ struct WeightGemm : PlainWeightGemm<Blas, T> {
   using PlainWeightGemm<Blas, T>::PlainWeightGemm;
 };
 
-// A backend whose forward kernels accept ws == nullptr declares kOptionalWorkspace = true.
-template <class Blas, class = void>
-struct OptionalWorkspace : std::false_type {};
-template <class Blas>
-struct OptionalWorkspace<Blas, std::void_t<decltype(Blas::kOptionalWorkspace)>>
-    : std::bool_constant<Blas::kOptionalWorkspace> {};
-
 template <class T>
 T* ptr(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
@@ -147,8 +140,7 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
     st.out = p.proj ? hraw_p : out_p + off * P;
     st.ld_out = p.proj ? H : P;
     st.write_h = !p.proj;
-    st.ws = (WS && (p.keep_workspace || !OptionalWorkspace<Blas>::value)) ? ws_p + off * WS
-                                                                           : nullptr;
+    st.ws = (WS && p.keep_workspace) ? ws_p + off * WS : nullptr;  // kernels skip a null ws
     st.ld_ws = WS;
     Kern::template forward<T>(st);
     if (p.proj) {

@@ -26,7 +26,7 @@ struct FwdStep {
   T* out = nullptr;         // output rows (or the unprojected h buffer of a projected LSTM)
   int64_t ld_out = 0;
   bool write_h = true;      // false for a projected LSTM: h is written after the projection GEMM
-  T* ws = nullptr;          // saved-for-backward rows (LSTM, GRU)
+  T* ws = nullptr;          // saved-for-backward rows (LSTM, GRU); null: not needed, skip
   int64_t ld_ws = 0;
 };
 
