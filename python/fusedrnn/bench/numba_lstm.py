@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from numba import njit
 
+from .stacked_lstm import StackedLSTM
+
 
 @njit(cache=True)
 def _sigmoid(x):
@@ -147,37 +149,13 @@ class NumbaLSTMLayerFn(torch.autograd.Function):
         return dx, dh, dc, dw_ih, dw_hh, db, db.clone()
 
 
-class NumbaLSTM(torch.nn.Module):
-    """Multi-layer (optionally bidirectional) LSTM on the numba layer, holding copies of a
-    ``torch.nn.LSTM``'s parameters (same names and order). ``forward(x)`` with ``hx=None``;
-    returns ``(output, (h_n, c_n))`` like ``torch.nn.LSTM``. No packed input, no projection."""
+class NumbaLSTM(StackedLSTM):
+    """Multi-layer (optionally bidirectional) LSTM on the numba layer (see StackedLSTM)."""
 
-    def __init__(self, ref: torch.nn.LSTM):
-        super().__init__()
-        if ref.proj_size or ref.batch_first or not ref.bias:
-            raise ValueError("NumbaLSTM supports time-major, biased, unprojected LSTMs only")
-        self.num_layers, self.dirs = ref.num_layers, 2 if ref.bidirectional else 1
-        self.hidden_size = ref.hidden_size
-        for name, p in ref.named_parameters():
-            self.register_parameter(name, torch.nn.Parameter(p.detach().clone()))
+    name = "NumbaLSTM"
 
-    def forward(self, x):
-        B, H = x.shape[1], self.hidden_size
-        zeros = x.new_zeros((B, H))
-        hn, cn = [], []
-        for layer in range(self.num_layers):
-            outs = []
-            for d in range(self.dirs):
-                sfx = f"l{layer}" + ("_reverse" if d else "")
-                w = [getattr(self, f"{k}_{sfx}") for k in ("weight_ih", "weight_hh", "bias_ih",
-                                                          "bias_hh")]  # fmt: skip
-                inp = x.flip(0) if d else x
-                out, h, c = NumbaLSTMLayerFn.apply(inp.contiguous(), zeros, zeros, *w)
-                outs.append(out.flip(0) if d else out)
-                hn.append(h)
-                cn.append(c)
-            x = outs[0] if self.dirs == 1 else torch.cat(outs, -1)
-        return x, (torch.stack(hn), torch.stack(cn))
+    def layer(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        return NumbaLSTMLayerFn.apply(x.contiguous(), h0, c0, w_ih, w_hh, b_ih, b_hh)
 
 
 class NumbaLSTMCell(torch.nn.Module):

@@ -14,6 +14,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from .stacked_lstm import StackedLSTM
+
 
 def lstm_cell(x: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
               b_hh: Tensor) -> tuple[Tensor, Tensor]:  # fmt: skip
@@ -61,35 +63,13 @@ with warnings.catch_warnings():
     lstm_layer = torch.jit.script(lstm_layer)
 
 
-class ScriptLSTM(torch.nn.Module):
-    """Multi-layer (optionally bidirectional) LSTM on the scripted layer, holding copies of a
-    ``torch.nn.LSTM``'s parameters (same names and order). ``forward(x)`` with ``hx=None``;
-    returns ``(output, (h_n, c_n))`` like ``torch.nn.LSTM``. No packed input, no projection."""
+class ScriptLSTM(StackedLSTM):
+    """Multi-layer (optionally bidirectional) LSTM on the scripted layer (see StackedLSTM)."""
 
-    def __init__(self, ref: torch.nn.LSTM):
-        super().__init__()
-        if ref.proj_size or ref.batch_first or not ref.bias:
-            raise ValueError("ScriptLSTM supports time-major, biased, unprojected LSTMs only")
-        self.num_layers, self.dirs = ref.num_layers, 2 if ref.bidirectional else 1
-        self.hidden_size = ref.hidden_size
-        for name, p in ref.named_parameters():
-            self.register_parameter(name, torch.nn.Parameter(p.detach().clone()))
+    name = "ScriptLSTM"
 
-    def forward(self, x):
-        zeros = x.new_zeros((x.shape[1], self.hidden_size))
-        hn, cn = [], []
-        for layer in range(self.num_layers):
-            outs = []
-            for d in range(self.dirs):
-                sfx = f"l{layer}" + ("_reverse" if d else "")
-                w = [getattr(self, f"{k}_{sfx}") for k in ("weight_ih", "weight_hh", "bias_ih",
-                                                          "bias_hh")]  # fmt: skip
-                out, h, c = lstm_layer(x.flip(0) if d else x, zeros, zeros, *w)
-                outs.append(out.flip(0) if d else out)
-                hn.append(h)
-                cn.append(c)
-            x = outs[0] if self.dirs == 1 else torch.cat(outs, -1)
-        return x, (torch.stack(hn), torch.stack(cn))
+    def layer(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        return lstm_layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
 
 
 class ScriptLSTMCell(torch.nn.Module):
