@@ -1,10 +1,11 @@
 """The NumPy references (fusedrnn.reference) against the fused ops (float64, forward and
 every gradient) and against torch.nn."""
 
-import fusedrnn
 import numpy as np
 import pytest
 import torch
+
+import fusedrnn
 from fusedrnn import reference as R
 
 CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]

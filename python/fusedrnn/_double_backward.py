@@ -16,8 +16,8 @@ import torch
 from . import reference_torch as ref
 
 
-def _spec(op, grads, prims, run):
-    return {"op": op, "grads": grads, "prims": prims, "run": run}
+def _spec(grads, prims, run):
+    return {"grads": grads, "prims": prims, "run": run}
 
 
 def _rnn_layer_run(nl):
@@ -63,31 +63,31 @@ _CELL_PRIMS = ["input", "hx", "w_ih", "w_hh", "b_ih", "b_hh"]
 SPECS = {}
 for _nl in ("tanh", "relu"):
     SPECS[f"rnn_{_nl}_layer_backward"] = (
-        _RNN_LAYER_ARGS, _spec("", ["grad_output", "grad_hn"], _RNN_PRIMS, _rnn_layer_run(_nl))
+        _RNN_LAYER_ARGS, _spec(["grad_output", "grad_hn"], _RNN_PRIMS, _rnn_layer_run(_nl))
     )  # fmt: skip
     SPECS[f"rnn_{_nl}_cell_backward"] = (
         ["grad_hy", "input", "hx", "w_ih", "w_hh", "b_ih", "b_hh", "hy"],
-        _spec("", ["grad_hy"], _CELL_PRIMS, _rnn_cell_run(_nl)),
+        _spec(["grad_hy"], _CELL_PRIMS, _rnn_cell_run(_nl)),
     )
 SPECS["lstm_layer_backward"] = (
     ["grad_output", "grad_hn", "grad_cn", "input", "batch_sizes", "h0", "c0", "w_ih", "w_hh",
      "b_ih", "b_hh", "w_hr", "reverse", "output", "workspace"],
-    _spec("", ["grad_output", "grad_hn", "grad_cn"],
+    _spec(["grad_output", "grad_hn", "grad_cn"],
           ["input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr"], _lstm_layer_run),
 )  # fmt: skip
 SPECS["lstm_cell_backward"] = (
     ["grad_hy", "grad_cy", "input", "hx", "cx", "w_ih", "w_hh", "b_ih", "b_hh", "workspace"],
-    _spec("", ["grad_hy", "grad_cy"], ["input", "hx", "cx", "w_ih", "w_hh", "b_ih", "b_hh"],
+    _spec(["grad_hy", "grad_cy"], ["input", "hx", "cx", "w_ih", "w_hh", "b_ih", "b_hh"],
           _lstm_cell_run),
 )  # fmt: skip
 SPECS["gru_layer_backward"] = (
     ["grad_output", "grad_hn", "input", "batch_sizes", "h0", "w_ih", "w_hh", "b_ih", "b_hh",
      "reverse", "output", "workspace"],
-    _spec("", ["grad_output", "grad_hn"], _RNN_PRIMS, _gru_layer_run),
+    _spec(["grad_output", "grad_hn"], _RNN_PRIMS, _gru_layer_run),
 )  # fmt: skip
 SPECS["gru_cell_backward"] = (
     ["grad_hy", "input", "hx", "w_ih", "w_hh", "b_ih", "b_hh", "workspace"],
-    _spec("", ["grad_hy"], _CELL_PRIMS, _gru_cell_run),
+    _spec(["grad_hy"], _CELL_PRIMS, _gru_cell_run),
 )
 
 
