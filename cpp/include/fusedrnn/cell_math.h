@@ -38,6 +38,8 @@ struct Ops {
     return std::tanh(x);
 #endif
   }
+  // 1 / x for x >= 1 (the sigmoid and tanh denominators); SIMD types may approximate it.
+  static FUSEDRNN_HD T recip(T x) { return T(1) / x; }
   static FUSEDRNN_HD T relu(T x) { return x > T(0) ? x : T(0); }
   // relu'(pre) expressed through h = relu(pre): 1 where h > 0.
   static FUSEDRNN_HD T relu_backward(T dh, T h) { return h > T(0) ? dh : T(0); }
@@ -55,7 +57,7 @@ FUSEDRNN_HD T tanh_(T x) {
 
 template <class T>
 FUSEDRNN_HD T sigmoid(T x) {
-  return T(1) / (T(1) + exp_(T(0) - x));
+  return Ops<T>::recip(T(1) + exp_(T(0) - x));
 }
 
 // ---- Elman RNN ----------------------------------------------------------------------
