@@ -37,6 +37,9 @@ void sgemm_pack(const char* id, const char* trans, const int* m, const int* n, c
 void sgemm_compute(const char* ta, const char* tb, const int* m, const int* n, const int* k,
                    const float* a, const int* lda, const float* b, const int* ldb,
                    const float* beta, float* c, const int* ldc) __attribute__((weak));
+// MKL's per-thread thread count (0: back to the global one); returns the previous value.
+// The C entry point: the lower-case names are the Fortran ones (int* argument).
+int MKL_Set_Num_Threads_Local(int nt) __attribute__((weak));
 }
 
 namespace fusedrnn::cpu {
@@ -149,6 +152,38 @@ struct WeightGemm<cpu::Blas, float> {
   PlainWeightGemm<cpu::Blas, float> plain_;
   int N_, K_;
   at::Tensor packed_;
+};
+
+// Row-parallel time loops. Small per-step GEMMs (stock: [32 x 64] x [64 x 256]) gain nothing
+// from MKL's threads, and the pointwise pass would pay an OpenMP fork per step, so each
+// thread runs the whole time loop of its own batch rows with single-threaded GEMMs and no
+// per-step synchronisation. Large steps keep MKL's threading, which splits the weight
+// instead of streaming all of it through every thread. FUSEDRNN_CHUNK_ROWS (fewest rows per
+// thread) and FUSEDRNN_CHUNK_MAX_MFLOP (largest step that is split) override the defaults,
+// for tests and A/B timing; both are read once per process.
+template <>
+struct RowChunks<cpu::Blas> {
+  static int64_t env_or(const char* name, int64_t fallback) {
+    const char* v = std::getenv(name);
+    return v ? std::max<int64_t>(1, std::atoll(v)) : fallback;
+  }
+  template <class F>
+  static void run(int64_t B, double step_flops, F&& f) {
+    static const int64_t min_rows = env_or("FUSEDRNN_CHUNK_ROWS", 8);
+    static const double max_flops = 1e6 * double(env_or("FUSEDRNN_CHUNK_MAX_MFLOP", 16));
+    const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+    const int64_t chunks = std::min(threads, B / min_rows);
+    if (chunks < 2 || step_flops > max_flops) {
+      f(int64_t(0), B);
+      return;
+    }
+    at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+      // MKL would still fork inside this OpenMP region: one thread per chunk.
+      const int prev = MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : 0;
+      for (int64_t c = c0; c < c1; ++c) f(B * c / chunks, B * (c + 1) / chunks);
+      if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(prev);
+    });
+  }
 };
 
 }  // namespace fusedrnn

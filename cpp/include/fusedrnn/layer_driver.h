@@ -3,6 +3,8 @@
 // Forward (per layer): xg = x W_ih^T (+ b_ih for GRU), one GEMM over all N rows; then per step one
 // recurrent GEMM hg = h W_hh^T into a preallocated [B, GH] buffer and one fused pointwise
 // pass (Kern::forward). Projected LSTM: one extra GEMM per step out = h_raw W_hr^T.
+// Narrow inputs (I <= kStepInputMaxI) instead project each step's rows into a [B, GH] buffer
+// just before its pointwise pass (see input_per_step). Rows run in chunks (RowChunks).
 // Saved for backward: output [N, P] and the workspace ws [N, kWs*H] (see cell_math.h).
 // Backward: per step in reverse, one fused pointwise pass (Kern::backward) yields the gate
 // gradients dG [N, GH]; the hidden gradient flows back with one GEMM dG W_hh. After the loop:
@@ -16,6 +18,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <type_traits>
 
 #include "fusedrnn/layer_plan.h"
@@ -55,6 +58,18 @@ struct WeightGemm : PlainWeightGemm<Blas, T> {
   using PlainWeightGemm<Blas, T>::PlainWeightGemm;
 };
 
+// Batch rows never interact inside a layer's time loop, so a backend may run the loop of
+// disjoint row ranges [b0, b1) concurrently, each over all its steps with no per-step
+// synchronisation (the CPU does for small per-step GEMMs, see cpu_backend.h). `step_flops`
+// is the work of one step over all B rows. Default: one range.
+template <class Blas>
+struct RowChunks {
+  template <class F>
+  static void run(int64_t B, double /*step_flops*/, F&& f) {
+    f(int64_t(0), B);
+  }
+};
+
 template <class T>
 T* ptr(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
@@ -88,6 +103,14 @@ inline at::Tensor previous_states(const LayerPlan& p, const at::Tensor& seq, con
   return prev;
 }
 
+// The input projection of a narrow input (the K = I GEMM is a rank-I update that only
+// streams memory): an [N, GH] xg buffer costs a write and a read of N*GH values from DRAM,
+// while a per-step [B, GH] buffer stays in cache. At I = 1 (the sine and stock workloads) the
+// all-steps projection (MKL's ger) took 13% of the LSTM forward pass.
+constexpr int64_t kStepInputMaxI = 16;
+
+inline bool input_per_step(const LayerPlan& p) { return p.I <= kStepInputMaxI && p.T > 1; }
+
 template <class Tr, class Kern, class Blas, class T>
 LayerFwdResult layer_forward(const LayerPlan& p) {
   const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H;
@@ -95,14 +118,25 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   LayerFwdResult r;
   // RNN/LSTM: both biases add to the same pre-activation, so they are summed once and added
   // in the pointwise pass (addmm would first copy the broadcast bias into all N rows).
-  // GRU keeps b_ih in the projection: b_hn sits inside the reset product.
-  at::Tensor xg, step_bias = p.b_hh;
-  if (Tr::kSplitHidden && p.b_ih.defined()) {
+  // GRU keeps b_ih in the projection: b_hn sits inside the reset product; per step, b_ih
+  // rides in the GEMM as a weight column against a column of ones appended to x.
+  const bool per_step = input_per_step(p);
+  at::Tensor xg, step_bias = p.b_hh, xin = p.x, win = p.w_ih;
+  if (!Tr::kSplitHidden && p.b_ih.defined())
+    step_bias = p.b_hh.defined() ? p.b_ih + p.b_hh : p.b_ih;
+  if (per_step) {
+    if (Tr::kSplitHidden && p.b_ih.defined()) {
+      xin = at::cat({p.x, at::ones({p.N, 1}, opts)}, 1);
+      win = at::cat({p.w_ih, p.b_ih.view({GH, 1})}, 1);
+    }
+    xg = at::empty({p.B, GH}, opts);
+  } else if (Tr::kSplitHidden && p.b_ih.defined()) {
     xg = at::addmm(p.b_ih, p.x, p.w_ih.t());
   } else {
     xg = at::mm(p.x, p.w_ih.t());
-    if (p.b_ih.defined()) step_bias = p.b_hh.defined() ? p.b_ih + p.b_hh : p.b_ih;
   }
+  const int64_t KI = xin.size(1);
+  const T* xin_p = ptr<T>(xin);
   at::Tensor out = at::empty({p.N, P}, opts);
   at::Tensor h = p.h0.defined() ? p.h0.clone() : at::zeros({p.B, P}, opts);
   at::Tensor c;
@@ -122,32 +156,43 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   const T* whr = ptr<T>(p.w_hr);
   const T* bhh = ptr<T>(step_bias);
   const WeightGemm<Blas, T> rec(true, GH, P, whh, P, p.T);  // hg = h W_hh^T
+  const WeightGemm<Blas, T> inp(true, GH, KI, ptr<T>(win), KI, per_step ? p.T : 0);  // xg_t
   const WeightGemm<Blas, T> prj(true, P, H, whr, H, p.T);  // out = h_raw W_hr^T (projected)
 
-  for (int64_t s = 0; s < p.T; ++s) {
-    const int64_t t = p.reverse ? p.T - 1 - s : s;
-    const int64_t rows = p.bs[t], off = p.off[t];
-    if (rows == 0) continue;
-    rec(rows, h_p, P, T(0), hg_p, GH);
-    FwdStep<T> st;
-    st.rows = rows;
-    st.H = H;
-    st.xg = xg_p + off * GH;
-    st.hg = hg_p;
-    st.b_hh = bhh;
-    st.h = h_p;
-    st.c = c_p;
-    st.out = p.proj ? hraw_p : out_p + off * P;
-    st.ld_out = p.proj ? H : P;
-    st.write_h = !p.proj;
-    st.ws = (WS && p.keep_workspace) ? ws_p + off * WS : nullptr;  // kernels skip a null ws
-    st.ld_ws = WS;
-    Kern::template forward<T>(st);
-    if (p.proj) {
-      prj(rows, hraw_p, H, T(0), out_p + off * P, P);
-      Blas::template copy_rows<T>(rows, P, out_p + off * P, h_p);
+  // Rows [b0, b1) of every step; state buffers (h, c, hg, per-step xg, hraw) by batch row.
+  auto rows_loop = [&](int64_t b0, int64_t b1) {
+    T* h_c = h_p + b0 * P;
+    T* c_c = c_p ? c_p + b0 * H : nullptr;
+    T* hg_c = hg_p + b0 * GH;
+    T* hraw_c = hraw_p ? hraw_p + b0 * H : nullptr;
+    for (int64_t s = 0; s < p.T; ++s) {
+      const int64_t t = p.reverse ? p.T - 1 - s : s;
+      const int64_t rows = std::min(p.bs[t], b1) - b0, off = p.off[t] + b0;
+      if (rows <= 0) continue;
+      if (per_step) inp(rows, xin_p + off * KI, KI, T(0), xg_p + b0 * GH, GH);
+      rec(rows, h_c, P, T(0), hg_c, GH);
+      FwdStep<T> st;
+      st.rows = rows;
+      st.H = H;
+      st.xg = per_step ? xg_p + b0 * GH : xg_p + off * GH;
+      st.hg = hg_c;
+      st.b_hh = bhh;
+      st.h = h_c;
+      st.c = c_c;
+      st.out = p.proj ? hraw_c : out_p + off * P;
+      st.ld_out = p.proj ? H : P;
+      st.write_h = !p.proj;
+      st.ws = (WS && p.keep_workspace) ? ws_p + off * WS : nullptr;  // kernels skip a null ws
+      st.ld_ws = WS;
+      Kern::template forward<T>(st);
+      if (p.proj) {
+        prj(rows, hraw_c, H, T(0), out_p + off * P, P);
+        Blas::template copy_rows<T>(rows, P, out_p + off * P, h_c);
+      }
     }
-  }
+  };
+  const double proj_flops = p.proj ? 2.0 * p.B * P * H : 0.0;
+  RowChunks<Blas>::run(p.B, 2.0 * p.B * GH * (P + (per_step ? KI : 0)) + proj_flops, rows_loop);
   r.output = out.view(p.out_shape(P));
   r.h_n = h;
   r.c_n = c;
@@ -197,43 +242,50 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
   const WeightGemm<Blas, T> rec(false, P, GH, whh, P, p.T);  // dh_{t-1} = dG W_hh
   const WeightGemm<Blas, T> prj(false, H, P, whr, H, p.T);  // dh_raw = dr W_hr
 
-  for (int64_t s = p.T - 1; s >= 0; --s) {
-    const int64_t t = p.reverse ? p.T - 1 - s : s;
-    const int64_t rows = p.bs[t], off = p.off[t];
-    if (rows == 0) continue;
-    BwdStep<T> st;
-    st.rows = rows;
-    st.H = H;
-    if (p.proj) {
-      T* dr = dR_p + off * P;
-      Blas::template add_rows<T>(rows, P, gout_p ? gout_p + off * P : nullptr, carry_h_p, dr);
-      prj(rows, dr, P, T(0), dhraw_p, H);
-      st.dh_a = dhraw_p;
-      st.ld_a = H;
-      st.hraw = hraw_p + off * H;
-    } else {
-      st.dh_a = gout_p ? gout_p + off * P : nullptr;
-      st.ld_a = P;
-      st.dh_b = carry_h_p;
-      st.ld_b = P;
+  auto rows_loop = [&](int64_t b0, int64_t b1) {
+    T* carry_h_c = carry_h_p + b0 * P;
+    T* carry_c_c = carry_c_p ? carry_c_p + b0 * H : nullptr;
+    T* dhraw_c = dhraw_p ? dhraw_p + b0 * H : nullptr;
+    for (int64_t s = p.T - 1; s >= 0; --s) {
+      const int64_t t = p.reverse ? p.T - 1 - s : s;
+      const int64_t rows = std::min(p.bs[t], b1) - b0, off = p.off[t] + b0;
+      if (rows <= 0) continue;
+      BwdStep<T> st;
+      st.rows = rows;
+      st.H = H;
+      if (p.proj) {
+        T* dr = dR_p + off * P;
+        Blas::template add_rows<T>(rows, P, gout_p ? gout_p + off * P : nullptr, carry_h_c, dr);
+        prj(rows, dr, P, T(0), dhraw_c, H);
+        st.dh_a = dhraw_c;
+        st.ld_a = H;
+        st.hraw = hraw_p + off * H;
+      } else {
+        st.dh_a = gout_p ? gout_p + off * P : nullptr;
+        st.ld_a = P;
+        st.dh_b = carry_h_c;
+        st.ld_b = P;
+      }
+      if constexpr (Tr::kWs == 0) {
+        st.ws = out_p + off * P;  // Elman RNN: the saved value is h_t itself
+        st.ld_ws = P;
+      } else {
+        st.ws = ws_p + off * WS;
+        st.ld_ws = WS;
+      }
+      st.h_prev = hprev_p + off * P;
+      st.c_prev = cprev_p ? cprev_p + off * H : nullptr;
+      st.dc = carry_c_c;
+      st.dgi = dgi_p + off * GH;
+      st.dgh = dgh_p + off * GH;
+      st.dh_carry = Tr::kSplitHidden ? carry_h_c : nullptr;
+      Kern::template backward<T>(st);
+      // dh_{t-1} = dG_t W_hh; GRU adds it to the direct path z * dh already in carry_h.
+      rec(rows, dgh_p + off * GH, GH, Tr::kSplitHidden ? T(1) : T(0), carry_h_c, P);
     }
-    if constexpr (Tr::kWs == 0) {
-      st.ws = out_p + off * P;  // Elman RNN: the saved value is h_t itself
-      st.ld_ws = P;
-    } else {
-      st.ws = ws_p + off * WS;
-      st.ld_ws = WS;
-    }
-    st.h_prev = hprev_p + off * P;
-    st.c_prev = cprev_p ? cprev_p + off * H : nullptr;
-    st.dc = carry_c_p;
-    st.dgi = dgi_p + off * GH;
-    st.dgh = dgh_p + off * GH;
-    st.dh_carry = Tr::kSplitHidden ? carry_h_p : nullptr;
-    Kern::template backward<T>(st);
-    // dh_{t-1} = dG_t W_hh; GRU adds it to the direct path z * dh already in carry_h.
-    rec(rows, dgh_p + off * GH, GH, Tr::kSplitHidden ? T(1) : T(0), carry_h_p, P);
-  }
+  };
+  const double proj_flops = p.proj ? 2.0 * p.B * P * H : 0.0;
+  RowChunks<Blas>::run(p.B, 2.0 * p.B * GH * P + proj_flops, rows_loop);
 
   r.grad_input = at::mm(dgi, p.w_ih).view(p.in_shape);
   r.grad_w_ih = at::mm(dgi.t(), p.x);
