@@ -65,7 +65,7 @@ cuda-check: $(CUDA_VENV)/.deps
 
 format:
 	$(VENV)/bin/ruff format python tests bench
-	clang-format -i $$(find cpp cuda -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
+	$(VENV)/bin/clang-format -i $$(find cpp cuda -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
 
 lint:
 	$(VENV)/bin/ruff check python tests bench
