@@ -103,6 +103,16 @@ inline at::Tensor previous_states(const LayerPlan& p, const at::Tensor& seq, con
   return prev;
 }
 
+// The running state: a copy of the given initial state (contiguous), or zeros.
+template <class Blas, class T>
+at::Tensor state_copy(const at::Tensor& init, int64_t rows, int64_t cols,
+                      const at::TensorOptions& opts) {
+  if (!init.defined()) return at::zeros({rows, cols}, opts);
+  at::Tensor s = at::empty({rows, cols}, opts);
+  Blas::template copy_rows<T>(rows, cols, ptr<T>(init), ptr<T>(s));
+  return s;
+}
+
 // The input projection of a narrow input (the K = I GEMM is a rank-I update that only
 // streams memory): an [N, GH] xg buffer costs a write and a read of N*GH values from DRAM,
 // while a per-step [B, GH] buffer stays in cache. At I = 1 (the sine and stock workloads) the
@@ -122,8 +132,13 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   // rides in the GEMM as a weight column against a column of ones appended to x.
   const bool per_step = input_per_step(p);
   at::Tensor xg, step_bias = p.b_hh, xin = p.x, win = p.w_ih;
-  if (!Tr::kSplitHidden && p.b_ih.defined())
-    step_bias = p.b_hh.defined() ? p.b_ih + p.b_hh : p.b_ih;
+  if (!Tr::kSplitHidden && p.b_ih.defined()) {
+    step_bias = p.b_ih;
+    if (p.b_hh.defined()) {  // raw backend call: a dispatched add costs ~1 us of a cell step
+      step_bias = at::empty({GH}, opts);
+      Blas::template add_rows<T>(1, GH, ptr<T>(p.b_ih), ptr<T>(p.b_hh), ptr<T>(step_bias));
+    }
+  }
   if (per_step) {
     if (Tr::kSplitHidden && p.b_ih.defined()) {
       xin = at::cat({p.x, at::ones({p.N, 1}, opts)}, 1);
@@ -138,9 +153,9 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   const int64_t KI = xin.size(1);
   const T* xin_p = ptr<T>(xin);
   at::Tensor out = at::empty({p.N, P}, opts);
-  at::Tensor h = p.h0.defined() ? p.h0.clone() : at::zeros({p.B, P}, opts);
+  at::Tensor h = state_copy<Blas, T>(p.h0, p.B, P, opts);
   at::Tensor c;
-  if constexpr (Tr::kHasCell) c = p.c0.defined() ? p.c0.clone() : at::zeros({p.B, H}, opts);
+  if constexpr (Tr::kHasCell) c = state_copy<Blas, T>(p.c0, p.B, H, opts);
   at::Tensor hg = at::empty({p.B, GH}, opts);
   at::Tensor ws = at::empty({p.N, WS}, opts);
   at::Tensor hraw = p.proj ? at::empty({p.B, H}, opts) : at::Tensor();
@@ -198,6 +213,14 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   r.c_n = c;
   r.ws = ws;
   return r;
+}
+
+// Bias gradients: column sums of dG [N, GH]. On the CPU as a GEMV against ones (MKL,
+// threaded, AVX-512), 1.5-2x faster than ATen's sum(0) on these tall matrices (6.6% of the
+// sine GRU training step); elsewhere sum(0) keeps its float accumulation for half/bf16.
+inline at::Tensor column_sums(const at::Tensor& m) {
+  if (m.is_cpu()) return at::mv(m.t(), at::ones({m.size(0)}, m.options()));
+  return m.sum(0);
 }
 
 template <class Tr, class Kern, class Blas, class T>
@@ -290,13 +313,13 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
   r.grad_input = at::mm(dgi, p.w_ih).view(p.in_shape);
   r.grad_w_ih = at::mm(dgi.t(), p.x);
   r.grad_w_hh = at::mm(dgh.t(), hprev);
-  r.grad_b_ih = p.b_ih.defined() ? dgi.sum(0) : at::empty({0}, opts);
+  r.grad_b_ih = p.b_ih.defined() ? column_sums(dgi) : at::empty({0}, opts);
   if (!p.b_hh.defined()) {
     r.grad_b_hh = at::empty({0}, opts);
   } else if (!Tr::kSplitHidden && p.b_ih.defined()) {
     r.grad_b_hh = r.grad_b_ih.clone();  // same gate gradients on both sides: one reduction
   } else {
-    r.grad_b_hh = dgh.sum(0);
+    r.grad_b_hh = column_sums(dgh);
   }
   r.grad_w_hr = p.proj ? at::mm(dR.t(), hraw) : at::empty({0}, opts);
   r.grad_h0 = carry_h;
