@@ -417,3 +417,29 @@ def test_positional_constructor_args_like_torch():
     f = fusedrnn.RNN(3, 5, 2, "relu", False, True, 0.0, True)
     assert repr(t) == repr(f) and f.nonlinearity == "relu" and f.mode == "RNN_RELU"
     assert [n for n, _ in t.named_parameters()] == [n for n, _ in f.named_parameters()]
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"])
+def test_no_grad_calls_skip_autograd_with_identical_results(kind):
+    """Calls that autograd cannot record run below the autograd layer (a speed path); they
+    must give the recorded path's results, and a forward-AD level must keep the full path."""
+    from torch.autograd import forward_ad
+
+    from fusedrnn import _ops
+
+    torch.manual_seed(0)
+    m = getattr(fusedrnn, kind)(3, 5).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    recorded = m(x)
+    with torch.no_grad():
+        fast = m(x)
+    flat = lambda r: list(r) if isinstance(r, tuple) else [r]  # noqa: E731
+    for a, b in zip(flat(recorded), flat(fast)):
+        a = a if torch.is_tensor(a) else a[0]
+        b = b if torch.is_tensor(b) else b[0]
+        assert a.requires_grad and not b.requires_grad
+        torch.testing.assert_close(a.detach(), b, rtol=0, atol=0)
+    assert _ops._below_autograd(False)
+    assert not _ops._below_autograd(True)
+    with forward_ad.dual_level():
+        assert not _ops._below_autograd(False)
