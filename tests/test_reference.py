@@ -42,7 +42,9 @@ def test_reference_matches_fused_layer_float64(cell, bias, T, B, I, H):
     g_cn = rng.standard_normal((B, H))
 
     # fused, with autograd through the registered backward ops
-    tt = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)
+    def tt(a):
+        return torch.tensor(a, dtype=torch.float64, requires_grad=True)
+
     w = [tt(p) for p in ref.parameters().values()]
     wargs = w if bias else w + [None, None]
     xt, h0t, c0t = tt(x), tt(h0), tt(c0)
@@ -59,7 +61,10 @@ def test_reference_matches_fused_layer_float64(cell, bias, T, B, I, H):
         np.testing.assert_allclose(res[2], cn.detach().numpy(), rtol=1e-10, atol=1e-12)
 
     grads = ref.backward(g_out, g_hn, g_cn if cell == "lstm" else None)
-    check = lambda a, t: np.testing.assert_allclose(a, t.grad.numpy(), rtol=1e-9, atol=1e-11)
+
+    def check(a, t):
+        return np.testing.assert_allclose(a, t.grad.numpy(), rtol=1e-9, atol=1e-11)
+
     check(grads["input"], xt)
     check(grads["h0"], h0t)
     if cell == "lstm":
