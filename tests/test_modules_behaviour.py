@@ -443,3 +443,16 @@ def test_no_grad_calls_skip_autograd_with_identical_results(kind):
     assert not _ops._below_autograd(True)
     with forward_ad.dual_level():
         assert not _ops._below_autograd(False)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_input_without_grad_skips_only_its_gradient(kind):
+    """The first layer's backward skips dx when the input needs no gradient; the weight
+    gradients must equal those of a run where it does."""
+    torch.manual_seed(0)
+    m = getattr(fusedrnn, kind)(3, 5, num_layers=2).double()
+    x = torch.randn(6, 4, 3, dtype=torch.float64)
+    g_skip = torch.autograd.grad(m(x)[0].sum(), list(m.parameters()))
+    g_full = torch.autograd.grad(m(x.requires_grad_())[0].sum(), list(m.parameters()))
+    for a, b in zip(g_skip, g_full):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -51,6 +51,12 @@ def test_opcheck_layer_and_backward(family, proj, packed, h0, bias, reverse, req
     else:
         bargs = (*grads, *plain, outs[0])
     torch.library.opcheck(bwd, bargs)
+    # input_grad=False: grad_input is skipped (empty), every other gradient is unchanged.
+    torch.library.opcheck(bwd, (*bargs, False))
+    full, skipped = bwd(*bargs), bwd(*bargs, False)
+    assert full[0].shape == case.input.shape and skipped[0].numel() == 0
+    for a, b in zip(full[1:], skipped[1:]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("family", ["rnn_tanh", "rnn_relu", "lstm", "gru"])

@@ -56,7 +56,7 @@ def _gru_cell_run(a):
 
 
 _RNN_LAYER_ARGS = ["grad_output", "grad_hn", "input", "batch_sizes", "h0", "w_ih", "w_hh",
-                   "b_ih", "b_hh", "reverse", "output"]  # fmt: skip
+                   "b_ih", "b_hh", "reverse", "output", "input_grad"]  # fmt: skip
 _RNN_PRIMS = ["input", "h0", "w_ih", "w_hh", "b_ih", "b_hh"]
 _CELL_PRIMS = ["input", "hx", "w_ih", "w_hh", "b_ih", "b_hh"]
 
@@ -71,7 +71,7 @@ for _nl in ("tanh", "relu"):
     )
 SPECS["lstm_layer_backward"] = (
     ["grad_output", "grad_hn", "grad_cn", "input", "batch_sizes", "h0", "c0", "w_ih", "w_hh",
-     "b_ih", "b_hh", "w_hr", "reverse", "output", "workspace"],
+     "b_ih", "b_hh", "w_hr", "reverse", "output", "workspace", "input_grad"],
     _spec(["grad_output", "grad_hn", "grad_cn"],
           ["input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr"], _lstm_layer_run),
 )  # fmt: skip
@@ -82,7 +82,7 @@ SPECS["lstm_cell_backward"] = (
 )  # fmt: skip
 SPECS["gru_layer_backward"] = (
     ["grad_output", "grad_hn", "input", "batch_sizes", "h0", "w_ih", "w_hh", "b_ih", "b_hh",
-     "reverse", "output", "workspace"],
+     "reverse", "output", "workspace", "input_grad"],
     _spec(["grad_output", "grad_hn"], _RNN_PRIMS, _gru_layer_run),
 )  # fmt: skip
 SPECS["gru_cell_backward"] = (

@@ -34,6 +34,11 @@ def _fake_batch(input, batch_sizes, h0):
     return torch.library.get_ctx().new_dynamic_size()
 
 
+def _grad_input(input, input_grad: bool):
+    """Layer backward ops return an empty grad_input when asked not to compute it."""
+    return input.new_empty(input.shape) if input_grad else _empty0(input)
+
+
 def _out_rows(input, batch_sizes):
     return input.shape[:1] if batch_sizes is not None else input.shape[:2]
 
@@ -78,11 +83,12 @@ def _register_rnn_fakes(fam: str) -> None:
         return input.new_empty((*_out_rows(input, batch_sizes), H)), input.new_empty((B, H))
 
     @register_fake(f"{fam}_layer_backward")
-    def _(grad_output, grad_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, output):
+    def _(grad_output, grad_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, output,
+          input_grad=True):  # fmt: skip
         H = w_hh.shape[1]
         B = _fake_batch(input, batch_sizes, h0)
         return (
-            input.new_empty(input.shape),
+            _grad_input(input, input_grad),
             input.new_empty((B, H)),
             torch.empty_like(w_ih),
             torch.empty_like(w_hh),
@@ -127,12 +133,12 @@ def _(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, need_wo
 
 @register_fake("lstm_layer_backward")
 def _(grad_output, grad_hn, grad_cn, input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-      reverse, output, workspace):  # fmt: skip
+      reverse, output, workspace, input_grad=True):  # fmt: skip
     H = w_ih.shape[0] // 4
     P = w_hh.shape[1]
     B = _fake_batch(input, batch_sizes, h0 if h0 is not None else c0)
     return (
-        input.new_empty(input.shape),
+        _grad_input(input, input_grad),
         input.new_empty((B, P)),
         input.new_empty((B, H)),
         torch.empty_like(w_ih),
@@ -177,11 +183,11 @@ def _(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, need_workspace=Tr
 
 @register_fake("gru_layer_backward")
 def _(grad_output, grad_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, output,
-      workspace):  # fmt: skip
+      workspace, input_grad=True):  # fmt: skip
     H = w_hh.shape[1]
     B = _fake_batch(input, batch_sizes, h0)
     return (
-        input.new_empty(input.shape),
+        _grad_input(input, input_grad),
         input.new_empty((B, H)),
         torch.empty_like(w_ih),
         torch.empty_like(w_hh),
@@ -225,10 +231,20 @@ def _register_rnn_autograd(fam: str) -> None:
 
     def backward(ctx, g_out, g_hn):
         input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, out = ctx.saved_tensors
+        need_gi = ctx.needs_input_grad[0]
         gi, gh0, gwi, gwh, gbi, gbh = bwd(
-            g_out, g_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, ctx.reverse, out
+            g_out, g_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, ctx.reverse, out, need_gi
         )
-        return gi, None, _g(gh0, h0), gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh), None
+        return (
+            gi if need_gi else None,
+            None,
+            _g(gh0, h0),
+            gwi,
+            gwh,
+            _g(gbi, b_ih),
+            _g(gbh, b_hh),
+            None,
+        )
 
     torch.library.register_autograd(f"fusedrnn::{fam}_layer", backward, setup_context=setup)
 
@@ -271,11 +287,12 @@ def _lstm_setup(ctx, inputs, output):
 
 def _lstm_backward(ctx, g_out, g_hn, g_cn, _g_ws):
     input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, ws = ctx.saved_tensors
+    need_gi = ctx.needs_input_grad[0]
     gi, gh0, gc0, gwi, gwh, gbi, gbh, gwr = ops.lstm_layer_backward(
         g_out, g_hn, g_cn, input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-        ctx.reverse, out, ws,
+        ctx.reverse, out, ws, need_gi,
     )  # fmt: skip
-    return (gi, None, _g(gh0, h0), _g(gc0, c0), gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh),
+    return (gi if need_gi else None, None, _g(gh0, h0), _g(gc0, c0), gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh),
             _g(gwr, w_hr), None, None)  # fmt: skip
 
 
@@ -315,10 +332,21 @@ def _gru_setup(ctx, inputs, output):
 
 def _gru_backward(ctx, g_out, g_hn, _g_ws):
     input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, out, ws = ctx.saved_tensors
+    need_gi = ctx.needs_input_grad[0]
     gi, gh0, gwi, gwh, gbi, gbh = ops.gru_layer_backward(
-        g_out, g_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, ctx.reverse, out, ws
+        g_out, g_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, ctx.reverse, out, ws, need_gi
     )
-    return gi, None, _g(gh0, h0), gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh), None, None
+    return (
+        gi if need_gi else None,
+        None,
+        _g(gh0, h0),
+        gwi,
+        gwh,
+        _g(gbi, b_ih),
+        _g(gbh, b_hh),
+        None,
+        None,
+    )
 
 
 torch.library.register_autograd("fusedrnn::gru_layer", _gru_backward, setup_context=_gru_setup)

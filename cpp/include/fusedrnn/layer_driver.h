@@ -226,7 +226,8 @@ inline at::Tensor column_sums(const at::Tensor& m) {
 template <class Tr, class Kern, class Blas, class T>
 LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P] or undef */,
                               const at::Tensor& grad_hn, const at::Tensor& grad_cn,
-                              const at::Tensor& out /* [N,P] */, const at::Tensor& ws) {
+                              const at::Tensor& out /* [N,P] */, const at::Tensor& ws,
+                              bool input_grad = true) {
   const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H;
   const auto opts = p.x.options();
   LayerBwdResult r;
@@ -310,7 +311,7 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
   const double proj_flops = p.proj ? 2.0 * p.B * P * H : 0.0;
   RowChunks<Blas>::run(p.B, 2.0 * p.B * GH * P + proj_flops, rows_loop);
 
-  r.grad_input = at::mm(dgi, p.w_ih).view(p.in_shape);
+  r.grad_input = input_grad ? at::mm(dgi, p.w_ih).view(p.in_shape) : at::empty({0}, opts);
   r.grad_w_ih = at::mm(dgi.t(), p.x);
   r.grad_w_hh = at::mm(dgh.t(), hprev);
   r.grad_b_ih = p.b_ih.defined() ? column_sums(dgi) : at::empty({0}, opts);

@@ -4,6 +4,9 @@
 // f(T{}) for the scalar types it supports and raises a clear error otherwise. Kern is the
 // backend's fused pointwise pair for the family. Absent optional gradients (no bias, no
 // projection, no c0) are returned as empty [0] tensors; the Python glue maps them to None.
+// Layer backward ops skip grad_input (returned as an empty [0] tensor) when input_grad is
+// false: the input of a first layer rarely needs a gradient, and dx = dG W_ih is one GEMM
+// of the size of the input projection.
 // Cell ops are a one-step layer (T = 1, hx required).
 #pragma once
 
@@ -33,7 +36,8 @@ LayerFwdResult run_forward(const LayerPlan& p) {
 
 template <class Tr, class Kern, class Backend>
 LayerBwdResult run_backward(const LayerPlan& p, const OptT& grad_output, const OptT& grad_hn,
-                            const OptT& grad_cn, const Tensor& output, const Tensor& ws) {
+                            const OptT& grad_cn, const Tensor& output, const Tensor& ws,
+                            bool input_grad = true) {
   const Tensor go = grad_arg(p, "grad_output", grad_output, {p.N, p.P});
   const Tensor gh = grad_arg(p, "grad_hn", grad_hn, {p.B, p.P});
   const Tensor gc = Tr::kHasCell ? grad_arg(p, "grad_cn", grad_cn, {p.B, p.H}) : Tensor();
@@ -44,7 +48,7 @@ LayerBwdResult run_backward(const LayerPlan& p, const OptT& grad_output, const O
   if (!p.x.is_cpu()) guard.reset_device(p.x.device());
   Backend::dispatch(p.x.scalar_type(), p.op.c_str(), [&](auto tag) {
     using T = decltype(tag);
-    r = layer_backward<Tr, Kern, typename Backend::Blas, T>(p, go, gh, gc, out, w);
+    r = layer_backward<Tr, Kern, typename Backend::Blas, T>(p, go, gh, gc, out, w, input_grad);
   });
   return r;
 }
@@ -67,12 +71,13 @@ template <class Tr, class Kern, class Backend>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
     const OptT& grad_output, const OptT& grad_hn, const Tensor& input, const OptT& batch_sizes,
     const OptT& h0, const Tensor& w_ih, const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh,
-    bool reverse, const Tensor& output) {
+    bool reverse, const Tensor& output, bool input_grad) {
   const auto p = make_plan<Tr>(Tr::kFamily == Family::RnnRelu ? "rnn_relu_layer_backward"
                                                               : "rnn_tanh_layer_backward",
                                input, batch_sizes, h0, std::nullopt, w_ih, w_hh, b_ih, b_hh,
                                std::nullopt, reverse);
-  auto r = run_backward<Tr, Kern, Backend>(p, grad_output, grad_hn, std::nullopt, output, Tensor());
+  auto r = run_backward<Tr, Kern, Backend>(p, grad_output, grad_hn, std::nullopt, output, Tensor(),
+                                           input_grad);
   return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
 }
 
@@ -93,10 +98,11 @@ template <class Tr, class Kern, class Backend>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
     const OptT& grad_output, const OptT& grad_hn, const Tensor& input, const OptT& batch_sizes,
     const OptT& h0, const Tensor& w_ih, const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh,
-    bool reverse, const Tensor& output, const Tensor& workspace) {
+    bool reverse, const Tensor& output, const Tensor& workspace, bool input_grad) {
   const auto p = make_plan<Tr>("gru_layer_backward", input, batch_sizes, h0, std::nullopt, w_ih,
                                w_hh, b_ih, b_hh, std::nullopt, reverse);
-  auto r = run_backward<Tr, Kern, Backend>(p, grad_output, grad_hn, std::nullopt, output, workspace);
+  auto r = run_backward<Tr, Kern, Backend>(p, grad_output, grad_hn, std::nullopt, output, workspace,
+                                           input_grad);
   return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
 }
 
@@ -119,10 +125,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const OptT& grad_output, const OptT& grad_hn, const OptT& grad_cn, const Tensor& input,
     const OptT& batch_sizes, const OptT& h0, const OptT& c0, const Tensor& w_ih,
     const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh, const OptT& w_hr, bool reverse,
-    const Tensor& output, const Tensor& workspace) {
+    const Tensor& output, const Tensor& workspace, bool input_grad) {
   const auto p = make_plan<Tr>("lstm_layer_backward", input, batch_sizes, h0, c0, w_ih, w_hh,
                                b_ih, b_hh, w_hr, reverse);
-  auto r = run_backward<Tr, Kern, Backend>(p, grad_output, grad_hn, grad_cn, output, workspace);
+  auto r = run_backward<Tr, Kern, Backend>(p, grad_output, grad_hn, grad_cn, output, workspace,
+                                           input_grad);
   return {r.grad_input, r.grad_h0,   r.grad_c0,   r.grad_w_ih,
           r.grad_w_hh,  r.grad_b_ih, r.grad_b_hh, r.grad_w_hr};
 }

@@ -17,7 +17,7 @@ inline void define_schemas(torch::Library& m) {
               .c_str());
     m.def((n + "_layer_backward(Tensor? grad_output, Tensor? grad_hn, Tensor input, "
                "Tensor? batch_sizes, Tensor? h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-               "Tensor? b_hh, bool reverse, Tensor output) -> (Tensor grad_input, "
+               "Tensor? b_hh, bool reverse, Tensor output, bool input_grad=True) -> (Tensor grad_input, "
                "Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
                "Tensor grad_b_hh)")
               .c_str());
@@ -37,7 +37,8 @@ inline void define_schemas(torch::Library& m) {
   m.def(
       "lstm_layer_backward(Tensor? grad_output, Tensor? grad_hn, Tensor? grad_cn, Tensor input, "
       "Tensor? batch_sizes, Tensor? h0, Tensor? c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-      "Tensor? b_hh, Tensor? w_hr, bool reverse, Tensor output, Tensor workspace) -> "
+      "Tensor? b_hh, Tensor? w_hr, bool reverse, Tensor output, Tensor workspace, "
+      "bool input_grad=True) -> "
       "(Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, "
       "Tensor grad_b_ih, Tensor grad_b_hh, Tensor grad_w_hr)");
   m.def(
@@ -55,7 +56,8 @@ inline void define_schemas(torch::Library& m) {
   m.def(
       "gru_layer_backward(Tensor? grad_output, Tensor? grad_hn, Tensor input, "
       "Tensor? batch_sizes, Tensor? h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
-      "bool reverse, Tensor output, Tensor workspace) -> (Tensor grad_input, Tensor grad_h0, "
+      "bool reverse, Tensor output, Tensor workspace, bool input_grad=True) -> "
+      "(Tensor grad_input, Tensor grad_h0, "
       "Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
   m.def(
       "gru_cell(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
