@@ -148,7 +148,7 @@ struct LstmPointwise {
       const T* da = s.dh_a ? s.dh_a + b * s.ld_a : nullptr;
       const T* db = s.dh_b ? s.dh_b + b * s.ld_b : nullptr;
       const T* ws = s.ws + b * s.ld_ws;
-      const T* cp = s.c_prev + b * H;
+      const T* cp = s.c_prev + b * s.ld_c;
       T* dc = s.dc + b * H;
       T* dg = s.dgi + b * 4 * H;
       T* hraw = s.hraw ? s.hraw + b * H : nullptr;

@@ -54,12 +54,12 @@ FUSEDRNN_HD void lstm_backward_body(const BwdStep<T>& s, int64_t block, int64_t 
   const int64_t H = s.H, n = s.rows * H;
   for (int64_t e = first_element(block, thread, l); e < n; e += l.stride()) {
     const int64_t b = e / H, j = e - b * H;
-    const A dh = (s.dh_a ? A(s.dh_a[b * s.ld_a + j]) : A(0)) +
-                 (s.dh_b ? A(s.dh_b[b * s.ld_b + j]) : A(0));
+    const A dh =
+        (s.dh_a ? A(s.dh_a[b * s.ld_a + j]) : A(0)) + (s.dh_b ? A(s.dh_b[b * s.ld_b + j]) : A(0));
     const T* ws = s.ws + b * s.ld_ws;
-    const auto r = math::lstm_backward<A>(dh, A(s.dc[e]), A(ws[j]), A(ws[H + j]),
-                                          A(ws[2 * H + j]), A(ws[3 * H + j]), A(ws[4 * H + j]),
-                                          A(s.c_prev[e]));
+    const auto r =
+        math::lstm_backward<A>(dh, A(s.dc[e]), A(ws[j]), A(ws[H + j]), A(ws[2 * H + j]),
+                               A(ws[3 * H + j]), A(ws[4 * H + j]), A(s.c_prev[b * s.ld_c + j]));
     T* dg = s.dgi + b * 4 * H;
     dg[j] = T(r.dai);
     dg[H + j] = T(r.daf);

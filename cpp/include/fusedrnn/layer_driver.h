@@ -231,12 +231,16 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
   const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H;
   const auto opts = p.x.options();
   LayerBwdResult r;
+  // The state each step read: without packing, straight from the saved rows of the step
+  // processed before it (out; LSTM: ws's c column) or the initial state, with no [N, P] /
+  // [N, H] copies (memory and page faults). Packed batches gather them (previous_states).
+  const bool direct = !p.packed;
   const at::Tensor h0 = p.h0.defined() ? p.h0 : at::zeros({p.B, P}, opts);
-  const at::Tensor hprev = previous_states(p, out, h0);
-  at::Tensor cprev, carry_c;
+  const at::Tensor hprev = direct ? at::Tensor() : previous_states(p, out, h0);
+  at::Tensor c0, cprev, carry_c;
   if constexpr (Tr::kHasCell) {
-    const at::Tensor c0 = p.c0.defined() ? p.c0 : at::zeros({p.B, H}, opts);
-    cprev = previous_states(p, ws.narrow(1, 4 * H, H), c0);
+    c0 = p.c0.defined() ? p.c0 : at::zeros({p.B, H}, opts);
+    if (!direct) cprev = previous_states(p, ws.narrow(1, 4 * H, H), c0);
     carry_c = grad_cn.defined() ? grad_cn.clone() : at::zeros({p.B, H}, opts);
   }
   at::Tensor carry_h = grad_hn.defined() ? grad_hn.clone() : at::zeros({p.B, P}, opts);
@@ -254,6 +258,8 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
   const T* ws_p = ptr<T>(ws);
   const T* hprev_p = ptr<T>(hprev);
   const T* cprev_p = ptr<T>(cprev);
+  const T* h0_p = ptr<T>(h0);
+  const T* c0_p = ptr<T>(c0);
   T* carry_h_p = ptr<T>(carry_h);
   T* carry_c_p = ptr<T>(carry_c);
   T* dgi_p = ptr<T>(dgi);
@@ -297,8 +303,20 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
         st.ws = ws_p + off * WS;
         st.ld_ws = WS;
       }
-      st.h_prev = hprev_p + off * P;
-      st.c_prev = cprev_p ? cprev_p + off * H : nullptr;
+      if (direct) {
+        const int64_t tp = p.reverse ? t + 1 : t - 1;  // the step processed just before t
+        const bool first = tp < 0 || tp >= p.T;
+        const int64_t poff = first ? 0 : p.off[tp] + b0;
+        st.h_prev = first ? h0_p + b0 * P : out_p + poff * P;
+        if constexpr (Tr::kHasCell) {
+          st.c_prev = first ? c0_p + b0 * H : ws_p + poff * WS + 4 * H;
+          st.ld_c = first ? H : WS;
+        }
+      } else {
+        st.h_prev = hprev_p + off * P;
+        st.c_prev = cprev_p ? cprev_p + off * H : nullptr;
+        st.ld_c = H;
+      }
       st.dc = carry_c_c;
       st.dgi = dgi_p + off * GH;
       st.dgh = dgh_p + off * GH;
@@ -313,7 +331,17 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
 
   r.grad_input = input_grad ? at::mm(dgi, p.w_ih).view(p.in_shape) : at::empty({0}, opts);
   r.grad_w_ih = at::mm(dgi.t(), p.x);
-  r.grad_w_hh = at::mm(dgh.t(), hprev);
+  if (p.T == 0) {
+    r.grad_w_hh = at::zeros({GH, P}, opts);
+  } else if (direct) {  // the steps after the first read out's rows; the first read h0
+    const int64_t rest = p.N - p.B;
+    const int64_t first = p.reverse ? rest : 0, later = p.reverse ? 0 : p.B;
+    const int64_t src = p.reverse ? p.B : 0;
+    r.grad_w_hh = at::mm(dgh.narrow(0, later, rest).t(), out.narrow(0, src, rest));
+    if (p.h0.defined()) r.grad_w_hh.addmm_(dgh.narrow(0, first, p.B).t(), p.h0);
+  } else {
+    r.grad_w_hh = at::mm(dgh.t(), hprev);
+  }
   r.grad_b_ih = p.b_ih.defined() ? column_sums(dgi) : at::empty({0}, opts);
   if (!p.b_hh.defined()) {
     r.grad_b_hh = at::empty({0}, opts);

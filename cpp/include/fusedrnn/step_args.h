@@ -25,8 +25,8 @@ struct FwdStep {
   T* c = nullptr;           // running cell state (LSTM), ld = H
   T* out = nullptr;         // output rows (or the unprojected h buffer of a projected LSTM)
   int64_t ld_out = 0;
-  bool write_h = true;      // false for a projected LSTM: h is written after the projection GEMM
-  T* ws = nullptr;          // saved-for-backward rows (LSTM, GRU); null: not needed, skip
+  bool write_h = true;  // false for a projected LSTM: h is written after the projection GEMM
+  T* ws = nullptr;      // saved-for-backward rows (LSTM, GRU); null: not needed, skip
   int64_t ld_ws = 0;
 };
 
@@ -37,15 +37,16 @@ struct BwdStep {
   int64_t ld_a = 0;
   const T* dh_b = nullptr;  // gradient carried from the next step (may be null)
   int64_t ld_b = 0;
-  const T* ws = nullptr;    // RNN: h_t rows; LSTM: [i f g o c]; GRU: [r z n hn]
+  const T* ws = nullptr;  // RNN: h_t rows; LSTM: [i f g o c]; GRU: [r z n hn]
   int64_t ld_ws = 0;
   const T* h_prev = nullptr;  // ld = H (GRU)
-  const T* c_prev = nullptr;  // ld = H (LSTM)
-  T* dc = nullptr;            // LSTM: in dc_t, out dc_{t-1}; ld = H
-  T* dgi = nullptr;           // ld = GH
-  T* dgh = nullptr;           // GRU only; ld = GH
-  T* dh_carry = nullptr;      // GRU only: z * dh; ld = H (may alias dh_b)
-  T* hraw = nullptr;          // projected LSTM only; ld = H
+  const T* c_prev = nullptr;  // LSTM; ld = ld_c (H, or the workspace's row stride)
+  int64_t ld_c = 0;
+  T* dc = nullptr;        // LSTM: in dc_t, out dc_{t-1}; ld = H
+  T* dgi = nullptr;       // ld = GH
+  T* dgh = nullptr;       // GRU only; ld = GH
+  T* dh_carry = nullptr;  // GRU only: z * dh; ld = H (may alias dh_b)
+  T* hraw = nullptr;      // projected LSTM only; ld = H
 };
 
 }  // namespace fusedrnn
