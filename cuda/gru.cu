@@ -2,7 +2,7 @@
 // and their op registration.
 //
 // Per step: hg [rows, 3H] from one cuBLAS GEMM; this kernel writes (=) ws [rows, 4H] =
-// [r|z|n|hn], out and h (in place). Backward: writes (=) dgi = [dr, dz, dn], dgh = [dr, dz, dn r]
+// [r|z|n|hn], out and h (in place). Backward: writes (=) dgh = [dr, dz, dn r, dn] [rows, 4H]
 // and dh_carry = z dh; the driver then adds (+=, beta = 1) dgh W_hh to dh_carry.
 // Bodies in kernels/gru.cuh; 1-D grid-stride launch.
 #include <torch/library.h>

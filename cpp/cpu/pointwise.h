@@ -155,9 +155,8 @@ struct LstmPointwise {
       over_columns<T>(H, [&]<class V>(int64_t j) {
         const V dh = incoming<T, V>(da, db, j);
         const auto r = math::lstm_backward<V>(
-            dh, ld<T, V>(dc + j), ld<T, V>(ws + j), ld<T, V>(ws + H + j),
-            ld<T, V>(ws + 2 * H + j), ld<T, V>(ws + 3 * H + j), ld<T, V>(ws + 4 * H + j),
-            ld<T, V>(cp + j));
+            dh, ld<T, V>(dc + j), ld<T, V>(ws + j), ld<T, V>(ws + H + j), ld<T, V>(ws + 2 * H + j),
+            ld<T, V>(ws + 3 * H + j), ld<T, V>(ws + 4 * H + j), ld<T, V>(cp + j));
         st<T, V>(dg + j, r.dai);
         st<T, V>(dg + H + j, r.daf);
         st<T, V>(dg + 2 * H + j, r.dag);
@@ -184,8 +183,7 @@ struct GruPointwise {
         const V hz = ld<T, V>(hg + H + j) + ld_or0<T, V>(s.b_hh, H + j);
         const V hn = ld<T, V>(hg + 2 * H + j) + ld_or0<T, V>(s.b_hh, 2 * H + j);
         const auto r = math::gru_forward<V>(ld<T, V>(xg + j), ld<T, V>(xg + H + j),
-                                            ld<T, V>(xg + 2 * H + j), hr, hz, hn,
-                                            ld<T, V>(h + j));
+                                            ld<T, V>(xg + 2 * H + j), hr, hz, hn, ld<T, V>(h + j));
         if (ws) {
           st<T, V>(ws + j, r.r);
           st<T, V>(ws + H + j, r.z);
@@ -206,21 +204,17 @@ struct GruPointwise {
       const T* db = s.dh_b ? s.dh_b + b * s.ld_b : nullptr;
       const T* ws = s.ws + b * s.ld_ws;
       const T* hp = s.h_prev + b * H;
-      T* gi = s.dgi + b * 3 * H;
-      T* gh = s.dgh + b * 3 * H;
+      T* g = s.dgh + b * s.ld_dg;
       T* carry = s.dh_carry + b * H;
       over_columns<T>(H, [&]<class V>(int64_t j) {
         const V dh = incoming<T, V>(da, db, j);
-        const auto r =
-            math::gru_backward<V>(dh, ld<T, V>(ws + j), ld<T, V>(ws + H + j),
-                                  ld<T, V>(ws + 2 * H + j), ld<T, V>(ws + 3 * H + j),
-                                  ld<T, V>(hp + j));
-        st<T, V>(gi + j, r.dr);
-        st<T, V>(gh + j, r.dr);
-        st<T, V>(gi + H + j, r.dz);
-        st<T, V>(gh + H + j, r.dz);
-        st<T, V>(gi + 2 * H + j, r.dn);
-        st<T, V>(gh + 2 * H + j, r.dhn);
+        const auto r = math::gru_backward<V>(dh, ld<T, V>(ws + j), ld<T, V>(ws + H + j),
+                                             ld<T, V>(ws + 2 * H + j), ld<T, V>(ws + 3 * H + j),
+                                             ld<T, V>(hp + j));
+        st<T, V>(g + j, r.dr);
+        st<T, V>(g + H + j, r.dz);
+        st<T, V>(g + 2 * H + j, r.dhn);
+        st<T, V>(g + 3 * H + j, r.dn);
         st<T, V>(carry + j, r.dh_prev);
       });
     });

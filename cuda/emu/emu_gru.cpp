@@ -1,12 +1,12 @@
 // Host emulation of cuda/gru.cu: the GRU kernel bodies (kernels/gru.cuh) run over the CUDA
 // grid on CPU tensors, registered as torch.ops.fusedrnn_emu.gru_*.
-// Forward writes (=) ws [rows, 4H], out, h; backward writes (=) dgi, dgh [rows, 3H] and
+// Forward writes (=) ws [rows, 4H], out, h; backward writes (=) dgh [rows, 4H] and
 // dh_carry (in place over dh_b).
 #include <torch/library.h>
 
+#include "../kernels/gru.cuh"
 #include "emu_backend.h"
 #include "fusedrnn/op_entries.h"
-#include "../kernels/gru.cuh"
 
 namespace fusedrnn::emu {
 namespace {
@@ -22,8 +22,7 @@ struct GruKernels {
   }
   template <class T>
   static void backward(const BwdStep<T>& s) {
-    poison(s.dgi, s.rows, 3 * s.H, 3 * s.H);
-    poison(s.dgh, s.rows, 3 * s.H, 3 * s.H);
+    poison(s.dgh, s.rows, 4 * s.H, s.ld_dg);
     run_grid(s.rows * s.H, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
       kernels::gru_backward_body(s, blk, thr, l);
     });

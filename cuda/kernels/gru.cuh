@@ -5,7 +5,8 @@
 // Layout: xg, hg [rows, 3H] (xg includes b_ih), b_hh [3H], h [rows, H], out [rows, ld_out],
 // ws [rows, ld_ws] = [r | z | n | hn].
 // Forward : writes (=) ws (unless null), out and h (in place).
-// Backward: dh = dh_a + dh_b; writes (=) dgi = [dr, dz, dn], dgh = [dr, dz, dn r] [rows, 3H]
+// Backward: dh = dh_a + dh_b; writes (=) dgh = [dr, dz, dn r, dn] [rows, 4H] (ld_dg): the
+//           hidden side is its first 3H columns, the input side columns (0:2H, 3H:4H)
 //           and dh_carry (=) z dh (may alias dh_b: same element, same thread); the driver
 //           then adds dgh W_hh to dh_carry.
 #pragma once
@@ -52,19 +53,16 @@ FUSEDRNN_HD void gru_backward_body(const BwdStep<T>& s, int64_t block, int64_t t
   const int64_t H = s.H, n = s.rows * H;
   for (int64_t e = first_element(block, thread, l); e < n; e += l.stride()) {
     const int64_t b = e / H, j = e - b * H;
-    const A dh = (s.dh_a ? A(s.dh_a[b * s.ld_a + j]) : A(0)) +
-                 (s.dh_b ? A(s.dh_b[b * s.ld_b + j]) : A(0));
+    const A dh =
+        (s.dh_a ? A(s.dh_a[b * s.ld_a + j]) : A(0)) + (s.dh_b ? A(s.dh_b[b * s.ld_b + j]) : A(0));
     const T* ws = s.ws + b * s.ld_ws;
     const auto r = math::gru_backward<A>(dh, A(ws[j]), A(ws[H + j]), A(ws[2 * H + j]),
                                          A(ws[3 * H + j]), A(s.h_prev[e]));
-    T* gi = s.dgi + b * 3 * H;
-    T* gh = s.dgh + b * 3 * H;
-    gi[j] = T(r.dr);
-    gh[j] = T(r.dr);
-    gi[H + j] = T(r.dz);
-    gh[H + j] = T(r.dz);
-    gi[2 * H + j] = T(r.dn);
-    gh[2 * H + j] = T(r.dhn);
+    T* g = s.dgh + b * s.ld_dg;
+    g[j] = T(r.dr);
+    g[H + j] = T(r.dz);
+    g[2 * H + j] = T(r.dhn);
+    g[3 * H + j] = T(r.dn);
     s.dh_carry[e] = T(r.dh_prev);
   }
 }

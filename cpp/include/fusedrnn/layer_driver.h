@@ -244,8 +244,13 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
     carry_c = grad_cn.defined() ? grad_cn.clone() : at::zeros({p.B, H}, opts);
   }
   at::Tensor carry_h = grad_hn.defined() ? grad_hn.clone() : at::zeros({p.B, P}, opts);
-  at::Tensor dgi = at::empty({p.N, GH}, opts);
-  at::Tensor dgh = Tr::kSplitHidden ? at::empty({p.N, GH}, opts) : dgi;
+  // Gate gradients. RNN/LSTM: dG [N, GH], the same on the input and the hidden side. GRU:
+  // the two sides share r and z, so both fit in dG [N, 4H] = [r | z | hn | n] (not two
+  // [N, 3H] buffers): the hidden side (r, z, hn) is its first 3H columns, the input side
+  // (r, z, n) columns 0:2H and 3H:4H.
+  const int64_t LDG = Tr::kSplitHidden ? 4 * H : GH;
+  at::Tensor dG = at::empty({p.N, LDG}, opts);
+  at::Tensor dgh = Tr::kSplitHidden ? dG.narrow(1, 0, GH) : dG;
   at::Tensor dR, hraw, dhraw;
   if (p.proj) {
     dR = at::empty({p.N, P}, opts);
@@ -262,8 +267,7 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
   const T* c0_p = ptr<T>(c0);
   T* carry_h_p = ptr<T>(carry_h);
   T* carry_c_p = ptr<T>(carry_c);
-  T* dgi_p = ptr<T>(dgi);
-  T* dgh_p = ptr<T>(dgh);
+  T* dg_p = ptr<T>(dG);
   T* dR_p = ptr<T>(dR);
   T* hraw_p = ptr<T>(hraw);
   T* dhraw_p = ptr<T>(dhraw);
@@ -318,19 +322,34 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
         st.ld_c = H;
       }
       st.dc = carry_c_c;
-      st.dgi = dgi_p + off * GH;
-      st.dgh = dgh_p + off * GH;
+      st.dgi = Tr::kSplitHidden ? nullptr : dg_p + off * LDG;
+      st.dgh = Tr::kSplitHidden ? dg_p + off * LDG : nullptr;
+      st.ld_dg = LDG;
       st.dh_carry = Tr::kSplitHidden ? carry_h_c : nullptr;
       Kern::template backward<T>(st);
       // dh_{t-1} = dG_t W_hh; GRU adds it to the direct path z * dh already in carry_h.
-      rec(rows, dgh_p + off * GH, GH, Tr::kSplitHidden ? T(1) : T(0), carry_h_c, P);
+      rec(rows, dg_p + off * LDG, LDG, Tr::kSplitHidden ? T(1) : T(0), carry_h_c, P);
     }
   };
   const double proj_flops = p.proj ? 2.0 * p.B * P * H : 0.0;
   RowChunks<Blas>::run(p.B, 2.0 * p.B * GH * P + proj_flops, rows_loop);
 
-  r.grad_input = input_grad ? at::mm(dgi, p.w_ih).view(p.in_shape) : at::empty({0}, opts);
-  r.grad_w_ih = at::mm(dgi.t(), p.x);
+  if constexpr (Tr::kSplitHidden) {  // input side in two column blocks: (r, z) and n
+    const at::Tensor drz = dG.narrow(1, 0, 2 * H), dn = dG.narrow(1, 3 * H, H);
+    if (input_grad) {
+      r.grad_input = at::mm(drz, p.w_ih.narrow(0, 0, 2 * H));
+      r.grad_input.addmm_(dn, p.w_ih.narrow(0, 2 * H, H));
+      r.grad_input = r.grad_input.view(p.in_shape);
+    }
+    r.grad_w_ih = at::empty({GH, p.I}, opts);
+    at::Tensor w_rz = r.grad_w_ih.narrow(0, 0, 2 * H), w_n = r.grad_w_ih.narrow(0, 2 * H, H);
+    at::mm_out(w_rz, drz.t(), p.x);
+    at::mm_out(w_n, dn.t(), p.x);
+  } else {
+    if (input_grad) r.grad_input = at::mm(dG, p.w_ih).view(p.in_shape);
+    r.grad_w_ih = at::mm(dG.t(), p.x);
+  }
+  if (!input_grad) r.grad_input = at::empty({0}, opts);
   if (p.T == 0) {
     r.grad_w_hh = at::zeros({GH, P}, opts);
   } else if (direct) {  // the steps after the first read out's rows; the first read h0
@@ -342,13 +361,19 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
   } else {
     r.grad_w_hh = at::mm(dgh.t(), hprev);
   }
-  r.grad_b_ih = p.b_ih.defined() ? column_sums(dgi) : at::empty({0}, opts);
+  // Bias gradients: one reduction of dG; GRU picks its two sides' columns from it.
+  const at::Tensor sums = (p.b_ih.defined() || p.b_hh.defined()) ? column_sums(dG) : at::Tensor();
+  if (!p.b_ih.defined()) {
+    r.grad_b_ih = at::empty({0}, opts);
+  } else if (Tr::kSplitHidden) {
+    r.grad_b_ih = at::cat({sums.narrow(0, 0, 2 * H), sums.narrow(0, 3 * H, H)});
+  } else {
+    r.grad_b_ih = sums;
+  }
   if (!p.b_hh.defined()) {
     r.grad_b_hh = at::empty({0}, opts);
-  } else if (!Tr::kSplitHidden && p.b_ih.defined()) {
-    r.grad_b_hh = r.grad_b_ih.clone();  // same gate gradients on both sides: one reduction
-  } else {
-    r.grad_b_hh = column_sums(dgh);
+  } else {  // RNN/LSTM: the same sums as b_ih, in their own tensor
+    r.grad_b_hh = Tr::kSplitHidden ? sums.narrow(0, 0, GH).clone() : sums.clone();
   }
   r.grad_w_hr = p.proj ? at::mm(dR.t(), hraw) : at::empty({0}, opts);
   r.grad_h0 = carry_h;

@@ -7,8 +7,8 @@
 //                the running states h [rows, P] / c [rows, H];
 //                writes (=) out [rows, ld_out], the states (in place), ws [rows, ld_ws].
 // Backward step: reads dh_a + dh_b (either may be null), ws, h_prev, c_prev;
-//                writes (=) dgi [rows, GH], dgh [rows, GH] (GRU only), dh_carry (GRU: z*dh),
-//                hraw (projected LSTM: o*tanh(c)); updates (=) dc (LSTM: dc_{t-1}).
+//                writes (=) dgi [rows, GH] (RNN/LSTM) or dgh [rows, 4H] (GRU), dh_carry (GRU:
+//                z*dh), hraw (projected LSTM: o*tanh(c)); updates (=) dc (LSTM: dc_{t-1}).
 #pragma once
 
 #include <cstdint>
@@ -42,9 +42,10 @@ struct BwdStep {
   const T* h_prev = nullptr;  // ld = H (GRU)
   const T* c_prev = nullptr;  // LSTM; ld = ld_c (H, or the workspace's row stride)
   int64_t ld_c = 0;
-  T* dc = nullptr;        // LSTM: in dc_t, out dc_{t-1}; ld = H
-  T* dgi = nullptr;       // ld = GH
-  T* dgh = nullptr;       // GRU only; ld = GH
+  T* dc = nullptr;   // LSTM: in dc_t, out dc_{t-1}; ld = H
+  T* dgi = nullptr;  // RNN/LSTM: d(pre-activations) [rows, GH], ld = ld_dg
+  T* dgh = nullptr;  // GRU only: [rows, 4H] = [dr | dz | dhn | dn], ld = ld_dg
+  int64_t ld_dg = 0;
   T* dh_carry = nullptr;  // GRU only: z * dh; ld = H (may alias dh_b)
   T* hraw = nullptr;      // projected LSTM only; ld = H
 };
