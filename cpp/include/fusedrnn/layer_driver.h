@@ -127,12 +127,14 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   const auto opts = p.x.options();
   LayerFwdResult r;
   // RNN/LSTM: both biases add to the same pre-activation, so they are summed once and added
-  // in the pointwise pass (addmm would first copy the broadcast bias into all N rows).
+  // in the pointwise pass (addmm would first copy the broadcast bias into all N rows). A
+  // single step (the cell ops) has only B rows: addmm there, with no summed-bias buffer.
   // GRU keeps b_ih in the projection: b_hn sits inside the reset product; per step, b_ih
   // rides in the GEMM as a weight column against a column of ones appended to x.
   const bool per_step = input_per_step(p);
+  const bool bias_in_xg = p.b_ih.defined() && (Tr::kSplitHidden || p.T == 1);
   at::Tensor xg, step_bias = p.b_hh, xin = p.x, win = p.w_ih;
-  if (!Tr::kSplitHidden && p.b_ih.defined()) {
+  if (!bias_in_xg && p.b_ih.defined()) {
     step_bias = p.b_ih;
     if (p.b_hh.defined()) {  // raw backend call: a dispatched add costs ~1 us of a cell step
       step_bias = at::empty({GH}, opts);
@@ -145,7 +147,7 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
       win = at::cat({p.w_ih, p.b_ih.view({GH, 1})}, 1);
     }
     xg = at::empty({p.B, GH}, opts);
-  } else if (Tr::kSplitHidden && p.b_ih.defined()) {
+  } else if (bias_in_xg) {
     xg = at::addmm(p.b_ih, p.x, p.w_ih.t());
   } else {
     xg = at::mm(p.x, p.w_ih.t());
