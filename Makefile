@@ -18,7 +18,7 @@ $(VENV)/.deps: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q scikit-build-core pybind11 ninja cmake ruff
+	$(PY) -m pip install -q scikit-build-core pybind11 ninja cmake ruff clang-format
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps $(NATIVE_SOURCES)
