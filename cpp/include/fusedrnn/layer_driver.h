@@ -7,8 +7,9 @@
 // just before its pointwise pass (see input_per_step). Rows run in chunks (RowChunks).
 // Saved for backward: output [N, P] and the workspace ws [N, kWs*H] (see cell_math.h).
 // Backward: per step in reverse, one fused pointwise pass (Kern::backward) yields the gate
-// gradients dG [N, GH]; the hidden gradient flows back with one GEMM dG W_hh. After the loop:
-// dW_ih = dGi^T x, dW_hh = dGh^T h_prev, dx = dGi W_ih (one GEMM each), biases = column sums.
+// gradients dG [N, GH] (GRU: [N, 4H], both sides in one buffer); the hidden gradient flows
+// back with one GEMM dG W_hh. After the loop: dW_ih = dGi^T x, dW_hh = dGh^T h_prev (h_prev
+// read in place unless packed), dx = dGi W_ih only if asked (input_grad), biases = column sums.
 // Inside the loops there are only raw-pointer calls: no allocation, no dispatcher.
 //
 // Backend requirements (Blas): gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
