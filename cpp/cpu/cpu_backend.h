@@ -19,6 +19,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "fusedrnn/aten_gemm.h"
 #include "fusedrnn/layer_driver.h"
 
 extern "C" {
@@ -64,7 +65,7 @@ struct Blas {
         return;
       }
     }
-    fallback_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    aten_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 
   template <class T>
@@ -75,26 +76,6 @@ struct Blas {
   template <class T>
   static void copy_rows(int64_t rows, int64_t cols, const T* src, T* dst) {
     std::memcpy(dst, src, sizeof(T) * rows * cols);
-  }
-
- private:
-  template <class T>
-  static void fallback_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha,
-                            const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C,
-                            int64_t ldc) {
-    const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-    auto mat = [&](const T* p, int64_t r, int64_t c, int64_t ld, bool t) {
-      auto m = at::from_blob(const_cast<T*>(p), {t ? c : r, t ? r : c}, {ld, 1}, opts);
-      return t ? m.t() : m;
-    };
-    at::Tensor a = mat(A, M, K, lda, ta), b = mat(B, K, N, ldb, tb);
-    at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
-    if (beta == T(0)) {
-      at::mm_out(c, a, b);
-      if (alpha != T(1)) c.mul_(alpha);
-    } else {
-      c.addmm_(a, b, beta, alpha);
-    }
   }
 };
 

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <limits>
 
+#include "fusedrnn/aten_gemm.h"
 #include "fusedrnn/step_args.h"
 #include "../kernels/launch.cuh"
 #include "emu_launch.h"
@@ -53,19 +54,7 @@ struct Blas {
   static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
     if (M == 0 || N == 0) return;
-    const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-    auto mat = [&](const T* p, int64_t r, int64_t c, int64_t ld, bool t) {
-      auto m = at::from_blob(const_cast<T*>(p), {t ? c : r, t ? r : c}, {ld, 1}, opts);
-      return t ? m.t() : m;
-    };
-    at::Tensor a = mat(A, M, K, lda, ta), b = mat(B, K, N, ldb, tb);
-    at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
-    if (beta == T(0)) {
-      at::mm_out(c, a, b);
-      if (alpha != T(1)) c.mul_(alpha);
-    } else {
-      c.addmm_(a, b, beta, alpha);
-    }
+    aten_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
   template <class T>
   static void add_rows(int64_t rows, int64_t cols, const T* a, const T* b, T* out) {
