@@ -76,6 +76,12 @@ T* ptr(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
+// The step processed just before step t (reverse layers run T-1 .. 0), or -1 for the first.
+inline int64_t previous_step(const LayerPlan& p, int64_t t) {
+  const int64_t tp = p.reverse ? t + 1 : t - 1;
+  return (tp < 0 || tp >= p.T) ? -1 : tp;
+}
+
 // prev[rows of step t] = the state that step t read: the previous step's rows, or the
 // initial state for rows that start at t (shrinking batch forward, growing batch reversed).
 inline at::Tensor previous_states(const LayerPlan& p, const at::Tensor& seq, const at::Tensor& init) {
@@ -95,8 +101,8 @@ inline at::Tensor previous_states(const LayerPlan& p, const at::Tensor& seq, con
   }
   for (int64_t t = 0; t < p.T; ++t) {
     const int64_t rows = p.bs[t], off = p.off[t];
-    const int64_t tp = p.reverse ? t + 1 : t - 1;  // the step processed just before t
-    const int64_t from_seq = (tp < 0 || tp >= p.T) ? 0 : std::min(rows, p.bs[tp]);
+    const int64_t tp = previous_step(p, t);
+    const int64_t from_seq = tp < 0 ? 0 : std::min(rows, p.bs[tp]);
     if (from_seq > 0) prev.narrow(0, off, from_seq).copy_(seq.narrow(0, p.off[tp], from_seq));
     if (rows > from_seq)
       prev.narrow(0, off + from_seq, rows - from_seq).copy_(init.narrow(0, from_seq, rows - from_seq));
@@ -311,8 +317,8 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
         st.ld_ws = WS;
       }
       if (direct) {
-        const int64_t tp = p.reverse ? t + 1 : t - 1;  // the step processed just before t
-        const bool first = tp < 0 || tp >= p.T;
+        const int64_t tp = previous_step(p, t);
+        const bool first = tp < 0;
         const int64_t poff = first ? 0 : p.off[tp] + b0;
         st.h_prev = first ? h0_p + b0 * P : out_p + poff * P;
         if constexpr (Tr::kHasCell) {
