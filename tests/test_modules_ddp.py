@@ -3,6 +3,7 @@ same parameters as single-process training on the same global batch."""
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 import time
@@ -68,6 +69,13 @@ def _worker(rank, init_file, out_file):
         _train(ddp, xs, ys, rank, WORLD)
         if rank == 0:
             torch.save(ddp.module.state_dict(), out_file)
+        # An orderly teardown: neither rank closes its gloo pairs while the other still uses
+        # them, and the DDP reducer (which holds the process group) goes before the group, so
+        # gloo's threads are joined here and not during interpreter shutdown. CI once saw a
+        # worker abort ("terminate called without an active exception") in that shutdown.
+        dist.barrier()
+        del ddp
+        gc.collect()
     finally:
         dist.destroy_process_group()
 
