@@ -3,6 +3,7 @@
 // ATen's Vectorized<T> (and our templates, in the inline namespace CPU_CAPABILITY) resolve to
 // that ISA. Nothing here is called directly: kernels() in cpu_dispatch.cpp picks a table.
 #include "kernel_table.h"
+#include "lstm_fused.h"
 #include "pointwise.h"
 
 #define FUSEDRNN_CAT2(a, b) a##b
@@ -22,8 +23,15 @@ constexpr KernelTable<T> make_table() {
   };
 }
 
+// The fused LSTM step needs real vectors: the portable table has none.
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+constexpr LstmFused kLstmFused{FVec::size(), &lstm_fused_pack, &lstm_fused_step};
+#else
+constexpr LstmFused kLstmFused{0, nullptr, nullptr};
+#endif
+
 extern const KernelTables FUSEDRNN_CAT(kernels_, CPU_CAPABILITY);
 const KernelTables FUSEDRNN_CAT(kernels_, CPU_CAPABILITY) = {
-    FUSEDRNN_STR(CPU_CAPABILITY), make_table<float>(), make_table<double>()};
+    FUSEDRNN_STR(CPU_CAPABILITY), make_table<float>(), make_table<double>(), kLstmFused};
 
 }  // namespace fusedrnn::cpu

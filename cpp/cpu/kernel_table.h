@@ -4,6 +4,7 @@
 // time (at::get_cpu_capability(), so ATEN_CPU_CAPABILITY=default forces the portable one).
 #pragma once
 
+#include <cstdint>
 #include <type_traits>
 
 #include "fusedrnn/step_args.h"
@@ -22,10 +23,39 @@ struct KernelTable {
   void (*gru_backward)(const BwdStep<T>&);
 };
 
+// One step of the fused small-H LSTM (lstm_fused.h): rows of the running h [rows, P] (read as
+// the GEMM input, then overwritten), c [rows, H]; xg [rows, 4H] or null; x [rows, ldx] with I
+// in-loop input columns (I = 0: none); b [4H] or null; out rows (ld_out); ws rows (ld_ws) or
+// null; wp the packed [W_hh | W_ih] (lstm_fused_pack). No projection: P == H.
+struct LstmFusedStep {
+  int64_t rows = 0, H = 0, P = 0, I = 0;
+  const float* wp = nullptr;
+  const float* xg = nullptr;
+  const float* x = nullptr;
+  int64_t ldx = 0;
+  const float* b = nullptr;
+  float* h = nullptr;
+  float* c = nullptr;
+  float* out = nullptr;
+  int64_t ld_out = 0;
+  float* ws = nullptr;
+  int64_t ld_ws = 0;
+};
+
+// Largest H of the fused step: its [W_hh | W_ih] stays in L2 and a row group's h on the stack.
+constexpr int64_t kLstmFusedMaxH = 128;
+
+struct LstmFused {
+  int64_t lanes = 0;  // H must be a multiple; 0: this table has no fused step
+  void (*pack)(const float* whh, int64_t P, const float* wih, int64_t I, int64_t H, float* dst);
+  void (*step)(const LstmFusedStep&);
+};
+
 struct KernelTables {
   const char* isa;
   KernelTable<float> f32;
   KernelTable<double> f64;
+  LstmFused lstm_fused;
 };
 
 extern const KernelTables kernels_DEFAULT;

@@ -5,8 +5,11 @@
 //                (in place) and ws [rows, 5H] = [i | f | g | o | c].
 // Backward step: dh = dh_a + dh_b, dc (in/out); writes (=) dgi [rows, 4H], dc <- dc f, and
 //                hraw = o tanh(c) for the projection's weight gradient.
-// The pointwise passes live in pointwise.h (per-ISA tables).
+// The pointwise passes live in pointwise.h (per-ISA tables). Small-H float32 layers fuse the
+// recurrent GEMM into the forward pass (lstm_fused.h, FusedStep below): same writes.
 #include <torch/library.h>
+
+#include <cstdlib>
 
 #include "cpu_backend.h"
 #include "fusedrnn/op_entries.h"
@@ -28,6 +31,52 @@ struct LstmKernels {
 
 }  // namespace
 }  // namespace fusedrnn::cpu
+
+namespace fusedrnn {
+
+// float32 LSTMs without projection and with H a multiple of the vector width, up to
+// kLstmFusedMaxH, run the fused step (lstm_fused.h) on the AVX2 / AVX-512 tables; the weights
+// are packed once per layer call, so single steps (the cell ops) keep the BLAS path.
+// FUSEDRNN_NO_FUSE=1 turns it off (A/B timing, tests).
+template <>
+struct FusedStep<cpu::LstmKernels, float> {
+  FusedStep(const LayerPlan& p, const float* w_in, int64_t KI, bool per_step) {
+    static const bool disabled = std::getenv("FUSEDRNN_NO_FUSE") != nullptr;
+    const cpu::LstmFused& f = cpu::kernels().lstm_fused;
+    if (disabled || !f.step || p.proj || p.T < 2 || p.H > cpu::kLstmFusedMaxH || p.H % f.lanes)
+      return;
+    s_.H = p.H;
+    s_.P = p.P;
+    s_.I = per_step ? KI : 0;
+    wp_ = at::empty({4 * p.H * (p.P + s_.I)}, at::kFloat);
+    f.pack(ptr<float>(p.w_hh), p.P, w_in, s_.I, p.H, wp_.data_ptr<float>());
+    s_.wp = wp_.data_ptr<float>();
+    s_.ldx = KI;
+    step_ = f.step;
+  }
+  bool active() const { return step_ != nullptr; }
+  void operator()(const FwdStep<float>& st, const float* x_t) const {
+    cpu::LstmFusedStep s = s_;
+    s.rows = st.rows;
+    s.xg = st.xg;
+    s.x = x_t;
+    s.b = st.b_hh;
+    s.h = st.h;
+    s.c = st.c;
+    s.out = st.out;
+    s.ld_out = st.ld_out;
+    s.ws = st.ws;
+    s.ld_ws = st.ld_ws;
+    step_(s);
+  }
+
+ private:
+  cpu::LstmFusedStep s_;
+  at::Tensor wp_;
+  void (*step_)(const cpu::LstmFusedStep&) = nullptr;
+};
+
+}  // namespace fusedrnn
 
 TORCH_LIBRARY_IMPL(fusedrnn, CPU, m) {
   using namespace fusedrnn;

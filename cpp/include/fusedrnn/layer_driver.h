@@ -71,6 +71,17 @@ struct RowChunks {
   }
 };
 
+// A backend may fuse a family's recurrent GEMM into its pointwise pass for some shapes (the
+// CPU does for small-H LSTMs, see cpp/cpu/lstm.cpp). Built once per layer call (it may pack
+// the weights), it then replaces a step's input projection (narrow inputs: x_t is passed),
+// recurrent GEMM and Kern::forward, reading the running h as FwdStep::h. Default: never.
+template <class Kern, class T>
+struct FusedStep {
+  FusedStep(const LayerPlan&, const T* /*w_in*/, int64_t /*KI*/, bool /*per_step*/) {}
+  bool active() const { return false; }
+  void operator()(const FwdStep<T>&, const T* /*x_t*/) const {}
+};
+
 template <class T>
 T* ptr(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
@@ -84,7 +95,8 @@ inline int64_t previous_step(const LayerPlan& p, int64_t t) {
 
 // prev[rows of step t] = the state that step t read: the previous step's rows, or the
 // initial state for rows that start at t (shrinking batch forward, growing batch reversed).
-inline at::Tensor previous_states(const LayerPlan& p, const at::Tensor& seq, const at::Tensor& init) {
+inline at::Tensor previous_states(const LayerPlan& p, const at::Tensor& seq,
+                                  const at::Tensor& init) {
   const int64_t W = seq.size(1);
   at::Tensor prev = at::empty({p.N, W}, seq.options());
   if (p.N == 0) return prev;
@@ -105,7 +117,8 @@ inline at::Tensor previous_states(const LayerPlan& p, const at::Tensor& seq, con
     const int64_t from_seq = tp < 0 ? 0 : std::min(rows, p.bs[tp]);
     if (from_seq > 0) prev.narrow(0, off, from_seq).copy_(seq.narrow(0, p.off[tp], from_seq));
     if (rows > from_seq)
-      prev.narrow(0, off + from_seq, rows - from_seq).copy_(init.narrow(0, from_seq, rows - from_seq));
+      prev.narrow(0, off + from_seq, rows - from_seq)
+          .copy_(init.narrow(0, from_seq, rows - from_seq));
   }
   return prev;
 }
@@ -153,7 +166,7 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
       xin = at::cat({p.x, at::ones({p.N, 1}, opts)}, 1);
       win = at::cat({p.w_ih, p.b_ih.view({GH, 1})}, 1);
     }
-    xg = at::empty({p.B, GH}, opts);
+    xg = at::empty({p.B, GH}, opts);  // unused (and small) when the step is fused
   } else if (bias_in_xg) {
     xg = at::addmm(p.b_ih, p.x, p.w_ih.t());
   } else {
@@ -182,6 +195,8 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   const WeightGemm<Blas, T> rec(true, GH, P, whh, P, p.T);  // hg = h W_hh^T
   const WeightGemm<Blas, T> inp(true, GH, KI, ptr<T>(win), KI, per_step ? p.T : 0);  // xg_t
   const WeightGemm<Blas, T> prj(true, P, H, whr, H, p.T);  // out = h_raw W_hr^T (projected)
+  const FusedStep<Kern, T> fused(p, ptr<T>(win), KI, per_step);
+  const bool fuse = fused.active();
 
   // Rows [b0, b1) of every step; state buffers (h, c, hg, per-step xg, hraw) by batch row.
   auto rows_loop = [&](int64_t b0, int64_t b1) {
@@ -193,12 +208,12 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
       const int64_t t = p.reverse ? p.T - 1 - s : s;
       const int64_t rows = std::min(p.bs[t], b1) - b0, off = p.off[t] + b0;
       if (rows <= 0) continue;
-      if (per_step) inp(rows, xin_p + off * KI, KI, T(0), xg_p + b0 * GH, GH);
-      rec(rows, h_c, P, T(0), hg_c, GH);
+      if (per_step && !fuse) inp(rows, xin_p + off * KI, KI, T(0), xg_p + b0 * GH, GH);
+      if (!fuse) rec(rows, h_c, P, T(0), hg_c, GH);
       FwdStep<T> st;
       st.rows = rows;
       st.H = H;
-      st.xg = per_step ? xg_p + b0 * GH : xg_p + off * GH;
+      st.xg = per_step ? (fuse ? nullptr : xg_p + b0 * GH) : xg_p + off * GH;
       st.hg = hg_c;
       st.b_hh = bhh;
       st.h = h_c;
@@ -208,7 +223,11 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
       st.write_h = !p.proj;
       st.ws = (WS && p.keep_workspace) ? ws_p + off * WS : nullptr;  // kernels skip a null ws
       st.ld_ws = WS;
-      Kern::template forward<T>(st);
+      if (fuse) {
+        fused(st, per_step ? xin_p + off * KI : nullptr);
+      } else {
+        Kern::template forward<T>(st);
+      }
       if (p.proj) {
         prj(rows, hraw_c, H, T(0), out_p + off * P, P);
         Blas::template copy_rows<T>(rows, P, out_p + off * P, h_c);
@@ -283,7 +302,7 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
   const T* whh = ptr<T>(p.w_hh);
   const T* whr = ptr<T>(p.w_hr);
   const WeightGemm<Blas, T> rec(false, P, GH, whh, P, p.T);  // dh_{t-1} = dG W_hh
-  const WeightGemm<Blas, T> prj(false, H, P, whr, H, p.T);  // dh_raw = dr W_hr
+  const WeightGemm<Blas, T> prj(false, H, P, whr, H, p.T);   // dh_raw = dr W_hr
 
   auto rows_loop = [&](int64_t b0, int64_t b1) {
     T* carry_h_c = carry_h_p + b0 * P;

@@ -1,0 +1,175 @@
+// The fused LSTM step for small H (float32, SIMD tables only): the recurrent GEMM
+// a = h W_hh^T (+ x_t W_ih^T for a narrow input) accumulates in vector registers and feeds the
+// gate math directly, so a step is one pass over the rows instead of a BLAS call, a store of
+// the [rows, 4H] gates and a pointwise pass that reads them back. At stock and sine sizes
+// MKL's small-GEMM entry and the gate round trip cost about as much as the arithmetic.
+//
+// Packed weight (lstm_fused_pack), for L = V::size() hidden units per block jb and each
+// reduction index k in [0, P + I): the 4 gate vectors W[g H + jb L + l, k] (g = i, f, g, o;
+// l < L), i.e. [H / L][P + I][4][L] floats; k < P from W_hh, k >= P from W_ih.
+// Step (lstm_fused_step): a_g = xg_g (if given) + b_g (if given) + sum_k [h_prev | x_t]_k Wp,
+// then the gate math of cell_math.h; writes out, c (in place), ws [i f g o c] (if given) like
+// LstmPointwise::forward, and h once a row group's blocks are all done (h is the GEMM input).
+// Row groups of kFusedRows rows keep 4 kFusedRows accumulators in registers.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "fusedrnn/cell_math.h"
+#include "kernel_table.h"
+#include "vec_ops.h"
+
+namespace fusedrnn::cpu {
+inline namespace CPU_CAPABILITY {
+
+using FVec = at::vec::Vectorized<float>;
+
+// The portable table has no fused step (the kernel needs real vector registers).
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+
+// The accumulators are raw vector registers: an array of Vectorized (whose operators take
+// references) made GCC store all of them to the stack on every reduction step.
+#if defined(CPU_CAPABILITY_AVX512)
+using FRaw = __m512;
+inline FRaw raw_fma(FRaw a, FRaw b, FRaw c) { return _mm512_fmadd_ps(a, b, c); }
+inline FRaw raw_bcast(const float* p) { return _mm512_set1_ps(*p); }
+inline FRaw raw_load(const float* p) { return _mm512_loadu_ps(p); }
+#elif defined(CPU_CAPABILITY_AVX2)
+using FRaw = __m256;
+inline FRaw raw_fma(FRaw a, FRaw b, FRaw c) { return _mm256_fmadd_ps(a, b, c); }
+inline FRaw raw_bcast(const float* p) { return _mm256_set1_ps(*p); }
+inline FRaw raw_load(const float* p) { return _mm256_loadu_ps(p); }
+#endif
+
+// 4 kFusedRows accumulators + 4 weight vectors + a broadcast must fit the register file
+// (32 zmm on AVX-512, 16 ymm on AVX2).
+#if defined(CPU_CAPABILITY_AVX512)
+constexpr int kFusedRows = 6;
+#else
+constexpr int kFusedRows = 2;
+#endif
+
+inline void lstm_fused_pack(const float* whh, int64_t P, const float* wih, int64_t I, int64_t H,
+                            float* dst) {
+  constexpr int64_t L = FVec::size();
+  const int64_t K = P + I;
+  for (int64_t jb = 0; jb < H / L; ++jb)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t g = 0; g < 4; ++g)
+        for (int64_t l = 0; l < L; ++l) {
+          const int64_t row = g * H + jb * L + l;
+          *dst++ = k < P ? whh[row * P + k] : wih[row * I + (k - P)];
+        }
+}
+
+// Rows [b0, b0 + R) of one step.
+template <int R>
+inline void lstm_fused_rows(const LstmFusedStep& s, int64_t b0) {
+  using V = FVec;
+  constexpr int64_t L = V::size();
+  const int64_t H = s.H, P = s.P, I = s.I, K = P + I;
+  float hnew[R * kLstmFusedMaxH];
+  const float* hp[R];
+  const float* xp[R];
+  for (int r = 0; r < R; ++r) {
+    hp[r] = s.h + (b0 + r) * P;
+    xp[r] = I ? s.x + (b0 + r) * s.ldx : nullptr;
+  }
+  for (int64_t jb = 0; jb < H / L; ++jb) {
+    const int64_t j = jb * L;
+    FRaw acc[R][4];
+    for (int g = 0; g < 4; ++g) {
+      const FRaw bias = s.b ? raw_load(s.b + g * H + j) : FRaw(V(0.f));
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r)
+        acc[r][g] = s.xg ? FRaw(V(bias) + V::loadu(s.xg + (b0 + r) * 4 * H + g * H + j)) : bias;
+    }
+    const float* w = s.wp + jb * K * 4 * L;
+    for (int64_t k = 0; k < P; ++k, w += 4 * L) {  // h_prev W_hh^T
+      const FRaw w0 = raw_load(w), w1 = raw_load(w + L), w2 = raw_load(w + 2 * L),
+                 w3 = raw_load(w + 3 * L);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const FRaw a = raw_bcast(hp[r] + k);
+        acc[r][0] = raw_fma(a, w0, acc[r][0]);
+        acc[r][1] = raw_fma(a, w1, acc[r][1]);
+        acc[r][2] = raw_fma(a, w2, acc[r][2]);
+        acc[r][3] = raw_fma(a, w3, acc[r][3]);
+      }
+    }
+    for (int64_t k = 0; k < I; ++k, w += 4 * L) {  // x_t W_ih^T (narrow input)
+      const FRaw w0 = raw_load(w), w1 = raw_load(w + L), w2 = raw_load(w + 2 * L),
+                 w3 = raw_load(w + 3 * L);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const FRaw a = raw_bcast(xp[r] + k);
+        acc[r][0] = raw_fma(a, w0, acc[r][0]);
+        acc[r][1] = raw_fma(a, w1, acc[r][1]);
+        acc[r][2] = raw_fma(a, w2, acc[r][2]);
+        acc[r][3] = raw_fma(a, w3, acc[r][3]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const int64_t b = b0 + r;
+      float* c = s.c + b * H + j;
+      const auto o = math::lstm_forward<V>(V(acc[r][0]), V(acc[r][1]), V(acc[r][2]), V(acc[r][3]),
+                                           V::loadu(c));
+      if (s.ws) {
+        float* ws = s.ws + b * s.ld_ws + j;
+        o.i.store(ws);
+        o.f.store(ws + H);
+        o.g.store(ws + 2 * H);
+        o.o.store(ws + 3 * H);
+        o.c.store(ws + 4 * H);
+      }
+      o.c.store(c);
+      o.h.store(s.out + b * s.ld_out + j);
+      o.h.store(hnew + r * H + j);
+    }
+  }
+  for (int r = 0; r < R; ++r) std::memcpy(s.h + (b0 + r) * P, hnew + r * H, sizeof(float) * H);
+}
+
+inline void lstm_fused_group(const LstmFusedStep& s, int64_t b0) {
+  switch (std::min<int64_t>(kFusedRows, s.rows - b0)) {
+    case 1:
+      return lstm_fused_rows<1>(s, b0);
+#if defined(CPU_CAPABILITY_AVX512)
+    case 2:
+      return lstm_fused_rows<2>(s, b0);
+    case 3:
+      return lstm_fused_rows<3>(s, b0);
+    case 4:
+      return lstm_fused_rows<4>(s, b0);
+    case 5:
+      return lstm_fused_rows<5>(s, b0);
+#endif
+    default:
+      return lstm_fused_rows<kFusedRows>(s, b0);
+  }
+}
+
+// Rows split over threads only where the pointwise pass would split them (over_rows); inside
+// the CPU's row-parallel time loops this runs on the calling thread.
+inline void lstm_fused_step(const LstmFusedStep& s) {
+  const int64_t groups = (s.rows + kFusedRows - 1) / kFusedRows;
+  const int64_t per_group = kFusedRows * 4 * s.H;
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 14) / per_group);
+  if (groups <= grain) {
+    for (int64_t q = 0; q < groups; ++q) lstm_fused_group(s, q * kFusedRows);
+  } else {
+    at::parallel_for(0, groups, grain, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) lstm_fused_group(s, q * kFusedRows);
+    });
+  }
+}
+
+#endif  // AVX512 || AVX2
+
+}  // namespace CPU_CAPABILITY
+}  // namespace fusedrnn::cpu
