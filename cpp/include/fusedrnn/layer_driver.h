@@ -4,7 +4,8 @@
 // recurrent GEMM hg = h W_hh^T into a preallocated [B, GH] buffer and one fused pointwise
 // pass (Kern::forward). Projected LSTM: one extra GEMM per step out = h_raw W_hr^T.
 // Narrow inputs (I <= kStepInputMaxI) instead project each step's rows into a [B, GH] buffer
-// just before its pointwise pass (see input_per_step). Rows run in chunks (RowChunks).
+// just before its pointwise pass (see input_per_step). Rows run in chunks (RowChunks). A
+// backend may run the recurrent GEMM inside the pointwise pass instead (FusedStep).
 // Saved for backward: output [N, P] and the workspace ws [N, kWs*H] (see cell_math.h).
 // Backward: per step in reverse, one fused pointwise pass (Kern::backward) yields the gate
 // gradients dG [N, GH] (GRU: [N, 4H], both sides in one buffer); the hidden gradient flows
