@@ -13,7 +13,6 @@
 // Row groups of kFusedRows rows keep 4 kFusedRows accumulators in registers.
 #pragma once
 
-#include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
@@ -21,6 +20,7 @@
 
 #include "fusedrnn/cell_math.h"
 #include "kernel_table.h"
+#include "pointwise.h"
 #include "vec_ops.h"
 
 namespace fusedrnn::cpu {
@@ -66,6 +66,28 @@ inline void lstm_fused_pack(const float* whh, int64_t P, const float* wih, int64
         }
 }
 
+// acc[r][g] += sum_{k < n} src[r][k] w[k][g] for the R rows; returns w past its n rows.
+// Always inlined: the accumulators must stay in the caller's registers.
+template <int R>
+__attribute__((always_inline)) inline const float* accumulate(FRaw (&acc)[R][4],
+                                                              const float* const (&src)[R],
+                                                              int64_t n, const float* w) {
+  constexpr int64_t L = FVec::size();
+  for (int64_t k = 0; k < n; ++k, w += 4 * L) {
+    const FRaw w0 = raw_load(w), w1 = raw_load(w + L), w2 = raw_load(w + 2 * L),
+               w3 = raw_load(w + 3 * L);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const FRaw a = raw_bcast(src[r] + k);
+      acc[r][0] = raw_fma(a, w0, acc[r][0]);
+      acc[r][1] = raw_fma(a, w1, acc[r][1]);
+      acc[r][2] = raw_fma(a, w2, acc[r][2]);
+      acc[r][3] = raw_fma(a, w3, acc[r][3]);
+    }
+  }
+  return w;
+}
+
 // Rows [b0, b0 + R) of one step.
 template <int R>
 inline void lstm_fused_rows(const LstmFusedStep& s, int64_t b0) {
@@ -89,30 +111,8 @@ inline void lstm_fused_rows(const LstmFusedStep& s, int64_t b0) {
         acc[r][g] = s.xg ? FRaw(V(bias) + V::loadu(s.xg + (b0 + r) * 4 * H + g * H + j)) : bias;
     }
     const float* w = s.wp + jb * K * 4 * L;
-    for (int64_t k = 0; k < P; ++k, w += 4 * L) {  // h_prev W_hh^T
-      const FRaw w0 = raw_load(w), w1 = raw_load(w + L), w2 = raw_load(w + 2 * L),
-                 w3 = raw_load(w + 3 * L);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const FRaw a = raw_bcast(hp[r] + k);
-        acc[r][0] = raw_fma(a, w0, acc[r][0]);
-        acc[r][1] = raw_fma(a, w1, acc[r][1]);
-        acc[r][2] = raw_fma(a, w2, acc[r][2]);
-        acc[r][3] = raw_fma(a, w3, acc[r][3]);
-      }
-    }
-    for (int64_t k = 0; k < I; ++k, w += 4 * L) {  // x_t W_ih^T (narrow input)
-      const FRaw w0 = raw_load(w), w1 = raw_load(w + L), w2 = raw_load(w + 2 * L),
-                 w3 = raw_load(w + 3 * L);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const FRaw a = raw_bcast(xp[r] + k);
-        acc[r][0] = raw_fma(a, w0, acc[r][0]);
-        acc[r][1] = raw_fma(a, w1, acc[r][1]);
-        acc[r][2] = raw_fma(a, w2, acc[r][2]);
-        acc[r][3] = raw_fma(a, w3, acc[r][3]);
-      }
-    }
+    w = accumulate<R>(acc, hp, P, w);  // h_prev W_hh^T
+    accumulate<R>(acc, xp, I, w);      // x_t W_ih^T (narrow input; I may be 0)
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const int64_t b = b0 + r;
@@ -154,19 +154,11 @@ inline void lstm_fused_group(const LstmFusedStep& s, int64_t b0) {
   }
 }
 
-// Rows split over threads only where the pointwise pass would split them (over_rows); inside
-// the CPU's row-parallel time loops this runs on the calling thread.
+// Row groups split over threads by the pointwise pass's rule (over_rows); inside the CPU's
+// row-parallel time loops this runs on the calling thread.
 inline void lstm_fused_step(const LstmFusedStep& s) {
   const int64_t groups = (s.rows + kFusedRows - 1) / kFusedRows;
-  const int64_t per_group = kFusedRows * 4 * s.H;
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 14) / per_group);
-  if (groups <= grain) {
-    for (int64_t q = 0; q < groups; ++q) lstm_fused_group(s, q * kFusedRows);
-  } else {
-    at::parallel_for(0, groups, grain, [&](int64_t q0, int64_t q1) {
-      for (int64_t q = q0; q < q1; ++q) lstm_fused_group(s, q * kFusedRows);
-    });
-  }
+  over_rows(groups, kFusedRows * 4 * s.H, [&](int64_t q) { lstm_fused_group(s, q * kFusedRows); });
 }
 
 #endif  // AVX512 || AVX2

@@ -220,6 +220,11 @@ def _g(grad, given):
     return grad if given is not None else None
 
 
+def _layer_grads(need_gi, gi, gh0, h0, gwi, gwh, gbi, b_ih, gbh, b_hh):
+    """Gradients of a layer op's leading (input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh)."""
+    return (gi if need_gi else None, None, _g(gh0, h0), gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh))
+
+
 def _register_rnn_autograd(fam: str) -> None:
     bwd = getattr(ops, f"{fam}_layer_backward")
 
@@ -235,16 +240,7 @@ def _register_rnn_autograd(fam: str) -> None:
         gi, gh0, gwi, gwh, gbi, gbh = bwd(
             g_out, g_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, ctx.reverse, out, need_gi
         )
-        return (
-            gi if need_gi else None,
-            None,
-            _g(gh0, h0),
-            gwi,
-            gwh,
-            _g(gbi, b_ih),
-            _g(gbh, b_hh),
-            None,
-        )
+        return (*_layer_grads(need_gi, gi, gh0, h0, gwi, gwh, gbi, b_ih, gbh, b_hh), None)
 
     torch.library.register_autograd(f"fusedrnn::{fam}_layer", backward, setup_context=setup)
 
@@ -336,17 +332,7 @@ def _gru_backward(ctx, g_out, g_hn, _g_ws):
     gi, gh0, gwi, gwh, gbi, gbh = ops.gru_layer_backward(
         g_out, g_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, ctx.reverse, out, ws, need_gi
     )
-    return (
-        gi if need_gi else None,
-        None,
-        _g(gh0, h0),
-        gwi,
-        gwh,
-        _g(gbi, b_ih),
-        _g(gbh, b_hh),
-        None,
-        None,
-    )
+    return (*_layer_grads(need_gi, gi, gh0, h0, gwi, gwh, gbi, b_ih, gbh, b_hh), None, None)
 
 
 torch.library.register_autograd("fusedrnn::gru_layer", _gru_backward, setup_context=_gru_setup)

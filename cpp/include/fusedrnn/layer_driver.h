@@ -162,24 +162,27 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
       Blas::template add_rows<T>(1, GH, ptr<T>(p.b_ih), ptr<T>(p.b_hh), ptr<T>(step_bias));
     }
   }
+  if (per_step && Tr::kSplitHidden && p.b_ih.defined()) {
+    xin = at::cat({p.x, at::ones({p.N, 1}, opts)}, 1);
+    win = at::cat({p.w_ih, p.b_ih.view({GH, 1})}, 1);
+  }
+  const int64_t KI = xin.size(1);
+  const T* xin_p = ptr<T>(xin);
+  const FusedStep<Kern, T> fused(p, ptr<T>(win), KI, per_step);
+  const bool fuse = fused.active();  // then no hg and no per-step xg buffer
   if (per_step) {
-    if (Tr::kSplitHidden && p.b_ih.defined()) {
-      xin = at::cat({p.x, at::ones({p.N, 1}, opts)}, 1);
-      win = at::cat({p.w_ih, p.b_ih.view({GH, 1})}, 1);
-    }
-    xg = at::empty({p.B, GH}, opts);  // unused (and small) when the step is fused
+    xg = at::empty({fuse ? 0 : p.B, GH}, opts);
   } else if (bias_in_xg) {
     xg = at::addmm(p.b_ih, p.x, p.w_ih.t());
   } else {
     xg = at::mm(p.x, p.w_ih.t());
   }
-  const int64_t KI = xin.size(1);
-  const T* xin_p = ptr<T>(xin);
+
   at::Tensor out = at::empty({p.N, P}, opts);
   at::Tensor h = state_copy<Blas, T>(p.h0, p.B, P, opts);
   at::Tensor c;
   if constexpr (Tr::kHasCell) c = state_copy<Blas, T>(p.c0, p.B, H, opts);
-  at::Tensor hg = at::empty({p.B, GH}, opts);
+  at::Tensor hg = at::empty({fuse ? 0 : p.B, GH}, opts);
   at::Tensor ws = at::empty({p.N, WS}, opts);
   at::Tensor hraw = p.proj ? at::empty({p.B, H}, opts) : at::Tensor();
 
@@ -193,17 +196,16 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   const T* whh = ptr<T>(p.w_hh);
   const T* whr = ptr<T>(p.w_hr);
   const T* bhh = ptr<T>(step_bias);
-  const WeightGemm<Blas, T> rec(true, GH, P, whh, P, p.T);  // hg = h W_hh^T
-  const WeightGemm<Blas, T> inp(true, GH, KI, ptr<T>(win), KI, per_step ? p.T : 0);  // xg_t
+  // Steps = 0 where the fused step replaces them: nothing to pack.
+  const WeightGemm<Blas, T> rec(true, GH, P, whh, P, fuse ? 0 : p.T);  // hg = h W_hh^T
+  const WeightGemm<Blas, T> inp(true, GH, KI, ptr<T>(win), KI, per_step && !fuse ? p.T : 0);
   const WeightGemm<Blas, T> prj(true, P, H, whr, H, p.T);  // out = h_raw W_hr^T (projected)
-  const FusedStep<Kern, T> fused(p, ptr<T>(win), KI, per_step);
-  const bool fuse = fused.active();
 
   // Rows [b0, b1) of every step; state buffers (h, c, hg, per-step xg, hraw) by batch row.
   auto rows_loop = [&](int64_t b0, int64_t b1) {
     T* h_c = h_p + b0 * P;
     T* c_c = c_p ? c_p + b0 * H : nullptr;
-    T* hg_c = hg_p + b0 * GH;
+    T* hg_c = hg_p ? hg_p + b0 * GH : nullptr;
     T* hraw_c = hraw_p ? hraw_p + b0 * H : nullptr;
     for (int64_t s = 0; s < p.T; ++s) {
       const int64_t t = p.reverse ? p.T - 1 - s : s;
@@ -214,7 +216,7 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
       FwdStep<T> st;
       st.rows = rows;
       st.H = H;
-      st.xg = per_step ? (fuse ? nullptr : xg_p + b0 * GH) : xg_p + off * GH;
+      st.xg = per_step ? (fuse ? nullptr : xg_p + b0 * GH) : xg_p + off * GH;  // fused: x_t
       st.hg = hg_c;
       st.b_hh = bhh;
       st.h = h_c;
