@@ -12,7 +12,7 @@
 #include <cstdlib>
 
 #include "cpu_backend.h"
-#include "fusedrnn/op_entries.h"
+#include "fusedrnn/register_family.h"
 #include "kernel_table.h"
 
 namespace fusedrnn::cpu {
