@@ -50,7 +50,7 @@ def test_fused_model_trains_through_the_fused_ops(cell, op):
         y, _ = m(torch.randn(4, 5, 1))
         y.sum().backward()
     names = {e.key for e in prof.key_averages()}
-    assert {f"fusedrnn::{op}_layer", f"fusedrnn::{op}_layer_backward"} <= names
+    assert {f"fusedrnn::{op}_stack", f"fusedrnn::{op}_stack_backward"} <= names
     assert not any(n.startswith(("aten::lstm", "aten::gru", "aten::rnn_")) for n in names)
 
 
