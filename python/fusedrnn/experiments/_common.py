@@ -23,15 +23,17 @@ def field_help(cls) -> dict[str, str]:
     return dict(re.findall(r"^\s+(\w+): [^#\n]*#\s*(.+)$", src, flags=re.M))
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
-    """One ``--flag`` per field of the config dataclass ``cls``, its comment as help."""
+def add_config_args(parser: argparse.ArgumentParser, cls, types: dict | None = None) -> None:
+    """One ``--flag`` per field of the config dataclass ``cls``, its comment as help;
+    ``types`` maps a field to its checking argparse type (e.g. :func:`number`)."""
     helps = field_help(cls)
     for f, v in asdict(cls()).items():
         flag = f"--{f.replace('_', '-')}"
         if isinstance(v, bool):
             parser.add_argument(flag, action="store_true", default=v, help=helps.get(f))
         else:
-            parser.add_argument(flag, type=type(v), default=v, help=helps.get(f))
+            kind = (types or {}).get(f, type(v))
+            parser.add_argument(flag, type=kind, default=v, help=helps.get(f))
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:
@@ -152,6 +154,29 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def write_atomic(target, data) -> Path:
+    """`data` (str, bytes, or a callable that writes a given temporary path) -> `target`, via a
+    temporary file in the same folder and a rename: never a partial file, even on Ctrl-C."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(data, str):
+                f.write(data.encode())
+            elif isinstance(data, bytes):
+                f.write(data)
+        if callable(data):
+            data(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for sharing
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
+
+
 class RunDir:
     """A fresh folder per run under `out` (``YYYYmmdd-HHMMSS-<tag>[-N]``, made with an atomic
     mkdir, so concurrent runs never share one), its files written atomically, and
@@ -170,27 +195,7 @@ class RunDir:
         self.out, self.path = out, path
 
     def write(self, name: str, data) -> Path:
-        """`data` (str, bytes, or a callable taking a temporary path) -> name, atomically."""
-        target = self.path / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent
-        )
-        try:
-            with os.fdopen(fd, "wb") as f:
-                if isinstance(data, str):
-                    f.write(data.encode())
-                elif isinstance(data, bytes):
-                    f.write(data)
-            if callable(data):
-                data(tmp)
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for sharing
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return target
+        return write_atomic(self.path / name, data)
 
     def finish(self) -> None:
         """Point ``out/latest`` at this run (a symlink replaced atomically)."""
