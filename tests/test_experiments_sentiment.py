@@ -142,3 +142,14 @@ def test_cli_sentiment_unwritable_out_and_missing_data(tmp_path):
         main(["sentiment", "--quick", "--out", str(blocker / "o")])
     with pytest.raises(SystemExit, match="no such file"):
         main(["sentiment", "--quick", "--data", str(tmp_path / "none.tsv"), "--out", str(tmp_path)])
+
+
+def test_cli_sentiment_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(S, "train_epoch", interrupted)
+    assert main(["sentiment", "--quick", "--cells", "gru", "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "fusedrnn sentiment: interrupted, nothing written"
+    assert list(tmp_path.iterdir()) == []
