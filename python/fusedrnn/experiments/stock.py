@@ -308,19 +308,23 @@ def _datasets(fd, bptt: str):
     return train, val, test, lambda pred: pred[0, o["test"] - r0].cpu().numpy()
 
 
+def _data_id(args, series) -> dict:
+    d = series.dates
+    return {
+        "symbol": series.symbol,
+        "source": series.source,
+        "period": args.period,
+        "first_date": str(d[0]),
+        "last_date": str(d[-1]),
+        "rows": len(series),
+    }
+
+
 def _identity(args, series, fd, model_config, cfg) -> dict:
     """What a checkpoint must match to be resumed: the data, the fold, the pipeline, the model
     and the training settings (more epochs or another patience are allowed)."""
-    d = series.dates
     return {
-        "data": {
-            "symbol": series.symbol,
-            "source": series.source,
-            "period": args.period,
-            "first_date": str(d[0]),
-            "last_date": str(d[-1]),
-            "rows": len(series),
-        },
+        "data": _data_id(args, series),
         "fold": asdict(fd.fold),
         "pipeline": fd.pipeline.spec(),
         "model": dict(model_config),
@@ -638,18 +642,12 @@ def _run(args, ctx, out: Path) -> int:
     )
 
     last = ctx["fds"][-1]
-    d = series.dates
     meta = {
-        "symbol": series.symbol,
-        "period": args.period,
-        "source": series.source,
+        **_data_id(args, series),
         "source_detail": series.detail,
         "source_notes": series.notes,
         "filled": series.filled,
         "columns": series.columns,
-        "first_date": str(d[0]),
-        "last_date": str(d[-1]),
-        "rows": len(series),
         "window": args.window,
         "horizon": args.horizon,
         "features": args.features,
