@@ -237,3 +237,11 @@ def test_forecast_help_lists_the_command():
     p = subprocess.run([sys.executable, "-m", "fusedrnn", "forecast", "--help"],
                        capture_output=True, text=True, check=False)  # fmt: skip
     assert p.returncode == 0 and "--model" in p.stdout and "--csv" in p.stdout
+
+
+def test_a_diverging_run_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(T.Trainer, "_epoch_full", lambda self, data, bar: (float("nan"), 0.0))
+    out = tmp_path / "o"
+    assert cli.main(["stock", *ONE, "--out", str(out)]) == 1
+    assert "training diverged" in capsys.readouterr().err
+    assert list(out.iterdir()) == []

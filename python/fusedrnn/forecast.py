@@ -447,6 +447,8 @@ class Forecaster:
     def fit(self, data, val_fraction: float = 0.15) -> Forecaster:
         """Fit the scalers on the first ``1 - val_fraction`` of the rows and train the model,
         early-stopping on the rest. Returns self."""
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction: {val_fraction} must be in (0, 1)")
         frame, prov = as_frame(data)
         _check_finite(frame, self.pipeline.features)
         n = len(frame)

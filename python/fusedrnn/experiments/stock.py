@@ -537,6 +537,11 @@ def run(args) -> int:
                 msg += ", nothing written"
         print(f"\n{PROG}: {msg}", file=sys.stderr)
         return 130
+    except FloatingPointError as e:  # a diverging run (too high --lr): say so, keep nothing
+        if ctx["run"] is not None:
+            ctx["run"].discard(keep="models")
+        print(f"{PROG}: training diverged ({e}); try a lower --lr or --clip", file=sys.stderr)
+        return 1
     except BaseException:
         if ctx["run"] is not None:
             ctx["run"].discard(keep="models")
