@@ -22,7 +22,7 @@ $(VENV)/.deps: pyproject.toml
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps $(NATIVE_SOURCES)
-	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,apps]"
 	$(PY) -c "import fusedrnn; print('fusedrnn', fusedrnn.__version__, 'built')"
 	touch $@
 
@@ -54,7 +54,7 @@ $(CUDA_VENV)/.deps:
 cuda-check: $(CUDA_VENV)/.deps
 	mkdir -p $(CUDA_BUILD)
 	start=$$SECONDS; FUSEDRNN_CUDA=1 $(CUDA_PY) -m pip install -v --no-build-isolation \
-	  -C build-dir=$(CUDA_BUILD)/{wheel_tag} ".[test]" > $(CUDA_BUILD)/build.log 2>&1 \
+	  -C build-dir=$(CUDA_BUILD)/{wheel_tag} ".[test,apps]" > $(CUDA_BUILD)/build.log 2>&1 \
 	  || { tail -n 60 $(CUDA_BUILD)/build.log; exit 1; }; \
 	  echo "cuda-check: CUDA build took $$((SECONDS - start)) s (log: $(CUDA_BUILD)/build.log)"
 	grep -E "^ *\[[0-9]+/[0-9]+\] (Building|Linking)" $(CUDA_BUILD)/build.log || true

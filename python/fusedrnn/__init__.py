@@ -8,6 +8,17 @@ from . import _ops
 from ._ops import build_info, gru_cell, gru_layer, lstm_cell, lstm_layer, rnn_cell, rnn_layer
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, convert, from_torch
 
+_APPS = ("data", "train", "forecast")  # need the [apps] extra: imported on first use
+
+
+def __getattr__(name):
+    if name in _APPS:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fusedrnn' has no attribute {name!r}")
+
+
 try:
     __version__ = _metadata.version("fusedrnn")
 except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
