@@ -18,6 +18,7 @@ import warnings
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fusedrnn
 
@@ -284,3 +285,32 @@ def test_aoti_package_calls_the_fused_ops_and_matches_eager(tmp_path):
         timeout=300,
     )
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
+
+
+class Packed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(3, 4, num_layers=2, bidirectional=True)
+
+    def forward(self, x, lengths):
+        out, h = self.rnn(pack_padded_sequence(x, lengths, enforce_sorted=False))
+        return pad_packed_sequence(out)[0], h
+
+
+def test_onnx_torchscript_export_of_packed_sequences_matches_torch_nn():
+    # As for torch.nn, only the TorchScript exporter handles PackedSequence.
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    reference = Packed().eval()
+    fused = fusedrnn.convert(copy.deepcopy(reference))
+    x, lengths = torch.randn(6, 3, 3), torch.tensor([4, 6, 2])
+    buf = io.BytesIO()
+    torch.onnx.export(fused, (x, lengths), buf, dynamo=False, input_names=["x", "lengths"])
+    proto = onnx.load_from_string(buf.getvalue())
+    assert [n.op_type for n in proto.graph.node].count("GRU") == 2
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x.numpy(), "lengths": lengths.numpy()})
+    with torch.no_grad():
+        expected = reference(x, lengths)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(torch.from_numpy(g), e, rtol=1e-5, atol=1e-5)

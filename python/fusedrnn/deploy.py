@@ -75,9 +75,10 @@ def onnx_forward(module: nn.RNNBase, input, hx=None):
             f"{module.proj_size} is not possible: the ONNX LSTM operator has no projection "
             "(proj_size must be 0 to export)"
         )
-    if torch.jit.is_tracing() or isinstance(input, PackedSequence):
+    symbolic = getattr(getattr(torch.onnx, "ops", None), "symbolic_multi_out", None)
+    if torch.jit.is_tracing() or isinstance(input, PackedSequence) or symbolic is None:
         # The TorchScript exporter maps torch.nn's aten::lstm/gru/rnn_* to the ONNX operators;
-        # packed input goes the way it goes for torch.nn.
+        # packed input, and torch < 2.8 (no torch.onnx.ops), go the way they go for torch.nn.
         return module._torch_cls.forward(module, input, hx)
     return _symbolic_forward(module, input, hx)
 
