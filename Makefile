@@ -22,7 +22,7 @@ $(VENV)/.deps: pyproject.toml
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps $(NATIVE_SOURCES)
-	$(PY) -m pip install -q --no-build-isolation -e ".[test,apps]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,apps,deploy]"
 	$(PY) -c "import fusedrnn; print('fusedrnn', fusedrnn.__version__, 'built')"
 	touch $@
 

@@ -6,7 +6,10 @@ import torch  # noqa: F401  (libtorch must be loaded before the extension)
 
 from . import _ops
 from ._ops import build_info, gru_cell, gru_layer, lstm_cell, lstm_layer, rnn_cell, rnn_layer
+from .deploy import safe_globals
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, convert, from_torch
+
+torch.serialization.add_safe_globals(safe_globals())  # whole models load with weights_only
 
 _APPS = ("data", "train", "forecast")  # need the [apps] extra: imported on first use
 
@@ -41,4 +44,5 @@ __all__ = [
     "lstm_layer",
     "rnn_cell",
     "rnn_layer",
+    "safe_globals",
 ]

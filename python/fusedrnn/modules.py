@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _ops
+from . import _ops, deploy
 
 __all__ = [
     "GRU",
@@ -94,6 +94,8 @@ def _warn_fallback(name: str, dev: str, dtype: torch.dtype, why: str) -> None:
 
 def _use_fused(name: str, mode: str, weight: Tensor) -> bool:
     dev, dtype = weight.device.type, weight.dtype
+    if deploy.exporting_onnx():  # torch.nn's forward exports to ONNX (deploy.py)
+        return False
     if torch._C._is_any_autocast_enabled():
         _warn_fallback(name, dev, dtype, "autocast is enabled")
         return False
@@ -234,6 +236,8 @@ class _FusedRNNBase(nn.RNNBase):
         return output, hidden
 
     def forward(self, input, hx=None):
+        if deploy.exporting_onnx():  # ONNX's own LSTM/GRU/RNN operators (deploy.py)
+            return deploy.onnx_forward(self, input, hx)
         self._update_flat_weights()  # as torch.nn: parameters swapped by functional_call
         weight = self.weight_ih_l0
         if not _use_fused(type(self).__name__, self.mode, weight):
