@@ -264,7 +264,7 @@ def test_aoti_package_calls_the_fused_ops_and_matches_eager(tmp_path):
         model, (torch.randn(2, 5, 3),), dynamic_shapes=({0: batch, 1: time},)
     )
     called = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
-    assert {"fusedrnn.lstm_layer.default", "fusedrnn.gru_layer.default"} <= called
+    assert {"fusedrnn.lstm_stack.default", "fusedrnn.gru_stack.default"} <= called
     package = torch._inductor.aoti_compile_and_package(
         program,
         package_path=str(tmp_path / "tagger.pt2"),
