@@ -10,6 +10,8 @@ ops are ops too (``torch.ops.fusedrnn.*_backward``), so autograd, ``torch.compil
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from . import (
@@ -37,11 +39,6 @@ def _fake_batch(input, batch_sizes, h0):
     return torch.library.get_ctx().new_dynamic_size()
 
 
-def _grad_input(input, input_grad: bool):
-    """Layer backward ops return an empty grad_input when asked not to compute it."""
-    return input.new_empty(input.shape) if input_grad else _empty0(input)
-
-
 def _out_rows(input, batch_sizes):
     return input.shape[:1] if batch_sizes is not None else input.shape[:2]
 
@@ -66,8 +63,6 @@ def register_fake(op: str):
     """register_fake plus the device check above."""
 
     def deco(fn):
-        import inspect
-
         names = ",".join(inspect.signature(fn).parameters)
 
         def checked(*args):
@@ -88,34 +83,9 @@ def _register_rnn_fakes(fam: str) -> None:
         B = _fake_batch(input, batch_sizes, h0)
         return input.new_empty((*_out_rows(input, batch_sizes), H)), input.new_empty((B, H))
 
-    @register_fake(f"{fam}_layer_backward")
-    def _(grad_output, grad_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, output,
-          input_grad=True):  # fmt: skip
-        H = w_hh.shape[1]
-        B = _fake_batch(input, batch_sizes, h0)
-        return (
-            _grad_input(input, input_grad),
-            input.new_empty((B, H)),
-            torch.empty_like(w_ih),
-            torch.empty_like(w_hh),
-            torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
-            torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
-        )
-
     @register_fake(f"{fam}_cell")
     def _(input, hx, w_ih, w_hh, b_ih, b_hh):
         return input.new_empty((input.shape[0], w_hh.shape[1]))
-
-    @register_fake(f"{fam}_cell_backward")
-    def _(grad_hy, input, hx, w_ih, w_hh, b_ih, b_hh, hy, input_grad=True, hx_grad=True):
-        return (
-            _grad_input(input, input_grad),
-            hx.new_empty(hx.shape),
-            torch.empty_like(w_ih),
-            torch.empty_like(w_hh),
-            torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
-            torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
-        )
 
 
 for _fam in RNN_FAMILIES:
@@ -137,43 +107,11 @@ def _(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, need_wo
     )
 
 
-@register_fake("lstm_layer_backward")
-def _(grad_output, grad_hn, grad_cn, input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-      reverse, output, workspace, input_grad=True):  # fmt: skip
-    H = w_ih.shape[0] // 4
-    P = w_hh.shape[1]
-    B = _fake_batch(input, batch_sizes, h0 if h0 is not None else c0)
-    return (
-        _grad_input(input, input_grad),
-        input.new_empty((B, P)),
-        input.new_empty((B, H)),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
-        torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
-        torch.empty_like(w_hr) if w_hr is not None else _empty0(input),
-    )
-
-
 @register_fake("lstm_cell")
 def _(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
     H = w_ih.shape[0] // 4
     B = input.shape[0]
     return input.new_empty((B, H)), input.new_empty((B, H)), input.new_empty((B, 5 * H))
-
-
-@register_fake("lstm_cell_backward")
-def _(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, b_ih, b_hh, workspace, input_grad=True,
-      hx_grad=True):  # fmt: skip
-    return (
-        _grad_input(input, input_grad),
-        hx.new_empty(hx.shape),
-        cx.new_empty(cx.shape),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
-        torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
-    )
 
 
 @register_fake("gru_layer")
@@ -188,37 +126,10 @@ def _(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, need_workspace=Tr
     )
 
 
-@register_fake("gru_layer_backward")
-def _(grad_output, grad_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, output,
-      workspace, input_grad=True):  # fmt: skip
-    H = w_hh.shape[1]
-    B = _fake_batch(input, batch_sizes, h0)
-    return (
-        _grad_input(input, input_grad),
-        input.new_empty((B, H)),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
-        torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
-    )
-
-
 @register_fake("gru_cell")
 def _(input, hx, w_ih, w_hh, b_ih, b_hh):
     H = w_hh.shape[1]
     return input.new_empty((input.shape[0], H)), input.new_empty((input.shape[0], 4 * H))
-
-
-@register_fake("gru_cell_backward")
-def _(grad_hy, input, hx, w_ih, w_hh, b_ih, b_hh, workspace, input_grad=True, hx_grad=True):
-    return (
-        _grad_input(input, input_grad),
-        hx.new_empty(hx.shape),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
-        torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
-    )
 
 
 _GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
@@ -250,20 +161,45 @@ def _register_stack_fakes(fam: str) -> None:
         c_n = input.new_empty((L * D, B, H)) if fam == "lstm" else _empty0(input)
         return input.new_empty((*rows, D * P)), input.new_empty((L * D, B, P)), c_n, saved
 
-    @register_fake(f"{fam}_stack_backward")
-    def _(grad_output, grad_hn, grad_cn, input, batch_sizes, hx, cx, weights, has_biases,
-          num_layers, bidirectional, output, saved, input_grad=True):  # fmt: skip
-        return (
-            _grad_input(input, input_grad),
-            hx.new_empty(hx.shape) if hx is not None else _empty0(input),
-            cx.new_empty(cx.shape) if cx is not None and fam == "lstm" else _empty0(input),
-            [torch.empty_like(w) for w in weights],
-        )
-
 
 STACK_FAMILIES = (*RNN_FAMILIES, "lstm", "gru")
 for _fam in STACK_FAMILIES:
     _register_stack_fakes(_fam)
+
+
+def _register_backward_fake(name: str) -> None:
+    """Every backward op, from its schema: ``grad_<x>`` is shaped like the forward input
+    ``<x>`` (a list of them for ``weights``); an absent input, or the input when
+    ``input_grad`` is false, gets an empty [0] tensor."""
+    schema = getattr(ops, name).default._schema
+    defaults = {a.name: a.default_value for a in schema.arguments if a.has_default_value()}
+    wanted = [r.name[len("grad_") :] for r in schema.returns]
+
+    def fake(*args):
+        a = {**defaults, **dict(zip([x.name for x in schema.arguments], args))}
+        out = []
+        for n in wanted:
+            v = a.get(n)
+            if isinstance(v, (list, tuple)):
+                out.append([torch.empty_like(w) for w in v])
+            elif v is None or (n == "input" and not a.get("input_grad", True)):
+                out.append(_empty0(a["input"]))
+            else:
+                out.append(v.new_empty(v.shape))
+        return tuple(out)
+
+    fake.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter(x.name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for x in schema.arguments
+        ]
+    )
+    register_fake(name)(fake)
+
+
+for _fam in STACK_FAMILIES:
+    for _kind in ("layer", "cell", "stack"):
+        _register_backward_fake(f"{_fam}_{_kind}_backward")
 
 
 # ---- autograd (derived from the schemas, see _autograd.py) ------------------------------------
@@ -300,9 +236,9 @@ def _call(op, need_grad: bool, *args):
     if _below_autograd(need_grad):
         with torch._C._AutoDispatchBelowAutograd():
             return op(*args)
-    if torch._C._functorch.peek_interpreter_stack() is not None:
-        return _autograd.apply(op._qualified_op_name.split("::")[1], *args)
-    return op(*args)
+    # Straight to the op's autograd.Function: no dispatcher round trip into the Python
+    # Autograd kernel, and under torch.func the only way (see _autograd.register).
+    return _autograd.apply(op._qualified_op_name[10:], *args)  # without "fusedrnn::"
 
 
 def _rnn_family(nonlinearity: str) -> str:

@@ -409,8 +409,9 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
     r.grad_b_hh = Tr::kSplitHidden ? sums.narrow(0, 0, GH).clone() : sums.clone();
   }
   r.grad_w_hr = p.proj ? at::mm(dR.t(), hraw) : at::empty({0}, opts);
-  r.grad_h0 = carry_h;
-  r.grad_c0 = Tr::kHasCell ? carry_c : at::empty({0}, opts);
+  // Absent initial states get an empty [0] gradient, like every absent optional input.
+  r.grad_h0 = p.h0.defined() ? carry_h : at::empty({0}, opts);
+  r.grad_c0 = Tr::kHasCell && p.c0.defined() ? carry_c : at::empty({0}, opts);
   return r;
 }
 
