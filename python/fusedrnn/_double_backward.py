@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from ._autograd import OpInfo, _flatten, _nest, reference_backward, register
+from ._autograd import OpInfo, _flatten, _nest, register
+from ._reference_ops import reference_backward
 
 
 def _register(fwd_name: str) -> None:
