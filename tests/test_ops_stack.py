@@ -197,8 +197,57 @@ def test_module_forward_is_one_op_call():
     with torch.profiler.profile() as prof:
         m(x)[0].sum().backward()
     names = [e.name for e in prof.events()]
-    assert names.count("lstm_stack_autograd") == 1  # one autograd node for the whole stack
-    assert "fusedrnn::lstm_stack_backward" in names
+    assert names.count("fusedrnn::lstm_stack") == 1  # one forward call for the whole stack
+    assert names.count("fusedrnn::lstm_stack_backward") == 1
     assert not [n for n in names if "_layer" in n or "dropout" in n]
     packed = pack_padded_sequence(torch.randn(4, 2, 2), torch.tensor([4, 2]))
     assert m(packed)[0].data.shape == (6, 6)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_relu"])
+def test_module_training_autograd_in_cpp_matches_python_and_double_backward(kind):
+    """The modules' training steps take the C++ autograd entry points (*_autograd): same
+    gradients as the Python autograd.Function of the ops, and gradients of gradients."""
+    torch.manual_seed(0)
+    fam = {"lstm": "lstm", "gru": "gru", "rnn_relu": "rnn_relu"}[kind]
+    mod, x, bs, h0, c0 = _case(fam, 2, True, 0, False, True, True, B=2, T=3, H=3)
+    fused = fusedrnn.from_torch(mod)
+    state = (h0, c0) if fam == "lstm" else h0
+    out = fused(x, state)[0]
+    with torch.profiler.profile() as prof:
+        g_cpp = torch.autograd.grad(out.pow(2).sum(), [x, *fused.parameters()], create_graph=True)
+    assert any("Function" in e.name and "Stack" in e.name for e in prof.events())
+    args = _stack_args(fam, fused, x, None, h0, c0)
+    py = _autograd_apply(f"{fam}_stack", *args, True)[0]
+    g_py = torch.autograd.grad(py.pow(2).sum(), [x, *fused.parameters()])
+    for a, b in zip(g_cpp, g_py):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+    # double backward through the C++ node: d/dx of |grad|^2 against torch.nn
+    gg = torch.autograd.grad(sum(g.pow(2).sum() for g in g_cpp), x)[0]
+    ref_out = mod(x, state)[0]
+    ref_g = torch.autograd.grad(ref_out.pow(2).sum(), [x, *mod.parameters()], create_graph=True)
+    ref_gg = torch.autograd.grad(sum(g.pow(2).sum() for g in ref_g), x)[0]
+    torch.testing.assert_close(gg, ref_gg, rtol=1e-9, atol=1e-11)
+
+
+def _autograd_apply(name, *args):
+    from fusedrnn import _autograd
+
+    return _autograd.apply(name, *args)
+
+
+def test_bias_edited_in_place_before_backward_like_torch_nn():
+    """Biases are not saved for backward (as torch.nn): editing one before backward() is
+    legal and gives the gradients of the unedited forward."""
+    torch.manual_seed(0)
+    ref = nn.LSTM(2, 3, 2, dtype=torch.float64)
+    fused = fusedrnn.from_torch(ref)
+    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for m in (ref, fused):
+        out = m(x)[0].sum()
+        with torch.no_grad():
+            m.bias_ih_l0.add_(1.0)
+        grads.append(torch.autograd.grad(out, [x, *m.parameters()]))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -213,3 +213,20 @@ def test_hx_type_errors_like_torch(make, x, hx):
         fused.to_torch()(x, hx)
     with pytest.raises(TypeError, match="hx"):
         fused(x, hx)
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_cell_double_backward_with_input_and_state_that_need_no_grad(kind):
+    """The weights that first-order backward does not read are not saved, but gradients of
+    gradients still see their values (a gradient penalty on the weights)."""
+    ref, fused = _pair(CELLS[kind])
+    x = torch.randn(2, 3, dtype=torch.float64)
+    h = torch.randn(2, 4, dtype=torch.float64)
+    hx = (h, 0.5 * h) if kind == "lstm_cell" else h
+    results = []
+    for cell in (ref, fused):
+        out = _out_hx(cell, x, hx)
+        (g,) = torch.autograd.grad(out.pow(2).sum(), cell.weight_hh, create_graph=True)
+        results.append(torch.autograd.grad(g.pow(2).sum(), [cell.weight_ih, cell.weight_hh]))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, **TOL)

@@ -17,8 +17,10 @@ Argument wiring comes from the schemas: ``F_backward``'s ``grad_<out>`` argument
 incoming gradients of ``F``'s outputs, its other arguments are ``F``'s inputs and outputs of
 the same name (saved for backward), and its ``grad_<arg>`` returns are the gradients of
 ``F``'s ``<arg>``. Only what backward reads is saved: ``w_ih`` only when ``input`` needs a
-gradient, and a cell's ``w_hh`` only when ``hx`` does (as ``torch.nn``; the op then gets a
-stand-in of the right shape and skips the product). Calls autograd will not record (no
+gradient, a cell's ``w_hh`` only when ``hx`` does, biases never (as ``torch.nn``; the op
+then gets a stand-in of the right shape and skips the product). The modules' training
+calls of the stack and cell ops take the same rule in C++ (cpp/autograd.cpp), without this
+module's Python on every step; this Function stays the ops' Autograd kernel. Calls autograd will not record (no
 input needs a gradient, no dual level open, no ``torch.func`` transform) go straight below
 the Autograd key.
 """
@@ -341,10 +343,23 @@ def apply(name: str, *args):
 
 
 # ---- forward ops: backward is the backward op ------------------------------------------------
-def _stand_in(meta: tuple) -> torch.Tensor:
-    """A tensor of a weight's shape whose values are never read (no memory)."""
-    shape, dtype, device = meta
-    return torch.zeros((), dtype=dtype, device=device).expand(shape)
+def _stack_bias_positions(a: dict) -> set:
+    """Positions of the biases in a stack op's flat weight list (torch.nn's order)."""
+    if not a["has_biases"]:
+        return set()
+    n = len(a["weights"])
+    per = n // (a["num_layers"] * (2 if a["bidirectional"] else 1))
+    return {k for k in range(n) if k % per in (2, 3)}
+
+
+def _stand_in(w: torch.Tensor) -> torch.Tensor:
+    """What the backward op gets for a weight whose values it does not read: a stand-in of
+    its shape (no memory), or, when the backward pass is itself recorded (create_graph), the
+    weight, kept without save_for_backward (no version check, as torch.nn saves nothing):
+    double backward recomputes the forward from it."""
+    if torch.is_grad_enabled():
+        return w
+    return torch.zeros((), dtype=w.dtype, device=w.device).expand(w.shape)
 
 
 def register_forward(name: str) -> None:
@@ -356,6 +371,8 @@ def register_forward(name: str) -> None:
 
     def unused(needs, n: str) -> bool:
         """Weights whose values backward does not read (torch.nn does not save them)."""
+        if n in ("b_ih", "b_hh"):
+            return True  # bias gradients are column sums of the gate gradients
         if n == "w_ih":
             return not needs[pos["input"]]
         if n == "w_hh" and info.is_cell:
@@ -371,13 +388,17 @@ def register_forward(name: str) -> None:
                 "needed: the workspace that backward reads was not written"
             )
         tensors, kept = [], {}  # kept: name -> a plain value, a stand-in, or a list length
+        biases = _stack_bias_positions(a) if "weights" in a else set()
         for n in saved_names:
             v = a[n] if n in pos else outs[out_pos[n]]
+            if n == "weights":  # a stack's flat weights: its biases as shapes only
+                v = [(w if k not in biases else None) for k, w in enumerate(v)]
+                ctx.bias_stand_ins = {k: a[n][k] for k in biases}
             if isinstance(v, list):
                 tensors.extend(v)
                 kept[n] = ("list", len(v))
             elif isinstance(v, torch.Tensor) and unused(ctx.needs, n):
-                kept[n] = ("stand-in", (v.shape, v.dtype, v.device))
+                kept[n] = ("stand-in", v)
             elif isinstance(v, torch.Tensor) or v is None:
                 tensors.append(v)
             else:
@@ -393,6 +414,8 @@ def register_forward(name: str) -> None:
             kind, v = ctx.kept.get(n, ("tensor", None))
             if kind == "list":
                 vals[n] = [next(saved) for _ in range(v)]
+                for k, w in getattr(ctx, "bias_stand_ins", {}).items() if n == "weights" else ():
+                    vals[n][k] = _stand_in(w)
             elif kind == "stand-in":
                 vals[n] = _stand_in(v)
             elif kind == "plain":

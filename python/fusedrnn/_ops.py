@@ -230,15 +230,24 @@ def _below_autograd(need_grad: bool) -> bool:
     )
 
 
+# Ops with a C++ autograd entry point ({name}_autograd), for the modules' training steps.
+_CPP_AUTOGRAD = frozenset(f"{fam}_{kind}" for fam in STACK_FAMILIES for kind in ("stack", "cell"))
+
+
 def _call(op, need_grad: bool, *args):
     if torch.compiler.is_compiling():
         return op(*args)
     if _below_autograd(need_grad):
         with torch._C._AutoDispatchBelowAutograd():
             return op(*args)
+    name = op._qualified_op_name[len("fusedrnn::") :]
+    if name in _CPP_AUTOGRAD and not _autograd._transforms_active():
+        # autograd in C++ (cpp/autograd.cpp): no Python on the training step
+        fast = getattr(ops, f"{name}_autograd")
+        return fast(*args[:-1]) if name.endswith("_stack") else fast(*args)  # need_workspace
     # Straight to the op's autograd.Function: no dispatcher round trip into the Python
     # Autograd kernel, and under torch.func the only way (see _autograd.register).
-    return _autograd.apply(op._qualified_op_name[10:], *args)  # without "fusedrnn::"
+    return _autograd.apply(name, *args)
 
 
 def _rnn_family(nonlinearity: str) -> str:

@@ -1,0 +1,310 @@
+// Autograd in C++ for what the modules call while training: {fam}_stack_autograd and
+// {fam}_cell_autograd (CompositeImplicitAutograd) run the stack / cell op through a
+// torch::autograd::Function whose backward is the op's backward op.
+//
+// They save what the Python autograd.Function of _autograd.py saves (the stack op: input,
+// batch_sizes, hx, cx, the weights but the biases, output and `saved`; a cell: input, hx, cx,
+// and w_ih / w_hh only when input / hx need a gradient; of the rest only shapes, as torch.nn),
+// and give the same results. The Python Function stays the ops' Autograd kernel (torch.func
+// transforms, forward-mode AD, torch.compile, double backward); these entry points only skip
+// its Python work on every training step (~50-100 us, more than the maths of a small cell).
+// The backward op runs below autograd unless a graph of the gradient is being built.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace fusedrnn {
+namespace {
+
+using at::Tensor;
+using OptT = std::optional<Tensor>;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using StackOut = std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>>;
+
+Tensor opt_or(const OptT& t) { return t.has_value() ? *t : Tensor(); }
+OptT as_opt(const Tensor& t) { return t.defined() ? OptT(t) : std::nullopt; }
+
+// What the backward op gets for a weight whose values it does not read: a tensor of its shape
+// (no memory), or, when the backward pass is recorded (create_graph), the weight itself, kept
+// outside save_for_backward (no version check, as torch.nn saves nothing): double backward
+// recomputes the forward from it.
+Tensor stand_in(const Tensor& w) {
+  if (at::GradMode::is_enabled()) return w;
+  return at::zeros({}, w.options()).expand(w.sizes());
+}
+
+OptT bias_arg(const Tensor& b) { return b.defined() ? OptT(stand_in(b)) : std::nullopt; }
+
+template <class Sig>
+c10::TypedOperatorHandle<Sig> op(const std::string& name) {
+  return c10::Dispatcher::singleton()
+      .findSchemaOrThrow(("fusedrnn::" + name).c_str(), "")
+      .template typed<Sig>();
+}
+
+// Runs the backward op below autograd unless the backward pass records (create_graph).
+template <class F>
+auto run_backward(F&& f) {
+  if (at::GradMode::is_enabled()) return f();
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return f();
+}
+
+// ---- the stack ops -------------------------------------------------------------------------
+using StackSig = StackOut(const Tensor&, const OptT&, const OptT&, const OptT&, at::TensorList,
+                          bool, int64_t, bool, double, bool, bool);
+using StackBwdSig = StackOut(const OptT&, const OptT&, const OptT&, const Tensor&, const OptT&,
+                             const OptT&, const OptT&, at::TensorList, bool, int64_t, bool,
+                             const Tensor&, at::TensorList, bool);
+
+template <const char* kFam>
+struct StackFunction : torch::autograd::Function<StackFunction<kFam>> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& input, const OptT& batch_sizes,
+                               const OptT& hx, const OptT& cx, at::TensorList weights,
+                               bool has_biases, int64_t num_layers, bool bidirectional,
+                               double dropout, bool train) {
+    static const auto fwd = op<StackSig>(std::string(kFam) + "_stack");
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [out, h_n, c_n, saved] = fwd.call(input, batch_sizes, hx, cx, weights, has_biases,
+                                           num_layers, bidirectional, dropout, train, true);
+    std::vector<Tensor> keep = {input, opt_or(batch_sizes), opt_or(hx), opt_or(cx), out};
+    // Biases are not read by backward (column sums of the gate gradients): shapes only.
+    const int64_t per = int64_t(weights.size()) / (num_layers * (bidirectional ? 2 : 1));
+    c10::List<Tensor> stand_ins;
+    for (int64_t k = 0; k < int64_t(weights.size()); ++k) {
+      const bool bias = has_biases && (k % per == 2 || k % per == 3);
+      keep.push_back(bias ? Tensor() : weights[k]);
+      stand_ins.push_back(bias ? weights[k] : Tensor());
+    }
+    keep.insert(keep.end(), saved.begin(), saved.end());
+    ctx->save_for_backward(keep);
+    ctx->saved_data["stand_ins"] = stand_ins;
+    ctx->saved_data["n_weights"] = static_cast<int64_t>(weights.size());
+    ctx->saved_data["has_biases"] = has_biases;
+    ctx->saved_data["num_layers"] = num_layers;
+    ctx->saved_data["bidirectional"] = bidirectional;
+    ctx->mark_non_differentiable(saved);
+    variable_list result = {out, h_n, c_n};
+    result.insert(result.end(), saved.begin(), saved.end());
+    return result;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto bwd = op<StackBwdSig>(std::string(kFam) + "_stack_backward");
+    const variable_list s = ctx->get_saved_variables();
+    const int64_t nw = ctx->saved_data["n_weights"].toInt();
+    const c10::List<Tensor> stand_ins = ctx->saved_data["stand_ins"].toTensorList();
+    std::vector<Tensor> weights(s.begin() + 5, s.begin() + 5 + nw);
+    for (int64_t k = 0; k < nw; ++k)
+      if (!weights[k].defined()) weights[k] = stand_in(stand_ins.get(k));
+    const std::vector<Tensor> saved(s.begin() + 5 + nw, s.end());
+    const bool input_grad = ctx->needs_input_grad(0);
+    auto [gi, ghx, gcx, gw] = run_backward([&] {
+      return bwd.call(as_opt(grads[0]), as_opt(grads[1]), as_opt(grads[2]), s[0], as_opt(s[1]),
+                      as_opt(s[2]), as_opt(s[3]), weights, ctx->saved_data["has_biases"].toBool(),
+                      ctx->saved_data["num_layers"].toInt(),
+                      ctx->saved_data["bidirectional"].toBool(), s[4], saved, input_grad);
+    });
+    // One entry per forward argument (a list counts once per element).
+    variable_list result = {input_grad ? gi : Tensor(), Tensor(), s[2].defined() ? ghx : Tensor(),
+                            s[3].defined() ? gcx : Tensor()};
+    result.insert(result.end(), gw.begin(), gw.end());
+    result.resize(result.size() + 5);  // has_biases, num_layers, bidirectional, dropout, train
+    return result;
+  }
+};
+
+template <const char* kFam>
+StackOut stack_autograd(const Tensor& input, const OptT& batch_sizes, const OptT& hx,
+                        const OptT& cx, at::TensorList weights, bool has_biases, int64_t num_layers,
+                        bool bidirectional, double dropout, bool train) {
+  variable_list r = StackFunction<kFam>::apply(input, batch_sizes, hx, cx, weights, has_biases,
+                                               num_layers, bidirectional, dropout, train);
+  return {r[0], r[1], r[2], std::vector<Tensor>(r.begin() + 3, r.end())};
+}
+
+// ---- the cell ops ------------------------------------------------------------------------
+// Saves the weights backward reads (w_ih for dx, w_hh for dh) and the shapes of the others.
+void save_cell(AutogradContext* ctx, std::vector<Tensor> states, const Tensor& input,
+               const Tensor& w_ih, const Tensor& w_hh, const Tensor& ws, bool need_x, bool need_h) {
+  std::vector<Tensor> keep = {input, need_x ? w_ih : Tensor(), need_h ? w_hh : Tensor(), ws};
+  keep.insert(keep.end(), states.begin(), states.end());
+  ctx->save_for_backward(keep);
+  ctx->saved_data["w_ih"] = need_x ? Tensor() : w_ih;
+  ctx->saved_data["w_hh"] = need_h ? Tensor() : w_hh;
+}
+
+struct CellSaved {
+  Tensor input, w_ih, w_hh, ws;
+  std::vector<Tensor> states;
+  bool need_x, need_h;
+};
+
+CellSaved load_cell(AutogradContext* ctx) {
+  const variable_list s = ctx->get_saved_variables();
+  CellSaved c;
+  c.input = s[0];
+  c.need_x = ctx->needs_input_grad(0);
+  c.need_h = ctx->needs_input_grad(1);
+  c.w_ih = c.need_x ? s[1] : stand_in(ctx->saved_data["w_ih"].toTensor());
+  c.w_hh = c.need_h ? s[2] : stand_in(ctx->saved_data["w_hh"].toTensor());
+  c.ws = s[3];
+  c.states.assign(s.begin() + 4, s.end());
+  return c;
+}
+
+// rnn_tanh / rnn_relu / gru: (input, hx, weights) -> hy; gru also returns its workspace.
+using RnnCellSig = Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptT&,
+                          const OptT&);
+using GruCellSig = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
+                                              const Tensor&, const OptT&, const OptT&);
+using HCellBwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
+    const OptT&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptT&,
+    const OptT&, const Tensor&, bool, bool);
+
+template <const char* kFam, bool kGru>
+struct HCellFunction : torch::autograd::Function<HCellFunction<kFam, kGru>> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& hx,
+                               const Tensor& w_ih, const Tensor& w_hh, const OptT& b_ih,
+                               const OptT& b_hh) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    Tensor hy, ws;
+    if constexpr (kGru) {
+      static const auto fwd = op<GruCellSig>("gru_cell");
+      std::tie(hy, ws) = fwd.call(input, hx, w_ih, w_hh, b_ih, b_hh);
+      ctx->mark_non_differentiable({ws});
+    } else {
+      static const auto fwd = op<RnnCellSig>(std::string(kFam) + "_cell");
+      hy = fwd.call(input, hx, w_ih, w_hh, b_ih, b_hh);
+      ws = hy;  // the Elman backward reads h' itself
+    }
+    save_cell(ctx, {hx}, input, w_ih, w_hh, ws, ctx->needs_input_grad(0), ctx->needs_input_grad(1));
+    ctx->saved_data["b_ih"] = b_ih.has_value() ? *b_ih : Tensor();
+    ctx->saved_data["b_hh"] = b_hh.has_value() ? *b_hh : Tensor();
+    if constexpr (kGru) return {hy, ws};
+    return {hy};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto bwd = op<HCellBwdSig>(std::string(kFam) + "_cell_backward");
+    const CellSaved c = load_cell(ctx);
+    const OptT b_ih = bias_arg(ctx->saved_data["b_ih"].toTensor());
+    const OptT b_hh = bias_arg(ctx->saved_data["b_hh"].toTensor());
+    auto [gi, ghx, gwi, gwh, gbi, gbh] = run_backward([&] {
+      return bwd.call(as_opt(grads[0]), c.input, c.states[0], c.w_ih, c.w_hh, b_ih, b_hh, c.ws,
+                      c.need_x, c.need_h);
+    });
+    return {c.need_x ? gi : Tensor(), c.need_h ? ghx : Tensor(), gwi, gwh,
+            b_ih ? gbi : Tensor(),    b_hh ? gbh : Tensor()};
+  }
+};
+
+template <const char* kFam>
+Tensor rnn_cell_autograd(const Tensor& input, const Tensor& hx, const Tensor& w_ih,
+                         const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh) {
+  return HCellFunction<kFam, false>::apply(input, hx, w_ih, w_hh, b_ih, b_hh)[0];
+}
+
+template <const char* kFam>
+std::tuple<Tensor, Tensor> gru_cell_autograd(const Tensor& input, const Tensor& hx,
+                                             const Tensor& w_ih, const Tensor& w_hh,
+                                             const OptT& b_ih, const OptT& b_hh) {
+  variable_list r = HCellFunction<kFam, true>::apply(input, hx, w_ih, w_hh, b_ih, b_hh);
+  return {r[0], r[1]};
+}
+
+using LstmCellSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
+                                                       const Tensor&, const Tensor&, const OptT&,
+                                                       const OptT&);
+using LstmCellBwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
+    const OptT&, const OptT&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+    const Tensor&, const OptT&, const OptT&, const Tensor&, bool, bool);
+
+struct LstmCellFunction : torch::autograd::Function<LstmCellFunction> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& hx,
+                               const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh,
+                               const OptT& b_ih, const OptT& b_hh) {
+    static const auto fwd = op<LstmCellSig>("lstm_cell");
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [hy, cy, ws] = fwd.call(input, hx, cx, w_ih, w_hh, b_ih, b_hh);
+    ctx->mark_non_differentiable({ws});
+    save_cell(ctx, {hx, cx}, input, w_ih, w_hh, ws, ctx->needs_input_grad(0),
+              ctx->needs_input_grad(1));
+    ctx->saved_data["b_ih"] = b_ih.has_value() ? *b_ih : Tensor();
+    ctx->saved_data["b_hh"] = b_hh.has_value() ? *b_hh : Tensor();
+    return {hy, cy, ws};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto bwd = op<LstmCellBwdSig>("lstm_cell_backward");
+    const CellSaved c = load_cell(ctx);
+    const OptT b_ih = bias_arg(ctx->saved_data["b_ih"].toTensor());
+    const OptT b_hh = bias_arg(ctx->saved_data["b_hh"].toTensor());
+    const bool need_c = ctx->needs_input_grad(2);
+    auto [gi, ghx, gcx, gwi, gwh, gbi, gbh] = run_backward([&] {
+      return bwd.call(as_opt(grads[0]), as_opt(grads[1]), c.input, c.states[0], c.states[1], c.w_ih,
+                      c.w_hh, b_ih, b_hh, c.ws, c.need_x, c.need_h);
+    });
+    return {c.need_x ? gi : Tensor(), c.need_h ? ghx : Tensor(), need_c ? gcx : Tensor(), gwi, gwh,
+            b_ih ? gbi : Tensor(),    b_hh ? gbh : Tensor()};
+  }
+};
+
+std::tuple<Tensor, Tensor, Tensor> lstm_cell_autograd(const Tensor& input, const Tensor& hx,
+                                                      const Tensor& cx, const Tensor& w_ih,
+                                                      const Tensor& w_hh, const OptT& b_ih,
+                                                      const OptT& b_hh) {
+  variable_list r = LstmCellFunction::apply(input, hx, cx, w_ih, w_hh, b_ih, b_hh);
+  return {r[0], r[1], r[2]};
+}
+
+constexpr char kRnnTanh[] = "rnn_tanh";
+constexpr char kRnnRelu[] = "rnn_relu";
+constexpr char kLstm[] = "lstm";
+constexpr char kGru[] = "gru";
+
+}  // namespace
+}  // namespace fusedrnn
+
+TORCH_LIBRARY_FRAGMENT(fusedrnn, m) {
+  for (const char* f : {"rnn_tanh", "rnn_relu", "lstm", "gru"}) {
+    const std::string n = f;
+    m.def((n + "_stack_autograd(Tensor input, Tensor? batch_sizes, Tensor? hx, Tensor? cx, "
+               "Tensor[] weights, bool has_biases, int num_layers, bool bidirectional, "
+               "float dropout, bool train) -> (Tensor output, Tensor h_n, Tensor c_n, "
+               "Tensor[] saved)")
+              .c_str(),
+          {at::Tag::nondeterministic_seeded});
+  }
+  m.def(
+      "rnn_tanh_cell_autograd(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh) -> Tensor hy");
+  m.def(
+      "rnn_relu_cell_autograd(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh) -> Tensor hy");
+  m.def(
+      "gru_cell_autograd(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh) -> (Tensor hy, Tensor workspace)");
+  m.def(
+      "lstm_cell_autograd(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh) -> (Tensor hy, Tensor cy, Tensor workspace)");
+}
+
+TORCH_LIBRARY_IMPL(fusedrnn, CompositeImplicitAutograd, m) {
+  using namespace fusedrnn;
+  m.impl("rnn_tanh_stack_autograd", &stack_autograd<kRnnTanh>);
+  m.impl("rnn_relu_stack_autograd", &stack_autograd<kRnnRelu>);
+  m.impl("lstm_stack_autograd", &stack_autograd<kLstm>);
+  m.impl("gru_stack_autograd", &stack_autograd<kGru>);
+  m.impl("rnn_tanh_cell_autograd", &rnn_cell_autograd<kRnnTanh>);
+  m.impl("rnn_relu_cell_autograd", &rnn_cell_autograd<kRnnRelu>);
+  m.impl("gru_cell_autograd", &gru_cell_autograd<kGru>);
+  m.impl("lstm_cell_autograd", &lstm_cell_autograd);
+}
