@@ -66,7 +66,8 @@ def test_packed_equals_per_sample(kind):
     for b, n in enumerate(lengths):
         o, h = m(x[b, :n])
         torch.testing.assert_close(o, padded[b, :n], rtol=1e-12, atol=1e-14)
-        assert padded[b, n:].abs().max() == 0 if n < 5 else True
+        if n < padded.shape[1]:  # the padding past a sequence's end stays zero
+            assert padded[b, n:].abs().max() == 0
         for s_b, s in zip(_states(h), _states(hid)):
             torch.testing.assert_close(s_b, s[:, b], rtol=1e-12, atol=1e-14)
 
