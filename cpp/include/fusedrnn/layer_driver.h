@@ -142,66 +142,68 @@ constexpr int64_t kStepInputMaxI = 16;
 
 inline bool input_per_step(const LayerPlan& p) { return p.I <= kStepInputMaxI && p.T > 1; }
 
-template <class Tr, class Kern, class Blas, class T>
-LayerFwdResult layer_forward(const LayerPlan& p) {
-  const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H;
+// The input side of a forward pass. RNN/LSTM: both biases add to the same pre-activation,
+// so they are summed once (step_bias) and added in the pointwise pass (addmm would first copy
+// the broadcast bias into all N rows). A single step (the cell ops) has only B rows: addmm
+// there, with no summed-bias buffer. GRU keeps b_ih in the projection: b_hn sits inside the
+// reset product; per step, b_ih rides in the GEMM as a weight column against a column of
+// ones appended to x (xin = [x | 1], win = [W_ih | b_ih]).
+struct FwdInput {
+  bool per_step = false, bias_in_xg = false;
+  at::Tensor step_bias, xin, win;
+  int64_t KI = 0;  // columns of xin
+};
+
+template <class Tr, class Blas, class T>
+FwdInput forward_input(const LayerPlan& p) {
+  const int64_t GH = Tr::kGates * p.H;
   const auto opts = p.x.options();
-  LayerFwdResult r;
-  // RNN/LSTM: both biases add to the same pre-activation, so they are summed once and added
-  // in the pointwise pass (addmm would first copy the broadcast bias into all N rows). A
-  // single step (the cell ops) has only B rows: addmm there, with no summed-bias buffer.
-  // GRU keeps b_ih in the projection: b_hn sits inside the reset product; per step, b_ih
-  // rides in the GEMM as a weight column against a column of ones appended to x.
-  const bool per_step = input_per_step(p);
-  const bool bias_in_xg = p.b_ih.defined() && (Tr::kSplitHidden || p.T == 1);
-  at::Tensor xg, step_bias = p.b_hh, xin = p.x, win = p.w_ih;
-  if (!bias_in_xg && p.b_ih.defined()) {
-    step_bias = p.b_ih;
+  FwdInput in;
+  in.per_step = input_per_step(p);
+  in.bias_in_xg = p.b_ih.defined() && (Tr::kSplitHidden || p.T == 1);
+  in.step_bias = p.b_hh;
+  in.xin = p.x;
+  in.win = p.w_ih;
+  if (!in.bias_in_xg && p.b_ih.defined()) {
+    in.step_bias = p.b_ih;
     if (p.b_hh.defined()) {  // raw backend call: a dispatched add costs ~1 us of a cell step
-      step_bias = at::empty({GH}, opts);
-      Blas::template add_rows<T>(1, GH, ptr<T>(p.b_ih), ptr<T>(p.b_hh), ptr<T>(step_bias));
+      in.step_bias = at::empty({GH}, opts);
+      Blas::template add_rows<T>(1, GH, ptr<T>(p.b_ih), ptr<T>(p.b_hh), ptr<T>(in.step_bias));
     }
   }
-  if (per_step && Tr::kSplitHidden && p.b_ih.defined()) {
-    xin = at::cat({p.x, at::ones({p.N, 1}, opts)}, 1);
-    win = at::cat({p.w_ih, p.b_ih.view({GH, 1})}, 1);
+  if (in.per_step && Tr::kSplitHidden && p.b_ih.defined()) {
+    in.xin = at::cat({p.x, at::ones({p.N, 1}, opts)}, 1);
+    in.win = at::cat({p.w_ih, p.b_ih.view({GH, 1})}, 1);
   }
-  const int64_t KI = xin.size(1);
-  const T* xin_p = ptr<T>(xin);
-  const FusedStep<Kern, T> fused(p, ptr<T>(win), KI, per_step);
-  const bool fuse = fused.active();  // then no hg and no per-step xg buffer
-  if (per_step) {
-    xg = at::empty({fuse ? 0 : p.B, GH}, opts);
-  } else if (bias_in_xg) {
-    xg = at::addmm(p.b_ih, p.x, p.w_ih.t());
-  } else {
-    xg = at::mm(p.x, p.w_ih.t());
-  }
+  in.KI = in.xin.size(1);
+  return in;
+}
 
-  at::Tensor out = at::empty({p.N, P}, opts);
-  at::Tensor h = state_copy<Blas, T>(p.h0, p.B, P, opts);
-  at::Tensor c;
-  if constexpr (Tr::kHasCell) c = state_copy<Blas, T>(p.c0, p.B, H, opts);
-  at::Tensor hg = at::empty({fuse ? 0 : p.B, GH}, opts);
-  at::Tensor ws = at::empty({p.N, WS}, opts);
-  at::Tensor hraw = p.proj ? at::empty({p.B, H}, opts) : at::Tensor();
+// The buffers of a forward pass: the results (out, h, c, ws) and the per-step ones.
+struct FwdBuffers {
+  at::Tensor xg;  // [N, GH] projected input, or [B, GH] per step (narrow input)
+  at::Tensor out, h, c, ws;
+  at::Tensor hg;    // [B, GH] recurrent GEMM result (none when the step is fused)
+  at::Tensor hraw;  // projected LSTM: [B, H] the unprojected h
+};
 
-  T* xg_p = ptr<T>(xg);
-  T* out_p = ptr<T>(out);
-  T* h_p = ptr<T>(h);
-  T* c_p = ptr<T>(c);
-  T* hg_p = ptr<T>(hg);
-  T* ws_p = ptr<T>(ws);
-  T* hraw_p = ptr<T>(hraw);
-  const T* whh = ptr<T>(p.w_hh);
-  const T* whr = ptr<T>(p.w_hr);
-  const T* bhh = ptr<T>(step_bias);
+// The time loop: per step the recurrent GEMM into hg and one fused pointwise pass (or the
+// backend's fused step instead), then the projection. Rows [b0, b1) of every step run
+// together; state buffers (h, c, hg, per-step xg, hraw) are indexed by batch row.
+template <class Tr, class Kern, class Blas, class T>
+void forward_steps(const LayerPlan& p, const FwdInput& in, const FusedStep<Kern, T>& fused,
+                   FwdBuffers& f) {
+  const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H, KI = in.KI;
+  const bool fuse = fused.active(), per_step = in.per_step;
+  const T* xin_p = ptr<T>(in.xin);
+  const T* bhh = ptr<T>(in.step_bias);
+  T *xg_p = ptr<T>(f.xg), *out_p = ptr<T>(f.out), *h_p = ptr<T>(f.h), *c_p = ptr<T>(f.c);
+  T *hg_p = ptr<T>(f.hg), *ws_p = ptr<T>(f.ws), *hraw_p = ptr<T>(f.hraw);
   // Steps = 0 where the fused step replaces them: nothing to pack.
-  const WeightGemm<Blas, T> rec(true, GH, P, whh, P, fuse ? 0 : p.T);  // hg = h W_hh^T
-  const WeightGemm<Blas, T> inp(true, GH, KI, ptr<T>(win), KI, per_step && !fuse ? p.T : 0);
-  const WeightGemm<Blas, T> prj(true, P, H, whr, H, p.T);  // out = h_raw W_hr^T (projected)
+  const WeightGemm<Blas, T> rec(true, GH, P, ptr<T>(p.w_hh), P, fuse ? 0 : p.T);  // h W_hh^T
+  const WeightGemm<Blas, T> inp(true, GH, KI, ptr<T>(in.win), KI, per_step && !fuse ? p.T : 0);
+  const WeightGemm<Blas, T> prj(true, P, H, ptr<T>(p.w_hr), H, p.T);  // h_raw W_hr^T
 
-  // Rows [b0, b1) of every step; state buffers (h, c, hg, per-step xg, hraw) by batch row.
   auto rows_loop = [&](int64_t b0, int64_t b1) {
     T* h_c = h_p + b0 * P;
     T* c_c = c_p ? c_p + b0 * H : nullptr;
@@ -239,10 +241,35 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   };
   const double proj_flops = p.proj ? 2.0 * p.B * P * H : 0.0;
   RowChunks<Blas>::run(p.B, 2.0 * p.B * GH * (P + (per_step ? KI : 0)) + proj_flops, rows_loop);
-  r.output = out.view(p.out_shape(P));
-  r.h_n = h;
-  r.c_n = c;
-  r.ws = ws;
+}
+
+template <class Tr, class Kern, class Blas, class T>
+LayerFwdResult layer_forward(const LayerPlan& p) {
+  const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H;
+  const auto opts = p.x.options();
+  const FwdInput in = forward_input<Tr, Blas, T>(p);
+  const FusedStep<Kern, T> fused(p, ptr<T>(in.win), in.KI, in.per_step);
+  const bool fuse = fused.active();  // then no hg and no per-step xg buffer
+  FwdBuffers f;
+  if (in.per_step) {
+    f.xg = at::empty({fuse ? 0 : p.B, GH}, opts);
+  } else if (in.bias_in_xg) {
+    f.xg = at::addmm(p.b_ih, p.x, p.w_ih.t());
+  } else {
+    f.xg = at::mm(p.x, p.w_ih.t());
+  }
+  f.out = at::empty({p.N, P}, opts);
+  f.h = state_copy<Blas, T>(p.h0, p.B, P, opts);
+  if constexpr (Tr::kHasCell) f.c = state_copy<Blas, T>(p.c0, p.B, H, opts);
+  f.hg = at::empty({fuse ? 0 : p.B, GH}, opts);
+  f.ws = at::empty({p.N, WS}, opts);
+  if (p.proj) f.hraw = at::empty({p.B, H}, opts);
+  forward_steps<Tr, Kern, Blas, T>(p, in, fused, f);
+  LayerFwdResult r;
+  r.output = f.out.view(p.out_shape(P));
+  r.h_n = f.h;
+  r.c_n = f.c;
+  r.ws = f.ws;
   return r;
 }
 
@@ -254,58 +281,63 @@ inline at::Tensor column_sums(const at::Tensor& m) {
   return m.sum(0);
 }
 
-template <class Tr, class Kern, class Blas, class T>
-LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P] or undef */,
-                              const at::Tensor& grad_hn, const at::Tensor& grad_cn,
-                              const at::Tensor& out /* [N,P] */, const at::Tensor& ws,
-                              bool input_grad = true) {
-  const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H;
-  const auto opts = p.x.options();
-  LayerBwdResult r;
+// What a backward pass works on (layer_backward): the states each step read, the running
+// state gradients (carry) and the gate gradients.
+struct BwdBuffers {
   // The state each step read: without packing, straight from the saved rows of the step
   // processed before it (out; LSTM: ws's c column) or the initial state, with no [N, P] /
   // [N, H] copies (memory and page faults). Packed batches gather them (previous_states).
-  const bool direct = !p.packed;
-  const at::Tensor h0 = p.h0.defined() ? p.h0 : at::zeros({p.B, P}, opts);
-  const at::Tensor hprev = direct ? at::Tensor() : previous_states(p, out, h0);
-  at::Tensor c0, cprev, carry_c;
-  if constexpr (Tr::kHasCell) {
-    c0 = p.c0.defined() ? p.c0 : at::zeros({p.B, H}, opts);
-    if (!direct) cprev = previous_states(p, ws.narrow(1, 4 * H, H), c0);
-    carry_c = grad_cn.defined() ? grad_cn.clone() : at::zeros({p.B, H}, opts);
-  }
-  at::Tensor carry_h = grad_hn.defined() ? grad_hn.clone() : at::zeros({p.B, P}, opts);
-  // Gate gradients. RNN/LSTM: dG [N, GH], the same on the input and the hidden side. GRU:
-  // the two sides share r and z, so both fit in dG [N, 4H] = [r | z | hn | n] (not two
-  // [N, 3H] buffers): the hidden side (r, z, hn) is its first 3H columns, the input side
+  bool direct = true;
+  at::Tensor h0, hprev, c0, cprev;
+  at::Tensor carry_h, carry_c;  // dh / dc flowing back: [B, P] / [B, H]
+  // Gate gradients. RNN/LSTM: dG [N, GH], the same on the input and the hidden side. GRU: the
+  // two sides share r and z, so both fit in dG [N, 4H] = [r | z | hn | n] (not two [N, 3H]
+  // buffers): the hidden side (r, z, hn) is its first 3H columns (dgh), the input side
   // (r, z, n) columns 0:2H and 3H:4H.
-  const int64_t LDG = Tr::kSplitHidden ? 4 * H : GH;
-  at::Tensor dG = at::empty({p.N, LDG}, opts);
-  at::Tensor dgh = Tr::kSplitHidden ? dG.narrow(1, 0, GH) : dG;
-  at::Tensor dR, hraw, dhraw;
-  if (p.proj) {
-    dR = at::empty({p.N, P}, opts);
-    hraw = at::empty({p.N, H}, opts);
-    dhraw = at::empty({p.B, H}, opts);
-  }
+  int64_t LDG = 0;
+  at::Tensor dG, dgh;
+  at::Tensor dR, hraw, dhraw;  // projected LSTM: d(out) [N, P], o tanh(c) [N, H], d(h_raw)
+};
 
-  const T* gout_p = ptr<T>(gout);
-  const T* out_p = ptr<T>(out);
-  const T* ws_p = ptr<T>(ws);
-  const T* hprev_p = ptr<T>(hprev);
-  const T* cprev_p = ptr<T>(cprev);
-  const T* h0_p = ptr<T>(h0);
-  const T* c0_p = ptr<T>(c0);
-  T* carry_h_p = ptr<T>(carry_h);
-  T* carry_c_p = ptr<T>(carry_c);
-  T* dg_p = ptr<T>(dG);
-  T* dR_p = ptr<T>(dR);
-  T* hraw_p = ptr<T>(hraw);
-  T* dhraw_p = ptr<T>(dhraw);
-  const T* whh = ptr<T>(p.w_hh);
-  const T* whr = ptr<T>(p.w_hr);
-  const WeightGemm<Blas, T> rec(false, P, GH, whh, P, p.w_hh_used ? p.T : 0);  // dh = dG W_hh
-  const WeightGemm<Blas, T> prj(false, H, P, whr, H, p.T);                     // dh_raw = dr W_hr
+template <class Tr>
+BwdBuffers backward_buffers(const LayerPlan& p, const at::Tensor& out, const at::Tensor& ws,
+                            const at::Tensor& grad_hn, const at::Tensor& grad_cn) {
+  const int64_t H = p.H, P = p.P, GH = Tr::kGates * H;
+  const auto opts = p.x.options();
+  BwdBuffers b;
+  b.direct = !p.packed;
+  b.h0 = p.h0.defined() ? p.h0 : at::zeros({p.B, P}, opts);
+  if (!b.direct) b.hprev = previous_states(p, out, b.h0);
+  if constexpr (Tr::kHasCell) {
+    b.c0 = p.c0.defined() ? p.c0 : at::zeros({p.B, H}, opts);
+    if (!b.direct) b.cprev = previous_states(p, ws.narrow(1, 4 * H, H), b.c0);
+    b.carry_c = grad_cn.defined() ? grad_cn.clone() : at::zeros({p.B, H}, opts);
+  }
+  b.carry_h = grad_hn.defined() ? grad_hn.clone() : at::zeros({p.B, P}, opts);
+  b.LDG = Tr::kSplitHidden ? 4 * H : GH;
+  b.dG = at::empty({p.N, b.LDG}, opts);
+  b.dgh = Tr::kSplitHidden ? b.dG.narrow(1, 0, GH) : b.dG;
+  if (p.proj) {
+    b.dR = at::empty({p.N, P}, opts);
+    b.hraw = at::empty({p.N, H}, opts);
+    b.dhraw = at::empty({p.B, H}, opts);
+  }
+  return b;
+}
+
+// The time loop in reverse: per step one fused pointwise pass (Kern::backward) writes dG's
+// rows, then dh_{t-1} = dG_t W_hh (GRU: added to the direct path z * dh already in carry_h).
+template <class Tr, class Kern, class Blas, class T>
+void backward_steps(const LayerPlan& p, BwdBuffers& b, const at::Tensor& gout,
+                    const at::Tensor& out, const at::Tensor& ws) {
+  const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H, LDG = b.LDG;
+  const T *gout_p = ptr<T>(gout), *out_p = ptr<T>(out), *ws_p = ptr<T>(ws);
+  const T *hprev_p = ptr<T>(b.hprev), *cprev_p = ptr<T>(b.cprev);
+  const T *h0_p = ptr<T>(b.h0), *c0_p = ptr<T>(b.c0);
+  T *carry_h_p = ptr<T>(b.carry_h), *carry_c_p = ptr<T>(b.carry_c), *dg_p = ptr<T>(b.dG);
+  T *dR_p = ptr<T>(b.dR), *hraw_p = ptr<T>(b.hraw), *dhraw_p = ptr<T>(b.dhraw);
+  const WeightGemm<Blas, T> rec(false, P, GH, ptr<T>(p.w_hh), P, p.w_hh_used ? p.T : 0);
+  const WeightGemm<Blas, T> prj(false, H, P, ptr<T>(p.w_hr), H, p.T);  // dh_raw = dr W_hr
 
   auto rows_loop = [&](int64_t b0, int64_t b1) {
     T* carry_h_c = carry_h_p + b0 * P;
@@ -338,7 +370,7 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
         st.ws = ws_p + off * WS;
         st.ld_ws = WS;
       }
-      if (direct) {
+      if (b.direct) {
         const int64_t tp = previous_step(p, t);
         const bool first = tp < 0;
         const int64_t poff = first ? 0 : p.off[tp] + b0;
@@ -358,17 +390,24 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
       st.ld_dg = LDG;
       st.dh_carry = Tr::kSplitHidden ? carry_h_c : nullptr;
       Kern::template backward<T>(st);
-      // dh_{t-1} = dG_t W_hh; GRU adds it to the direct path z * dh already in carry_h.
       if (p.w_hh_used)
         rec(rows, dg_p + off * LDG, LDG, Tr::kSplitHidden ? T(1) : T(0), carry_h_c, P);
     }
   };
   const double proj_flops = p.proj ? 2.0 * p.B * P * H : 0.0;
   RowChunks<Blas>::run(p.B, 2.0 * p.B * GH * P + proj_flops, rows_loop);
-  if (!p.w_hh_used) carry_h.zero_();  // no hidden gradient was asked for (cells only)
+  if (!p.w_hh_used) b.carry_h.zero_();  // no hidden gradient was asked for (cells only)
+}
 
+// After the loop, one GEMM each: dx = dGi W_ih (if asked), dW_ih = dGi^T x, dW_hh = dGh^T
+// h_prev (h_prev read in place unless packed), dW_hr = dR^T h_raw.
+template <class Tr>
+void weight_grads(const LayerPlan& p, const BwdBuffers& b, const at::Tensor& out, bool input_grad,
+                  LayerBwdResult& r) {
+  const int64_t H = p.H, P = p.P, GH = Tr::kGates * H;
+  const auto opts = p.x.options();
   if constexpr (Tr::kSplitHidden) {  // input side in two column blocks: (r, z) and n
-    const at::Tensor drz = dG.narrow(1, 0, 2 * H), dn = dG.narrow(1, 3 * H, H);
+    const at::Tensor drz = b.dG.narrow(1, 0, 2 * H), dn = b.dG.narrow(1, 3 * H, H);
     if (input_grad) {
       r.grad_input = at::mm(drz, p.w_ih.narrow(0, 0, 2 * H));
       r.grad_input.addmm_(dn, p.w_ih.narrow(0, 2 * H, H));
@@ -379,23 +418,30 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
     at::mm_out(w_rz, drz.t(), p.x);
     at::mm_out(w_n, dn.t(), p.x);
   } else {
-    if (input_grad) r.grad_input = at::mm(dG, p.w_ih).view(p.in_shape);
-    r.grad_w_ih = at::mm(dG.t(), p.x);
+    if (input_grad) r.grad_input = at::mm(b.dG, p.w_ih).view(p.in_shape);
+    r.grad_w_ih = at::mm(b.dG.t(), p.x);
   }
   if (!input_grad) r.grad_input = at::empty({0}, opts);
   if (p.T == 0) {
     r.grad_w_hh = at::zeros({GH, P}, opts);
-  } else if (direct) {  // the steps after the first read out's rows; the first read h0
+  } else if (b.direct) {  // the steps after the first read out's rows; the first read h0
     const int64_t rest = p.N - p.B;
     const int64_t first = p.reverse ? rest : 0, later = p.reverse ? 0 : p.B;
     const int64_t src = p.reverse ? p.B : 0;
-    r.grad_w_hh = at::mm(dgh.narrow(0, later, rest).t(), out.narrow(0, src, rest));
-    if (p.h0.defined()) r.grad_w_hh.addmm_(dgh.narrow(0, first, p.B).t(), p.h0);
+    r.grad_w_hh = at::mm(b.dgh.narrow(0, later, rest).t(), out.narrow(0, src, rest));
+    if (p.h0.defined()) r.grad_w_hh.addmm_(b.dgh.narrow(0, first, p.B).t(), p.h0);
   } else {
-    r.grad_w_hh = at::mm(dgh.t(), hprev);
+    r.grad_w_hh = at::mm(b.dgh.t(), b.hprev);
   }
-  // Bias gradients: one reduction of dG; GRU picks its two sides' columns from it.
-  const at::Tensor sums = (p.b_ih.defined() || p.b_hh.defined()) ? column_sums(dG) : at::Tensor();
+  r.grad_w_hr = p.proj ? at::mm(b.dR.t(), b.hraw) : at::empty({0}, opts);
+}
+
+// Bias gradients: one reduction of dG; GRU picks its two sides' columns from it.
+template <class Tr>
+void bias_grads(const LayerPlan& p, const BwdBuffers& b, LayerBwdResult& r) {
+  const int64_t H = p.H, GH = Tr::kGates * H;
+  const auto opts = p.x.options();
+  const at::Tensor sums = (p.b_ih.defined() || p.b_hh.defined()) ? column_sums(b.dG) : at::Tensor();
   if (!p.b_ih.defined()) {
     r.grad_b_ih = at::empty({0}, opts);
   } else if (Tr::kSplitHidden) {
@@ -408,10 +454,22 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
   } else {  // RNN/LSTM: the same sums as b_ih, in their own tensor
     r.grad_b_hh = Tr::kSplitHidden ? sums.narrow(0, 0, GH).clone() : sums.clone();
   }
-  r.grad_w_hr = p.proj ? at::mm(dR.t(), hraw) : at::empty({0}, opts);
+}
+
+template <class Tr, class Kern, class Blas, class T>
+LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P] or undef */,
+                              const at::Tensor& grad_hn, const at::Tensor& grad_cn,
+                              const at::Tensor& out /* [N,P] */, const at::Tensor& ws,
+                              bool input_grad = true) {
+  BwdBuffers b = backward_buffers<Tr>(p, out, ws, grad_hn, grad_cn);
+  backward_steps<Tr, Kern, Blas, T>(p, b, gout, out, ws);
+  LayerBwdResult r;
+  weight_grads<Tr>(p, b, out, input_grad, r);
+  bias_grads<Tr>(p, b, r);
   // Absent initial states get an empty [0] gradient, like every absent optional input.
-  r.grad_h0 = p.h0.defined() ? carry_h : at::empty({0}, opts);
-  r.grad_c0 = Tr::kHasCell && p.c0.defined() ? carry_c : at::empty({0}, opts);
+  const auto opts = p.x.options();
+  r.grad_h0 = p.h0.defined() ? b.carry_h : at::empty({0}, opts);
+  r.grad_c0 = Tr::kHasCell && p.c0.defined() ? b.carry_c : at::empty({0}, opts);
   return r;
 }
 

@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -100,37 +101,16 @@ inline void check_shape(const std::string& op, const char* name, const at::Tenso
 
 }  // namespace detail
 
-// Builds and validates the plan. `is_cell`: input [B, I] and hx required (the cell ops).
-// `need_w_ih` / `need_w_hh` false: that weight's values are never read (a backward op that
-// skips dx or dh), so it may be a stand-in of the right shape (e.g. an expanded scalar).
-template <class Tr>
-LayerPlan make_plan(const char* opname, const at::Tensor& input,
-                    const std::optional<at::Tensor>& batch_sizes_in,
-                    const std::optional<at::Tensor>& h0_in, const std::optional<at::Tensor>& c0_in,
-                    const at::Tensor& w_ih, const at::Tensor& w_hh,
-                    const std::optional<at::Tensor>& b_ih_in,
-                    const std::optional<at::Tensor>& b_hh_in,
-                    const std::optional<at::Tensor>& w_hr_in, bool reverse, bool is_cell = false,
-                    bool need_w_ih = true, bool need_w_hh = true) {
-  using detail::check_like;
-  using detail::check_shape;
-  using detail::shape_str;
-  LayerPlan p;
-  p.op = std::string("fusedrnn::") + opname;
-  const std::string& op = p.op;
-  p.G = Tr::kGates;
-  p.reverse = reverse;
-  const auto batch_sizes = opt(batch_sizes_in);
-  const auto h0 = opt(h0_in), c0 = opt(c0_in), b_ih = opt(b_ih_in), b_hh = opt(b_hh_in),
-             w_hr = opt(w_hr_in);
-  p.packed = batch_sizes.has_value();
-  p.proj = w_hr.has_value();
-  TORCH_CHECK(input.defined(), op, ": input is undefined");
-  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op,
-              ": expected input to be a floating-point tensor, got ", input.scalar_type());
-  p.in_shape = input.sizes().vec();
+namespace detail {
 
-  // Weights first: they define I, H and P.
+using OptTensor = std::optional<at::Tensor>;
+
+// The weights define I, H and P (and whether the layer is projected).
+template <class Tr>
+void plan_weights(LayerPlan& p, const at::Tensor& input, const at::Tensor& w_ih,
+                  const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+                  const OptTensor& w_hr) {
+  const std::string& op = p.op;
   check_like(op, "w_ih", w_ih, input);
   check_like(op, "w_hh", w_hh, input);
   TORCH_CHECK(w_ih.dim() == 2, op, ": expected w_ih to be 2-D [G*H, I], got ", w_ih.dim(), "-D");
@@ -139,6 +119,7 @@ LayerPlan make_plan(const char* opname, const at::Tensor& input,
               " rows, expected a positive multiple of ", p.G, " (gates) for ", Tr::kName);
   p.H = w_ih.size(0) / p.G;
   p.I = w_ih.size(1);
+  p.P = p.H;
   if (p.proj) {
     TORCH_CHECK(Tr::kFamily == Family::Lstm, op, ": w_hr (projection) is only for LSTM");
     check_like(op, "w_hr", *w_hr, input);
@@ -147,19 +128,45 @@ LayerPlan make_plan(const char* opname, const at::Tensor& input,
     TORCH_CHECK(p.P > 0 && p.P < p.H, op, ": proj_size P = ", p.P,
                 " must satisfy 0 < P < H = ", p.H);
     check_shape(op, "w_hr", *w_hr, {p.P, p.H}, "[P, H]");
-  } else {
-    p.P = p.H;
   }
   check_shape(op, "w_hh", w_hh, {p.G * p.H, p.P}, "[G*H, P]");
-  if (b_ih) {
-    check_like(op, "b_ih", *b_ih, input);
-    check_shape(op, "b_ih", *b_ih, {p.G * p.H}, "[G*H]");
+  for (const auto& [name, b] : {std::pair{"b_ih", &b_ih}, std::pair{"b_hh", &b_hh}}) {
+    if (!*b) continue;
+    check_like(op, name, **b, input);
+    check_shape(op, name, **b, {p.G * p.H}, "[G*H]");
   }
-  if (b_hh) {
-    check_like(op, "b_hh", *b_hh, input);
-    check_shape(op, "b_hh", *b_hh, {p.G * p.H}, "[G*H]");
-  }
+}
 
+// batch_sizes of packed input: validated (positive, non-increasing, summing to N) into p.bs.
+inline void plan_packed(LayerPlan& p, const at::Tensor& input, const at::Tensor& bsz) {
+  const std::string& op = p.op;
+  TORCH_CHECK(bsz.dim() == 1 && bsz.scalar_type() == at::kLong && bsz.device().is_cpu(), op,
+              ": expected batch_sizes to be a 1-D int64 CPU tensor, got ", bsz.dim(), "-D ",
+              bsz.scalar_type(), " on ", bsz.device());
+  TORCH_CHECK(input.dim() == 2, op,
+              ": with batch_sizes, expected input to be packed data 2-D [N, I], got ", input.dim(),
+              "-D");
+  p.T = bsz.size(0);
+  const auto acc = bsz.contiguous();
+  const int64_t* b = acc.data_ptr<int64_t>();
+  p.bs.assign(b, b + p.T);
+  int64_t sum = 0;
+  for (int64_t t = 0; t < p.T; ++t) {
+    TORCH_CHECK(p.bs[t] > 0, op, ": batch_sizes must be positive, got ", p.bs[t], " at step ", t);
+    TORCH_CHECK(t == 0 || p.bs[t] <= p.bs[t - 1], op,
+                ": batch_sizes must be non-increasing (sorted sequences), got ", p.bs[t - 1],
+                " then ", p.bs[t], " at step ", t);
+    sum += p.bs[t];
+  }
+  TORCH_CHECK(sum == input.size(0), op, ": batch_sizes sum to ", sum, " but the packed input has ",
+              input.size(0), " rows");
+  p.N = sum;
+}
+
+// The step schedule: T, B, N, and per step its rows (bs) and data offset (off).
+inline void plan_sequence(LayerPlan& p, const at::Tensor& input, const OptTensor& batch_sizes,
+                          const OptTensor& h0, bool is_cell) {
+  const std::string& op = p.op;
   if (is_cell) {
     TORCH_CHECK(input.dim() == 2, op, ": expected input to be 2-D [B, I], got ", input.dim(),
                 "-D of shape ", shape_str(input.sizes()));
@@ -168,28 +175,7 @@ LayerPlan make_plan(const char* opname, const at::Tensor& input,
     p.N = p.B;
     p.bs.assign(1, p.B);
   } else if (p.packed) {
-    const at::Tensor& bsz = *batch_sizes;
-    TORCH_CHECK(bsz.dim() == 1 && bsz.scalar_type() == at::kLong && bsz.device().is_cpu(), op,
-                ": expected batch_sizes to be a 1-D int64 CPU tensor, got ", bsz.dim(), "-D ",
-                bsz.scalar_type(), " on ", bsz.device());
-    TORCH_CHECK(input.dim() == 2, op,
-                ": with batch_sizes, expected input to be packed data 2-D [N, I], got ",
-                input.dim(), "-D");
-    p.T = bsz.size(0);
-    const auto acc = bsz.contiguous();
-    const int64_t* b = acc.data_ptr<int64_t>();
-    p.bs.assign(b, b + p.T);
-    int64_t sum = 0;
-    for (int64_t t = 0; t < p.T; ++t) {
-      TORCH_CHECK(p.bs[t] > 0, op, ": batch_sizes must be positive, got ", p.bs[t], " at step ", t);
-      TORCH_CHECK(t == 0 || p.bs[t] <= p.bs[t - 1], op,
-                  ": batch_sizes must be non-increasing (sorted sequences), got ", p.bs[t - 1],
-                  " then ", p.bs[t], " at step ", t);
-      sum += p.bs[t];
-    }
-    TORCH_CHECK(sum == input.size(0), op, ": batch_sizes sum to ", sum,
-                " but the packed input has ", input.size(0), " rows");
-    p.N = sum;
+    plan_packed(p, input, *batch_sizes);
     p.B = p.T > 0 ? p.bs[0] : (h0 ? h0->size(0) : 0);
   } else {
     TORCH_CHECK(input.dim() == 3, op, ": expected input to be 3-D [T, B, I], got ", input.dim(),
@@ -206,21 +192,56 @@ LayerPlan make_plan(const char* opname, const at::Tensor& input,
     p.off[t] = o;
     o += p.bs[t];
   }
+}
 
+// The initial states (named hx / cx for the cell ops).
+template <class Tr>
+void plan_states(LayerPlan& p, const at::Tensor& input, const OptTensor& h0, const OptTensor& c0,
+                 bool is_cell) {
+  const std::string& op = p.op;
   if (h0) {
     check_like(op, is_cell ? "hx" : "h0", *h0, input);
     check_shape(op, is_cell ? "hx" : "h0", *h0, {p.B, p.P}, "[B, P]");
     p.h0 = h0->contiguous();
   }
-  if (Tr::kHasCell) {
-    if (c0) {
-      check_like(op, is_cell ? "cx" : "c0", *c0, input);
-      check_shape(op, is_cell ? "cx" : "c0", *c0, {p.B, p.H}, "[B, H]");
-      p.c0 = c0->contiguous();
-    }
-  } else {
-    TORCH_CHECK(!c0, op, ": c0 is only for LSTM");
+  TORCH_CHECK(Tr::kHasCell || !c0, op, ": c0 is only for LSTM");
+  if (c0) {
+    check_like(op, is_cell ? "cx" : "c0", *c0, input);
+    check_shape(op, is_cell ? "cx" : "c0", *c0, {p.B, p.H}, "[B, H]");
+    p.c0 = c0->contiguous();
   }
+}
+
+}  // namespace detail
+
+// Builds and validates the plan. `is_cell`: input [B, I] and hx required (the cell ops).
+// `need_w_ih` / `need_w_hh` false: that weight's values are never read (a backward op that
+// skips dx or dh), so it may be a stand-in of the right shape (e.g. an expanded scalar).
+template <class Tr>
+LayerPlan make_plan(const char* opname, const at::Tensor& input,
+                    const std::optional<at::Tensor>& batch_sizes_in,
+                    const std::optional<at::Tensor>& h0_in, const std::optional<at::Tensor>& c0_in,
+                    const at::Tensor& w_ih, const at::Tensor& w_hh,
+                    const std::optional<at::Tensor>& b_ih_in,
+                    const std::optional<at::Tensor>& b_hh_in,
+                    const std::optional<at::Tensor>& w_hr_in, bool reverse, bool is_cell = false,
+                    bool need_w_ih = true, bool need_w_hh = true) {
+  LayerPlan p;
+  p.op = std::string("fusedrnn::") + opname;
+  p.G = Tr::kGates;
+  p.reverse = reverse;
+  const auto batch_sizes = opt(batch_sizes_in);
+  const auto h0 = opt(h0_in), c0 = opt(c0_in), b_ih = opt(b_ih_in), b_hh = opt(b_hh_in),
+             w_hr = opt(w_hr_in);
+  p.packed = batch_sizes.has_value();
+  p.proj = w_hr.has_value();
+  TORCH_CHECK(input.defined(), p.op, ": input is undefined");
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()), p.op,
+              ": expected input to be a floating-point tensor, got ", input.scalar_type());
+  p.in_shape = input.sizes().vec();
+  detail::plan_weights<Tr>(p, input, w_ih, w_hh, b_ih, b_hh, w_hr);
+  detail::plan_sequence(p, input, batch_sizes, h0, is_cell);
+  detail::plan_states<Tr>(p, input, h0, c0, is_cell);
 
   p.x = input.contiguous().view({p.N, p.I});
   p.w_ih = need_w_ih ? w_ih.contiguous() : w_ih;

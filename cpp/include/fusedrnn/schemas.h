@@ -9,7 +9,7 @@
 
 namespace fusedrnn {
 
-inline void define_schemas(torch::Library& m) {
+inline void define_stack_schemas(torch::Library& m) {
   // Whole stacks (every layer and direction; stack_driver.h). The forward draws dropout masks
   // from the default generator: nondeterministic_seeded, as aten::dropout.
   for (const char* f : {"rnn_tanh", "rnn_relu", "lstm", "gru"}) {
@@ -27,6 +27,10 @@ inline void define_schemas(torch::Library& m) {
                "Tensor grad_cx, Tensor[] grad_weights)")
               .c_str());
   }
+}
+
+inline void define_schemas(torch::Library& m) {
+  define_stack_schemas(m);
   for (const char* f : {"rnn_tanh", "rnn_relu"}) {
     const std::string n = f;
     m.def((n + "_layer(Tensor input, Tensor? batch_sizes, Tensor? h0, Tensor w_ih, Tensor w_hh, "
