@@ -18,7 +18,7 @@ import os
 import sys
 from importlib import metadata
 
-BUILD_REQUIREMENTS = "scikit-build-core>=1.0 pybind11>=2.12 ninja cmake>=3.25"
+BUILD_REQUIREMENTS = '"scikit-build-core>=1.0" "pybind11>=2.12" ninja "cmake>=3.25"'  # shell-quoted
 
 
 def public_version(version: str) -> str:
@@ -30,7 +30,7 @@ def isolated_build_message(python: str, source: str) -> str:
     return (
         "fusedrnn is compiled against the torch it will run with, but the Python running "
         f"this build ({python}) has no torch: pip's build isolation hides the packages of "
-        "your environment.\nInstall torch, then build without isolation:\n\n"
+        "your environment.\nInstall torch (if it is not yet), then build without isolation:\n\n"
         f"    pip install {BUILD_REQUIREMENTS}\n"
         f"    pip install --no-build-isolation {source}\n"
     )

@@ -31,6 +31,11 @@ def _python(code: str, *args: str, timeout: float = 120) -> subprocess.Completed
     )
 
 
+def _python_ok(code: str) -> None:
+    r = _python(code)
+    assert r.returncode == 0, r.stderr
+
+
 def _name(requirement: str) -> str:
     return re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower()
 
@@ -115,8 +120,7 @@ def test_import_with_another_recorded_torch_is_a_clear_import_error():
 
 def test_import_accepts_another_local_label_of_the_same_release():
     public = torch.__version__.split("+")[0]
-    r = _python(f"import torch; torch.__version__ = '{public}+cu999'; import fusedrnn")
-    assert r.returncode == 0, r.stderr
+    _python_ok(f"import torch; torch.__version__ = '{public}+cu999'; import fusedrnn")
 
 
 # ---- the core without the extras -----------------------------------------------------------
@@ -130,8 +134,7 @@ def test_core_imports_and_runs_without_any_extra():
         "assert torch.allclose(m(x)[0], m.to_torch()(x)[0], atol=1e-5)\n"
         "assert fusedrnn.check is not None\n"
     )
-    r = _python(code)
-    assert r.returncode == 0, r.stderr
+    _python_ok(code)
 
 
 def test_import_fusedrnn_loads_no_extra_and_no_application_module():
@@ -144,8 +147,7 @@ def test_import_fusedrnn_loads_no_extra_and_no_application_module():
         " or m.startswith(('fusedrnn.data', 'fusedrnn.train', 'fusedrnn.experiments'))]\n"
         "assert not bad, bad\n"
     )
-    r = _python(code)
-    assert r.returncode == 0, r.stderr
+    _python_ok(code)
 
 
 def test_submodules_are_lazy_attributes():
@@ -156,8 +158,7 @@ def test_submodules_are_lazy_attributes():
         "assert fusedrnn.experiments.__name__ == 'fusedrnn.experiments'\n"
         "assert 'fusedrnn.train' in sys.modules and 'data' in dir(fusedrnn)\n"
     )
-    r = _python(code)
-    assert r.returncode == 0, r.stderr
+    _python_ok(code)
     with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
         fusedrnn.no_such_thing  # noqa: B018
     has_forecast = (ROOT / "python/fusedrnn/forecast.py").exists() or (
