@@ -82,12 +82,8 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def _missing_extra(name: str, exc: ModuleNotFoundError) -> int:
-    extra = _extras.extra_of(exc.name)
-    if extra is None:
-        raise exc
-    top = exc.name.partition(".")[0]
-    print(f"fusedrnn {name}: {_extras.install_hint(top, extra)}", file=sys.stderr)
+def _missing_extra(name: str, module: str, extra: str) -> int:
+    print(f"fusedrnn {name}: {_extras.install_hint(module, extra)}", file=sys.stderr)
     return 1
 
 
@@ -116,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0]
     missing = _extras.first_missing(COMMAND_EXTRAS.get(name, ("apps",)))
     if missing is not None:  # before any work, in one line
-        print(f"fusedrnn {name}: {_extras.install_hint(*missing)}", file=sys.stderr)
-        return 1
+        return _missing_extra(name, *missing)
     try:
         module = importlib.import_module(COMMANDS[name][0])
         cmd = argparse.ArgumentParser(prog=f"fusedrnn {name}", description=COMMANDS[name][1])
@@ -126,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         args = cmd.parse_args(argv[1:])
         return int(module.run(args) or 0)
     except ModuleNotFoundError as e:  # a package of an extra that the table above missed
-        return _missing_extra(name, e)
+        extra = _extras.extra_of(e.name)
+        if extra is None:
+            raise
+        return _missing_extra(name, e.name.partition(".")[0], extra)
 
 
 if __name__ == "__main__":
