@@ -12,7 +12,8 @@ SRC=$PWD
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT INT TERM
+trap 'rm -rf "$WORK"' EXIT
+trap 'exit 1' INT TERM
 start=$SECONDS
 step() { echo "wheel-check [$((SECONDS - start)) s]: $*"; }
 
@@ -37,7 +38,7 @@ sleep 1
 $PY -m pip wheel -v --no-build-isolation --no-deps -w "$WORK/dist" "$SRC" > "$WORK/build.log" 2>&1 \
   || { tail -n 60 "$WORK/build.log"; exit 1; }
 # (.git and the folders of other make targets, which may run meanwhile, aside)
-changed=$(find "$SRC" \( -path "$SRC/.git" -o -path "$SRC/.venv*" -o -path "$SRC/build-cuda" \) \
+changed=$(find "$SRC" -mindepth 1 \( -path "$SRC/.git" -o -path "$SRC/.venv*" -o -path "$SRC/build-cuda" \) \
   -prune -o -newer "$WORK/marker" -print | head -n 5)
 [ -z "$changed" ] || { echo "wheel-check: the build wrote into the source tree: $changed" >&2; exit 1; }
 WHEEL=$(ls "$WORK"/dist/fusedrnn-*.whl)
