@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -280,43 +281,50 @@ def test_build_hook_pins_the_build_torch_and_stops_an_isolated_build(monkeypatch
     assert pin.BUILD_REQUIREMENTS in str(e.value)
 
 
-def _configure(tmp_path, python, env=None, *defines):
+def _configure(build: Path, python, env=None):
     cmake = Path(sys.executable).with_name("cmake")
-    cmd = [str(cmake if cmake.exists() else "cmake"), "-S", str(ROOT), "-B", str(tmp_path / "b")]
-    cmd += ["-G", "Ninja", f"-DPython_EXECUTABLE={python}", *defines]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    cmd = [str(cmake if cmake.exists() else "cmake"), "-S", str(ROOT), "-B", str(build)]
+    cmd += ["-G", "Ninja", f"-DPython_EXECUTABLE={python}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    r.text = " ".join((r.stdout + r.stderr).split())
+    return r
 
 
 def test_cmake_stops_at_once_without_torch(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", tmp_path / "v"], check=True)
-    r = _configure(tmp_path, tmp_path / "v/bin/python")
+    r = _configure(tmp_path / "b", tmp_path / "v/bin/python")
     assert r.returncode != 0
-    out = " ".join((r.stdout + r.stderr).split())
-    assert "cannot import torch" in out and "pip install --no-build-isolation" in out
+    assert "cannot import torch" in r.text and "pip install --no-build-isolation" in r.text
 
 
-def test_cmake_cuda_only_when_asked_or_torch_has_it(tmp_path, monkeypatch):
-    import os
-
+def test_cmake_cuda_only_when_asked_or_torch_has_it(tmp_path):
+    # An nvcc of another CUDA major version than any torch's, and a ccache, both on PATH.
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "ccache").write_text('#!/bin/sh\nexec "$@"\n')
-    (fake / "ccache").chmod(0o755)
-    (fake / "nvcc").write_text("#!/bin/sh\necho 'Cuda compilation tools, release 13.0'\n")
-    (fake / "nvcc").chmod(0o755)
-    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "CUDA_HOME": str(tmp_path)}
+    (fake / "nvcc").write_text("#!/bin/sh\necho 'Cuda compilation tools, release 1.0'\n")
+    for tool in fake.iterdir():
+        tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "CUDACXX": str(fake / "nvcc")}
     env.pop("FUSEDRNN_CUDA", None)
-    asked = _configure(tmp_path, sys.executable, {**env, "FUSEDRNN_CUDA": "1"})
-    if torch.version.cuda is None:  # asked for CUDA with a CPU torch: a clear stop
-        assert asked.returncode != 0
-        assert "has no CUDA" in " ".join(asked.stderr.split())
-    bad = _configure(tmp_path, sys.executable, {**env, "FUSEDRNN_CUDA": "maybe"})
-    assert bad.returncode != 0 and "FUSEDRNN_CUDA must be 1" in " ".join(bad.stderr.split())
-    auto = _configure(tmp_path, sys.executable, env)  # an nvcc on PATH does not turn CUDA on
+
+    asked = _configure(tmp_path / "asked", sys.executable, {**env, "FUSEDRNN_CUDA": "1"})
+    assert asked.returncode != 0  # asked for CUDA that cannot be built: a clear stop
+    assert "FUSEDRNN_CUDA=1 asks for the CUDA kernels, but" in asked.text
+    why = f"torch {torch.__version__} has no CUDA" if torch.version.cuda is None else "is CUDA 1.0"
+    assert why in asked.text
+
+    bad = _configure(tmp_path / "bad", sys.executable, {**env, "FUSEDRNN_CUDA": "maybe"})
+    assert bad.returncode != 0 and "FUSEDRNN_CUDA must be 1" in bad.text
+
+    # Unset: nvcc alone never turns CUDA on; a CUDA torch without a matching nvcc gives a
+    # CPU-only build (configured without torch's CMake config, which would want CUDA) + warning.
+    auto = _configure(tmp_path / "auto", sys.executable, env)
     assert auto.returncode == 0, auto.stderr
-    cache = (tmp_path / "b/CMakeCache.txt").read_text()
-    assert "CUDA on" not in auto.stdout and ("CMAKE_CUDA_COMPILER:" not in cache)
-    assert f"compiling through {fake}/ccache" in auto.stdout
+    assert "CUDA on" not in auto.text
+    assert "CMAKE_CUDA_COMPILER:" not in (tmp_path / "auto/CMakeCache.txt").read_text()
+    assert ("building the CPU kernels only" in auto.text) == (torch.version.cuda is not None)
+    assert f"compiling through {fake}/ccache" in auto.text
 
 
 def test_build_folders():
