@@ -27,10 +27,11 @@ $(VENV)/.deps: pyproject.toml
 	$(PY) -m pip install -q $(BUILD_REQS) ruff clang-format
 	touch $@
 
-# Editable, with every extra ([test] = [apps,bench] + pytest); build folder build/<wheel tag>.
+# Editable, with every extra ([test] = [apps,bench] + pytest, and [deploy]); build folder
+# build/<wheel tag>.
 $(VENV)/.built: $(VENV)/.deps $(NATIVE_SOURCES)
 	@echo "building fusedrnn in place (a few minutes on 2 cores; log: $(VENV)/build.log)"
-	set -o pipefail; $(PY) -m pip install -v --no-build-isolation -e ".[test]" 2>&1 \
+	set -o pipefail; $(PY) -m pip install -v --no-build-isolation -e ".[test,deploy]" 2>&1 \
 	  | tee $(VENV)/build.log | $(PROGRESS) || { tail -n 60 $(VENV)/build.log; exit 1; }
 	$(PY) -c "import fusedrnn; print('fusedrnn', fusedrnn.__version__, 'built')"
 	touch $@
@@ -63,7 +64,7 @@ $(CUDA_VENV)/.deps:
 cuda-check: $(CUDA_VENV)/.deps
 	mkdir -p $(CUDA_BUILD)
 	start=$$SECONDS; FUSEDRNN_CUDA=1 $(CUDA_PY) -m pip install -v --no-build-isolation \
-	  -C build-dir=$(CUDA_BUILD)/{wheel_tag} ".[test]" > $(CUDA_BUILD)/build.log 2>&1 \
+	  -C build-dir=$(CUDA_BUILD)/{wheel_tag} ".[test,apps]" > $(CUDA_BUILD)/build.log 2>&1 \
 	  || { tail -n 60 $(CUDA_BUILD)/build.log; exit 1; }; \
 	  echo "cuda-check: CUDA build took $$((SECONDS - start)) s (log: $(CUDA_BUILD)/build.log)"
 	grep -E "^ *\[[0-9]+/[0-9]+\] (Building|Linking)" $(CUDA_BUILD)/build.log || true

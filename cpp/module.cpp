@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 
 #include "cpu/kernel_table.h"
+#include "cpu/tuning.h"
 
 #ifndef FUSEDRNN_VERSION
 #define FUSEDRNN_VERSION "0.0.0"
@@ -19,8 +20,34 @@
 
 namespace py = pybind11;
 
+namespace {
+py::dict get_tuning() {
+  const auto& t = fusedrnn::cpu::tuning();
+  py::dict d;
+  d["chunk_rows"] = t.chunk_rows.load();
+  d["chunk_max_mflop"] = t.chunk_max_mflop.load();
+  d["pack"] = t.pack.load();
+  d["pack_min_steps"] = t.pack_min_steps.load();
+  d["fuse"] = t.fuse.load();
+  return d;
+}
+
+// Arguments are validated in Python (fusedrnn.tuning.set), which names the bad one.
+void set_tuning(int64_t chunk_rows, int64_t chunk_max_mflop, bool pack, int64_t pack_min_steps,
+                bool fuse) {
+  auto& t = fusedrnn::cpu::tuning();
+  t.chunk_rows = chunk_rows;
+  t.chunk_max_mflop = chunk_max_mflop;
+  t.pack = pack;
+  t.pack_min_steps = pack_min_steps;
+  t.fuse = fuse;
+}
+}  // namespace
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fusedrnn fused RNN/LSTM/GRU kernels (ops live in torch.ops.fusedrnn)";
+  m.def("get_tuning", &get_tuning);
+  m.def("set_tuning", &set_tuning);
   m.def("build_info", [] {
     py::dict d;
     d["version"] = FUSEDRNN_VERSION;
@@ -35,6 +62,7 @@ PYBIND11_MODULE(_C, m) {
     d["cpu_capability"] = at::get_cpu_capability();
     d["cpu_kernels"] = fusedrnn::cpu::kernels().isa;  // the SIMD table the CPU ops use
     d["parallel_backend"] = at::get_parallel_info();
+    d["tuning"] = get_tuning();
     return d;
   });
 }

@@ -7,7 +7,7 @@
 #include <torch/library.h>
 
 #include "cuda_backend.h"
-#include "fusedrnn/op_entries.h"
+#include "fusedrnn/register_family.h"
 #include "kernels/rnn.cuh"
 
 namespace fusedrnn::gpu {

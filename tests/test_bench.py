@@ -54,7 +54,7 @@ def test_quick_run_writes_outputs(tmp_path):
     md = (tmp_path / "t.md").read_text()
     assert "## Training step" in md and "| stock | lstm |" in md
     trace = (tmp_path / "t-trace.json").read_text()
-    assert "fusedrnn::lstm_layer" in trace and "stock/lstm/fused/training" in trace
+    assert "fusedrnn::lstm_stack" in trace and "stock/lstm/fused/training" in trace
 
 
 @pytest.mark.parametrize("bidir", [False, True])

@@ -112,8 +112,7 @@ def test_csv_path_source(tmp_path):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("date,close\n2024-01-02,10\n2024-01-03,\n", "NaN"),
-        ("date,close\n2024-01-02,10\n2024-01-03,nan\n", "NaN"),
+        ("date,close\n2024-01-02,\n2024-01-03,nan\n", "every close is missing"),
         ("date,close\n2024-01-02,10\n2024-01-03,abc\n", "not a number"),
         ("day,value\n2024-01-02,10\n", "needs a 'date' and a 'close'"),
         ("date,close\n2024-01-02,10\n2024-01-02,11\n", "duplicate dates"),
@@ -189,15 +188,14 @@ def test_inverse_transform_round_trips():
     w = D.prepare_windows(s, window=5)
     assert np.allclose(w.inverse(w.scaled), s)
     assert np.allclose(w.inverse(w.y_test[:, 0]), s[w.t_test], rtol=1e-5)
-    sc = D.MinMaxScaler((-1, 1)).fit(s[:, None])
-    assert np.allclose(sc.inverse_transform(sc.transform(s[:, None])), s[:, None])
-    assert sc.transform(s[:, None]).min() == pytest.approx(-1)
-    with pytest.raises(RuntimeError, match="fit"):
-        D.MinMaxScaler().transform([1.0])
-    with pytest.raises(ValueError, match="NaN"):
-        D.MinMaxScaler().fit([1.0, np.nan])
-    const = D.MinMaxScaler().fit(np.full(5, 3.0))
-    assert np.allclose(const.inverse_transform(const.transform([3.0, 4.0])), [3.0, 4.0])
+    from sklearn.preprocessing import MinMaxScaler
+
+    assert isinstance(w.scaler, MinMaxScaler)  # scikit-learn's, not a hand-written one
+    assert not hasattr(D, "MinMaxScaler")
+    w2 = D.prepare_windows(s, window=5, feature_range=(-1, 1))
+    assert w2.scaled[: w2.bounds[0]].min() == pytest.approx(-1)
+    const = D.prepare_windows(np.full(60, 3.0), window=5)  # a constant span: no division by 0
+    assert np.allclose(const.inverse(const.scaled), 3.0)
 
 
 def test_prepare_rejects_bad_series():
@@ -270,3 +268,53 @@ def test_periods_yfinance_lacks_become_a_start_date(cache, monkeypatch):
     assert D.load_prices("ABC", "18mo", "yfinance").source == "yfinance"
     s = D.load_prices("AAPL", "ytd", "bundled")
     assert str(s.dates[0]) == "2013-01-02" and 35 <= len(s) <= 45
+
+
+# ---- pandas reading: blanks, features, titles ---------------------------------------------
+
+
+def test_blank_closes_are_filled_forward_and_reported(tmp_path):
+    p = tmp_path / "gaps.csv"
+    p.write_text(
+        "date,close\n2024-01-01,\n2024-01-02,10\n2024-01-03,\n2024-01-04,nan\n2024-01-05,12\n"
+    )
+    msgs = []
+    s = D.load_prices(None, "max", str(p), log=msgs.append)
+    assert s.close.tolist() == [10.0, 10.0, 10.0, 12.0]  # leading blank dropped, gaps filled
+    assert str(s.dates[0]) == "2024-01-02"
+    assert any("dropped 1 leading row" in f for f in s.filled)
+    assert any(
+        "filled 2 missing close value(s) forward" in f and "2024-01-03" in f for f in s.filled
+    )
+    assert any("filled 2 missing close" in m for m in msgs)  # told to the user
+
+
+def test_csv_keeps_ohlcv_features_and_is_titled_by_its_file_name(tmp_path):
+    p = tmp_path / "msft_daily.csv"
+    p.write_text(
+        "Date,Open,High,Low,Close,Adj Close,Volume,Note\n"
+        "2024-01-02,1,2,0.5,1.5,1.4,1000,x\n2024-01-03,1.5,2.5,1,2,1.9,,y\n"
+    )
+    s = D.load_prices(None, "max", str(p))
+    assert s.symbol == "MSFT_DAILY" and s.source == "file"
+    assert s.columns == ["close", "open", "high", "low", "volume"]  # text column 'Note' left out
+    assert s.close.tolist() == [1.4, 1.9]  # the adjusted close
+    assert s.frame["volume"].tolist() == [1000.0, 1000.0] and "volume" in s.filled[0]
+    assert D.load_prices("ibm", "max", str(p)).symbol == "IBM"  # a symbol asked for wins
+
+
+def test_bundled_frame_has_closes_only():
+    s = D.load_prices("AAPL", "1y", "bundled")
+    assert s.columns == ["close"] and s.filled == []
+    assert len(s.frame) == len(s.dates) == len(s.close)
+
+
+def test_data_is_an_attribute_of_the_package():
+    """`import fusedrnn; fusedrnn.data.load_prices` (a fresh interpreter: nothing preloaded)."""
+    import subprocess
+    import sys
+
+    code = "import fusedrnn; print(fusedrnn.data.load_prices.__name__, fusedrnn.forecast.Forecaster.__name__)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["load_prices", "Forecaster"]

@@ -72,3 +72,84 @@ def test_cli_sentiment_quick(tmp_path, capsys):
     for r in res["models"].values():
         t = r["timing"]
         assert abs(t["fused"]["loss"] - t["torch.nn"]["loss"]) < 1e-3
+
+
+def _two_class_file(path, n=60):
+    lines = ["label\ttext"]
+    for i in range(n):
+        lines += [f"pos\tgreat fun love it {i}", f"neg\tawful bad hate it {i}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_any_label_set_from_the_file(tmp_path):
+    texts, labels, names = S.load_tweets(_two_class_file(tmp_path / "pn.tsv"), with_names=True)
+    assert names == ("neg", "pos") and set(labels) == {0, 1} and len(texts) == 120
+    assert S.load_tweets(with_names=True)[2] == S.LABELS
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("label\ttext\npos\tfine\nno tab here\n")
+    with pytest.raises(ValueError, match="bad.tsv:3: expected label<TAB>text"):
+        S.load_tweets(bad)
+    one = tmp_path / "one.tsv"
+    one.write_text("label\ttext\npos\ta\npos\tb\n")
+    with pytest.raises(ValueError, match="at least two labels"):
+        S.load_tweets(one)
+
+
+def test_two_class_macro_f1_is_over_two_classes():
+    y = np.array([0, 0, 0, 1])
+    majority = np.zeros(4, int)
+    # F1(class 0) = 2 * 0.75 * 1 / 1.75 = 6/7, F1(class 1) = 0: over two classes, not three
+    assert S.macro_f1(y, majority, 2) == pytest.approx((6 / 7) / 2)
+    assert S.confusion(y, majority, 2).tolist() == [[3, 0], [1, 0]]
+
+
+def test_cli_sentiment_two_classes_writes_plots(tmp_path, capsys):
+    data = _two_class_file(tmp_path / "pn.tsv")
+    out = tmp_path / "out"
+    assert main(["sentiment", "--quick", "--cells", "gru", "--data", str(data),
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert "2 classes neg" in capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert res["classes"] == ["neg", "pos"]
+    assert np.asarray(res["models"]["gru"]["confusion"]).shape == (2, 2)
+    for name in ("confusion_matrix.png", "learning_curves.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--lr", "-1"),
+        ("--lr", "nan"),
+        ("--epochs", "0"),
+        ("--dropout", "1.5"),
+        ("--threads", "-2"),
+    ],  # fmt: skip
+)
+def test_cli_sentiment_checks_arguments(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit):
+        main(["sentiment", "--quick", flag, value, "--out", str(tmp_path / "o")])
+    assert f"argument {flag}" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_sentiment_unwritable_out_and_missing_data(tmp_path):
+    blocker = tmp_path / "f"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit, match="cannot write there"):
+        main(["sentiment", "--quick", "--out", str(blocker / "o")])
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["sentiment", "--quick", "--data", str(tmp_path / "none.tsv"), "--out", str(tmp_path)])
+
+
+def test_cli_sentiment_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(S, "train_epoch", interrupted)
+    assert main(["sentiment", "--quick", "--cells", "gru", "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "fusedrnn sentiment: interrupted, nothing written"
+    assert list(tmp_path.iterdir()) == []

@@ -167,7 +167,7 @@ def test_export_eval_model_dynamic_batch():
     batch = torch.export.Dim("batch", min=1)
     ep = torch.export.export(model, (torch.randn(2, 4, 3),), dynamic_shapes={"x": {0: batch}})
     targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
-    assert {"fusedrnn.lstm_layer.default", "fusedrnn.gru_layer.default",
+    assert {"fusedrnn.lstm_stack.default", "fusedrnn.gru_stack.default",
             "fusedrnn.gru_cell.default"} <= targets  # fmt: skip
     for B in (1, 5):
         x = torch.randn(B, 4, 3)

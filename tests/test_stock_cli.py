@@ -27,9 +27,11 @@ def test_stock_end_to_end(tmp_path, capsys):
     for word in ("test MSE", "MAE", "RMSE", "speed-up", "naive", "RNN", "GRU", "fused", "torch"):
         assert word in text
     assert "data: bundled" in text and "x" in text.split("speed-up")[-1]
+    run = out / "latest"  # each run writes into its own folder; latest -> the last one
+    assert run.is_symlink() and run.resolve().parent == out.resolve()
     for name in ("loss_curves.png", "predictions.png", "metrics.png"):
-        assert _png(out / name), name
-    m = json.loads((out / "metrics.json").read_text())
+        assert _png(run / name), name
+    m = json.loads((run / "metrics.json").read_text())
     assert m["data"]["symbol"] == "AAPL" and m["data"]["source"] == "bundled"
     assert [(r["cell"], r["impl"]) for r in m["results"]] == [
         ("rnn", "fused"),
@@ -41,9 +43,11 @@ def test_stock_end_to_end(tmp_path, capsys):
         assert r["rmse"] > 0 and r["mae"] > 0 and r["train_time_s"] > 0 and r["epochs"] <= 2
         assert r["rmse_vs_naive"] == pytest.approx(r["rmse"] / m["naive"]["rmse"])
     assert "speedup_vs_torch" in m["results"][0]
-    rows = list(csv.DictReader(open(out / "metrics.csv")))
-    assert rows[-1]["model"] == "naive" and len(rows) == 5
-    assert (out / "table.txt").read_text().count("\n") >= 6
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    # the 4 models, then the baselines (seasonal naive, moving average, linear AR), naive last
+    assert rows[-1]["model"] == "naive" and len(rows) == 8
+    assert (run / "table.txt").read_text().count("\n") >= 6
+    assert not [p for p in run.rglob("*") if p.name.startswith(".")]  # no temporary files
 
 
 def test_stock_truncated_bptt_fused_only_with_checkpoints(tmp_path, capsys):
@@ -51,11 +55,11 @@ def test_stock_truncated_bptt_fused_only_with_checkpoints(tmp_path, capsys):
     argv = ["stock", *SMALL, "--cell", "lstm", "--impl", "fused", "--bptt", "truncated"]
     argv += ["--k1", "5", "--k2", "10", "--batch-size", "4", "--no-plots", "--save-models"]
     assert cli.main([*argv, "--out", str(out), "--quiet"]) == 0
-    m = json.loads((out / "metrics.json").read_text())
+    m = json.loads((out / "latest" / "metrics.json").read_text())
     assert [r["impl"] for r in m["results"]] == ["fused"]
     assert m["config"]["bptt"] == "truncated" and m["config"]["k2"] == 10
-    assert (out / "models" / "lstm_fused.pt").is_file()
-    assert not list(out.glob("*.png"))
+    assert (out / "latest" / "models" / "lstm_fused.pt").is_file()
+    assert not list((out / "latest").glob("*.png"))
 
 
 def test_stock_sweep(tmp_path, capsys):
@@ -65,9 +69,9 @@ def test_stock_sweep(tmp_path, capsys):
     assert cli.main([*argv, "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "best GRU on validation" in text
-    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    rows = list(csv.DictReader(open(out / "latest" / "sweep.csv")))
     assert sorted(int(r["hidden"]) for r in rows) == [4, 8]
-    assert _png(out / "sweep.png")
+    assert _png(out / "latest" / "sweep.png")
 
 
 def test_stock_bad_symbol_is_a_clear_error(tmp_path, capsys):
@@ -99,5 +103,5 @@ def test_stock_resume_continues_from_the_saved_models(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main([*argv, "--epochs", "3", "--resume"]) == 0
     assert "resumed from" in capsys.readouterr().out
-    m = json.loads((out / "metrics.json").read_text())
+    m = json.loads((out / "latest" / "metrics.json").read_text())
     assert m["results"][0]["epochs"] == 3

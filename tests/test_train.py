@@ -50,7 +50,7 @@ def test_fused_model_trains_through_the_fused_ops(cell, op):
         y, _ = m(torch.randn(4, 5, 1))
         y.sum().backward()
     names = {e.key for e in prof.key_averages()}
-    assert {f"fusedrnn::{op}_layer", f"fusedrnn::{op}_layer_backward"} <= names
+    assert {f"fusedrnn::{op}_stack", f"fusedrnn::{op}_stack_backward"} <= names
     assert not any(n.startswith(("aten::lstm", "aten::gru", "aten::rnn_")) for n in names)
 
 
@@ -88,7 +88,7 @@ def test_fused_and_torch_train_alike(cell):
 
 def test_huber_and_sgd_train():
     train, val = _sine_windows()
-    model = T.SequenceRegressor("rnn", 1, 8, 1)
+    model = T.SequenceRegressor("rnn", 1, 8, 1, residual=False)  # a level model: room to learn
     h = T.fit(model, train, val, _cfg(epochs=4, optimizer="sgd", lr=0.05, loss="huber"))
     assert h.train_loss[-1] < h.train_loss[0]
 
@@ -167,7 +167,7 @@ def test_early_stopping_restores_the_best_weights():
     x = rng.uniform(0.5, 1.0, (64, 4, 1)).astype(np.float32)
     train = T.Windows(x, x[:, -1])  # learn y = last input ...
     val = T.Windows(x, -x[:, -1])  # ... which takes the validation loss the wrong way
-    model = T.SequenceRegressor("gru", 1, 8, 1, dropout=0.0)
+    model = T.SequenceRegressor("gru", 1, 8, 1, dropout=0.0, residual=False)
     trainer = T.Trainer(model, _cfg(epochs=50, patience=3, lr=1e-2))
     h = trainer.fit(train, val)
     assert h.stopped_early and h.epochs < 50
@@ -231,3 +231,43 @@ def test_resume_continues_identically(tmp_path):
     hc = T.fit(c, train, val, _cfg(**cfg), resume=path)
     assert hc.train_loss == ha.train_loss and hc.val_loss == ha.val_loss
     assert torch.equal(_params(c), _params(a))
+
+
+def test_library_default_is_the_residual_head_of_the_cli():
+    """fit(SequenceRegressor('lstm', 1, H, L, 1), ...) on prices must not lose to the naive
+    forecast by a mile (issue 14: the level head gave 4.5x the naive RMSE on AAPL)."""
+    s = D.load_prices("AAPL", "5y", "bundled")
+    w = D.prepare_windows(s.close, 30)
+    model = T.SequenceRegressor("lstm", 1, 16, 1, 1)
+    assert model.residual and model.config["residual"]
+    T.fit(model, T.Windows(w.x_train, w.y_train), T.Windows(w.x_val, w.y_val), _cfg(epochs=2))
+    model.eval()
+    with torch.no_grad():
+        pred = w.inverse(model(torch.from_numpy(w.x_test))[0][:, 0].numpy())
+    actual, naive = s.close[w.t_test], s.close[w.t_test - 1]
+    rmse = lambda p: float(np.sqrt(np.mean((p - actual) ** 2)))  # noqa: E731
+    assert rmse(pred) < 1.1 * rmse(naive)
+
+
+def test_residual_head_adds_the_last_close_to_every_horizon():
+    m = T.SequenceRegressor("gru", 3, 4, 1, output_size=5)
+    x = torch.randn(2, 6, 3)
+    y, _ = m(x)
+    assert torch.equal(y, x[:, -1, :1].expand(2, 5))
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(clip_grad_norm=-1.0), "clip_grad_norm"),
+        (dict(clip_grad_norm=float("nan")), "clip_grad_norm"),
+        (dict(patience=0), "patience"),
+        (dict(patience=-1), "patience"),
+        (dict(lr=-1e-3), "lr"),
+        (dict(lr=float("nan")), "lr"),
+        (dict(momentum=1.5), "momentum"),
+    ],
+)
+def test_train_config_refuses_silently_wrong_settings(kw, match):
+    with pytest.raises(ValueError, match=match):
+        T.TrainConfig(**kw)

@@ -7,8 +7,6 @@
 // column-major call C^T = op(B)^T op(A)^T.
 #pragma once
 
-#include "fusedrnn/dtype_dispatch.h"
-
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -20,15 +18,17 @@
 #include <type_traits>
 
 #include "fusedrnn/aten_gemm.h"
+#include "fusedrnn/dtype_dispatch.h"
 #include "fusedrnn/layer_driver.h"
+#include "tuning.h"
 
 extern "C" {
 void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
             const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
             const float* beta, float* c, const int* ldc) __attribute__((weak));
 void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-            const double* alpha, const double* a, const int* lda, const double* b,
-            const int* ldb, const double* beta, double* c, const int* ldc) __attribute__((weak));
+            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+            const double* beta, double* c, const int* ldc) __attribute__((weak));
 // MKL's packed GEMM (float): pack the weight once per layer call, not once per step.
 size_t sgemm_pack_get_size(const char* id, const int* m, const int* n, const int* k)
     __attribute__((weak));
@@ -97,18 +97,16 @@ namespace fusedrnn {
 template <>
 struct WeightGemm<cpu::Blas, float> {
   // Packing costs about one GEMM and MKL pads the buffer generously (MiBs for a 256 x 64
-  // weight), so it needs a few steps to pay off (from 8: stock LSTM inference, T = 30, runs
-  // ~7% faster than unpacked in alternating A/B runs) and a buffer that stays small next to
-  // the weight; FUSEDRNN_NO_PACK=1 turns it off (for A/B timing).
-  static constexpr int64_t kMinSteps = 8;
-
+  // weight), so it needs a few steps to pay off (tuning().pack_min_steps, 8: stock LSTM
+  // inference, T = 30, runs ~7% faster than unpacked in alternating A/B runs) and a buffer
+  // that stays small next to the weight; tuning().pack turns it off (for A/B timing).
   WeightGemm(bool transW, int64_t N, int64_t K, const float* W, int64_t ldw, int64_t steps)
       : plain_(transW, N, K, W, ldw), N_(int(N)), K_(int(K)) {
     constexpr int64_t kMax = std::numeric_limits<int>::max() / 4;
     if (!W || N == 0 || K == 0 || N > kMax || K > kMax || ldw > kMax) return;
-    if (steps < kMinSteps || !sgemm_pack_get_size || !sgemm_pack || !sgemm_compute) return;
-    static const bool disabled = std::getenv("FUSEDRNN_NO_PACK") != nullptr;
-    if (disabled) return;
+    const cpu::Tuning& tune = cpu::tuning();
+    if (!tune.pack || steps < tune.pack_min_steps) return;
+    if (!sgemm_pack_get_size || !sgemm_pack || !sgemm_compute) return;
     const char id = 'A', tr = transW ? 'T' : 'N';
     const int n = 1, ld = int(ldw);
     const float one = 1.f;
@@ -140,19 +138,15 @@ struct WeightGemm<cpu::Blas, float> {
 // from MKL's threads, and the pointwise pass would pay an OpenMP fork per step, so each
 // thread runs the whole time loop of its own batch rows with single-threaded GEMMs and no
 // per-step synchronisation. Large steps keep MKL's threading, which splits the weight
-// instead of streaming all of it through every thread. FUSEDRNN_CHUNK_ROWS (fewest rows per
-// thread) and FUSEDRNN_CHUNK_MAX_MFLOP (largest step that is split) override the defaults,
-// for tests and A/B timing; both are read once per process.
+// instead of streaming all of it through every thread. tuning().chunk_rows (fewest rows per
+// thread) and chunk_max_mflop (largest step that is split) set the rule (tuning.h).
 template <>
 struct RowChunks<cpu::Blas> {
-  static int64_t env_or(const char* name, int64_t fallback) {
-    const char* v = std::getenv(name);
-    return v ? std::max<int64_t>(1, std::atoll(v)) : fallback;
-  }
   template <class F>
   static void run(int64_t B, double step_flops, F&& f) {
-    static const int64_t min_rows = env_or("FUSEDRNN_CHUNK_ROWS", 8);
-    static const double max_flops = 1e6 * double(env_or("FUSEDRNN_CHUNK_MAX_MFLOP", 16));
+    const cpu::Tuning& tune = cpu::tuning();
+    const int64_t min_rows = std::max<int64_t>(1, tune.chunk_rows);
+    const double max_flops = 1e6 * double(tune.chunk_max_mflop);
     const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
     const int64_t chunks = std::min(threads, B / min_rows);
     if (chunks < 2 || step_flops > max_flops) {

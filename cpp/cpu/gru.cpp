@@ -9,7 +9,7 @@
 #include <torch/library.h>
 
 #include "cpu_backend.h"
-#include "fusedrnn/op_entries.h"
+#include "fusedrnn/register_family.h"
 #include "kernel_table.h"
 
 namespace fusedrnn::cpu {

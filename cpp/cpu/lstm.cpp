@@ -9,10 +9,8 @@
 // recurrent GEMM into the forward pass (lstm_fused.h, FusedStep below): same writes.
 #include <torch/library.h>
 
-#include <cstdlib>
-
 #include "cpu_backend.h"
-#include "fusedrnn/op_entries.h"
+#include "fusedrnn/register_family.h"
 #include "kernel_table.h"
 
 namespace fusedrnn::cpu {
@@ -37,13 +35,13 @@ namespace fusedrnn {
 // float32 LSTMs without projection and with H a multiple of the vector width, up to
 // kLstmFusedMaxH, run the fused step (lstm_fused.h) on the AVX2 / AVX-512 tables; the weights
 // are packed once per layer call, so single steps (the cell ops) keep the BLAS path.
-// FUSEDRNN_NO_FUSE=1 turns it off (A/B timing, tests).
+// tuning().fuse = false (fusedrnn.tuning, or FUSEDRNN_NO_FUSE=1) turns it off.
 template <>
 struct FusedStep<cpu::LstmKernels, float> {
   FusedStep(const LayerPlan& p, const float* w_in, int64_t KI, bool per_step) {
-    static const bool disabled = std::getenv("FUSEDRNN_NO_FUSE") != nullptr;
     const cpu::LstmFused& f = cpu::kernels().lstm_fused;
-    if (disabled || !f.step || p.proj || p.T < 2 || p.H > cpu::kLstmFusedMaxH || p.H % f.lanes)
+    if (!cpu::tuning().fuse || !f.step || p.proj || p.T < 2 || p.H > cpu::kLstmFusedMaxH ||
+        p.H % f.lanes)
       return;
     s_.H = p.H;
     s_.P = p.P;

@@ -6,7 +6,7 @@
 
 #include "../kernels/gru.cuh"
 #include "emu_backend.h"
-#include "fusedrnn/op_entries.h"
+#include "fusedrnn/register_family.h"
 
 namespace fusedrnn::emu {
 namespace {

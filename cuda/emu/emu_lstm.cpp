@@ -3,9 +3,9 @@
 // Forward writes (=) ws [rows, 5H], out, c, h; backward writes (=) dgi [rows, 4H], dc, hraw.
 #include <torch/library.h>
 
-#include "emu_backend.h"
-#include "fusedrnn/op_entries.h"
 #include "../kernels/lstm.cuh"
+#include "emu_backend.h"
+#include "fusedrnn/register_family.h"
 
 namespace fusedrnn::emu {
 namespace {

@@ -3,9 +3,9 @@
 // Forward writes (=) out rows and h; backward writes (=) dgi (see kernels/rnn.cuh).
 #include <torch/library.h>
 
-#include "emu_backend.h"
-#include "fusedrnn/op_entries.h"
 #include "../kernels/rnn.cuh"
+#include "emu_backend.h"
+#include "fusedrnn/register_family.h"
 
 namespace fusedrnn::emu {
 namespace {

@@ -25,7 +25,10 @@ from ._ops import (  # noqa: E402
     rnn_cell,
     rnn_layer,
 )
+from .deploy import safe_globals  # noqa: E402
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, convert, from_torch  # noqa: E402
+
+torch.serialization.add_safe_globals(safe_globals())  # whole models load with weights_only
 
 try:
     __version__ = _metadata.version("fusedrnn")
@@ -75,4 +78,5 @@ __all__ = [
     "lstm_layer",
     "rnn_cell",
     "rnn_layer",
+    "safe_globals",
 ]

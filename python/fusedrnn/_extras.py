@@ -14,6 +14,7 @@ import importlib.util
 EXTRAS: dict[str, tuple[str, ...]] = {
     "apps": ("pandas", "sklearn", "yfinance", "matplotlib", "tqdm"),
     "bench": ("numba",),
+    "deploy": ("onnx", "onnxscript", "onnxruntime"),
 }
 # import name -> distribution name, where they differ
 DISTRIBUTIONS = {"sklearn": "scikit-learn"}

@@ -10,10 +10,15 @@ ops are ops too (``torch.ops.fusedrnn.*_backward``), so autograd, ``torch.compil
 
 from __future__ import annotations
 
-import torch
-from torch.autograd import forward_ad
+import inspect
 
-from . import _C  # noqa: F401  (loading the library registers the ops)
+import torch
+
+from . import (
+    _C,  # noqa: F401  (loading the library registers the ops)
+    _autograd,
+    _double_backward,
+)
 
 ops = torch.ops.fusedrnn
 
@@ -34,11 +39,6 @@ def _fake_batch(input, batch_sizes, h0):
     return torch.library.get_ctx().new_dynamic_size()
 
 
-def _grad_input(input, input_grad: bool):
-    """Layer backward ops return an empty grad_input when asked not to compute it."""
-    return input.new_empty(input.shape) if input_grad else _empty0(input)
-
-
 def _out_rows(input, batch_sizes):
     return input.shape[:1] if batch_sizes is not None else input.shape[:2]
 
@@ -50,18 +50,19 @@ def _same_device(op: str, names: str, args) -> None:
     names = [n.strip() for n in names.split(",")]
     ref = next((a for n, a in zip(names, args) if n == "input"), None)
     for n, a in zip(names, args):
-        if isinstance(a, torch.Tensor) and n != "batch_sizes" and a.device != ref.device:
-            raise RuntimeError(
-                f"fusedrnn::{op}: expected {n} on device {ref.device} like input, got {a.device}"
-            )
+        for k, t in enumerate(a) if isinstance(a, (list, tuple)) else [(None, a)]:
+            if isinstance(t, torch.Tensor) and n != "batch_sizes" and t.device != ref.device:
+                what = n if k is None else f"{n}[{k}]"
+                raise RuntimeError(
+                    f"fusedrnn::{op}: expected {what} on device {ref.device} like input, "
+                    f"got {t.device}"
+                )
 
 
 def register_fake(op: str):
     """register_fake plus the device check above."""
 
     def deco(fn):
-        import inspect
-
         names = ",".join(inspect.signature(fn).parameters)
 
         def checked(*args):
@@ -82,34 +83,9 @@ def _register_rnn_fakes(fam: str) -> None:
         B = _fake_batch(input, batch_sizes, h0)
         return input.new_empty((*_out_rows(input, batch_sizes), H)), input.new_empty((B, H))
 
-    @register_fake(f"{fam}_layer_backward")
-    def _(grad_output, grad_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, output,
-          input_grad=True):  # fmt: skip
-        H = w_hh.shape[1]
-        B = _fake_batch(input, batch_sizes, h0)
-        return (
-            _grad_input(input, input_grad),
-            input.new_empty((B, H)),
-            torch.empty_like(w_ih),
-            torch.empty_like(w_hh),
-            torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
-            torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
-        )
-
     @register_fake(f"{fam}_cell")
     def _(input, hx, w_ih, w_hh, b_ih, b_hh):
         return input.new_empty((input.shape[0], w_hh.shape[1]))
-
-    @register_fake(f"{fam}_cell_backward")
-    def _(grad_hy, input, hx, w_ih, w_hh, b_ih, b_hh, hy):
-        return (
-            input.new_empty(input.shape),
-            hx.new_empty(hx.shape),
-            torch.empty_like(w_ih),
-            torch.empty_like(w_hh),
-            torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
-            torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
-        )
 
 
 for _fam in RNN_FAMILIES:
@@ -131,42 +107,11 @@ def _(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, need_wo
     )
 
 
-@register_fake("lstm_layer_backward")
-def _(grad_output, grad_hn, grad_cn, input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-      reverse, output, workspace, input_grad=True):  # fmt: skip
-    H = w_ih.shape[0] // 4
-    P = w_hh.shape[1]
-    B = _fake_batch(input, batch_sizes, h0 if h0 is not None else c0)
-    return (
-        _grad_input(input, input_grad),
-        input.new_empty((B, P)),
-        input.new_empty((B, H)),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
-        torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
-        torch.empty_like(w_hr) if w_hr is not None else _empty0(input),
-    )
-
-
 @register_fake("lstm_cell")
 def _(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
     H = w_ih.shape[0] // 4
     B = input.shape[0]
     return input.new_empty((B, H)), input.new_empty((B, H)), input.new_empty((B, 5 * H))
-
-
-@register_fake("lstm_cell_backward")
-def _(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, b_ih, b_hh, workspace):
-    return (
-        input.new_empty(input.shape),
-        hx.new_empty(hx.shape),
-        cx.new_empty(cx.shape),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
-        torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
-    )
 
 
 @register_fake("gru_layer")
@@ -181,200 +126,119 @@ def _(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, need_workspace=Tr
     )
 
 
-@register_fake("gru_layer_backward")
-def _(grad_output, grad_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, output,
-      workspace, input_grad=True):  # fmt: skip
-    H = w_hh.shape[1]
-    B = _fake_batch(input, batch_sizes, h0)
-    return (
-        _grad_input(input, input_grad),
-        input.new_empty((B, H)),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
-        torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
-    )
-
-
 @register_fake("gru_cell")
 def _(input, hx, w_ih, w_hh, b_ih, b_hh):
     H = w_hh.shape[1]
     return input.new_empty((input.shape[0], H)), input.new_empty((input.shape[0], 4 * H))
 
 
-@register_fake("gru_cell_backward")
-def _(grad_hy, input, hx, w_ih, w_hh, b_ih, b_hh, workspace):
-    return (
-        input.new_empty(input.shape),
-        hx.new_empty(hx.shape),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        torch.empty_like(b_ih) if b_ih is not None else _empty0(input),
-        torch.empty_like(b_hh) if b_hh is not None else _empty0(input),
+_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+
+
+def _register_stack_fakes(fam: str) -> None:
+    ws_cols = {"lstm": 5, "gru": 4}.get(fam, 0)
+
+    @register_fake(f"{fam}_stack")
+    def _(input, batch_sizes, hx, cx, weights, has_biases, num_layers, bidirectional, dropout,
+          train, need_workspace=True):  # fmt: skip
+        L, D = num_layers, 2 if bidirectional else 1
+        H, P = weights[0].shape[0] // _GATES[fam], weights[1].shape[1]
+        state = hx if hx is not None else cx
+        B = state.shape[1] if state is not None else _fake_batch(input, batch_sizes, None)
+        rows = _out_rows(input, batch_sizes)
+        n = input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
+        drop = train and dropout > 0 and L > 1
+        saved = []  # layout and the empty slots: cpp/include/fusedrnn/stack_driver.h
+        for layer in range(L):
+            for _d in range(D):
+                top = layer == L - 1 and D == 1
+                saved.append(_empty0(input) if top else input.new_empty((*rows, P)))
+                saved.append(input.new_empty((n, ws_cols * H)))
+            if layer < L - 1:
+                x_next = drop or D > 1
+                saved.append(input.new_empty((*rows, D * P)) if x_next else _empty0(input))
+                saved.append(input.new_empty((*rows, D * P)) if drop else _empty0(input))
+        c_n = input.new_empty((L * D, B, H)) if fam == "lstm" else _empty0(input)
+        return input.new_empty((*rows, D * P)), input.new_empty((L * D, B, P)), c_n, saved
+
+
+STACK_FAMILIES = (*RNN_FAMILIES, "lstm", "gru")
+for _fam in STACK_FAMILIES:
+    _register_stack_fakes(_fam)
+
+
+def _register_backward_fake(name: str) -> None:
+    """Every backward op, from its schema: ``grad_<x>`` is shaped like the forward input
+    ``<x>`` (a list of them for ``weights``); an absent input, or the input when
+    ``input_grad`` is false, gets an empty [0] tensor."""
+    schema = getattr(ops, name).default._schema
+    defaults = {a.name: a.default_value for a in schema.arguments if a.has_default_value()}
+    wanted = [r.name[len("grad_") :] for r in schema.returns]
+
+    def fake(*args):
+        a = {**defaults, **dict(zip([x.name for x in schema.arguments], args))}
+        out = []
+        for n in wanted:
+            v = a.get(n)
+            if isinstance(v, (list, tuple)):
+                out.append([torch.empty_like(w) for w in v])
+            elif v is None or (n == "input" and not a.get("input_grad", True)):
+                out.append(_empty0(a["input"]))
+            else:
+                out.append(v.new_empty(v.shape))
+        return tuple(out)
+
+    fake.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter(x.name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for x in schema.arguments
+        ]
     )
+    register_fake(name)(fake)
 
 
-# ---- autograd ------------------------------------------------------------------------------
-def _g(grad, given):
-    """The gradient of an optional input: None when the input was None."""
-    return grad if given is not None else None
+for _fam in STACK_FAMILIES:
+    for _kind in ("layer", "cell", "stack"):
+        _register_backward_fake(f"{_fam}_{_kind}_backward")
 
 
-def _layer_grads(need_gi, gi, gh0, h0, gwi, gwh, gbi, b_ih, gbh, b_hh):
-    """Gradients of a layer op's leading (input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh)."""
-    return (gi if need_gi else None, None, _g(gh0, h0), gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh))
-
-
-def _register_rnn_autograd(fam: str) -> None:
-    bwd = getattr(ops, f"{fam}_layer_backward")
-
-    def setup(ctx, inputs, output):
-        ctx.set_materialize_grads(False)  # the ops take None for an unused output
-        input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse = inputs
-        ctx.save_for_backward(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, output[0])
-        ctx.reverse = reverse
-
-    def backward(ctx, g_out, g_hn):
-        input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, out = ctx.saved_tensors
-        need_gi = ctx.needs_input_grad[0]
-        gi, gh0, gwi, gwh, gbi, gbh = bwd(
-            g_out, g_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, ctx.reverse, out, need_gi
-        )
-        return (*_layer_grads(need_gi, gi, gh0, h0, gwi, gwh, gbi, b_ih, gbh, b_hh), None)
-
-    torch.library.register_autograd(f"fusedrnn::{fam}_layer", backward, setup_context=setup)
-
-    cbwd = getattr(ops, f"{fam}_cell_backward")
-
-    def csetup(ctx, inputs, output):
-        ctx.set_materialize_grads(False)  # the ops take None for an unused output
-        input, hx, w_ih, w_hh, b_ih, b_hh = inputs
-        ctx.save_for_backward(input, hx, w_ih, w_hh, b_ih, b_hh, output)
-
-    def cbackward(ctx, g_hy):
-        input, hx, w_ih, w_hh, b_ih, b_hh, hy = ctx.saved_tensors
-        gi, ghx, gwi, gwh, gbi, gbh = cbwd(g_hy, input, hx, w_ih, w_hh, b_ih, b_hh, hy)
-        return gi, ghx, gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh)
-
-    torch.library.register_autograd(f"fusedrnn::{fam}_cell", cbackward, setup_context=csetup)
-
-
-for _fam in RNN_FAMILIES:
-    _register_rnn_autograd(_fam)
-
-
-def _no_workspace(op):
-    raise RuntimeError(
-        f"fusedrnn::{op} was called with need_workspace=False, but its gradient is needed: "
-        "the workspace that backward reads was not written"
-    )
-
-
-def _lstm_setup(ctx, inputs, output):
-    ctx.set_materialize_grads(False)  # the ops take None for an unused output
-    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, *need = inputs
-    if need and not need[0]:
-        _no_workspace("lstm_layer")
-    out, _, _, ws = output
-    ctx.mark_non_differentiable(ws)
-    ctx.save_for_backward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, ws)
-    ctx.reverse = reverse
-
-
-def _lstm_backward(ctx, g_out, g_hn, g_cn, _g_ws):
-    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, ws = ctx.saved_tensors
-    need_gi = ctx.needs_input_grad[0]
-    gi, gh0, gc0, gwi, gwh, gbi, gbh, gwr = ops.lstm_layer_backward(
-        g_out, g_hn, g_cn, input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-        ctx.reverse, out, ws, need_gi,
-    )  # fmt: skip
-    return (gi if need_gi else None, None, _g(gh0, h0), _g(gc0, c0), gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh),
-            _g(gwr, w_hr), None, None)  # fmt: skip
-
-
-torch.library.register_autograd("fusedrnn::lstm_layer", _lstm_backward, setup_context=_lstm_setup)
-
-
-def _lstm_cell_setup(ctx, inputs, output):
-    ctx.set_materialize_grads(False)  # the ops take None for an unused output
-    input, hx, cx, w_ih, w_hh, b_ih, b_hh = inputs
-    ctx.mark_non_differentiable(output[2])
-    ctx.save_for_backward(input, hx, cx, w_ih, w_hh, b_ih, b_hh, output[2])
-
-
-def _lstm_cell_backward(ctx, g_hy, g_cy, _g_ws):
-    input, hx, cx, w_ih, w_hh, b_ih, b_hh, ws = ctx.saved_tensors
-    gi, ghx, gcx, gwi, gwh, gbi, gbh = ops.lstm_cell_backward(
-        g_hy, g_cy, input, hx, cx, w_ih, w_hh, b_ih, b_hh, ws
-    )
-    return gi, ghx, gcx, gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh)
-
-
-torch.library.register_autograd(
-    "fusedrnn::lstm_cell", _lstm_cell_backward, setup_context=_lstm_cell_setup
+# ---- autograd (derived from the schemas, see _autograd.py) ------------------------------------
+FORWARD_OPS = tuple(
+    f"{fam}_{kind}" for fam in STACK_FAMILIES for kind in ("layer", "cell", "stack")
 )
-
-
-def _gru_setup(ctx, inputs, output):
-    ctx.set_materialize_grads(False)  # the ops take None for an unused output
-    input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, *need = inputs
-    if need and not need[0]:
-        _no_workspace("gru_layer")
-    out, _, ws = output
-    ctx.mark_non_differentiable(ws)
-    ctx.save_for_backward(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, out, ws)
-    ctx.reverse = reverse
-
-
-def _gru_backward(ctx, g_out, g_hn, _g_ws):
-    input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, out, ws = ctx.saved_tensors
-    need_gi = ctx.needs_input_grad[0]
-    gi, gh0, gwi, gwh, gbi, gbh = ops.gru_layer_backward(
-        g_out, g_hn, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, ctx.reverse, out, ws, need_gi
-    )
-    return (*_layer_grads(need_gi, gi, gh0, h0, gwi, gwh, gbi, b_ih, gbh, b_hh), None, None)
-
-
-torch.library.register_autograd("fusedrnn::gru_layer", _gru_backward, setup_context=_gru_setup)
-
-
-def _gru_cell_setup(ctx, inputs, output):
-    ctx.set_materialize_grads(False)  # the ops take None for an unused output
-    input, hx, w_ih, w_hh, b_ih, b_hh = inputs
-    ctx.mark_non_differentiable(output[1])
-    ctx.save_for_backward(input, hx, w_ih, w_hh, b_ih, b_hh, output[1])
-
-
-def _gru_cell_backward(ctx, g_hy, _g_ws):
-    input, hx, w_ih, w_hh, b_ih, b_hh, ws = ctx.saved_tensors
-    gi, ghx, gwi, gwh, gbi, gbh = ops.gru_cell_backward(g_hy, input, hx, w_ih, w_hh, b_ih, b_hh, ws)
-    return gi, ghx, gwi, gwh, _g(gbi, b_ih), _g(gbh, b_hh)
-
-
-torch.library.register_autograd(
-    "fusedrnn::gru_cell", _gru_cell_backward, setup_context=_gru_cell_setup
-)
+for _name in FORWARD_OPS:
+    _autograd.register_forward(_name)
+_double_backward.register_all(FORWARD_OPS)
 
 
 # ---- typed wrappers ------------------------------------------------------------------------
 def _needs_grad(*tensors) -> bool:
-    """Whether autograd will record this call (so the forward must save its workspace)."""
+    """Whether autograd may record this call (so the forward must save its workspace)."""
+    if _autograd._transforms_active():
+        return True
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _below_autograd(need_grad: bool) -> bool:
     """Whether a call may skip the autograd layer: it records nothing (no input needs a
-    gradient, or grad mode is off), runs eagerly, and no forward-AD level is open. The
-    Python autograd kernel of register_autograd costs ~6 us per call even when it only
-    passes the call on, a third of a single-step cell call (bench ``stream``)."""
-    return not need_grad and forward_ad._current_level < 0 and not torch.compiler.is_compiling()
+    gradient, or grad mode is off), runs eagerly, and no forward-AD level or torch.func
+    transform is open (tangents and batched tensors need the Autograd kernel). The Python
+    Autograd kernel costs ~6 us per call even when it only passes the call on, a third of a
+    single-step cell call (bench ``stream``)."""
+    return (
+        not need_grad and not _autograd._transforms_active() and not torch.compiler.is_compiling()
+    )
 
 
 def _call(op, need_grad: bool, *args):
+    if torch.compiler.is_compiling():
+        return op(*args)
     if _below_autograd(need_grad):
         with torch._C._AutoDispatchBelowAutograd():
             return op(*args)
-    return op(*args)
+    # Straight to the op's autograd.Function: no dispatcher round trip into the Python
+    # Autograd kernel, and under torch.func the only way (see _autograd.register).
+    return _autograd.apply(op._qualified_op_name[10:], *args)  # without "fusedrnn::"
 
 
 def _rnn_family(nonlinearity: str) -> str:
@@ -409,6 +273,26 @@ def gru_layer(input, w_ih, w_hh, b_ih=None, b_hh=None, *, h0=None, batch_sizes=N
     return out, h_n
 
 
+_STACK_OPS = {"RNN_TANH": "rnn_tanh_stack", "RNN_RELU": "rnn_relu_stack", "LSTM": "lstm_stack",
+              "GRU": "gru_stack"}  # fmt: skip
+
+
+def stack(mode, input, weights, *, num_layers=1, bidirectional=False, has_biases=True, hx=None,
+          cx=None, batch_sizes=None, dropout=0.0, train=False):  # fmt: skip
+    """Every layer and direction of an ``RNN`` / ``LSTM`` / ``GRU`` in one op call.
+
+    ``mode``: "RNN_TANH", "RNN_RELU", "LSTM" or "GRU"; ``weights``: torch.nn's flat list
+    (``module._flat_weights``); ``hx`` / ``cx``: ``[L*D, B, *]``; dropout between layers when
+    ``train``. Returns ``(output, h_n, c_n)`` (``c_n`` None unless LSTM)."""
+    name = _STACK_OPS.get(mode)
+    if name is None:
+        raise ValueError(f"mode must be one of {', '.join(_STACK_OPS)}, got {mode!r}")
+    need = _needs_grad(input, hx, cx, *weights)
+    out, h_n, c_n, _ = _call(getattr(ops, name), need, input, batch_sizes, hx, cx, weights,
+                             has_biases, num_layers, bidirectional, float(dropout), train, need)  # fmt: skip
+    return out, h_n, c_n if mode == "LSTM" else None
+
+
 def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh"):
     """One Elman RNN step on ``[B, I]``; ``hx`` ``[B, H]`` is required. Returns ``h'``."""
     op = getattr(ops, f"{_rnn_family(nonlinearity)}_cell")
@@ -436,9 +320,3 @@ def build_info() -> dict:
     info["threads"] = torch.get_num_threads()
     info["cuda_available"] = torch.cuda.is_available()
     return info
-
-
-# Backward ops are differentiable too (double backward through the readable reference).
-from . import _double_backward  # noqa: E402
-
-_double_backward.register_all()

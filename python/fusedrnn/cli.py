@@ -15,6 +15,7 @@ from . import _extras
 
 COMMANDS = {
     "stock": ("fusedrnn.experiments.stock", "the main job: RNN vs LSTM vs GRU on daily prices"),
+    "forecast": ("fusedrnn.forecast_cli", "the next close(s) from a saved model, with dates"),
     "sine": ("fusedrnn.experiments.sine", "sine-wave forecasting with RNN, LSTM and GRU"),
     "gradients": (
         "fusedrnn.experiments.gradients",

@@ -1,16 +1,17 @@
 """Data preparation: daily prices (yfinance, disk cache, bundled), synthetic series, windows.
 
 Prices
-    ``load_prices(symbol, period, source)`` returns a :class:`PriceSeries` (dates, adjusted
-    closes, and where they came from). ``source="auto"`` tries the network (yfinance), then the
+    ``load_prices(symbol, period, source)`` returns a :class:`PriceSeries` (a pandas frame of
+    dates, adjusted closes and, where the source has them, open/high/low/volume; and where they
+    came from). Read with pandas; blank closes are filled forward and reported. ``source="auto"`` tries the network (yfinance), then the
     disk cache of an earlier download, then the data bundled with the package, and says which it
     used. The download runs in a child process with a hard time limit, so a silent host cannot
     hang the caller; an empty frame, a missing yfinance, a DNS failure and a time-out all count as
     failure.
 
 Windows
-    ``prepare_windows(series, window)`` splits a series chronologically (70/15/15), fits a
-    :class:`MinMaxScaler` on the training span only, and cuts every split into (window -> next
+    ``prepare_windows(series, window)`` splits a series chronologically (70/15/15), fits
+    scikit-learn's ``MinMaxScaler`` on the training span only, and cuts every split into (window -> next
     value) pairs. Inputs of a validation/test window may reach back into earlier spans (that is
     the past, not leakage); every target lies in its own span.
 
@@ -20,8 +21,6 @@ Layouts: windows ``X`` are ``[M, window, F]`` (batch-first, F features), targets
 
 from __future__ import annotations
 
-import csv
-import gzip
 import os
 import re
 import subprocess
@@ -35,7 +34,7 @@ import numpy as np
 
 __all__ = [
     "BUNDLED_SYMBOLS",
-    "MinMaxScaler",
+    "DEFAULT_SYMBOL",
     "PriceSeries",
     "WindowedData",
     "cache_dir",
@@ -49,6 +48,7 @@ __all__ = [
 
 BUNDLED_FILE = Path(__file__).resolve().parent / "datasets" / "prices.csv.gz"
 BUNDLED_SYMBOLS = ("AAPL", "MSFT", "IBM", "GOOG")
+DEFAULT_SYMBOL = "AAPL"
 SOURCES = ("auto", "yfinance", "cache", "bundled")
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9.\-^=]{1,15}$")
 _PERIOD_RE = re.compile(r"^(\d+)(d|wk|mo|y)$")
@@ -64,21 +64,39 @@ _HARD_LIMIT_EXTRA = 15.0  # seconds past yfinance's own timeout before the downl
 
 @dataclass
 class PriceSeries:
-    """Daily closing prices of one symbol, oldest first."""
+    """Daily prices of one symbol, oldest first.
+
+    ``frame`` holds every numeric column the source has (``close`` always; ``open``, ``high``,
+    ``low``, ``volume`` where the source has them; any other numeric column of a user CSV),
+    indexed by date; ``dates`` and ``close`` are its index and close column as arrays.
+    """
 
     symbol: str
-    dates: np.ndarray  # datetime64[D], strictly increasing
-    close: np.ndarray  # float64, adjusted closes, > 0
+    frame: object  # pandas.DataFrame, DatetimeIndex, float64 columns, no NaN
     source: str  # "yfinance", "cache", "bundled" or "file"
     detail: str = ""  # where exactly (path or note), for the user
     notes: list[str] = field(default_factory=list)  # what was tried before, for the user
+    filled: list[str] = field(default_factory=list)  # missing values filled/dropped, for the user
+
+    @property
+    def dates(self) -> np.ndarray:
+        return self.frame.index.values.astype("datetime64[D]")
+
+    @property
+    def close(self) -> np.ndarray:
+        return self.frame["close"].to_numpy(dtype=np.float64)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.frame.columns)
 
     def __len__(self) -> int:
-        return len(self.close)
+        return len(self.frame)
 
     def describe(self) -> str:
         span = f"{self.dates[0]} .. {self.dates[-1]}" if len(self) else "empty"
-        return f"{self.symbol}: {len(self)} daily closes, {span} (source: {self.source})"
+        cols = "" if self.columns == ["close"] else f" ({', '.join(self.columns)})"
+        return f"{self.symbol}: {len(self)} daily closes{cols}, {span} (source: {self.source})"
 
 
 def cache_dir() -> Path:
@@ -114,89 +132,135 @@ def _last_period(series: PriceSeries, period: str) -> PriceSeries:
     days = _period_days(period)
     if len(series) == 0 or period == "max":
         return series
+    dates = series.dates
     if period == "ytd":
-        keep = series.dates >= series.dates[-1].astype("datetime64[Y]").astype("datetime64[D]")
+        keep = dates >= dates[-1].astype("datetime64[Y]").astype("datetime64[D]")
     else:
-        keep = series.dates > series.dates[-1] - np.timedelta64(days, "D")
-    series.dates, series.close = series.dates[keep], series.close[keep]
+        keep = dates > dates[-1] - np.timedelta64(days, "D")
+    series.frame = series.frame[keep]
     return series
 
 
-def _validate(dates: list, closes: list, what: str) -> tuple[np.ndarray, np.ndarray]:
-    if not closes:
-        raise ValueError(f"{what}: no price rows")
+def _pandas():
     try:
-        d = np.array(dates, dtype="datetime64[D]")
-    except ValueError as e:
-        raise ValueError(f"{what}: a date is not an ISO date (YYYY-MM-DD): {e}") from None
-    c = np.asarray(closes, dtype=np.float64)
-    bad = ~np.isfinite(c)
-    if bad.any():
-        raise ValueError(f"{what}: {int(bad.sum())} missing/NaN close(s), first on {d[bad][0]}")
-    if (c <= 0).any():
-        raise ValueError(f"{what}: non-positive close on {d[c <= 0][0]}")
-    if len(d) > 1 and not (np.diff(d) > np.timedelta64(0, "D")).all():
-        order = np.argsort(d, kind="stable")
-        d, c = d[order], c[order]
-        if not (np.diff(d) > np.timedelta64(0, "D")).all():
-            raise ValueError(f"{what}: duplicate dates")
-    return d, c
+        import pandas
+    except ImportError:  # pragma: no cover - the [apps] extra installs it
+        raise ImportError("fusedrnn.data needs pandas: pip install 'fusedrnn[apps]'") from None
+    return pandas
 
 
-def read_price_csv(path_or_text, symbol: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Read dates and closes from a CSV (a path, .gz allowed, or a file object).
+_MISSING = {"", "nan", "NaN", "NA", "N/A", "null", "None", "-"}
+_CLOSE_NAMES = ("adj_close", "adjclose", "close", "price")
+_DATE_NAMES = ("date", "datetime", "timestamp")
+
+
+def read_price_csv(path_or_text, symbol: str | None = None):
+    """Read a price CSV (a path, .gz allowed, or a file object) with pandas.
 
     Needs a date column (``date``/``Date``/``Datetime``) and a price column, preferring
-    ``adj_close``/``Adj Close`` over ``close``/``Close``. A ``symbol`` column, if present, is
-    filtered to `symbol`. Raises ``ValueError`` naming the file and the problem.
+    ``adj_close``/``Adj Close`` over ``close``/``Close``; other numeric columns (``open``,
+    ``high``, ``low``, ``volume``, ...) are kept as features. A ``symbol`` column, if present,
+    is filtered to `symbol`. Blank or NaN cells are filled forward from the previous day (rows
+    before the first close are dropped); what was filled is in ``frame.attrs["filled"]``.
+    Returns a DataFrame indexed by date (sorted), float64 columns, ``close`` first. Raises
+    ``ValueError`` naming the file, the line and the problem.
     """
-    what = str(path_or_text)
+    pd = _pandas()
+    what = str(getattr(path_or_text, "name", path_or_text))
+    src = path_or_text
+    if isinstance(src, (str, os.PathLike)):
+        src = Path(src)
+        if not src.exists():
+            raise FileNotFoundError(f"price file not found: {what}")
     try:
-        if isinstance(path_or_text, (str, os.PathLike)):
-            p = Path(path_or_text)
-            opener = gzip.open if p.suffix == ".gz" else open
-            with opener(p, "rt", newline="", encoding="utf-8") as f:
-                rows = list(csv.reader(f))
-        else:
-            rows = list(csv.reader(path_or_text))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"price file not found: {what}") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        # header=None: a row with more fields than the header is an error, not an index
+        raw = pd.read_csv(src, header=None, dtype=str, keep_default_na=False,
+                          skip_blank_lines=True, compression="infer")  # fmt: skip
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{what}: empty CSV file") from None
+    except pd.errors.ParserError as e:
+        raise ValueError(f"{what}: malformed CSV, wrong number of fields ({e})") from None
+    except (OSError, UnicodeDecodeError, EOFError) as e:
         raise ValueError(f"{what}: not a readable CSV file ({e})") from None
-    if not rows:
-        raise ValueError(f"{what}: empty CSV file")
-    header = [h.strip().lower().replace(" ", "_") for h in rows[0]]
+    header = [str(h).strip().lower().replace(" ", "_") for h in raw.iloc[0]]
+    body = raw.iloc[1:].reset_index(drop=True)
+    body.columns = header
+    lineno = np.arange(2, len(body) + 2)
+    blank_row = (body.apply(lambda c: c.str.strip()) == "").all(axis=1).to_numpy()
+    body, lineno = body[~blank_row], lineno[~blank_row]
 
-    def col(*names):
-        for n in names:
-            if n in header:
-                return header.index(n)
-        return None
+    def col(names):
+        return next((n for n in names if n in header), None)
 
-    i_date = col("date", "datetime", "timestamp")
-    i_close = col("adj_close", "adjclose", "close", "price")
-    i_sym = col("symbol", "ticker")
-    if i_date is None or i_close is None:
+    c_date, c_close, c_sym = col(_DATE_NAMES), col(_CLOSE_NAMES), col(("symbol", "ticker"))
+    if c_date is None or c_close is None:
         raise ValueError(
-            f"{what}: needs a 'date' and a 'close' (or 'adj_close') column; header is {rows[0]}"
+            f"{what}: needs a 'date' and a 'close' (or 'adj_close') column; header is "
+            f"{list(raw.iloc[0])}"
         )
-    dates, closes = [], []
-    for lineno, row in enumerate(rows[1:], start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != len(header):
-            raise ValueError(f"{what}:{lineno}: {len(row)} fields, header has {len(header)}")
-        if i_sym is not None and symbol is not None and row[i_sym].strip().upper() != symbol:
-            continue
-        raw = row[i_close].strip()
-        try:
-            closes.append(float(raw) if raw else float("nan"))
-        except ValueError:
-            raise ValueError(f"{what}:{lineno}: close {raw!r} is not a number") from None
-        dates.append(row[i_date].strip()[:10])  # '2024-01-02 00:00:00-05:00' -> date
-    if not closes and i_sym is not None and symbol is not None:
-        raise ValueError(f"{what}: no rows for symbol {symbol!r}")
-    return _validate(dates, closes, what)
+    if c_sym is not None and symbol is not None:
+        keep = (body[c_sym].str.strip().str.upper() == symbol.upper()).to_numpy()
+        body, lineno = body[keep], lineno[keep]
+        if not len(body):
+            raise ValueError(f"{what}: no rows for symbol {symbol!r}")
+    if not len(body):
+        raise ValueError(f"{what}: no price rows")
+    try:  # '2024-01-02 00:00:00-05:00' -> the date
+        index = pd.to_datetime(body[c_date].str.strip().str[:10], format="%Y-%m-%d")
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{what}: a date is not an ISO date (YYYY-MM-DD): {e}") from None
+    numeric = {}
+    names = [c_close] + [
+        c for c in header if c not in (c_date, c_sym, c_close) and c not in _CLOSE_NAMES
+    ]
+    for c in names:
+        text = body[c].str.strip()
+        values = pd.to_numeric(text.where(~text.isin(_MISSING)), errors="coerce")
+        bad = values.isna() & ~text.isin(_MISSING)
+        if bad.any():
+            if c != c_close:
+                continue  # a text column (a name, a note): not a feature
+            i = int(np.argmax(bad.to_numpy()))
+            raise ValueError(f"{what}:{lineno[i]}: close {text.iloc[i]!r} is not a number")
+        numeric["close" if c == c_close else c] = values.to_numpy(dtype=np.float64)
+    frame = pd.DataFrame(numeric, index=pd.DatetimeIndex(index.to_numpy(), name="date"))
+    if not frame.index.is_monotonic_increasing:
+        frame = frame.sort_index(kind="stable")
+    if frame.index.has_duplicates:
+        raise ValueError(
+            f"{what}: duplicate dates, first {frame.index[frame.index.duplicated()][0].date()}"
+        )
+    frame = frame.replace([np.inf, -np.inf], np.nan)
+    filled = []
+    first = frame["close"].first_valid_index()
+    if first is None:
+        raise ValueError(f"{what}: every close is missing (blank/NaN)")
+    lead = int((frame.index < first).sum())
+    if lead:
+        filled.append(f"dropped {lead} leading row(s) without a close (before {first.date()})")
+        frame = frame[frame.index >= first]
+    for c in frame.columns:
+        miss = frame[c].isna().to_numpy()
+        if miss.any():
+            filled.append(
+                f"filled {int(miss.sum())} missing {c} value(s) forward from the previous "
+                f"day (first on {frame.index[miss][0].date()})"
+            )
+    frame = frame.ffill().dropna(axis=1)  # a column missing from the first row on is dropped
+    if (frame["close"] <= 0).any():
+        raise ValueError(
+            f"{what}: non-positive close on {frame.index[(frame['close'] <= 0).to_numpy()][0].date()}"
+        )
+    frame.attrs["filled"] = filled
+    return frame
+
+
+def _file_title(path) -> str:
+    """'data/msft_daily.csv.gz' -> 'MSFT_DAILY'."""
+    name = Path(path).name
+    for ext in (".gz", ".csv", ".txt", ".tsv"):
+        name = name.removesuffix(ext)
+    return name.upper() or "FILE"
 
 
 def _load_bundled(symbol: str) -> PriceSeries:
@@ -205,8 +269,9 @@ def _load_bundled(symbol: str) -> PriceSeries:
             f"symbol {symbol!r} is not in the bundled data (it has {', '.join(BUNDLED_SYMBOLS)}); "
             "use source='yfinance' with a network, or pass a CSV path"
         )
-    d, c = read_price_csv(BUNDLED_FILE, symbol)
-    return PriceSeries(symbol, d, c, "bundled", f"{BUNDLED_FILE.name} (Quandl WIKI, 2000-2013)")
+    frame = read_price_csv(BUNDLED_FILE, symbol)
+    detail = f"{BUNDLED_FILE.name} (Quandl WIKI, 2000-2013)"
+    return PriceSeries(symbol, frame, "bundled", detail, filled=frame.attrs["filled"])
 
 
 def _cache_file(symbol: str, period: str) -> Path:
@@ -223,11 +288,12 @@ df = yf.Ticker(symbol).history(**span, interval="1d", auto_adjust=True,
                                timeout=timeout, raise_errors=True)
 if df is None or len(df) == 0 or "Close" not in df:
     sys.exit("yfinance returned no rows for %s (unknown symbol or no data)" % symbol)
-df = df[["Close"]].dropna()
-with open(out, "w") as f:
-    f.write("date,close\n")
-    for ts, close in zip(df.index, df["Close"]):
-        f.write("%s,%.6f\n" % (ts.strftime("%Y-%m-%d"), float(close)))
+cols = [c for c in ("Open", "High", "Low", "Close", "Volume") if c in df]
+df = df[cols].dropna(subset=["Close"])
+df.index = df.index.strftime("%Y-%m-%d")
+df.index.name = "date"
+df.columns = [c.lower() for c in cols]
+df.to_csv(out, float_format="%.6f")
 """
 
 
@@ -268,12 +334,13 @@ def _download(symbol: str, period: str, timeout: float) -> PriceSeries:
             lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
             msg = lines[-1].split(" See http")[0] if lines else f"exit code {proc.returncode}"
             raise RuntimeError(msg[:300])
-        d, c = read_price_csv(tmp)
+        frame = read_price_csv(tmp)
         os.replace(tmp, target)  # only a complete, valid download becomes the cache
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return PriceSeries(symbol, d, c, "yfinance", f"downloaded, cached at {target}")
+    detail = f"downloaded, cached at {target}"
+    return PriceSeries(symbol, frame, "yfinance", detail, filled=frame.attrs["filled"])
 
 
 def _load_cache(symbol: str, period: str) -> PriceSeries:
@@ -284,13 +351,15 @@ def _load_cache(symbol: str, period: str) -> PriceSeries:
         if not others:
             raise FileNotFoundError(f"no cached download of {symbol} in {cache_dir()}")
         path = max(others, key=lambda p: p.stat().st_size)
-    d, c = read_price_csv(path)
+    frame = read_price_csv(path)
     age = (time.time() - path.stat().st_mtime) / 86400
-    return _last_period(PriceSeries(symbol, d, c, "cache", f"{path} ({age:.1f} days old)"), period)
+    series = PriceSeries(symbol, frame, "cache", f"{path} ({age:.1f} days old)")
+    series.filled = frame.attrs["filled"]
+    return _last_period(series, period)
 
 
 def load_prices(
-    symbol: str = "AAPL",
+    symbol: str | None = None,
     period: str = "5y",
     source: str = "auto",
     *,
@@ -314,10 +383,13 @@ def load_prices(
         raise ValueError(f"source: {source!r} is none of {', '.join(SOURCES)} nor a file")
     _period_days(period)  # validates
     if is_path:
-        d, c = read_price_csv(source, _check_symbol(symbol) if symbol else None)
-        series = _last_period(PriceSeries(symbol or "?", d, c, "file", str(source)), period)
+        frame = read_price_csv(source, _check_symbol(symbol) if symbol else None)
+        # titled by the symbol asked for, else by the file's name ("msft.csv" -> "MSFT")
+        title = symbol.upper() if symbol else _file_title(source)
+        series = PriceSeries(title, frame, "file", str(source), filled=frame.attrs["filled"])
+        series = _last_period(series, period)
     else:
-        symbol = _check_symbol(symbol)
+        symbol = _check_symbol(symbol or DEFAULT_SYMBOL)
         notes: list[str] = []
         series = None
         order = {"auto": ("yfinance", "cache", "bundled")}.get(source, (source,))
@@ -341,6 +413,8 @@ def load_prices(
     if len(series) < min_rows:
         raise ValueError(f"{series.symbol}: {len(series)} rows, need at least {min_rows}")
     say(f"[data] using {series.describe()} — {series.detail}")
+    for note in series.filled:
+        say(f"[data] {series.symbol}: {note}")
     return series
 
 
@@ -383,60 +457,6 @@ def trend_seasonal(
 # --------------------------------------------------------------------------------------------
 
 
-class MinMaxScaler:
-    """Per-feature affine map of [min, max] (of the data it was fitted on) onto `feature_range`.
-
-    Values outside the fitted range map outside `feature_range` (no clipping): a test span that
-    leaves the training range shows up as such instead of being hidden.
-    """
-
-    def __init__(self, feature_range: tuple[float, float] = (0.0, 1.0)):
-        lo, hi = feature_range
-        if not hi > lo:
-            raise ValueError(f"feature_range: {feature_range} is not increasing")
-        self.feature_range = (float(lo), float(hi))
-        self.data_min_: np.ndarray | None = None
-        self.data_max_: np.ndarray | None = None
-
-    def fit(self, x) -> MinMaxScaler:
-        x = np.asarray(x, dtype=np.float64)
-        if x.size == 0:
-            raise ValueError("MinMaxScaler.fit: empty data")
-        if not np.isfinite(x).all():
-            raise ValueError("MinMaxScaler.fit: data has NaN or inf")
-        self.data_min_ = x.min(axis=0)
-        self.data_max_ = x.max(axis=0)
-        return self
-
-    def _params(self):
-        if self.data_min_ is None:
-            raise RuntimeError("MinMaxScaler: call fit() first")
-        span = self.data_max_ - self.data_min_
-        span = np.where(span > 0, span, 1.0)  # a constant feature maps to the range's low end
-        lo, hi = self.feature_range
-        scale = (hi - lo) / span
-        return scale, lo - self.data_min_ * scale
-
-    def transform(self, x) -> np.ndarray:
-        scale, offset = self._params()
-        return np.asarray(x, dtype=np.float64) * scale + offset
-
-    def inverse_transform(self, x) -> np.ndarray:
-        scale, offset = self._params()
-        return (np.asarray(x, dtype=np.float64) - offset) / scale
-
-    def fit_transform(self, x) -> np.ndarray:
-        return self.fit(x).transform(x)
-
-    def state_dict(self) -> dict:
-        self._params()  # raises if not fitted
-        return {
-            "feature_range": list(self.feature_range),
-            "data_min": np.atleast_1d(self.data_min_).tolist(),
-            "data_max": np.atleast_1d(self.data_max_).tolist(),
-        }
-
-
 def make_windows(
     series, window: int, horizon: int = 1, start: int = 0, stop: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -475,7 +495,7 @@ class WindowedData:
 
     series: np.ndarray  # [N] raw values
     scaled: np.ndarray  # [N] scaled with `scaler`
-    scaler: MinMaxScaler
+    scaler: object  # sklearn.preprocessing.MinMaxScaler, fitted on the training span
     window: int
     bounds: tuple[int, int]  # train = [0, b0), val = [b0, b1), test = [b1, N): target indices
     x_train: np.ndarray
@@ -490,7 +510,8 @@ class WindowedData:
 
     def inverse(self, y) -> np.ndarray:
         """Scaled predictions/targets -> original units (shape kept)."""
-        return self.scaler.inverse_transform(np.asarray(y, dtype=np.float64))
+        y = np.asarray(y, dtype=np.float64)
+        return self.scaler.inverse_transform(y.reshape(-1, 1)).reshape(y.shape)
 
 
 def prepare_windows(
@@ -500,7 +521,8 @@ def prepare_windows(
     horizon: int = 1,
     feature_range: tuple[float, float] = (0.0, 1.0),
 ) -> WindowedData:
-    """Chronological split, MinMax fitted on the training span only, then windows per split."""
+    """Chronological split, MinMax (scikit-learn, no clipping: a test span that leaves the
+    training range shows as such) fitted on the training span only, then windows per split."""
     s = np.asarray(series, dtype=np.float64)
     if s.ndim != 1:
         raise ValueError(f"series: expected a 1-D series, got shape {s.shape}")
@@ -517,8 +539,10 @@ def prepare_windows(
             f"series of {n} rows is too short for window {window}: the training span "
             f"({b0} rows) needs at least {need}, and validation and test at least 1 row each"
         )
-    scaler = MinMaxScaler(feature_range).fit(s[:b0])
-    z = scaler.transform(s)
+    from sklearn.preprocessing import MinMaxScaler
+
+    scaler = MinMaxScaler(feature_range).fit(s[:b0, None])
+    z = scaler.transform(s[:, None])[:, 0]
     xs = [make_windows(z, window, horizon, a, b) for a, b in ((0, b0), (b0, b1), (b1, n))]
     f32 = np.float32
     return WindowedData(

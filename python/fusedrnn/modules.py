@@ -3,11 +3,10 @@
 The modules subclass ``torch.nn.RNNBase`` / ``torch.nn.RNNCellBase``, so constructor arguments,
 parameter names, shapes, initialisation, ``state_dict``, ``extra_repr`` and
 ``flatten_parameters`` are torch's own. Only ``forward`` differs: it runs every layer and
-direction through the fused ops (``fusedrnn.lstm_layer`` & co., ``reverse=True`` for the
-backward direction), stacks layers in Python (Cell -> Layer -> Stack, as in ATen's
-``RNN.cpp``) with ``F.dropout`` on each layer's output but the last in training mode, and
-mirrors ``torch.nn``'s argument checks, ``PackedSequence`` handling and hidden-state
-permutations line by line.
+direction in one call of the fused stack op (``fusedrnn.stack``: Cell -> Layer -> Stack as
+in ATen's ``RNN.cpp``, all in C++, with dropout between layers drawn as ``torch.nn`` draws
+it), and mirrors ``torch.nn``'s argument checks, ``PackedSequence`` handling and
+hidden-state permutations line by line.
 
 A configuration without a fused kernel (a device whose dispatch key has no registered kernel,
 e.g. CUDA tensors with a CPU-only build, or a dtype the backend does not dispatch, e.g.
@@ -23,11 +22,10 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _ops
+from . import _ops, deploy
 
 __all__ = [
     "GRU",
@@ -52,11 +50,10 @@ _BACKEND_DTYPES = {
 }
 _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA", "meta": "Meta"}
 _OPS_BY_MODE = {
-    "RNN_TANH": ("rnn_tanh_layer", "rnn_tanh_cell"),
-    "RNN_RELU": ("rnn_relu_layer", "rnn_relu_cell"),
-    "LSTM": ("lstm_layer", "lstm_cell"),
-    "GRU": ("gru_layer", "gru_cell"),
-}
+    mode: tuple(f"{fam}_{kind}" for kind in ("stack", "layer", "cell"))
+    for mode, fam in (("RNN_TANH", "rnn_tanh"), ("RNN_RELU", "rnn_relu"), ("LSTM", "lstm"),
+                      ("GRU", "gru"))
+}  # fmt: skip
 
 
 def _has_kernels(ops: tuple[str, ...], key: str) -> bool:
@@ -97,6 +94,8 @@ def _warn_fallback(name: str, dev: str, dtype: torch.dtype, why: str) -> None:
 
 def _use_fused(name: str, mode: str, weight: Tensor) -> bool:
     dev, dtype = weight.device.type, weight.dtype
+    if deploy.exporting_onnx():  # torch.nn's forward exports to ONNX (deploy.py)
+        return False
     if torch._C._is_any_autocast_enabled():
         _warn_fallback(name, dev, dtype, "autocast is enabled")
         return False
@@ -106,67 +105,49 @@ def _use_fused(name: str, mode: str, weight: Tensor) -> bool:
     return True
 
 
+def _check_hx_type(name: str, hx, nstate: int) -> None:
+    """torch.nn's type rule for ``hx`` (its C++ entry points raise TypeError): a tuple (or
+    list) ``(h, c)`` of two tensors for LSTMs, a tensor otherwise."""
+    if nstate == 2:
+        ok = isinstance(hx, (tuple, list)) and len(hx) == 2
+        ok = ok and all(isinstance(t, Tensor) for t in hx)
+        if not ok:
+            got = type(hx).__name__ if not isinstance(hx, (tuple, list)) else (
+                f"a {type(hx).__name__} of {len(hx)}: " + ", ".join(type(t).__name__ for t in hx)
+            )  # fmt: skip
+            raise TypeError(
+                f"{name}: expected hx to be a tuple (h_0, c_0) of two tensors, got {got}"
+            )
+    elif not isinstance(hx, Tensor):
+        raise TypeError(f"{name}: expected hx to be a Tensor, got {type(hx).__name__}")
+
+
 # ---- the stack: layers x directions over one time-major or packed input --------------------
 class _FusedRNNBase(nn.RNNBase):
     """Shared forward machinery of RNN, LSTM and GRU (not public)."""
 
     _torch_cls: type[nn.RNNBase]
 
-    def _layer_weights(self, idx: int):
-        names = self._all_weights[idx]
-        w = [getattr(self, n) for n in names]
-        w_ih, w_hh = w[0], w[1]
-        b_ih, b_hh = (w[2], w[3]) if self.bias else (None, None)
-        w_hr = w[-1] if self.proj_size > 0 else None
-        return w_ih, w_hh, b_ih, b_hh, w_hr
-
-    def _run_layer(self, x, batch_sizes, idx, reverse, h0, c0):
-        w_ih, w_hh, b_ih, b_hh, w_hr = self._layer_weights(idx)
-        if self.mode == "LSTM":
-            out, h_n, c_n = _ops.lstm_layer(x, w_ih, w_hh, b_ih, b_hh, w_hr=w_hr, h0=h0, c0=c0,
-                                            batch_sizes=batch_sizes, reverse=reverse)  # fmt: skip
-            return out, h_n, c_n
-        if self.mode == "GRU":
-            out, h_n = _ops.gru_layer(x, w_ih, w_hh, b_ih, b_hh, h0=h0, batch_sizes=batch_sizes,
-                                      reverse=reverse)  # fmt: skip
-            return out, h_n, None
-        nl = "tanh" if self.mode == "RNN_TANH" else "relu"
-        out, h_n = _ops.rnn_layer(x, w_ih, w_hh, b_ih, b_hh, nonlinearity=nl, h0=h0,
-                                  batch_sizes=batch_sizes, reverse=reverse)  # fmt: skip
-        return out, h_n, None
-
     def _stack(self, x, batch_sizes, h0, c0):
         """``x``: ``[T, B, I]`` or packed ``[N, I]``; ``h0``/``c0``: ``[L*D, B, *]`` or None.
-        Returns ``(output, h_n, c_n)`` (``c_n`` None unless LSTM)."""
-        num_dir = 2 if self.bidirectional else 1
-        hs, cs = [], []
-        # The backward ops' fake kernels give input-like gradients the input's strides while
-        # the kernels return contiguous ones; contiguous inputs keep compiled graphs (inductor
-        # asserts strides) consistent. The kernels copy non-contiguous inputs anyway.
-        layer_in = x.contiguous()
-        for layer in range(self.num_layers):
-            outs = []
-            for d in range(num_dir):
-                idx = layer * num_dir + d
-                out, h_n, c_n = self._run_layer(
-                    layer_in,
-                    batch_sizes,
-                    idx,
-                    d == 1,
-                    h0[idx].contiguous() if h0 is not None else None,
-                    c0[idx].contiguous() if c0 is not None else None,
-                )
-                outs.append(out)
-                hs.append(h_n)
-                if c_n is not None:
-                    cs.append(c_n)
-            layer_out = outs[0] if num_dir == 1 else torch.cat(outs, dim=-1)
-            if self.dropout != 0 and self.training and layer < self.num_layers - 1:
-                layer_out = F.dropout(layer_out, self.dropout, training=True)
-            layer_in = layer_out
-        h_n = torch.stack(hs, 0)
-        c_n = torch.stack(cs, 0) if cs else None
-        return layer_in, h_n, c_n
+        Returns ``(output, h_n, c_n)`` (``c_n`` None unless LSTM): one op call runs every
+        layer and direction, with dropout between layers in training mode."""
+        # The backward op's fake kernel gives grad_input the input's strides while the kernel
+        # returns a contiguous one; contiguous inputs keep compiled graphs (inductor asserts
+        # strides) consistent. The kernels copy non-contiguous inputs anyway.
+        return _ops.stack(
+            self.mode,
+            x.contiguous(),
+            self._flat_weights,
+            num_layers=self.num_layers,
+            bidirectional=self.bidirectional,
+            has_biases=self.bias,
+            hx=h0.contiguous() if h0 is not None else None,
+            cx=c0.contiguous() if c0 is not None else None,
+            batch_sizes=batch_sizes,
+            dropout=self.dropout,
+            train=self.training,
+        )
 
     def _fused_forward(self, input, hx):
         """torch.nn's forward preamble and epilogue around ``_stack``."""
@@ -178,6 +159,8 @@ class _FusedRNNBase(nn.RNNBase):
         batch_dim = 0 if self.batch_first else 1
         if isinstance(orig_input, PackedSequence):
             input, batch_sizes, sorted_indices, unsorted_indices = input
+            if hx is not None:
+                _check_hx_type(name, hx, 2 if is_lstm else 1)
             if hx is None:
                 self.check_input(input, batch_sizes)
             else:
@@ -196,6 +179,7 @@ class _FusedRNNBase(nn.RNNBase):
             sorted_indices = None
             unsorted_indices = None
             if hx is not None:
+                _check_hx_type(name, hx, 2 if is_lstm else 1)
                 if is_lstm:
                     if is_batched:
                         if hx[0].dim() != 3 or hx[1].dim() != 3:
@@ -252,6 +236,9 @@ class _FusedRNNBase(nn.RNNBase):
         return output, hidden
 
     def forward(self, input, hx=None):
+        if deploy.exporting_onnx():  # ONNX's own LSTM/GRU/RNN operators (deploy.py)
+            return deploy.onnx_forward(self, input, hx)
+        self._update_flat_weights()  # as torch.nn: parameters swapped by functional_call
         weight = self.weight_ih_l0
         if not _use_fused(type(self).__name__, self.mode, weight):
             return self._torch_cls.forward(self, input, hx)
@@ -355,6 +342,7 @@ class _FusedCellBase(nn.RNNCellBase):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
         states = None
         if hx is not None:
+            _check_hx_type(name, hx, nstate)
             states = list(hx) if nstate == 2 else [hx]
             for idx, value in enumerate(states):
                 if value.dim() not in (1, 2):

@@ -78,9 +78,11 @@ class SequenceRegressor(nn.Module):
 
     ``forward(x [B, T, F], state=None, all_steps=False)`` returns ``(y, state)`` with
     ``y [B, O]`` from the last step, or ``[B, T, O]`` from every step when `all_steps`.
-    With ``residual=True`` the head predicts a change: ``y_t = x_t[:O] + head(h_t)``, and starts
-    at zero, so the untrained model is the naive "next = last" forecaster and training learns
-    the correction (a series that leaves its training range then needs no extrapolated level).
+    With ``residual=True`` (the default) the head predicts a change: every output is
+    ``x_t[0] + head(h_t)`` (feature 0, e.g. the scaled close, plus a learned correction), and
+    the head starts at zero, so the untrained model is the naive "next = last" forecaster for
+    every horizon and training learns the correction (a series that leaves its training range
+    then needs no extrapolated level). ``residual=False``: the head predicts the level.
     ``config`` holds the constructor arguments (saved in checkpoints).
     """
 
@@ -94,7 +96,7 @@ class SequenceRegressor(nn.Module):
         dropout: float = 0.2,
         impl: str = "fused",
         nonlinearity: str = "tanh",
-        residual: bool = False,
+        residual: bool = True,
     ):
         super().__init__()
         self.config = dict(
@@ -108,8 +110,6 @@ class SequenceRegressor(nn.Module):
             nonlinearity=nonlinearity,
             residual=residual,
         )
-        if residual and output_size > input_size:
-            raise ValueError("residual: output_size must be <= input_size")
         kwargs = dict(
             input_size=input_size,
             hidden_size=hidden_size,
@@ -130,8 +130,7 @@ class SequenceRegressor(nn.Module):
         out, state = self.rnn(x, state)
         y = self.head(out if all_steps else out[:, -1])
         if self.residual:
-            o = y.shape[-1]
-            y = y + (x[..., :o] if all_steps else x[:, -1, :o])
+            y = y + (x[..., :1] if all_steps else x[:, -1, :1])
         return y, state
 
 
@@ -249,6 +248,18 @@ class TrainConfig:
             raise ValueError(f"truncated BPTT needs 1 <= k1 <= k2, got k1={self.k1} k2={self.k2}")
         if self.epochs < 0 or self.batch_size < 1:
             raise ValueError("epochs must be >= 0 and batch_size >= 1")
+        # a negative clip flips the gradients, patience 0 stops after one epoch, a NaN rate
+        # trains nothing: all silently wrong, so refused here
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr: {self.lr} must be a finite number > 0")
+        if self.clip_grad_norm is not None and not (
+            math.isfinite(self.clip_grad_norm) and self.clip_grad_norm >= 0
+        ):
+            raise ValueError(f"clip_grad_norm: {self.clip_grad_norm} must be >= 0 (0/None: off)")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience: {self.patience} must be >= 1 (None: off)")
+        if not (0 <= self.momentum < 1 and self.weight_decay >= 0 and self.min_delta >= 0):
+            raise ValueError("momentum must be in [0, 1), weight_decay and min_delta >= 0")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -350,6 +361,7 @@ class Trainer:
         self.best_state: dict | None = None
         self.bad_epochs = 0
         self.epoch = 0  # epochs done
+        self.meta: dict = {}  # saved with checkpoints (e.g. the data pipeline and provenance)
 
     # ---- one epoch ---------------------------------------------------------------------
 
@@ -523,6 +535,7 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "epoch": self.epoch,
             "history": asdict(self.history),
+            "meta": self.meta,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "shuffle": self.generator.get_state(),
@@ -542,6 +555,7 @@ class Trainer:
         self.bad_epochs = int(ckpt["bad_epochs"])
         self.epoch = int(ckpt["epoch"])
         self.history = History(**ckpt["history"])
+        self.meta = ckpt.get("meta", {})
         rng = ckpt["rng"]
         torch.set_rng_state(rng["torch"])
         self.generator.set_state(rng["shuffle"])

@@ -304,8 +304,8 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
   T* dhraw_p = ptr<T>(dhraw);
   const T* whh = ptr<T>(p.w_hh);
   const T* whr = ptr<T>(p.w_hr);
-  const WeightGemm<Blas, T> rec(false, P, GH, whh, P, p.T);  // dh_{t-1} = dG W_hh
-  const WeightGemm<Blas, T> prj(false, H, P, whr, H, p.T);   // dh_raw = dr W_hr
+  const WeightGemm<Blas, T> rec(false, P, GH, whh, P, p.w_hh_used ? p.T : 0);  // dh = dG W_hh
+  const WeightGemm<Blas, T> prj(false, H, P, whr, H, p.T);                     // dh_raw = dr W_hr
 
   auto rows_loop = [&](int64_t b0, int64_t b1) {
     T* carry_h_c = carry_h_p + b0 * P;
@@ -359,11 +359,13 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
       st.dh_carry = Tr::kSplitHidden ? carry_h_c : nullptr;
       Kern::template backward<T>(st);
       // dh_{t-1} = dG_t W_hh; GRU adds it to the direct path z * dh already in carry_h.
-      rec(rows, dg_p + off * LDG, LDG, Tr::kSplitHidden ? T(1) : T(0), carry_h_c, P);
+      if (p.w_hh_used)
+        rec(rows, dg_p + off * LDG, LDG, Tr::kSplitHidden ? T(1) : T(0), carry_h_c, P);
     }
   };
   const double proj_flops = p.proj ? 2.0 * p.B * P * H : 0.0;
   RowChunks<Blas>::run(p.B, 2.0 * p.B * GH * P + proj_flops, rows_loop);
+  if (!p.w_hh_used) carry_h.zero_();  // no hidden gradient was asked for (cells only)
 
   if constexpr (Tr::kSplitHidden) {  // input side in two column blocks: (r, z) and n
     const at::Tensor drz = dG.narrow(1, 0, 2 * H), dn = dG.narrow(1, 3 * H, H);
@@ -407,8 +409,9 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
     r.grad_b_hh = Tr::kSplitHidden ? sums.narrow(0, 0, GH).clone() : sums.clone();
   }
   r.grad_w_hr = p.proj ? at::mm(dR.t(), hraw) : at::empty({0}, opts);
-  r.grad_h0 = carry_h;
-  r.grad_c0 = Tr::kHasCell ? carry_c : at::empty({0}, opts);
+  // Absent initial states get an empty [0] gradient, like every absent optional input.
+  r.grad_h0 = p.h0.defined() ? carry_h : at::empty({0}, opts);
+  r.grad_c0 = Tr::kHasCell && p.c0.defined() ? carry_c : at::empty({0}, opts);
   return r;
 }
 

@@ -62,11 +62,13 @@ struct LayerPlan {
   // false: nobody will run backward (inference), so the forward may skip writing the
   // workspace (the CPU does: fewer page faults and less memory traffic).
   bool keep_workspace = true;
+  // false (cell backward without hx_grad): w_hh is only read for its shape, never its values.
+  bool w_hh_used = true;
   std::vector<int64_t> bs, off;
-  at::Tensor x;                        // [N, I] contiguous
-  at::Tensor h0, c0;                   // [B, P], [B, H] contiguous, or undefined
-  at::Tensor w_ih, w_hh, b_ih, b_hh, w_hr;  // contiguous or undefined
-  std::vector<int64_t> in_shape;       // shape of input as given (for grad_input)
+  at::Tensor x;                             // [N, I] contiguous
+  at::Tensor h0, c0;                        // [B, P], [B, H] contiguous, or undefined
+  at::Tensor w_ih, w_hh, b_ih, b_hh, w_hr;  // contiguous (unless unused) or undefined
+  std::vector<int64_t> in_shape;            // shape of input as given (for grad_input)
 
   std::vector<int64_t> out_shape(int64_t width) const {
     if (packed) return {N, width};
@@ -92,13 +94,15 @@ inline void check_like(const std::string& op, const char* name, const at::Tensor
 
 inline void check_shape(const std::string& op, const char* name, const at::Tensor& t,
                         std::vector<int64_t> want, const char* letters) {
-  TORCH_CHECK(t.sizes() == at::IntArrayRef(want), op, ": expected ", name, " of shape ",
-              letters, " = ", shape_str(want), ", got ", shape_str(t.sizes()));
+  TORCH_CHECK(t.sizes() == at::IntArrayRef(want), op, ": expected ", name, " of shape ", letters,
+              " = ", shape_str(want), ", got ", shape_str(t.sizes()));
 }
 
 }  // namespace detail
 
 // Builds and validates the plan. `is_cell`: input [B, I] and hx required (the cell ops).
+// `need_w_ih` / `need_w_hh` false: that weight's values are never read (a backward op that
+// skips dx or dh), so it may be a stand-in of the right shape (e.g. an expanded scalar).
 template <class Tr>
 LayerPlan make_plan(const char* opname, const at::Tensor& input,
                     const std::optional<at::Tensor>& batch_sizes_in,
@@ -106,7 +110,8 @@ LayerPlan make_plan(const char* opname, const at::Tensor& input,
                     const at::Tensor& w_ih, const at::Tensor& w_hh,
                     const std::optional<at::Tensor>& b_ih_in,
                     const std::optional<at::Tensor>& b_hh_in,
-                    const std::optional<at::Tensor>& w_hr_in, bool reverse, bool is_cell = false) {
+                    const std::optional<at::Tensor>& w_hr_in, bool reverse, bool is_cell = false,
+                    bool need_w_ih = true, bool need_w_hh = true) {
   using detail::check_like;
   using detail::check_shape;
   using detail::shape_str;
@@ -176,8 +181,7 @@ LayerPlan make_plan(const char* opname, const at::Tensor& input,
     p.bs.assign(b, b + p.T);
     int64_t sum = 0;
     for (int64_t t = 0; t < p.T; ++t) {
-      TORCH_CHECK(p.bs[t] > 0, op, ": batch_sizes must be positive, got ", p.bs[t],
-                  " at step ", t);
+      TORCH_CHECK(p.bs[t] > 0, op, ": batch_sizes must be positive, got ", p.bs[t], " at step ", t);
       TORCH_CHECK(t == 0 || p.bs[t] <= p.bs[t - 1], op,
                   ": batch_sizes must be non-increasing (sorted sequences), got ", p.bs[t - 1],
                   " then ", p.bs[t], " at step ", t);
@@ -219,8 +223,9 @@ LayerPlan make_plan(const char* opname, const at::Tensor& input,
   }
 
   p.x = input.contiguous().view({p.N, p.I});
-  p.w_ih = w_ih.contiguous();
-  p.w_hh = w_hh.contiguous();
+  p.w_ih = need_w_ih ? w_ih.contiguous() : w_ih;
+  p.w_hh = need_w_hh ? w_hh.contiguous() : w_hh;
+  p.w_hh_used = need_w_hh;
   if (b_ih) p.b_ih = b_ih->contiguous();
   if (b_hh) p.b_hh = b_hh->contiguous();
   if (w_hr) p.w_hr = w_hr->contiguous();
@@ -228,8 +233,8 @@ LayerPlan make_plan(const char* opname, const at::Tensor& input,
 }
 
 // Validates an incoming gradient (may be undefined = zero) and makes it contiguous.
-inline at::Tensor grad_arg(const LayerPlan& p, const char* name,
-                           const std::optional<at::Tensor>& g, std::vector<int64_t> shape) {
+inline at::Tensor grad_arg(const LayerPlan& p, const char* name, const std::optional<at::Tensor>& g,
+                           std::vector<int64_t> shape) {
   if (!g.has_value() || !g->defined()) return at::Tensor();
   detail::check_like(p.op, name, *g, p.x);
   TORCH_CHECK(g->numel() == c10::multiply_integers(shape), p.op, ": expected ", name,
@@ -240,9 +245,9 @@ inline at::Tensor grad_arg(const LayerPlan& p, const char* name,
 inline at::Tensor saved_arg(const LayerPlan& p, const char* name, const at::Tensor& t,
                             std::vector<int64_t> shape) {
   detail::check_like(p.op, name, t, p.x);
-  TORCH_CHECK(t.numel() == c10::multiply_integers(shape), p.op, ": expected saved ", name,
-              " with ", c10::multiply_integers(shape), " elements ", detail::shape_str(shape),
-              ", got ", detail::shape_str(t.sizes()));
+  TORCH_CHECK(t.numel() == c10::multiply_integers(shape), p.op, ": expected saved ", name, " with ",
+              c10::multiply_integers(shape), " elements ", detail::shape_str(shape), ", got ",
+              detail::shape_str(t.sizes()));
   return t.contiguous().view(shape);
 }
 

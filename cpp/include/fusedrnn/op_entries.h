@@ -7,13 +7,15 @@
 // Layer backward ops skip grad_input (returned as an empty [0] tensor) when input_grad is
 // false: the input of a first layer rarely needs a gradient, and dx = dG W_ih is one GEMM
 // of the size of the input projection.
-// Cell ops are a one-step layer (T = 1, hx required).
+// Cell ops are a one-step layer (T = 1, hx required). Their backward ops also take
+// hx_grad: without it dh = dG W_hh is skipped and w_hh (like w_ih without input_grad) is
+// only read for its shape, so autograd need not save it (torch.nn does not either).
 #pragma once
-
-#include <tuple>
 
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
+
+#include <tuple>
 
 #include "fusedrnn/layer_driver.h"
 
@@ -58,7 +60,7 @@ template <class Tr, class Kern, class Backend>
 std::tuple<Tensor, Tensor> rnn_layer(const Tensor& input, const OptT& batch_sizes, const OptT& h0,
                                      const Tensor& w_ih, const Tensor& w_hh, const OptT& b_ih,
                                      const OptT& b_hh, bool reverse) {
-  const auto p = make_plan<Tr>(Tr::kFamily == Family::Gru ? "gru_layer"
+  const auto p = make_plan<Tr>(Tr::kFamily == Family::Gru       ? "gru_layer"
                                : Tr::kFamily == Family::RnnRelu ? "rnn_relu_layer"
                                                                 : "rnn_tanh_layer",
                                input, batch_sizes, h0, std::nullopt, w_ih, w_hh, b_ih, b_hh,
@@ -72,10 +74,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
     const OptT& grad_output, const OptT& grad_hn, const Tensor& input, const OptT& batch_sizes,
     const OptT& h0, const Tensor& w_ih, const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh,
     bool reverse, const Tensor& output, bool input_grad) {
-  const auto p = make_plan<Tr>(Tr::kFamily == Family::RnnRelu ? "rnn_relu_layer_backward"
-                                                              : "rnn_tanh_layer_backward",
-                               input, batch_sizes, h0, std::nullopt, w_ih, w_hh, b_ih, b_hh,
-                               std::nullopt, reverse);
+  const auto p = make_plan<Tr>(
+      Tr::kFamily == Family::RnnRelu ? "rnn_relu_layer_backward" : "rnn_tanh_layer_backward", input,
+      batch_sizes, h0, std::nullopt, w_ih, w_hh, b_ih, b_hh, std::nullopt, reverse, false,
+      input_grad);
   auto r = run_backward<Tr, Kern, Backend>(p, grad_output, grad_hn, std::nullopt, output, Tensor(),
                                            input_grad);
   return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
@@ -83,12 +85,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
 
 template <class Tr, class Kern, class Backend>
 std::tuple<Tensor, Tensor, Tensor> gru_layer(const Tensor& input, const OptT& batch_sizes,
-                                             const OptT& h0, const Tensor& w_ih,
-                                             const Tensor& w_hh, const OptT& b_ih,
-                                             const OptT& b_hh, bool reverse,
+                                             const OptT& h0, const Tensor& w_ih, const Tensor& w_hh,
+                                             const OptT& b_ih, const OptT& b_hh, bool reverse,
                                              bool need_workspace) {
-  auto p = make_plan<Tr>("gru_layer", input, batch_sizes, h0, std::nullopt, w_ih, w_hh, b_ih,
-                         b_hh, std::nullopt, reverse);
+  auto p = make_plan<Tr>("gru_layer", input, batch_sizes, h0, std::nullopt, w_ih, w_hh, b_ih, b_hh,
+                         std::nullopt, reverse);
   p.keep_workspace = need_workspace;
   auto r = run_forward<Tr, Kern, Backend>(p);
   return {r.output, r.h_n, r.ws};
@@ -100,7 +101,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
     const OptT& h0, const Tensor& w_ih, const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh,
     bool reverse, const Tensor& output, const Tensor& workspace, bool input_grad) {
   const auto p = make_plan<Tr>("gru_layer_backward", input, batch_sizes, h0, std::nullopt, w_ih,
-                               w_hh, b_ih, b_hh, std::nullopt, reverse);
+                               w_hh, b_ih, b_hh, std::nullopt, reverse, false, input_grad);
   auto r = run_backward<Tr, Kern, Backend>(p, grad_output, grad_hn, std::nullopt, output, workspace,
                                            input_grad);
   return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
@@ -123,11 +124,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(const Tensor& input, const
 template <class Tr, class Kern, class Backend>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
     const OptT& grad_output, const OptT& grad_hn, const OptT& grad_cn, const Tensor& input,
-    const OptT& batch_sizes, const OptT& h0, const OptT& c0, const Tensor& w_ih,
-    const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh, const OptT& w_hr, bool reverse,
-    const Tensor& output, const Tensor& workspace, bool input_grad) {
-  const auto p = make_plan<Tr>("lstm_layer_backward", input, batch_sizes, h0, c0, w_ih, w_hh,
-                               b_ih, b_hh, w_hr, reverse);
+    const OptT& batch_sizes, const OptT& h0, const OptT& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptT& b_ih, const OptT& b_hh, const OptT& w_hr, bool reverse, const Tensor& output,
+    const Tensor& workspace, bool input_grad) {
+  const auto p = make_plan<Tr>("lstm_layer_backward", input, batch_sizes, h0, c0, w_ih, w_hh, b_ih,
+                               b_hh, w_hr, reverse, false, input_grad);
   auto r = run_backward<Tr, Kern, Backend>(p, grad_output, grad_hn, grad_cn, output, workspace,
                                            input_grad);
   return {r.grad_input, r.grad_h0,   r.grad_c0,   r.grad_w_ih,
@@ -147,19 +148,22 @@ Tensor rnn_cell(const Tensor& input, const Tensor& hx, const Tensor& w_ih, const
 template <class Tr, class Kern, class Backend>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward(
     const OptT& grad_hy, const Tensor& input, const Tensor& hx, const Tensor& w_ih,
-    const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh, const Tensor& hy) {
+    const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh, const Tensor& hy, bool input_grad,
+    bool hx_grad) {
   const auto p = make_plan<Tr>(
       Tr::kFamily == Family::RnnRelu ? "rnn_relu_cell_backward" : "rnn_tanh_cell_backward", input,
-      std::nullopt, hx, std::nullopt, w_ih, w_hh, b_ih, b_hh, std::nullopt, false, true);
-  auto r = run_backward<Tr, Kern, Backend>(p, std::nullopt, grad_hy, std::nullopt, hy, Tensor());
+      std::nullopt, hx, std::nullopt, w_ih, w_hh, b_ih, b_hh, std::nullopt, false, true, input_grad,
+      hx_grad);
+  auto r = run_backward<Tr, Kern, Backend>(p, std::nullopt, grad_hy, std::nullopt, hy, Tensor(),
+                                           input_grad);
   return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
 }
 
 template <class Tr, class Kern, class Backend>
 std::tuple<Tensor, Tensor> gru_cell(const Tensor& input, const Tensor& hx, const Tensor& w_ih,
                                     const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh) {
-  const auto p = make_plan<Tr>("gru_cell", input, std::nullopt, hx, std::nullopt, w_ih, w_hh,
-                               b_ih, b_hh, std::nullopt, false, true);
+  const auto p = make_plan<Tr>("gru_cell", input, std::nullopt, hx, std::nullopt, w_ih, w_hh, b_ih,
+                               b_hh, std::nullopt, false, true);
   auto r = run_forward<Tr, Kern, Backend>(p);
   return {r.h_n, r.ws};
 }
@@ -167,11 +171,13 @@ std::tuple<Tensor, Tensor> gru_cell(const Tensor& input, const Tensor& hx, const
 template <class Tr, class Kern, class Backend>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_cell_backward(
     const OptT& grad_hy, const Tensor& input, const Tensor& hx, const Tensor& w_ih,
-    const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh, const Tensor& workspace) {
+    const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh, const Tensor& workspace,
+    bool input_grad, bool hx_grad) {
   const auto p = make_plan<Tr>("gru_cell_backward", input, std::nullopt, hx, std::nullopt, w_ih,
-                               w_hh, b_ih, b_hh, std::nullopt, false, true);
+                               w_hh, b_ih, b_hh, std::nullopt, false, true, input_grad, hx_grad);
   // GRU backward does not read the output; pass hx as a correctly-shaped placeholder.
-  auto r = run_backward<Tr, Kern, Backend>(p, std::nullopt, grad_hy, std::nullopt, hx, workspace);
+  auto r = run_backward<Tr, Kern, Backend>(p, std::nullopt, grad_hy, std::nullopt, hx, workspace,
+                                           input_grad);
   return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
 }
 
@@ -190,35 +196,13 @@ template <class Tr, class Kern, class Backend>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
     const OptT& grad_hy, const OptT& grad_cy, const Tensor& input, const Tensor& hx,
     const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh,
-    const Tensor& workspace) {
-  const auto p = make_plan<Tr>("lstm_cell_backward", input, std::nullopt, hx, cx, w_ih, w_hh,
-                               b_ih, b_hh, std::nullopt, false, true);
+    const Tensor& workspace, bool input_grad, bool hx_grad) {
+  const auto p = make_plan<Tr>("lstm_cell_backward", input, std::nullopt, hx, cx, w_ih, w_hh, b_ih,
+                               b_hh, std::nullopt, false, true, input_grad, hx_grad);
   // LSTM backward reads only the workspace; hx stands in for the (unused) output.
-  auto r = run_backward<Tr, Kern, Backend>(p, std::nullopt, grad_hy, grad_cy, hx, workspace);
-  return {r.grad_input, r.grad_h0,   r.grad_c0,  r.grad_w_ih,
-          r.grad_w_hh,  r.grad_b_ih, r.grad_b_hh};
-}
-
-// Registers every op of family Tr for one dispatch key (call inside TORCH_LIBRARY_IMPL).
-template <class Tr, class Kern, class Backend>
-void register_family(torch::Library& m) {
-  if constexpr (Tr::kFamily == Family::Lstm) {
-    m.impl("lstm_layer", &lstm_layer<Tr, Kern, Backend>);
-    m.impl("lstm_layer_backward", &lstm_layer_backward<Tr, Kern, Backend>);
-    m.impl("lstm_cell", &lstm_cell<Tr, Kern, Backend>);
-    m.impl("lstm_cell_backward", &lstm_cell_backward<Tr, Kern, Backend>);
-  } else if constexpr (Tr::kFamily == Family::Gru) {
-    m.impl("gru_layer", &gru_layer<Tr, Kern, Backend>);
-    m.impl("gru_layer_backward", &gru_layer_backward<Tr, Kern, Backend>);
-    m.impl("gru_cell", &gru_cell<Tr, Kern, Backend>);
-    m.impl("gru_cell_backward", &gru_cell_backward<Tr, Kern, Backend>);
-  } else {
-    const std::string n = Tr::kName;
-    m.impl((n + "_layer").c_str(), &rnn_layer<Tr, Kern, Backend>);
-    m.impl((n + "_layer_backward").c_str(), &rnn_layer_backward<Tr, Kern, Backend>);
-    m.impl((n + "_cell").c_str(), &rnn_cell<Tr, Kern, Backend>);
-    m.impl((n + "_cell_backward").c_str(), &rnn_cell_backward<Tr, Kern, Backend>);
-  }
+  auto r =
+      run_backward<Tr, Kern, Backend>(p, std::nullopt, grad_hy, grad_cy, hx, workspace, input_grad);
+  return {r.grad_input, r.grad_h0, r.grad_c0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
 }
 
 }  // namespace fusedrnn

@@ -3,36 +3,57 @@
 // cuda/emu). See schemas.cpp for what the ops are.
 #pragma once
 
-#include <string>
-
 #include <torch/library.h>
+
+#include <string>
 
 namespace fusedrnn {
 
 inline void define_schemas(torch::Library& m) {
+  // Whole stacks (every layer and direction; stack_driver.h). The forward draws dropout masks
+  // from the default generator: nondeterministic_seeded, as aten::dropout.
+  for (const char* f : {"rnn_tanh", "rnn_relu", "lstm", "gru"}) {
+    const std::string n = f;
+    m.def((n + "_stack(Tensor input, Tensor? batch_sizes, Tensor? hx, Tensor? cx, "
+               "Tensor[] weights, bool has_biases, int num_layers, bool bidirectional, "
+               "float dropout, bool train, bool need_workspace=True) -> (Tensor output, "
+               "Tensor h_n, Tensor c_n, Tensor[] saved)")
+              .c_str(),
+          {at::Tag::nondeterministic_seeded});
+    m.def((n + "_stack_backward(Tensor? grad_output, Tensor? grad_hn, Tensor? grad_cn, "
+               "Tensor input, Tensor? batch_sizes, Tensor? hx, Tensor? cx, Tensor[] weights, "
+               "bool has_biases, int num_layers, bool bidirectional, Tensor output, "
+               "Tensor[] saved, bool input_grad=True) -> (Tensor grad_input, Tensor grad_hx, "
+               "Tensor grad_cx, Tensor[] grad_weights)")
+              .c_str());
+  }
   for (const char* f : {"rnn_tanh", "rnn_relu"}) {
     const std::string n = f;
     m.def((n + "_layer(Tensor input, Tensor? batch_sizes, Tensor? h0, Tensor w_ih, Tensor w_hh, "
                "Tensor? b_ih, Tensor? b_hh, bool reverse) -> (Tensor output, Tensor h_n)")
               .c_str());
-    m.def((n + "_layer_backward(Tensor? grad_output, Tensor? grad_hn, Tensor input, "
-               "Tensor? batch_sizes, Tensor? h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-               "Tensor? b_hh, bool reverse, Tensor output, bool input_grad=True) -> (Tensor grad_input, "
-               "Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
-               "Tensor grad_b_hh)")
-              .c_str());
+    m.def(
+        (n +
+         "_layer_backward(Tensor? grad_output, Tensor? grad_hn, Tensor input, "
+         "Tensor? batch_sizes, Tensor? h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+         "Tensor? b_hh, bool reverse, Tensor output, bool input_grad=True) -> (Tensor grad_input, "
+         "Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
+         "Tensor grad_b_hh)")
+            .c_str());
     m.def((n + "_cell(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-               "Tensor? b_hh) -> Tensor")
+               "Tensor? b_hh) -> Tensor hy")
               .c_str());
     m.def((n + "_cell_backward(Tensor? grad_hy, Tensor input, Tensor hx, Tensor w_ih, "
-               "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor hy) -> (Tensor grad_input, "
+               "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor hy, bool input_grad=True, "
+               "bool hx_grad=True) -> (Tensor grad_input, "
                "Tensor grad_hx, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
                "Tensor grad_b_hh)")
               .c_str());
   }
   m.def(
       "lstm_layer(Tensor input, Tensor? batch_sizes, Tensor? h0, Tensor? c0, Tensor w_ih, "
-      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse, bool need_workspace=True) -> (Tensor output, "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse, bool "
+      "need_workspace=True) -> (Tensor output, "
       "Tensor h_n, Tensor c_n, Tensor workspace)");
   m.def(
       "lstm_layer_backward(Tensor? grad_output, Tensor? grad_hn, Tensor? grad_cn, Tensor input, "
@@ -46,12 +67,14 @@ inline void define_schemas(torch::Library& m) {
       "Tensor? b_hh) -> (Tensor hy, Tensor cy, Tensor workspace)");
   m.def(
       "lstm_cell_backward(Tensor? grad_hy, Tensor? grad_cy, Tensor input, Tensor hx, Tensor cx, "
-      "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor workspace) -> "
+      "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor workspace, "
+      "bool input_grad=True, bool hx_grad=True) -> "
       "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, Tensor grad_w_hh, "
       "Tensor grad_b_ih, Tensor grad_b_hh)");
   m.def(
       "gru_layer(Tensor input, Tensor? batch_sizes, Tensor? h0, Tensor w_ih, Tensor w_hh, "
-      "Tensor? b_ih, Tensor? b_hh, bool reverse, bool need_workspace=True) -> (Tensor output, Tensor h_n, "
+      "Tensor? b_ih, Tensor? b_hh, bool reverse, bool need_workspace=True) -> (Tensor output, "
+      "Tensor h_n, "
       "Tensor workspace)");
   m.def(
       "gru_layer_backward(Tensor? grad_output, Tensor? grad_hn, Tensor input, "
@@ -64,7 +87,8 @@ inline void define_schemas(torch::Library& m) {
       "-> (Tensor hy, Tensor workspace)");
   m.def(
       "gru_cell_backward(Tensor? grad_hy, Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, "
-      "Tensor? b_ih, Tensor? b_hh, Tensor workspace) -> (Tensor grad_input, Tensor grad_hx, "
+      "Tensor? b_ih, Tensor? b_hh, Tensor workspace, bool input_grad=True, bool hx_grad=True) -> "
+      "(Tensor grad_input, Tensor grad_hx, "
       "Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
 }
 

@@ -12,10 +12,12 @@ numbers -> ``<num>``; ``#tag`` -> ``#`` + ``tag``; words (with inner apostrophes
 
 Model: embedding -> ``fusedrnn.RNN/LSTM/GRU`` (optionally stacked and bidirectional) fed a
 ``PackedSequence`` (variable lengths, no padding seen by the recurrence) -> the last layer's
-final hidden state (both directions concatenated) -> dropout -> linear -> 3 classes. Trained with
+final hidden state (both directions concatenated) -> dropout -> linear -> the classes. Trained with
 Adam and cross-entropy; the epoch with the best validation macro-F1 is kept.
 
-Reported per cell: test accuracy and macro-F1 beside the majority-class baseline, and the
+A ``--data`` file may use any label set (two classes, five, ...); the classes are its labels.
+Reported per cell: test accuracy and macro-F1 (over the file's classes) beside the
+majority-class baseline, and the
 training time of one epoch for the same model on the fused modules and on ``torch.nn``
 (same initial weights, same batches; the two runs' losses are compared as a check).
 """
@@ -27,6 +29,7 @@ import copy
 import gzip
 import json
 import re
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -40,7 +43,15 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
 
-from ._common import add_config_args, add_run_args, parse_choices, run_with_threads
+from ._common import (
+    add_config_args,
+    add_run_args,
+    check_writable,
+    number,
+    parse_choices,
+    run_with_threads,
+    write_atomic,
+)
 
 LABELS = ("negative", "neutral", "positive")
 PAD, UNK = 0, 1
@@ -48,22 +59,41 @@ CELLS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
 
 # ---- data ---------------------------------------------------------------------------------
-def load_tweets(path: str | Path | None = None) -> tuple[list[str], np.ndarray]:
-    """Texts and integer labels (index into ``LABELS``) of the bundled corpus (or ``path``,
-    a gzipped or plain ``label<TAB>text`` file with a header line)."""
+def load_tweets(path: str | Path | None = None, with_names: bool = False):
+    """Texts and integer labels of the bundled corpus (or ``path``, a gzipped or plain
+    ``label<TAB>text`` file with a header line). The classes are the file's own labels, sorted
+    (the bundled tweets: ``LABELS``; a file of neg/pos: two classes). Returns
+    ``(texts, labels)``, or ``(texts, labels, names)`` with `with_names` (labels index names).
+    Raises ValueError naming the file and line of a malformed row."""
+    what = "bundled tweets" if path is None else str(path)
     if path is None:
         data = (resources.files("fusedrnn") / "datasets" / "tweets_sentiment.tsv.gz").read_bytes()
     else:
-        data = Path(path).read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    lines = data.decode("utf-8").splitlines()[1:]
-    texts, labels = [], []
-    for line in lines:
-        label, _, text = line.partition("\t")
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise ValueError(f"{what}: cannot read ({e.strerror or e})") from None
+    try:
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        lines = data.decode("utf-8").splitlines()[1:]
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what}: not a UTF-8 label<TAB>text file ({e})") from None
+    texts, raw = [], []
+    for lineno, line in enumerate(lines, start=2):
+        if not line.strip():
+            continue
+        label, tab, text = line.partition("\t")
+        if not tab or not label.strip():
+            raise ValueError(f"{what}:{lineno}: expected label<TAB>text, got {line[:40]!r}")
         texts.append(text)
-        labels.append(LABELS.index(label))
-    return texts, np.array(labels, dtype=np.int64)
+        raw.append(label.strip())
+    names = tuple(sorted(set(raw)))  # the bundled tweets: LABELS
+    if len(set(raw)) < 2:
+        raise ValueError(f"{what}: needs at least two labels, found {sorted(set(raw))}")
+    index = {n: i for i, n in enumerate(names)}
+    labels = np.array([index[r] for r in raw], dtype=np.int64)
+    return (texts, labels, names) if with_names else (texts, labels)
 
 
 _URL = re.compile(r"https?://\S+|www\.\S+")
@@ -143,23 +173,24 @@ class TextClassifier(nn.Module):
 
 # ---- metrics ------------------------------------------------------------------------------
 def confusion(y_true, y_pred, k=3) -> np.ndarray:
-    m = np.zeros((k, k), dtype=np.int64)
-    np.add.at(m, (np.asarray(y_true), np.asarray(y_pred)), 1)
-    return m
+    """``[k, k]`` counts, rows the true class, columns the predicted one (scikit-learn)."""
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(y_true, y_pred, labels=list(range(k)))
 
 
 def macro_f1(y_true, y_pred, k=3) -> float:
-    """Unweighted mean over classes of F1 (a class never predicted nor present scores 0)."""
-    m = confusion(y_true, y_pred, k)
-    tp = np.diag(m).astype(float)
-    prec = np.divide(tp, m.sum(0), out=np.zeros(k), where=m.sum(0) > 0)
-    rec = np.divide(tp, m.sum(1), out=np.zeros(k), where=m.sum(1) > 0)
-    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros(k), where=(prec + rec) > 0)
-    return float(f1.mean())
+    """Unweighted mean over the `k` classes of F1 (scikit-learn; a class never predicted nor
+    present scores 0)."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y_true, y_pred, labels=list(range(k)), average="macro", zero_division=0))
 
 
 def accuracy(y_true, y_pred) -> float:
-    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(y_true, y_pred))
 
 
 def predict(model, ids, labels, batch=256) -> np.ndarray:
@@ -207,12 +238,13 @@ def train_epoch(model, opt, ids, labels, batch, gen, max_batches=None) -> float:
 
 def fit(model, data, cfg: SentimentConfig) -> dict:
     (tr_ids, tr_y), (va_ids, va_y) = data["train"], data["val"]
+    k = model.head.out_features
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     best, best_state, hist = -1.0, None, []
     for epoch in range(1, cfg.epochs + 1):
         loss = train_epoch(model, opt, tr_ids, tr_y, cfg.batch, gen)
-        f1 = macro_f1(va_y, predict(model, va_ids, va_y))
+        f1 = macro_f1(va_y, predict(model, va_ids, va_y), k)
         hist.append({"epoch": epoch, "train_loss": loss, "val_macro_f1": f1})
         if f1 > best:
             best, best_state, best_epoch = f1, copy.deepcopy(model.state_dict()), epoch
@@ -220,14 +252,14 @@ def fit(model, data, cfg: SentimentConfig) -> dict:
     return {"best_epoch": best_epoch, "history": hist}
 
 
-def time_backends(cell, vocab_size, data, cfg: SentimentConfig) -> dict:
+def time_backends(cell, vocab_size, data, cfg: SentimentConfig, classes: int = 3) -> dict:
     """Seconds for ``cfg.timing_batches`` training batches on the fused modules and on
     torch.nn, from the same initial weights and the same batches."""
     tr_ids, tr_y = data["train"]
     out = {}
     torch.manual_seed(cfg.seed)
     fused = TextClassifier(vocab_size, cell, cfg.embed, cfg.hidden, cfg.layers,
-                           cfg.bidirectional, cfg.dropout)  # fmt: skip
+                           cfg.bidirectional, cfg.dropout, classes)  # fmt: skip
     ref = copy.deepcopy(fused)
     ref.rnn = fused.rnn.to_torch()
     for name, model in (("fused", fused), ("torch.nn", ref)):
@@ -241,7 +273,8 @@ def time_backends(cell, vocab_size, data, cfg: SentimentConfig) -> dict:
 
 
 def prepare(cfg: SentimentConfig, path=None) -> tuple[dict, Vocab]:
-    texts, labels = load_tweets(path)
+    """Split, tokenised and encoded data (``data["names"]``: the class names)."""
+    texts, labels, names = load_tweets(path, with_names=True)
     if cfg.limit:
         texts, labels = texts[: cfg.limit], labels[: cfg.limit]
     toks = [tokenize(t) for t in texts]
@@ -250,6 +283,9 @@ def prepare(cfg: SentimentConfig, path=None) -> tuple[dict, Vocab]:
     enc = [vocab.encode(t) for t in toks]
     data = {k: ([enc[i] for i in idx], labels[idx]) for k, idx in
             (("train", tr), ("val", va), ("test", te))}  # fmt: skip
+    if min(len(tr), len(va), len(te)) == 0:
+        raise ValueError(f"{len(texts)} texts are too few to split 80/10/10")
+    data["names"] = names
     return data, vocab
 
 
@@ -277,16 +313,85 @@ def format_table(rows: dict, baseline: dict, cfg: SentimentConfig) -> str:
 
 
 # ---- CLI -----------------------------------------------------------------------------------
+_CHECKS = {
+    "embed": number(int, 1),
+    "hidden": number(int, 1),
+    "layers": number(int, 1),
+    "dropout": number(float, 0, 1, hi_open=True),
+    "epochs": number(int, 1),
+    "batch": number(int, 1),
+    "lr": number(float, 0, lo_open=True),
+    "min_freq": number(int, 1),
+    "limit": number(int, 0, note=" (0 = all)"),
+    "timing_batches": number(int, 0, note=" (0 = skip)"),
+    "seed": number(int, 0),
+}
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
-    add_config_args(parser, SentimentConfig)
-    a("--data", default=None, help="a label<TAB>text file instead of the bundled tweets")
-    a("--out", default="out/sentiment", help="folder for results.json")
+    add_config_args(parser, SentimentConfig, _CHECKS)
+    a("--data", default=None, help="a label<TAB>text file (any label set) instead of the tweets")
+    a("--out", default="out/sentiment", help="folder for results.json and the plots")
+    a("--no-plots", action="store_true", help="skip the confusion matrix and learning curves")
     add_run_args(parser)
 
 
 def run(args) -> int:
-    return run_with_threads(args, _run)
+    parse_choices(args.cells, CELLS, "--cells")
+    if args.data is not None and not Path(args.data).is_file():
+        raise SystemExit(f"fusedrnn sentiment: --data {args.data}: no such file")
+    check_writable(args.out, "fusedrnn sentiment")
+    try:
+        return run_with_threads(args, _run)
+    except KeyboardInterrupt:
+        print("\nfusedrnn sentiment: interrupted, nothing written", file=sys.stderr)
+        return 130
+
+
+def _plots(out: Path, rows: dict, names) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    n = len(rows)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.6, 3.4), squeeze=False)
+    for ax, (name, r) in zip(axes[0], rows.items()):
+        m = np.asarray(r["confusion"])
+        ax.imshow(m, cmap="Blues")
+        for (i, j), v in np.ndenumerate(m):
+            ax.text(j, i, str(v), ha="center", va="center",
+                    color="white" if v > m.max() / 2 else "black", fontsize=8)  # fmt: skip
+        ax.set_xticks(range(len(names)), names, rotation=30, fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(f"{name}: test texts (counts)", fontsize=9)
+    fig.tight_layout()
+    write_atomic(out / "confusion_matrix.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    written.append("confusion_matrix.png")
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for i, (name, r) in enumerate(rows.items()):
+        ep = [h["epoch"] for h in r["history"]]
+        a1.plot(ep, [h["train_loss"] for h in r["history"]], "o-", color=f"C{i}", label=name)
+        a2.plot(ep, [h["val_macro_f1"] for h in r["history"]], "o-", color=f"C{i}", label=name)
+        a2.axvline(r["best_epoch"], color=f"C{i}", lw=0.8, ls=":")
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("training loss (cross-entropy, nats)")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("validation macro-F1 (0..1)")
+    for a in (a1, a2):
+        a.legend(fontsize=7)
+        a.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    write_atomic(out / "learning_curves.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    written.append("learning_curves.png")
+    return written
 
 
 def _run(args) -> int:
@@ -296,25 +401,31 @@ def _run(args) -> int:
         cfg.limit, cfg.epochs, cfg.embed, cfg.hidden, cfg.timing_batches = 600, 1, 16, 16, 3
     cells = parse_choices(cfg.cells, CELLS, "--cells")
     torch.manual_seed(cfg.seed)
-    data, vocab = prepare(cfg, args.data)
+    try:
+        data, vocab = prepare(cfg, args.data)
+    except ValueError as e:
+        print(f"fusedrnn sentiment: {e}", file=sys.stderr)
+        return 2
+    names = data.pop("names")
+    k = len(names)
     tr_y, te_y = data["train"][1], data["test"][1]
     lens = [len(s) for s in data["train"][0]]
     print(
         f"fusedrnn sentiment: {sum(len(v[1]) for v in data.values())} texts "
         f"(train/val/test {len(tr_y)}/{len(data['val'][1])}/{len(te_y)}), vocabulary {len(vocab)},"
-        f" tokens per text {min(lens)}..{max(lens)} (mean {np.mean(lens):.1f}); classes "
-        + ", ".join(f"{LABELS[k]} {v / len(tr_y):.0%}" for k, v in sorted(Counter(tr_y).items()))
+        f" tokens per text {min(lens)}..{max(lens)} (mean {np.mean(lens):.1f}); {k} classes "
+        + ", ".join(f"{names[c]} {v / len(tr_y):.0%}" for c, v in sorted(Counter(tr_y).items()))
     )
-    majority = int(np.bincount(tr_y, minlength=3).argmax())
+    majority = int(np.bincount(tr_y, minlength=k).argmax())
     base_pred = np.full_like(te_y, majority)
-    baseline = {"class": LABELS[majority], "accuracy": accuracy(te_y, base_pred),
-                "macro_f1": macro_f1(te_y, base_pred)}  # fmt: skip
+    baseline = {"class": names[majority], "accuracy": accuracy(te_y, base_pred),
+                "macro_f1": macro_f1(te_y, base_pred, k)}  # fmt: skip
 
     rows = {}
     for cell in cells:
         torch.manual_seed(cfg.seed)
         model = TextClassifier(len(vocab), cell, cfg.embed, cfg.hidden, cfg.layers,
-                               cfg.bidirectional, cfg.dropout)  # fmt: skip
+                               cfg.bidirectional, cfg.dropout, k)  # fmt: skip
         t = time.perf_counter()
         fit_res = fit(model, data, cfg)
         secs = time.perf_counter() - t
@@ -323,13 +434,13 @@ def _run(args) -> int:
                                                              else "")  # fmt: skip
         rows[name] = {
             "accuracy": accuracy(te_y, pred),
-            "macro_f1": macro_f1(te_y, pred),
-            "confusion": confusion(te_y, pred).tolist(),
+            "macro_f1": macro_f1(te_y, pred, k),
+            "confusion": confusion(te_y, pred, k).tolist(),
             "train_seconds": secs,
             **fit_res,
         }
         if cfg.timing_batches:
-            rows[name]["timing"] = time_backends(cell, len(vocab), data, cfg)
+            rows[name]["timing"] = time_backends(cell, len(vocab), data, cfg, k)
         print(f"  {name}: test accuracy {rows[name]['accuracy']:.3f}, macro-F1 "
               f"{rows[name]['macro_f1']:.3f} (best epoch {fit_res['best_epoch']}, "
               f"{secs:.1f} s)", flush=True)  # fmt: skip
@@ -341,9 +452,10 @@ def _run(args) -> int:
             print(f"  {name}: mean training loss over the timed batches, fused {lf:.4f} vs "
                   f"torch.nn {lt:.4f}")  # fmt: skip
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(
-        json.dumps({"config": asdict(cfg), "baseline": baseline, "models": rows}, indent=1)
-    )
-    print(f"results.json in {out}/ ({time.perf_counter() - t0:.1f} s)")
+    written = [] if args.no_plots else _plots(out, rows, names)
+    payload = {"config": asdict(cfg), "classes": list(names), "baseline": baseline,
+               "models": rows}  # fmt: skip
+    write_atomic(out / "results.json", json.dumps(payload, indent=1))
+    written.insert(0, "results.json")
+    print(f"{', '.join(written)} in {out}/ ({time.perf_counter() - t0:.1f} s)")
     return 0

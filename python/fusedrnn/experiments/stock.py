@@ -1,29 +1,39 @@
-"""The main job: forecast tomorrow's close with RNN vs LSTM vs GRU on real daily prices.
+"""The main job: forecast the next close(s) with RNN vs LSTM vs GRU on real daily prices.
 
 Data: daily adjusted closes (default: AAPL, the last 5 years of the data bundled with the
-package, 2008-03 to 2013-03; ``--source auto`` tries yfinance, then the disk cache). Split
-chronologically 70/15/15 into train/validation/test, MinMax-scaled on the training span only,
-cut into windows of ``--window`` days -> the next day's close.
+package, 2008-03 to 2013-03; ``--source auto`` tries yfinance, then the disk cache; a CSV path
+is read with pandas, blank cells filled forward and reported). Inputs are ``--features``
+(close, and open/high/low/volume where the source has them), windows of ``--window`` days;
+targets the next ``--horizon`` closes (direct multi-output) as prices or log-returns
+(``--target``). Split chronologically: with ``--folds 1`` (the default) 70/15/15 into
+train/validation/test; with more, a walk-forward backtest over the last ``--test-fraction``
+of the days (``--origin expanding`` or ``sliding``), each fold refitting scalers and models on
+its past. Scalers are fitted on training rows only.
 
 Models: ``--layers`` stacked recurrent layers of ``--hidden`` units, dropout between them, a
-linear head on the last step. Each cell is trained with the fused kernels (``fusedrnn.RNN`` /
-``LSTM`` / ``GRU``) and, with ``--impl both`` (the default), again with ``torch.nn``'s layers
-from the same initial weights, so the table shows what the fused kernels buy (speed-up per
-training epoch) and that the results agree. Adam, MSE, gradient clipping, early stopping on the
-validation loss (best weights restored).
+linear head on the last step (residual for price targets: it predicts the change from the last
+close). Each cell is trained with the fused kernels and, with ``--impl both`` (the default),
+again with ``torch.nn``'s layers from the same initial weights, so the table shows what the
+fused kernels buy (speed-up per training epoch) and that the results agree.
 
-Reported on the test span, in dollars: MSE, MAE, RMSE, next to the naive forecaster
-"tomorrow's close = today's close". A model whose RMSE is above the naive one's has not learned
-anything useful about the next day, and the table says so.
+Reported on the test targets, in dollars: MSE, MAE, RMSE, MAPE and directional accuracy beside
+the baselines (naive "tomorrow = today", seasonal naive, moving average, linear
+autoregression), and a Diebold-Mariano test against the naive forecast: the verdict says
+whether a difference is significant, not merely whether a ratio is below 1.
 
-Writes to ``--out`` (default ./out/stock): metrics.json, metrics.csv, loss_curves.png,
-predictions.png, metrics.png (and sweep.csv / sweep.json / sweep.png with ``--sweep``).
+Every argument is checked, and ``--out`` tested for writing, before any work. Each run writes
+into its own folder ``OUT/<date>-<time>-<symbol>`` (``OUT/latest`` points at the last one):
+metrics.json, metrics.csv, table.txt, loss_curves.png, predictions.png, metrics.png (and
+sweep.* with ``--sweep``), and with ``--save-models`` one checkpoint per model in models/,
+which ``fusedrnn forecast --model`` loads. Files are written atomically; Ctrl-C stops with one
+line and leaves no partial files.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -34,24 +44,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ._common import RunDir, check_writable, device, number, number_list
+
 CELLS = ("rnn", "lstm", "gru")
-
-
-def _csv_list(kind):
-    def parse(text: str):
-        try:
-            return [kind(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
-
-    return parse
+PROG = "fusedrnn stock"
+_RESUME_FREE = ("epochs", "patience", "min_delta", "progress", "desc", "checkpoint")
 
 
 def _cells(text: str) -> list[str]:
     cells = list(CELLS) if text == "all" else [c.strip().lower() for c in text.split(",")]
     bad = [c for c in cells if c not in CELLS]
     if bad or not cells:
-        raise argparse.ArgumentTypeError(f"--cell: {text!r}; use all or a list of rnn,lstm,gru")
+        raise argparse.ArgumentTypeError(f"{text!r}; use all or a list of rnn,lstm,gru")
     return cells
 
 
@@ -62,8 +66,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "Without a network, --source auto falls back to the cache, then the bundled data "
         "(AAPL, MSFT, IBM, GOOG daily, 2000-2013, public-domain Quandl WIKI prices)."
     )
+    pos = lambda kind, **kw: number(kind, 0, lo_open=True, **kw)  # noqa: E731
     d = parser.add_argument_group("data")
-    d.add_argument("--symbol", default="AAPL", help="ticker symbol")
+    d.add_argument(
+        "--symbol",
+        default=None,
+        help="ticker symbol (default AAPL; a CSV --source is titled by its file name)",
+    )
     d.add_argument(
         "--source",
         default="bundled",
@@ -75,20 +84,37 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="5y",
         help="trailing span to use, e.g. 5y, 18mo, max (bundled data ends 2013-03-01)",
     )
-    d.add_argument("--window", type=int, default=30, help="days of history per input window")
-    d.add_argument("--timeout", type=float, default=10.0, help="yfinance connection timeout, s")
+    d.add_argument("--window", type=number(int, 1), default=30, help="days per input window")
+    d.add_argument(
+        "--horizon", type=number(int, 1), default=1, help="closes to forecast (direct, 1 = next)"
+    )
+    d.add_argument(
+        "--features",
+        default="close",
+        help="input columns, e.g. close,volume or close,open,high,low,volume (where the source "
+        "has them: yfinance and CSV files; the bundled data has closes only)",
+    )
+    d.add_argument(
+        "--target",
+        choices=("price", "log-return"),
+        default="price",
+        help="what the model predicts: the scaled closes, or the log-returns from the last close",
+    )
+    d.add_argument("--timeout", type=pos(float), default=10.0, help="yfinance timeout, s")
 
     m = parser.add_argument_group("model")
     m.add_argument("--cell", type=_cells, default="all", help="all, or a list, e.g. lstm,gru")
-    m.add_argument("--hidden", type=int, default=64, help="hidden units per layer")
-    m.add_argument("--layers", type=int, default=2, help="stacked recurrent layers")
-    m.add_argument("--dropout", type=float, default=0.2, help="dropout between layers")
+    m.add_argument("--hidden", type=number(int, 1), default=64, help="hidden units per layer")
+    m.add_argument("--layers", type=number(int, 1), default=2, help="stacked recurrent layers")
+    m.add_argument(
+        "--dropout", type=number(float, 0, 1, hi_open=True), default=0.2, help="between layers"
+    )
     m.add_argument(
         "--residual",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=None,
         help="predict the change from the last close (head starts at zero = the naive "
-        "forecast) rather than the level, which a test span above the training range needs",
+        "forecast) rather than the level; default: on for --target price",
     )
     m.add_argument(
         "--impl",
@@ -98,20 +124,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
     t = parser.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=60, help="most epochs per model")
-    t.add_argument("--patience", type=int, default=8, help="early stopping patience (0 = off)")
+    t.add_argument("--epochs", type=number(int, 1), default=60, help="most epochs per model")
+    t.add_argument(
+        "--patience",
+        type=number(int, 0, note=" (0 = off)"),
+        default=8,
+        help="early stopping patience (0 = off)",
+    )
     t.add_argument(
         "--batch-size",
-        type=int,
+        type=number(int, 1),
         default=argparse.SUPPRESS,
         help="windows per step (default: 32); with --bptt truncated, the number of parallel "
         "streams the training span is cut into (default: 4)",
     )
-    t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    t.add_argument("--lr", type=pos(float), default=1e-3, help="learning rate")
     t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimizer")
-    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    t.add_argument(
+        "--momentum", type=number(float, 0, 1, hi_open=True), default=0.9, help="SGD momentum"
+    )
     t.add_argument("--loss", choices=("mse", "huber"), default="mse", help="training loss")
-    t.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0 = off)")
+    t.add_argument(
+        "--clip",
+        type=number(float, 0, note=" (0 = off)"),
+        default=1.0,
+        help="gradient-norm clip (0 = off)",
+    )
     t.add_argument(
         "--bptt",
         choices=("full", "truncated"),
@@ -119,31 +157,55 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="full: BPTT through each window; truncated: one stateful pass over the training "
         "span in --batch-size parallel streams, TBPTT(k1, k2)",
     )
-    t.add_argument("--k1", type=int, default=30, help="truncated BPTT: steps between updates")
-    t.add_argument("--k2", type=int, default=30, help="truncated BPTT: steps backpropagated")
-    t.add_argument("--device", default="cpu", help="cpu or cuda (the fused CUDA kernels)")
-    t.add_argument("--seed", type=int, default=0, help="seed for weights, dropout, shuffling")
+    t.add_argument("--k1", type=number(int, 1), default=30, help="truncated BPTT: steps/update")
+    t.add_argument("--k2", type=number(int, 1), default=30, help="truncated BPTT: steps back")
+    t.add_argument("--device", type=device, default="cpu", help="cpu or cuda[:N]")
+    t.add_argument("--seed", type=number(int, 0), default=0, help="seed for weights, shuffling")
     t.add_argument(
         "--threads",
-        type=int,
+        type=number(int, 0),
         default=1,
         help="torch CPU threads (0 = torch's default); at batch 32 x hidden 64 a step is too "
         "small to split across cores, and extra threads only add synchronisation (and stall "
         "badly when the cores are shared)",
     )
 
+    e = parser.add_argument_group("evaluation")
+    e.add_argument(
+        "--folds", type=number(int, 1), default=1, help="walk-forward folds (1: one 70/15/15 split)"
+    )
+    e.add_argument(
+        "--origin",
+        choices=("expanding", "sliding"),
+        default="expanding",
+        help="each fold trains on all earlier days, or on a window of the first fold's length",
+    )
+    e.add_argument(
+        "--test-fraction",
+        type=number(float, 0, 1, lo_open=True, hi_open=True),
+        default=0.15,
+        help="share of the days (at the end) forecast by the folds",
+    )
+    e.add_argument("--season", type=number(int, 1), default=5, help="seasonal naive: days back")
+    e.add_argument("--ma", type=number(int, 1), default=5, help="moving-average baseline: days")
+
     o = parser.add_argument_group("output")
-    o.add_argument("--out", default="out/stock", help="folder for plots, metrics and models")
+    o.add_argument("--out", default="out/stock", help="parent folder of the run folders")
     o.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     o.add_argument(
         "--save-models",
         action="store_true",
-        help="write a checkpoint per model to OUT/models after every epoch (atomically)",
+        help="write a checkpoint per model to RUN/models after every epoch (atomically); "
+        "fusedrnn forecast --model loads it",
     )
     o.add_argument(
         "--resume",
-        action="store_true",
-        help="continue each model from its checkpoint in OUT/models, where there is one",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="RUN",
+        help="continue each model from its checkpoint in RUN/models (default: OUT/latest); "
+        "refused if it was trained on other data or with another configuration",
     )
     o.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
 
@@ -154,9 +216,52 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="instead of the comparison: hidden x layers x lr study for each --cell "
         "(fused kernels), model chosen on validation loss",
     )
-    s.add_argument("--sweep-hidden", type=_csv_list(int), default="32,64,128", help="hidden sizes")
-    s.add_argument("--sweep-layers", type=_csv_list(int), default="1,2", help="layer counts")
-    s.add_argument("--sweep-lr", type=_csv_list(float), default="0.001,0.003", help="rates")
+    s.add_argument("--sweep-hidden", type=number_list(int, 1), default="32,64,128", help="sizes")
+    s.add_argument("--sweep-layers", type=number_list(int, 1), default="1,2", help="layer counts")
+    s.add_argument(
+        "--sweep-lr", type=number_list(float, 0, lo_open=True), default="0.001,0.003", help="rates"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# checks (before any work)
+# --------------------------------------------------------------------------------------------
+
+
+def _fail(msg: str):
+    raise SystemExit(f"{PROG}: {msg}")
+
+
+def _check_args(args) -> None:
+    if getattr(args, "batch_size", None) is None:
+        args.batch_size = 4 if args.bptt == "truncated" else 32
+    if args.bptt == "truncated" and args.k1 > args.k2:
+        _fail("truncated BPTT needs --k1 <= --k2")
+    if args.residual is None:
+        args.residual = args.target == "price"
+    elif args.residual and args.target != "price":
+        _fail("--residual predicts the change of the close: it needs --target price")
+    try:
+        from fusedrnn.data import _period_days
+
+        _period_days(args.period)
+        from fusedrnn.forecast import Pipeline
+
+        args.features = Pipeline(args.window, args.horizon, args.features, args.target).features
+    except ValueError as e:
+        _fail(f"--{str(e).split(':')[0]}: {str(e).split(':', 1)[-1].strip()}")
+    source_is_file = args.source not in ("auto", "yfinance", "cache", "bundled")
+    if source_is_file and not Path(args.source).is_file():
+        _fail(f"--source {args.source!r}: not bundled/auto/yfinance/cache, nor an existing file")
+
+
+def _resume_dir(args, out: Path) -> Path | None:
+    if args.resume is None:
+        return None
+    path = out / "latest" if args.resume == "latest" else Path(args.resume)
+    if not (path / "models").is_dir():
+        _fail(f"--resume {args.resume}: no run with saved models at {path} (use --save-models)")
+    return path.resolve()
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,43 +290,73 @@ def _train_config(args, desc: str):
     )
 
 
-def _datasets(w, bptt: str):
-    """Train/val/test holders for the trainer; test predictions come out for w.t_test."""
+def _datasets(fd, bptt: str):
+    """Train/val/test holders for the trainer, and how to pick the test forecasts out of the
+    trainer's predictions."""
     from fusedrnn.train import Stream, Windows
 
     if bptt == "full":
-        return (
-            Windows(w.x_train, w.y_train),
-            Windows(w.x_val, w.y_val),
-            Windows(w.x_test, w.y_test),
-        )
-    z = w.scaled.astype(np.float32)[:, None]
-    b0, b1 = w.bounds
-    train = Stream(z[: b0 - 1], z[1:b0])
-    val = Stream(z[: b1 - 1], z[1:b1], start=b0 - 1)
-    test = Stream(z[:-1], z[1:], start=b1 - 1)
-    return train, val, test
+        train, val, test = (Windows(fd.x(k), fd.targets(k)) for k in ("train", "val", "test"))
+        return train, val, test, lambda pred: pred.cpu().numpy()
+    o = fd.origins
+    r0 = fd.fold.lo + fd.pipeline.lag  # first row with an input
+    z, y = fd.z.astype(np.float32), fd.y.astype(np.float32)
+    upto = lambda a: slice(r0, a + 1)  # noqa: E731
+    train = Stream(z[upto(o["train"][-1])], y[upto(o["train"][-1])])
+    val = Stream(z[upto(o["val"][-1])], y[upto(o["val"][-1])], start=o["val"][0] - r0)
+    test = Stream(z[upto(o["test"][-1])], y[upto(o["test"][-1])], start=o["test"][0] - r0)
+    return train, val, test, lambda pred: pred[0, o["test"] - r0].cpu().numpy()
 
 
-def _metrics(pred: np.ndarray, actual: np.ndarray) -> dict:
-    err = pred - actual
-    mse = float(np.mean(err**2))
-    return {"mse": mse, "mae": float(np.mean(np.abs(err))), "rmse": math.sqrt(mse)}
+def _data_id(args, series) -> dict:
+    d = series.dates
+    return {
+        "symbol": series.symbol,
+        "source": series.source,
+        "period": args.period,
+        "first_date": str(d[0]),
+        "last_date": str(d[-1]),
+        "rows": len(series),
+    }
 
 
-def _train_one(args, w, cell: str, impl: str, init_state, hidden, layers, lr, log):
-    """Train one model; returns (result dict, model, history, test predictions in $)."""
+def _identity(args, series, fd, model_config, cfg) -> dict:
+    """What a checkpoint must match to be resumed: the data, the fold, the pipeline, the model
+    and the training settings (more epochs or another patience are allowed)."""
+    return {
+        "data": _data_id(args, series),
+        "fold": asdict(fd.fold),
+        "pipeline": fd.pipeline.spec(),
+        "model": dict(model_config),
+        "train": {k: v for k, v in asdict(cfg).items() if k not in _RESUME_FREE},
+    }
+
+
+def _differences(old: dict, new: dict, prefix="") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k} {a!r} -> {b!r}")
+    return out
+
+
+def _train_one(args, ctx, fd, fold_k: int, cand, init_state, log):
+    """Train one model on one fold; returns (result dict, history, test forecasts in $, init)."""
     import torch
 
-    from fusedrnn.train import SequenceRegressor, Trainer
+    from fusedrnn.train import SequenceRegressor, Trainer, load_checkpoint
 
+    cell, impl, hidden, layers, lr = cand
     torch.manual_seed(args.seed)
     model = SequenceRegressor(
         cell,
-        1,
+        len(fd.pipeline.features),
         hidden,
         layers,
-        1,
+        fd.pipeline.horizon,
         dropout=args.dropout if layers > 1 else 0.0,
         impl=impl,
         residual=args.residual,
@@ -233,26 +368,44 @@ def _train_one(args, w, cell: str, impl: str, init_state, hidden, layers, lr, lo
     cfg = _train_config(args, f"{cell}/{impl}")
     cfg.lr = lr
     name = f"{cell}_{impl}" if not args.sweep else f"{cell}_{impl}_h{hidden}_l{layers}_lr{lr:g}"
-    ckpt = Path(args.out) / "models" / f"{name}.pt"
+    if len(ctx["fds"]) > 1:
+        name += f"_fold{fold_k + 1}"
+    ckpt = ctx["run"].path / "models" / f"{name}.pt"
     cfg.checkpoint = str(ckpt) if args.save_models else None
-    train, val, test = _datasets(w, args.bptt)
     trainer = Trainer(model, cfg)
-    if args.resume and ckpt.exists():
+    series = ctx["series"]
+    identity = _identity(args, series, fd, model.config, cfg)
+    trainer.meta = {
+        "identity": identity,
+        "pipeline": fd.pipeline.state(),
+        "provenance": {
+            "symbol": series.symbol,
+            "source": series.source,
+            "detail": series.detail,
+            "first_date": str(series.dates[fd.fold.lo]),
+            "last_date": str(series.dates[fd.fold.test - 1]),
+            "rows": fd.fold.test - fd.fold.lo,
+        },
+    }
+    old = ctx["resume"] / "models" / f"{name}.pt" if ctx["resume"] else None
+    if old is not None and old.exists():
         try:
-            trainer.resume(ckpt)
+            saved = load_checkpoint(old)
+        except Exception as e:
+            _fail(f"cannot resume from {old}: {e}")
+        diff = _differences(saved.get("meta", {}).get("identity", {}), identity)
+        if diff:
+            _fail(f"--resume: {old} was trained on other data or settings: {'; '.join(diff)}")
+        try:
+            trainer.load_state_dict(saved)
         except (RuntimeError, KeyError, ValueError) as e:
-            raise SystemExit(f"fusedrnn stock: cannot resume from {ckpt}: {e}") from None
-        log(f"  {cell.upper():4s} {impl:5s} resumed from {ckpt} after epoch {trainer.epoch}")
+            _fail(f"cannot resume from {old}: {e}")
+        log(f"  {cell.upper():4s} {impl:5s} resumed from {old} after epoch {trainer.epoch}")
+    train, val, test, pick = _datasets(fd, args.bptt)
     t0 = time.perf_counter()
     hist = trainer.fit(train, val)
     wall = time.perf_counter() - t0
-    pred = trainer.predict(test)
-    pred = pred.cpu()
-    if args.bptt == "full":
-        pred = pred[:, 0].numpy()
-    else:
-        pred = pred[0, w.t_test - 1, 0].numpy()
-    pred_usd = w.inverse(pred)
+    pred_usd = fd.to_prices(pick(trainer.predict(test)), "test")
     result = {
         "model": cell.upper(),
         "cell": cell,
@@ -266,16 +419,68 @@ def _train_one(args, w, cell: str, impl: str, init_state, hidden, layers, lr, lo
         "val_loss": hist.best_val,
         "train_time_s": hist.train_time,
         "wall_time_s": wall,
-        "epoch_ms": 1000 * float(np.median(hist.epoch_time)) if hist.epoch_time else 0.0,
-        **_metrics(pred_usd, w.series[w.t_test]),
+        "epoch_times": list(hist.epoch_time),
     }
     if args.save_models:
         result["checkpoint"] = str(ckpt)
+    fold = f" fold {fold_k + 1}" if len(ctx["fds"]) > 1 else ""
+    rmse = math.sqrt(float(np.mean((pred_usd - fd.actual("test")) ** 2)))
     log(
-        f"  {cell.upper():4s} {impl:5s} {hist.epochs:3d} epochs (best {hist.best_epoch + 1}) "
-        f"{hist.train_time:6.1f} s  test RMSE ${result['rmse']:.3f}"
+        f"  {cell.upper():4s} {impl:5s}{fold} {hist.epochs:3d} epochs (best "
+        f"{hist.best_epoch + 1}) {hist.train_time:6.1f} s  test RMSE ${rmse:.3f}"
     )
-    return result, model, hist, pred_usd, init
+    return result, hist, pred_usd, init
+
+
+def _label(cand, sweep: bool) -> str:
+    cell, impl, h, n, lr = cand
+    return f"{cell.upper()} h{h} L{n} lr{lr:g}" if sweep else f"{cell.upper()}/{impl}"
+
+
+def _evaluate(args, ctx, candidates, log):
+    """Every candidate on every fold, the baselines beside; returns (Backtest, results,
+    histories of the last fold)."""
+    from fusedrnn.forecast import Backtest, _dates, _fold_info, linear_ar
+    from fusedrnn.forecast_eval import baselines
+
+    frame = ctx["series"].frame
+    bt = Backtest(args.horizon)
+    results, histories = {}, {}
+    for k, fd in enumerate(ctx["fds"]):
+        preds, inits = {}, {}
+        for cand in candidates:
+            key = (cand[0], *cand[2:])
+            r, hist, pred, init = _train_one(args, ctx, fd, k, cand, inits.get(key), log)
+            inits.setdefault(key, init)
+            preds[_label(cand, args.sweep)] = pred
+            histories[cand] = hist
+            agg = results.setdefault(cand, {**r, "fold_epochs": [], "val_losses": []})
+            agg["fold_epochs"].append(r["epochs"])
+            agg["val_losses"].append(r["val_loss"])
+            if k:
+                agg["epoch_times"] += r["epoch_times"]
+                for f in ("train_time_s", "wall_time_s"):
+                    agg[f] += r[f]
+                agg["epochs"], agg["best_epoch"] = r["epochs"], r["best_epoch"]
+        o = fd.origins["test"]
+        preds.update(baselines(fd.close, o, args.horizon, args.season, args.ma, linear_ar(fd)))
+        bt.add(_fold_info(k, frame, fd.fold), preds, fd.actual("test"), fd.close[o],
+               _dates(frame, o + 1))  # fmt: skip
+    pooled = bt.pooled()
+    naive = pooled["naive"]["rmse"]
+    out = []
+    for cand, r in results.items():
+        label = _label(cand, args.sweep)
+        stat, p = bt.dm(label)
+        r.update(pooled[label])
+        r["label"] = label
+        r["val_loss"] = float(np.mean(r.pop("val_losses")))
+        r["epoch_ms"] = 1000 * float(np.median(r.pop("epoch_times") or [0.0]))
+        r["rmse_vs_naive"] = r["rmse"] / naive if naive > 0 else math.inf
+        r["dm_stat"], r["dm_p"] = stat, p
+        r["beats_naive"] = bool(stat < 0 and p < 0.05)  # significantly, not by a hair
+        out.append(r)
+    return bt, out, histories
 
 
 def _fmt_table(rows: list[list[str]], header: list[str]) -> str:
@@ -287,124 +492,21 @@ def _fmt_table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
 
-def _plots(out: Path, w, series, results, histories, preds, naive_pred, loss) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    written = []
-    cells = list(dict.fromkeys(r["cell"] for r in results))
-    impls = list(dict.fromkeys(r["impl"] for r in results))
-
-    # loss curves: one panel per cell; fused solid, torch dashed
-    fig, axes = plt.subplots(1, len(cells), figsize=(4.6 * len(cells), 3.6), squeeze=False)
-    for ax, cell in zip(axes[0], cells):
-        for impl in impls:
-            h = histories.get((cell, impl))
-            if h is None:
-                continue
-            ls = "-" if impl == "fused" else "--"
-            ep = np.arange(1, h.epochs + 1)
-            ax.plot(ep, h.train_loss, ls, color="C0", label=f"train ({impl})")
-            ax.plot(ep, h.val_loss, ls, color="C1", label=f"validation ({impl})")
-            ax.axvline(h.best_epoch + 1, color="0.6", lw=0.8, ls=ls)
-        if loss == "mse":
-            naive_val = float(np.mean((w.scaled[w.t_val - 1] - w.scaled[w.t_val]) ** 2))
-            ax.axhline(naive_val, color="k", lw=0.8, ls=":", label="naive, validation")
-        ax.set_yscale("log")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(f"{cell.upper()} loss ({loss.upper()}, scaled units)")
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "loss_curves.png", dpi=110)
-    plt.close(fig)
-    written.append("loss_curves.png")
-
-    # predictions on the test span, one panel per cell (the fused run if there is one)
-    dates = series.dates[w.t_test].astype("datetime64[D]").astype(object)
-    actual = w.series[w.t_test]
-    fig, axes = plt.subplots(len(cells), 1, figsize=(10, 2.8 * len(cells)), squeeze=False)
-    for ax, cell in zip(axes[:, 0], cells):
-        impl = "fused" if (cell, "fused") in preds else impls[0]
-        r = next(r for r in results if r["cell"] == cell and r["impl"] == impl)
-        ax.plot(dates, actual, color="k", lw=1.2, label="actual close")
-        ax.plot(dates, naive_pred, color="0.6", lw=0.9, ls=":", label="naive (yesterday)")
-        ax.plot(dates, preds[(cell, impl)], color="C3", lw=1.0, label=f"{cell.upper()} ({impl})")
-        ax.set_title(f"{series.symbol} test span: {cell.upper()} RMSE ${r['rmse']:.2f}")
-        ax.set_ylabel("$")
-        ax.legend(fontsize=7, loc="best")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(out / "predictions.png", dpi=110)
-    plt.close(fig)
-    written.append("predictions.png")
-
-    # metrics: RMSE/MAE per model against the naive baseline; training time per impl
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    labels = [f"{r['model']}\n{r['impl']}" for r in results] + ["naive"]
-    naive = _metrics(naive_pred, actual)
-    x = np.arange(len(labels))
-    a1.bar(x - 0.2, [r["rmse"] for r in results] + [naive["rmse"]], 0.4, label="RMSE")
-    a1.bar(x + 0.2, [r["mae"] for r in results] + [naive["mae"]], 0.4, label="MAE")
-    a1.axhline(naive["rmse"], color="0.4", lw=0.8, ls=":")
-    a1.set_xticks(x, labels, fontsize=8)
-    a1.set_ylabel("$ (test span)")
-    a1.set_title("test error (lower is better)")
-    a1.legend(fontsize=8)
-    xs = np.arange(len(cells))
-    for i, impl in enumerate(impls):
-        vals = [
-            next((r["epoch_ms"] for r in results if r["cell"] == c and r["impl"] == impl), 0)
-            for c in cells
-        ]
-        a2.bar(xs + (i - (len(impls) - 1) / 2) * 0.4, vals, 0.4, label=impl)
-    a2.set_xticks(xs, [c.upper() for c in cells])
-    a2.set_ylabel("ms per epoch (median)")
-    a2.set_title("training time per epoch")
-    a2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "metrics.png", dpi=110)
-    plt.close(fig)
-    written.append("metrics.png")
-    return written
-
-
 def _load(args, log):
-    from fusedrnn.data import load_prices, prepare_windows
+    from fusedrnn.data import load_prices
 
-    series = load_prices(
+    return load_prices(
         args.symbol, args.period, args.source, timeout=args.timeout, min_rows=2, log=log
     )
-    w = prepare_windows(series.close, args.window)
-    return series, w
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def _csv_text(rows: list[dict]) -> str:
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=keys)
-        wr.writeheader()
-        wr.writerows(rows)
-
-
-def _check_args(args) -> None:
-    if getattr(args, "batch_size", None) is None:
-        args.batch_size = 4 if args.bptt == "truncated" else 32
-    for name in ("window", "hidden", "layers", "epochs", "batch_size", "k1", "k2"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"fusedrnn stock: --{name.replace('_', '-')} must be >= 1")
-    if not 0 <= args.dropout < 1:
-        raise SystemExit("fusedrnn stock: --dropout must be in [0, 1)")
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SystemExit("fusedrnn stock: --device cuda, but torch sees no CUDA device")
-    if args.bptt == "truncated" and args.k1 > args.k2:
-        raise SystemExit("fusedrnn stock: truncated BPTT needs --k1 <= --k2")
+    buf = io.StringIO()
+    wr = csv.DictWriter(buf, fieldnames=keys)
+    wr.writeheader()
+    wr.writerows(rows)
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,146 +516,153 @@ def _check_args(args) -> None:
 
 def run(args) -> int:
     _check_args(args)
+    out = check_writable(args.out, PROG)
+    ctx = {"resume": _resume_dir(args, out), "run": None}
     import torch
 
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        return _run(args)
+        rc = _run(args, ctx, out)
+        if rc == 0:
+            ctx["run"].finish()
+        return rc
+    except KeyboardInterrupt:
+        msg = "interrupted"
+        if ctx["run"] is not None:
+            if ctx["run"].discard(keep="models"):
+                msg += f"; checkpoints kept in {ctx['run'].path / 'models'} (--resume {ctx['run'].path})"
+            else:
+                msg += ", nothing written"
+        print(f"\n{PROG}: {msg}", file=sys.stderr)
+        return 130
+    except FloatingPointError as e:  # a diverging run (too high --lr): say so, keep nothing
+        if ctx["run"] is not None:
+            ctx["run"].discard(keep="models")
+        print(f"{PROG}: training diverged ({e}); try a lower --lr or --clip", file=sys.stderr)
+        return 1
+    except BaseException:
+        if ctx["run"] is not None:
+            ctx["run"].discard(keep="models")
+        raise
     finally:
         torch.set_num_threads(threads)  # leave the process as it was (tests run in-process)
 
 
-def _run(args) -> int:
+def _prepare(args, log):
+    """Data, folds and their fitted pipelines: every data problem shows before training."""
+    from fusedrnn.forecast import Pipeline, fold_windows, walk_forward
+
+    series = _load(args, log)
+    folds = walk_forward(len(series), args.folds, args.test_fraction, args.origin)
+    spec = dict(window=args.window, horizon=args.horizon, features=args.features,
+                target=args.target)  # fmt: skip
+    return series, [fold_windows(Pipeline(**spec), series.frame, f) for f in folds]
+
+
+def _run(args, ctx, out: Path) -> int:
     import torch
 
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     t_start = time.perf_counter()
     try:
-        series, w = _load(args, log)
+        series, fds = _prepare(args, log)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
-        print(f"fusedrnn stock: {e}", file=sys.stderr)
+        print(f"{PROG}: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    b0, b1 = w.bounds
+    ctx.update(series=series, fds=fds, run=RunDir(out, series.symbol))
     d = series.dates
+    first = fds[0]
+    b0, b1 = first.fold.val, first.fold.test
     log(
-        f"[data] windows of {args.window} days -> next close: train {len(w.t_train)} "
-        f"({d[0]} .. {d[b0 - 1]}), validation {len(w.t_val)} ({d[b0]} .. {d[b1 - 1]}), "
-        f"test {len(w.t_test)} ({d[b1]} .. {d[-1]}); scaler fitted on train only"
+        f"[data] {', '.join(args.features)} windows of {args.window} days -> next "
+        f"{args.horizon} close(s) as {args.target}: fold 1 train {len(first.origins['train'])} "
+        f"({d[first.fold.lo]} .. {d[b0 - 1]}), validation {len(first.origins['val'])} "
+        f"({d[b0]} .. {d[b1 - 1]}), test {len(first.origins['test'])} ({d[b1]} .. "
+        f"{d[first.fold.end - 1]}); {len(fds)} fold(s), scalers fitted on training rows only"
     )
+    log(f"[run] writing to {ctx['run'].path}")
     if args.sweep:
-        return _sweep(args, series, w, out, log, t_start)
+        return _sweep(args, ctx, log, t_start)
 
     impls = ["fused", "torch"] if args.impl == "both" else [args.impl]
-    results, histories, preds = [], {}, {}
     log(
         f"[train] {', '.join(c.upper() for c in args.cell)} x {', '.join(impls)}: "
         f"{args.layers} layers x {args.hidden} hidden, dropout {args.dropout}, {args.optimizer} "
         f"lr {args.lr}, batch {args.batch_size}, up to {args.epochs} epochs "
         f"(patience {args.patience}), {args.bptt} BPTT, {torch.get_num_threads()} threads"
     )
-    for cell in args.cell:
-        init = None
-        for impl in impls:
-            r, model, hist, pred, init0 = _train_one(
-                args, w, cell, impl, init, args.hidden, args.layers, args.lr, log
-            )
-            init = init if init is not None else init0
-            results.append(r)
-            histories[(cell, impl)] = hist
-            preds[(cell, impl)] = pred
-
-    actual = w.series[w.t_test]
-    naive_pred = w.series[w.t_test - 1]
-    naive = _metrics(naive_pred, actual)
+    cands = [(c, i, args.hidden, args.layers, args.lr) for c in args.cell for i in impls]
+    bt, results, histories = _evaluate(args, ctx, cands, log)
+    pooled = bt.pooled()
+    naive = pooled["naive"]
     for r in results:
-        r["rmse_vs_naive"] = r["rmse"] / naive["rmse"] if naive["rmse"] > 0 else math.inf
-        r["beats_naive"] = bool(r["rmse"] < naive["rmse"])
         other = next((o for o in results if o["cell"] == r["cell"] and o["impl"] == "torch"), None)
         if r["impl"] == "fused" and other is not None and r["epoch_ms"] > 0:
             r["speedup_vs_torch"] = other["epoch_ms"] / r["epoch_ms"]
 
-    header = [
-        "model",
-        "impl",
-        "test MSE $^2",
-        "MAE $",
-        "RMSE $",
-        "RMSE/naive",
-        "epochs",
-        "train s",
-        "ms/epoch",
-        "speed-up",
-    ]
+    header = ["model", "impl", "test MSE $^2", "MAE $", "RMSE $", "MAPE %", "dir %",
+              "RMSE/naive", "DM p", "epochs", "train s", "ms/epoch", "speed-up"]  # fmt: skip
+    fmt_dir = lambda m: "-" if m["direction"] is None else f"{m['direction']:.1f}"  # noqa: E731
+
+    def metric_cells(m):
+        return [f"{m['mse']:.3f}", f"{m['mae']:.3f}", f"{m['rmse']:.3f}", f"{m['mape']:.2f}",
+                fmt_dir(m)]  # fmt: skip
+
     rows = []
     for r in results:
         rows.append(
-            [
-                r["model"],
-                r["impl"],
-                f"{r['mse']:.3f}",
-                f"{r['mae']:.3f}",
-                f"{r['rmse']:.3f}",
-                f"{r['rmse_vs_naive']:.3f}" + ("" if r["beats_naive"] else " (worse)"),
-                f"{r['epochs']}",
-                f"{r['train_time_s']:.1f}",
-                f"{r['epoch_ms']:.0f}",
-                f"{r['speedup_vs_torch']:.2f}x" if "speedup_vs_torch" in r else "",
-            ]
-        )
-    rows.append(
-        [
-            "naive",
-            "last value",
-            f"{naive['mse']:.3f}",
-            f"{naive['mae']:.3f}",
-            f"{naive['rmse']:.3f}",
-            "1.000",
-            "",
-            "",
-            "",
-            "",
-        ]
-    )
+            [r["model"], r["impl"], *metric_cells(r), f"{r['rmse_vs_naive']:.4f}",
+             f"{r['dm_p']:.3g}", f"{r['epochs']}", f"{r['train_time_s']:.1f}",
+             f"{r['epoch_ms']:.0f}",
+             f"{r['speedup_vs_torch']:.2f}x" if "speedup_vs_torch" in r else ""]
+        )  # fmt: skip
+    base_rows = []
+    for name in ("seasonal naive", "moving average", "linear AR", "naive"):
+        m = pooled[name]
+        ratio = m["rmse"] / naive["rmse"] if naive["rmse"] > 0 else math.inf
+        p = "" if name == "naive" else f"{bt.dm(name)[1]:.3g}"
+        impl = "last value" if name == "naive" else "baseline"
+        rows.append([name, impl, *metric_cells(m), f"{ratio:.4f}", p, "", "", "", ""])
+        base_rows.append({"model": name, "impl": impl, **m, "rmse_vs_naive": ratio})
+    actual = bt.actual
+    what = "next-day close" if args.horizon == 1 else f"next {args.horizon} closes"
     title = (
-        f"{series.symbol} next-day close, test span {d[b1]} .. {d[-1]} "
-        f"({len(w.t_test)} days, prices ${actual.min():.2f}..${actual.max():.2f}); "
-        f"data: {series.source}"
+        f"{series.symbol} {what} ({args.target} model), {len(ctx['fds'])} fold(s), test "
+        f"{bt.dates[0]} .. {bt.dates[-1]} ({len(actual)} forecasts, prices "
+        f"${actual.min():.2f}..${actual.max():.2f}); data: {series.source}"
     )
     table = _fmt_table(rows, header)
+    verdicts = bt.verdicts([r["label"] for r in results])
     print()
     print(title)
     print(table)
-    winners = [f"{r['model']}/{r['impl']}" for r in results if r["beats_naive"]]
-    if winners:
-        print(f"Beat the naive 'tomorrow = today' forecast: {', '.join(winners)}.")
-    else:
-        print(
-            "No model beats the naive 'tomorrow = today' forecast on this span: daily closes are "
-            "close to a random walk, and the last value is a strong predictor."
-        )
+    for v in verdicts:
+        print(v)
     print(
-        "speed-up = torch.nn ms/epoch / fused ms/epoch (median epoch, same model, same initial "
-        "weights, this machine)."
+        "DM p: Diebold-Mariano test of equal squared error against the naive forecast; "
+        "speed-up = torch.nn ms/epoch / fused ms/epoch (median epoch, same model, same "
+        "initial weights, this machine)."
     )
 
+    last = ctx["fds"][-1]
     meta = {
-        "symbol": series.symbol,
-        "period": args.period,
-        "source": series.source,
+        **_data_id(args, series),
         "source_detail": series.detail,
         "source_notes": series.notes,
-        "first_date": str(d[0]),
-        "last_date": str(d[-1]),
-        "rows": len(series),
+        "filled": series.filled,
+        "columns": series.columns,
         "window": args.window,
-        "bounds": {"train_end": str(d[b0 - 1]), "val_end": str(d[b1 - 1])},
-        "n_windows": {"train": len(w.t_train), "val": len(w.t_val), "test": len(w.t_test)},
-        "scaler": w.scaler.state_dict(),
+        "horizon": args.horizon,
+        "features": args.features,
+        "target": args.target,
+        "folds": [dict(f) for f in bt.folds],
+        "n_windows": {k: len(v) for k, v in last.origins.items()},
+        "scaler": last.pipeline.state(),
     }
+    for f in meta["folds"]:
+        f.pop("metrics")
     cfg = asdict(_train_config(args, ""))
     cfg.update(
         hidden=args.hidden,
@@ -562,68 +671,65 @@ def _run(args) -> int:
         residual=args.residual,
         device=args.device,
         impl=args.impl,
+        folds=args.folds,
+        origin=args.origin,
+        test_fraction=args.test_fraction,
     )
     payload = {
         "data": meta,
         "config": cfg,
         "results": results,
         "naive": naive,
+        "baselines": {k: v for k, v in pooled.items() if k not in {r["label"] for r in results}},
+        "backtest": bt.summary(),
+        "verdicts": verdicts,
         "threads": torch.get_num_threads(),
-        "wall_time_s": time.perf_counter() - t_start,
+        "run_dir": str(ctx["run"].path),
         "table": table,
     }
-    written = ["metrics.json", "metrics.csv"]
+    run_dir = ctx["run"]
+    written = []
     if not args.no_plots:
-        written += _plots(out, w, series, results, histories, preds, naive_pred, args.loss)
+        from .stock_plots import comparison_plots
+
+        written += comparison_plots(run_dir, ctx, bt, results, histories, args)
     payload["wall_time_s"] = time.perf_counter() - t_start
-    (out / "metrics.json").write_text(json.dumps(payload, indent=2, default=str))
-    _write_csv(
-        out / "metrics.csv",
-        [{k: v for k, v in r.items() if k != "checkpoint"} for r in results]
-        + [{"model": "naive", "impl": "last value", **naive}],
+    run_dir.write("metrics.json", json.dumps(payload, indent=2, default=str))
+    run_dir.write(
+        "metrics.csv",
+        _csv_text([{k: v for k, v in r.items() if k != "checkpoint"} for r in results] + base_rows),
     )
-    (out / "table.txt").write_text(title + "\n" + table + "\n")
-    written.append("table.txt")
-    print(f"wrote {', '.join(written)} to {out}{os.sep} ({payload['wall_time_s']:.0f} s)")
+    run_dir.write("table.txt", title + "\n" + table + "\n" + "\n".join(verdicts) + "\n")
+    written = ["metrics.json", "metrics.csv", "table.txt", *written]
+    print(f"wrote {', '.join(written)} to {run_dir.path}{os.sep} ({payload['wall_time_s']:.0f} s)")
     return 0
 
 
-def _sweep(args, series, w, out: Path, log, t_start: float) -> int:
+def _sweep(args, ctx, log, t_start: float) -> int:
     impl = "torch" if args.impl == "torch" else "fused"
     grid = [
-        (cell, h, n, lr)
+        (cell, impl, h, n, lr)
         for cell in args.cell
         for h in args.sweep_hidden
         for n in args.sweep_layers
         for lr in args.sweep_lr
     ]
     log(f"[sweep] {len(grid)} runs ({impl}), up to {args.epochs} epochs each")
-    actual = w.series[w.t_test]
-    naive = _metrics(w.series[w.t_test - 1], actual)
-    results = []
-    for cell, h, n, lr in grid:
-        r, *_ = _train_one(args, w, cell, impl, None, h, n, lr, log)
-        r["rmse_vs_naive"] = r["rmse"] / naive["rmse"]
-        results.append(r)
+    bt, results, _ = _evaluate(args, ctx, grid, log)
+    naive = bt.pooled()["naive"]
     results.sort(key=lambda r: (r["cell"], r["val_loss"]))
-    header = ["model", "hidden", "layers", "lr", "val loss", "test RMSE $", "RMSE/naive", "s"]
+    header = ["model", "hidden", "layers", "lr", "val loss", "test RMSE $", "RMSE/naive", "DM p",
+              "s"]  # fmt: skip
     rows = [
-        [
-            r["model"],
-            r["hidden"],
-            r["layers"],
-            f"{r['lr']:g}",
-            f"{r['val_loss']:.2e}",
-            f"{r['rmse']:.3f}",
-            f"{r['rmse_vs_naive']:.3f}",
-            f"{r['train_time_s']:.1f}",
-        ]
+        [r["model"], r["hidden"], r["layers"], f"{r['lr']:g}", f"{r['val_loss']:.2e}",
+         f"{r['rmse']:.3f}", f"{r['rmse_vs_naive']:.4f}", f"{r['dm_p']:.3g}",
+         f"{r['train_time_s']:.1f}"]
         for r in results
-    ]
+    ]  # fmt: skip
     table = _fmt_table(rows, header)
     print()
     print(
-        f"{series.symbol} sweep (sorted by validation loss per cell; naive RMSE "
+        f"{ctx['series'].symbol} sweep (sorted by validation loss per cell; naive RMSE "
         f"${naive['rmse']:.3f})"
     )
     print(table)
@@ -633,38 +739,21 @@ def _sweep(args, series, w, out: Path, log, t_start: float) -> int:
             f"best {cell.upper()} on validation: hidden {best['hidden']}, layers "
             f"{best['layers']}, lr {best['lr']:g} -> test RMSE ${best['rmse']:.3f}"
         )
-    _write_csv(out / "sweep.csv", results)
-    (out / "sweep.json").write_text(
-        json.dumps({"results": results, "naive": naive, "table": table}, indent=2, default=str)
+        print("  " + bt.verdicts([best["label"]])[0])
+    run_dir = ctx["run"]
+    run_dir.write("sweep.csv", _csv_text([{k: v for k, v in r.items() if k != "checkpoint"}
+                                          for r in results]))  # fmt: skip
+    run_dir.write(
+        "sweep.json",
+        json.dumps({"results": results, "naive": naive, "table": table}, indent=2, default=str),
     )
     written = ["sweep.csv", "sweep.json"]
     if not args.no_plots:
-        import matplotlib
+        from .stock_plots import sweep_plot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(
-            1, len(args.cell), figsize=(5 * len(args.cell), 3.8), squeeze=False
-        )
-        for ax, cell in zip(axes[0], args.cell):
-            rs = [r for r in results if r["cell"] == cell]
-            rs.sort(key=lambda r: (r["layers"], r["hidden"], r["lr"]))
-            labels = [f"h{r['hidden']} L{r['layers']}\nlr {r['lr']:g}" for r in rs]
-            gain = [100 * (r["rmse_vs_naive"] - 1) for r in rs]
-            colors = [f"C{r['layers'] - 1}" for r in rs]
-            bars = ax.bar(range(len(rs)), gain, color=colors)
-            best = min(range(len(rs)), key=lambda i: rs[i]["val_loss"])
-            bars[best].set_hatch("//")
-            bars[best].set_label("chosen on validation")
-            ax.legend(fontsize=7)
-            ax.axhline(0, color="k", lw=0.8)
-            ax.set_xticks(range(len(rs)), labels, fontsize=6, rotation=90)
-            ax.set_ylabel("test RMSE vs naive, % (below 0 = better)")
-            ax.set_title(f"{cell.upper()} sweep (naive RMSE ${naive['rmse']:.2f})")
-        fig.tight_layout()
-        fig.savefig(out / "sweep.png", dpi=110)
-        plt.close(fig)
-        written.append("sweep.png")
-    print(f"wrote {', '.join(written)} to {out}{os.sep} ({time.perf_counter() - t_start:.0f} s)")
+        written += sweep_plot(run_dir, results, naive, args.cell)
+    print(
+        f"wrote {', '.join(written)} to {run_dir.path}{os.sep} "
+        f"({time.perf_counter() - t_start:.0f} s)"
+    )
     return 0
