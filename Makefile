@@ -3,14 +3,20 @@
 # make test  : the whole pytest suite.
 # make bench : the profiling benchmarks (writes bench/results/).
 # make cuda-check : builds with CUDA in .venv-cuda and runs the CPU suite against that build.
+# make wheel-check : builds a wheel in a fresh venv, installs it outside the tree, smoke-tests it.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
-NATIVE_SOURCES := $(shell find cpp cuda -type f 2>/dev/null) CMakeLists.txt pyproject.toml
+NATIVE_SOURCES := $(shell find cpp cuda cmake build_tools -type f 2>/dev/null) CMakeLists.txt \
+  pyproject.toml
+# What building fusedrnn needs besides torch (README, "Install"): it builds without isolation.
+BUILD_REQS := "scikit-build-core>=1.0" "pybind11>=2.12" ninja "cmake>=3.25"
+# pip -v's output goes to a log; the build's progress lines ([3/20] Building ...) are shown.
+PROGRESS := { grep --line-buffered -E '^ *\[[0-9]+/[0-9]+\] ' || true; }
 
-.PHONY: setup demo test bench cuda-check format lint clean
+.PHONY: setup demo test bench cuda-check wheel-check format lint clean
 
 setup: $(VENV)/.built
 
@@ -18,11 +24,15 @@ $(VENV)/.deps: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q scikit-build-core pybind11 ninja cmake ruff clang-format
+	$(PY) -m pip install -q $(BUILD_REQS) ruff clang-format
 	touch $@
 
+# Editable, with every extra ([test] = [apps,bench] + pytest, and [deploy]); build folder
+# build/<wheel tag>.
 $(VENV)/.built: $(VENV)/.deps $(NATIVE_SOURCES)
-	$(PY) -m pip install -q --no-build-isolation -e ".[test,apps,deploy]"
+	@echo "building fusedrnn in place (a few minutes on 2 cores; log: $(VENV)/build.log)"
+	set -o pipefail; $(PY) -m pip install -v --no-build-isolation -e ".[test,deploy]" 2>&1 \
+	  | tee $(VENV)/build.log | $(PROGRESS) || { tail -n 60 $(VENV)/build.log; exit 1; }
 	$(PY) -c "import fusedrnn; print('fusedrnn', fusedrnn.__version__, 'built')"
 	touch $@
 
@@ -48,7 +58,7 @@ $(CUDA_VENV)/.deps:
 	test -x $(CUDA_PY) || $(PYTHON) -m venv $(CUDA_VENV)
 	$(CUDA_PY) -m pip install -q --upgrade pip
 	$(CUDA_PY) -m pip install -q "$(CUDA_TORCH_SPEC)"
-	$(CUDA_PY) -m pip install -q scikit-build-core pybind11 ninja cmake pytest numba numpy
+	$(CUDA_PY) -m pip install -q $(BUILD_REQS) pytest numba numpy
 	touch $@
 
 cuda-check: $(CUDA_VENV)/.deps
@@ -62,6 +72,9 @@ cuda-check: $(CUDA_VENV)/.deps
 	cd $(CUDA_BUILD) && ../$(CUDA_PY) -c "import torch, fusedrnn; i = fusedrnn.build_info(); \
 	  print(i); assert i['cuda'], 'not a CUDA build'; print('GPU present:', torch.cuda.is_available())"
 	$(CUDA_PY) -m pytest
+
+wheel-check:
+	bash scripts/wheel_smoke.sh
 
 format:
 	$(VENV)/bin/ruff format python tests bench

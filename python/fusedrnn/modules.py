@@ -248,6 +248,11 @@ class _FusedRNNBase(nn.RNNBase):
         """A ``torch.nn`` copy of this module with the same (copied) weights."""
         return _rebuild(self, self._torch_cls, share=False)
 
+    def __prepare_scriptable__(self):  # torch.jit.script (see _scripting.py)
+        from ._scripting import prepare_scriptable
+
+        return prepare_scriptable(self)
+
 
 class RNN(_FusedRNNBase):
     """Drop-in for :class:`torch.nn.RNN` (same arguments, parameters and outputs) running on
@@ -372,6 +377,11 @@ class _FusedCellBase(nn.RNNCellBase):
     def to_torch(self) -> nn.RNNCellBase:
         """A ``torch.nn`` copy of this cell with the same (copied) weights."""
         return _rebuild(self, self._torch_cls, share=False)
+
+    def __prepare_scriptable__(self):  # torch.jit.script (see _scripting.py)
+        from ._scripting import prepare_scriptable
+
+        return prepare_scriptable(self)
 
 
 class RNNCell(_FusedCellBase):
