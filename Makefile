@@ -1,7 +1,8 @@
 # make setup : .venv with torch (CPU build, from local disk) and fusedrnn built in place.
 # make demo  : the main job (stock forecasting with RNN / LSTM / GRU) on the bundled data.
 # make test  : the whole pytest suite.
-# make bench : the profiling benchmarks (writes bench/results/).
+# make bench : the profiling benchmarks (writes bench/results/), all threads, then stock and
+#              sine at 1 thread.
 # make cuda-check : builds with CUDA in .venv-cuda and runs the CPU suite against that build.
 # make wheel-check : builds a wheel in a fresh venv, installs it outside the tree, smoke-tests it.
 SHELL := /bin/bash
@@ -44,6 +45,7 @@ test: setup
 
 bench: setup
 	$(PY) -m fusedrnn bench
+	$(PY) -m fusedrnn bench --threads 1 --only stock,sine
 
 # cuda-check: .venv-cuda with the CUDA build of torch (from local disk), the extension built
 # with FUSEDRNN_CUDA=1 in build-cuda/ (never the CPU build/), imported on this GPU-less machine;
