@@ -75,9 +75,9 @@ class CublasGemm {
                   int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) const {
     if (M == 0 || N == 0) return;
     if (K == 0) {  // C = beta C; cuBLAS would reject the ld 0 of the [rows, 0] operands
-      TORCH_INTERNAL_ASSERT(beta == T(0) || beta == T(1), "fusedrnn (CUDA): K = 0 GEMM with beta ",
-                            float(beta));
-      if (beta == T(0))
+      const float b = float(beta);  // (at::Half == at::Half is ambiguous under nvcc)
+      TORCH_INTERNAL_ASSERT(b == 0.f || b == 1.f, "fusedrnn (CUDA): K = 0 GEMM with beta ", b);
+      if (b == 0.f)
         C10_CUDA_CHECK(cudaMemset2DAsync(C, size_t(ldc) * sizeof(T), 0, size_t(N) * sizeof(T),
                                          size_t(M), at::cuda::getCurrentCUDAStream()));
       return;

@@ -437,3 +437,21 @@ def test_second_gpu(family):
     for a, b in zip(got, want):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-10)
 
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("family", ["lstm", "gru"])
+def test_persistent_kernel_matches_layer_op(family, dtype):
+    """The persistent small-H forward (cuda/PERSISTENT.md: one cooperative launch, grid
+    barrier per step) against the alternating layer op, H = 192 over the default grid."""
+    T, B, I, H = 40, 16, 24, 192
+    w = _weights(family, I, H, H, True, dtype, DEV)
+    x = torch.randn(T, B, I, dtype=dtype, device=DEV)
+    h0 = torch.randn(B, H, dtype=dtype, device=DEV)
+    c0 = torch.randn(B, H, dtype=dtype, device=DEV) if family == "lstm" else None
+    ws = (w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"])
+    got = torch.ops.fusedrnn_cuda.persistent_forward(family, x, h0, c0, *ws, False, 0)
+    with torch.no_grad():
+        want = _run_layer(family, x, w, h0, c0)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tol)

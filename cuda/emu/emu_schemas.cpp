@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "../persistent_op.h"
 #include "emu_launch.h"
 #include "fusedrnn/schemas.h"
 
@@ -60,4 +61,5 @@ TORCH_LIBRARY(fusedrnn_emu, m) {
   fusedrnn::define_schemas(m);
   m.def("set_launch(int threads, int max_blocks, bool reverse=False) -> ()", &set_launch);
   m.def("trace(bool on) -> str", &trace);
+  m.def(fusedrnn::persistent_schema());
 }
