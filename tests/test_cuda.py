@@ -261,6 +261,12 @@ def test_cuda_graph_capture_and_replay(family):
             )
         return (out, hn, *grads)
 
+    _capture_and_replay(step, static_x, static_g)
+
+
+def _capture_and_replay(step, static_x, static_g, replays=2):
+    """Warm step(x, g) up on a side stream, capture it in a CUDA graph, then replay it on new
+    inputs copied into the static ones: each replay must equal an eager call."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -270,7 +276,7 @@ def test_cuda_graph_capture_and_replay(family):
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         captured = step(static_x, static_g)
-    for _ in range(2):
+    for _ in range(replays):
         x2, g2 = torch.randn_like(static_x), torch.randn_like(static_g)
         static_x.copy_(x2)
         static_g.copy_(g2)
@@ -404,22 +410,7 @@ def test_cuda_graph_capture_packed_and_projected(kind):
                                         w["b_ih"], w["b_hh"], w["w_hr"], False, out, ws)  # fmt: skip
         return (out, hn, cn, *grads)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            step(static_x, static_g)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        captured = step(static_x, static_g)
-    x2, g2 = torch.randn_like(static_x), torch.randn_like(static_g)
-    static_x.copy_(x2)
-    static_g.copy_(g2)
-    graph.replay()
-    torch.cuda.synchronize()
-    for a, b in zip(captured, step(x2, g2)):
-        torch.testing.assert_close(a, b)
+    _capture_and_replay(step, static_x, static_g)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs a second GPU (cuda:1)")
