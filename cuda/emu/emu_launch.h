@@ -22,9 +22,9 @@ inline LaunchLimits& limits() {
 }
 
 // Event trace for tests (torch.ops.fusedrnn_emu.trace): while on, every emulated device call
-// appends one letter, in order: 'G' a GEMM (a cuBLAS call on the GPU), 'K' a kernel launch,
-// 'C' a device copy (cudaMemcpyAsync), 'A' a host allocation through the CPU allocator (a
-// device allocation on the GPU), except the scratch of the host GEMM itself (gemm_depth > 0),
+// appends one letter, in order: 'G' a GEMM (a cuBLAS call on the GPU), 'K' a kernel launch or
+// memset, 'C' a device copy (cudaMemcpyAsync), 'A' a host allocation through the CPU allocator
+// (a device allocation on the GPU), except the scratch of the host GEMM itself (gemm_depth > 0),
 // which cuBLAS does not make. A layer call's time loop is then a run of G/K/C letters.
 struct Trace {
   bool on = false;
