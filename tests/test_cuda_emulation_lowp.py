@@ -60,9 +60,19 @@ NAMES = ["output", "h_n", "grad_input", "grad_h0", "grad_w_ih", "grad_w_hh", "gr
          "grad_b_hh"]  # fmt: skip
 
 
+@pytest.fixture
+def one_thread():
+    """torch.nn's CPU half/bf16 RNNs run one small op per step: with several threads each op
+    pays a fork/join (up to 10x slower on 2 busy cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("dtype", LOW, ids=LOW_IDS)
 @pytest.mark.parametrize("family", ["lstm", "gru"])
-def test_long_sequence_error_within_a_multiple_of_torch_nn(family, dtype):
+def test_long_sequence_error_within_a_multiple_of_torch_nn(one_thread, family, dtype):
     T, B, I, H = 1000, 2, 4, 16
     torch.manual_seed(0)
     m_lo = (nn.LSTM if family == "lstm" else nn.GRU)(I, H).to(dtype)
