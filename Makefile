@@ -5,6 +5,7 @@
 #              sine at 1 thread.
 # make cuda-check : builds with CUDA in .venv-cuda and runs the CPU suite against that build.
 # make wheel-check : builds a wheel in a fresh venv, installs it outside the tree, smoke-tests it.
+# make gpu-check  : on a GPU machine: build, CUDA tests, cuDNN benchmark, one summary table.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +18,7 @@ BUILD_REQS := "scikit-build-core>=1.0" "pybind11>=2.12" ninja "cmake>=3.25"
 # pip -v's output goes to a log; the build's progress lines ([3/20] Building ...) are shown.
 PROGRESS := { grep --line-buffered -E '^ *\[[0-9]+/[0-9]+\] ' || true; }
 
-.PHONY: setup demo test bench cuda-check wheel-check format lint clean
+.PHONY: setup demo test bench cuda-check gpu-check wheel-check format lint clean
 
 setup: $(VENV)/.built
 
@@ -63,12 +64,15 @@ $(CUDA_VENV)/.deps:
 	$(CUDA_PY) -m pip install -q $(BUILD_REQS) pytest numba numpy
 	touch $@
 
+# $(call cuda_build,DIR): one shell command, the CUDA build in DIR installed into .venv-cuda,
+# its log in DIR/build.log (the tail shown on failure); one build job per core.
+cuda_build = mkdir -p $(1) && start=$$SECONDS && FUSEDRNN_CUDA=1 CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(CUDA_PY) -m pip install -v --no-build-isolation -C build-dir=$(1)/{wheel_tag} \
+	  ".[test,apps]" > $(1)/build.log 2>&1 || { tail -n 60 $(1)/build.log; exit 1; }; \
+	  echo "CUDA build took $$((SECONDS - start)) s (log: $(1)/build.log)"
+
 cuda-check: $(CUDA_VENV)/.deps
-	mkdir -p $(CUDA_BUILD)
-	start=$$SECONDS; FUSEDRNN_CUDA=1 $(CUDA_PY) -m pip install -v --no-build-isolation \
-	  -C build-dir=$(CUDA_BUILD)/{wheel_tag} ".[test,apps]" > $(CUDA_BUILD)/build.log 2>&1 \
-	  || { tail -n 60 $(CUDA_BUILD)/build.log; exit 1; }; \
-	  echo "cuda-check: CUDA build took $$((SECONDS - start)) s (log: $(CUDA_BUILD)/build.log)"
+	$(call cuda_build,$(CUDA_BUILD))
 	grep -E "^ *\[[0-9]+/[0-9]+\] (Building|Linking)" $(CUDA_BUILD)/build.log || true
 	$(CUDA_PY) cuda/ptxas_report.py $(CUDA_BUILD)/build.log $(CUDA_BUILD)/ptxas
 	cd $(CUDA_BUILD) && ../$(CUDA_PY) -c "import torch, fusedrnn; i = fusedrnn.build_info(); \
@@ -77,6 +81,18 @@ cuda-check: $(CUDA_VENV)/.deps
 
 wheel-check:
 	bash scripts/wheel_smoke.sh
+
+# gpu-check: on a machine with a GPU, one command: the CUDA build for that GPU's architecture
+# only (build-gpu/), the CUDA tests, bench/cuda_vs_cudnn.py on H <= 192 workloads (TF32 off)
+# in float32/float16/bfloat16, one summary table (also saved under bench/results/). Stops at
+# once, before any install or build, where no GPU is visible (cuda/gpu_check.py --probe).
+GPU_BUILD ?= build-gpu
+gpu-check:
+	@$(PYTHON) cuda/gpu_check.py --probe
+	$(MAKE) --no-print-directory $(CUDA_VENV)/.deps
+	arch=$$($(CUDA_PY) cuda/gpu_check.py --arch) || exit 1; export TORCH_CUDA_ARCH_LIST=$$arch; \
+	  echo "gpu-check: building for TORCH_CUDA_ARCH_LIST=$$arch"; $(call cuda_build,$(GPU_BUILD))
+	$(CUDA_PY) cuda/gpu_check.py --run --results bench/results
 
 format:
 	$(VENV)/bin/ruff format python tests bench

@@ -1,6 +1,7 @@
 """Times the fused CUDA layer ops against torch.nn (cuDNN) on a GPU, with CUDA events.
 
     python bench/cuda_vs_cudnn.py [--dtype float32|float16|bfloat16] [--reps 50]
+                                  [--workloads default|small-h] [--tf32 off|on]
                                   [--out bench/results/cuda_vs_cudnn.json]
 
 For each workload (cell x T x B x I x H, one layer, one direction) it first validates: the
@@ -9,15 +10,19 @@ the output scale below a per-dtype tolerance). Only then it times forward (no gr
 forward+backward, each repetition bracketed by a pair of CUDA events on the current stream
 after warm-up, and reports medians and the ratio fused / cuDNN (< 1: fused is faster).
 Without a GPU it says so and exits 0; `--device cpu` runs the same validation and timing
-(wall clock) on the CPU ops, to check this script without a GPU.
+(wall clock) on the CPU ops, to check this script without a GPU. TF32 is off by default for
+both sides (cuDNN's RNNs would otherwise use it in float32 while cuBLAS does not). `small-h`
+is the H <= 192 set where cuDNN's persistent kernels apply (make gpu-check runs it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +38,14 @@ WORKLOADS = [  # (cell, T, B, I, H)
     ("gru", 50, 64, 256, 256),
     ("gru", 100, 32, 512, 512),
     ("rnn_tanh", 100, 64, 256, 256),
+]
+SMALL_H_WORKLOADS = [  # H <= 192: cuDNN's PERSIST_STATIC_SMALL_H range
+    ("lstm", 100, 64, 64, 64),
+    ("lstm", 200, 32, 128, 128),
+    ("lstm", 100, 64, 192, 192),
+    ("gru", 100, 64, 128, 128),
+    ("gru", 100, 64, 192, 192),
+    ("rnn_tanh", 200, 64, 128, 128),
 ]
 TOL = {torch.float32: 2e-3, torch.float16: 2e-2, torch.bfloat16: 1e-1}
 
@@ -118,36 +131,70 @@ def bench(cell, T, B, I, H, dtype, device, reps):
     return row
 
 
+def run_workloads(work, dtype, device, reps, tf32=False):
+    """Rows of bench() for each workload, with TF32 set as asked for cuBLAS and cuDNN."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=tf32):
+            return [bench(*w, dtype, device, reps) for w in work]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def table(rows, markdown=False):
+    """The rows as aligned text lines (or a markdown table)."""
+    cols = ["dtype", "cell", "T", "B", "I", "H", "err", "fwd ms", "cuDNN", "ratio",
+            "train ms", "cuDNN", "ratio"]  # fmt: skip
+    body = []
+    for r in rows:
+        head = [r["dtype"], r["cell"], r["T"], r["B"], r["I"], r["H"], f"{r['max_rel_err']:.1e}"]
+        if r["status"] != "ok":
+            body.append(head + ["INVALID (differs from torch.nn; not timed)"] + [""] * 5)
+            continue
+        body.append(head + [f"{r['fwd_ms']:.3f}", f"{r['fwd_cudnn_ms']:.3f}",
+                            f"{r['fwd_ratio']:.2f}", f"{r['train_ms']:.3f}",
+                            f"{r['train_cudnn_ms']:.3f}", f"{r['train_ratio']:.2f}"])  # fmt: skip
+    cells = [[str(c) for c in row] for row in [cols, *body]]
+    if markdown:
+        out = ["| " + " | ".join(row) + " |" for row in cells]
+        return [out[0], "|" + "---|" * len(cols), *out[1:]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    return ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--reps", type=int, default=50)
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--small", action="store_true", help="tiny workloads (a smoke run)")
+    p.add_argument("--workloads", default="default", choices=["default", "small-h"])
+    p.add_argument("--tf32", default="off", choices=["off", "on"])
     p.add_argument("--out", type=Path, default=None, help="also write the rows as JSON")
     a = p.parse_args(argv)
     if a.device == "cuda" and not (torch.cuda.is_available() and fusedrnn.build_info()["cuda"]):
         print("cuda_vs_cudnn: needs a GPU and a CUDA build of fusedrnn; nothing timed")
         return 0
+    if a.reps < 1:
+        p.error(f"--reps must be at least 1, got {a.reps}")
+    if a.out and not os.access(a.out.parent if a.out.parent.exists() else Path("."), os.W_OK):
+        p.error(f"--out: cannot write in {a.out.parent}")
     dtype = getattr(torch, a.dtype)
-    work = [(c, 4, 3, 8, 16) for c, *_ in WORKLOADS[::3]] if a.small else WORKLOADS
-    rows = [bench(*w, dtype, a.device, a.reps) for w in work]
-    print(f"{'cell':<9}{'T':>5}{'B':>5}{'I':>6}{'H':>6}  {'err':>8}  {'fwd ms':>8} "
-          f"{'cuDNN':>8} {'ratio':>6}  {'train ms':>8} {'cuDNN':>8} {'ratio':>6}")  # fmt: skip
-    for r in rows:
-        head = (
-            f"{r['cell']:<9}{r['T']:>5}{r['B']:>5}{r['I']:>6}{r['H']:>6}  {r['max_rel_err']:8.1e}"
-        )
-        if r["status"] != "ok":
-            print(head + "  INVALID (outputs differ from torch.nn; not timed)")
-            continue
-        print(f"{head}  {r['fwd_ms']:8.3f} {r['fwd_cudnn_ms']:8.3f} {r['fwd_ratio']:6.2f}  "
-              f"{r['train_ms']:8.3f} {r['train_cudnn_ms']:8.3f} {r['train_ratio']:6.2f}")  # fmt: skip
+    work = SMALL_H_WORKLOADS if a.workloads == "small-h" else WORKLOADS
+    if a.small:
+        work = [(c, 4, 3, 8, 16) for c, *_ in work[::3]]
+    rows = run_workloads(work, dtype, a.device, a.reps, tf32=a.tf32 == "on")
+    print("\n".join(table(rows)))
     if a.out:
         meta = dict(device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
-                    torch=torch.__version__, build=fusedrnn.build_info().get("cuda_arch_list"))  # fmt: skip
+                    torch=torch.__version__, tf32=a.tf32,
+                    build=fusedrnn.build_info().get("cuda_arch_list"))  # fmt: skip
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+        fd, tmp = tempfile.mkstemp(dir=a.out.parent, prefix=a.out.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(dict(meta=meta, rows=rows), indent=1))
+        os.replace(tmp, a.out)
     return 1 if any(r["status"] != "ok" for r in rows) else 0
 
 

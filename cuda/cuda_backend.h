@@ -4,12 +4,11 @@
 // Everything runs on at::cuda::getCurrentCUDAStream() of the current device (the ops set it
 // from the input with a device guard): no private streams or events, so CUDA-graph capture
 // works. Row-major C[M,N] = alpha op(A) op(B) + beta C maps to the column-major call
-// C^T = op(B)^T op(A)^T. half/bf16 GEMMs accumulate in float (cublasGemmEx, compute 32F), the
-// pointwise kernels compute in at::opmath_type<T> (float for half/bf16, double for double).
+// C^T = op(B)^T op(A)^T (kernels/cublas_args.h). half/bf16 GEMMs accumulate in float
+// (cublasGemmEx, compute 32F); the pointwise kernels compute in at::opmath_type<T> (float for
+// half/bf16, double for double), and carries across steps stay in it (step_args.h).
 // Sizes are int64; every launch is checked with C10_CUDA_KERNEL_LAUNCH_CHECK.
 #pragma once
-
-#include "fusedrnn/dtype_dispatch.h"
 
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
@@ -21,6 +20,9 @@
 #include <limits>
 #include <type_traits>
 
+#include "fusedrnn/dtype_dispatch.h"
+#include "fusedrnn/layer_driver.h"
+#include "kernels/cublas_args.h"
 #include "kernels/launch.cuh"
 
 namespace fusedrnn::gpu {
@@ -48,31 +50,76 @@ __global__ void __launch_bounds__(kernels::kThreads)
   kernels::add_rows_body<T, at::opmath_type<T>>(n, a, b, out, blockIdx.x, threadIdx.x, l);
 }
 
+// torch's cuBLAS handle for the current stream, fetched once per layer call (not per GEMM:
+// getCurrentCUDABlasHandle looks up the handle pool and resets stream, workspace and math mode
+// on every call), and the GEMM of one dtype on it. half/bf16 run cublasGemmEx with float
+// accumulation and honour torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction /
+// allow_bf16_reduced_precision_reduction as ATen's at::cuda::blas::gemm does (the math mode is
+// set around each call and restored). float keeps the handle's math mode (torch's TF32 flag).
+template <class T>
+class CublasGemm {
+ public:
+  CublasGemm() : h_(at::cuda::getCurrentCUDABlasHandle()) {
+    if constexpr (kHalfLike) {
+      TORCH_CUDABLAS_CHECK(cublasGetMathMode(h_, &restore_));
+      const auto opt = std::is_same_v<T, at::Half> ? at::globalContext().allowFP16ReductionCuBLAS()
+                                                   : at::globalContext().allowBF16ReductionCuBLAS();
+      mode_ = opt == at::CuBLASReductionOption::AllowReducedPrecisionWithSplitK
+                  ? CUBLAS_DEFAULT_MATH
+                  : cublasMath_t(CUBLAS_DEFAULT_MATH |
+                                 CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
+    }
+  }
+
+  void operator()(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                  int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) const {
+    if (M == 0 || N == 0) return;
+    if (K == 0) {  // C = beta C; cuBLAS would reject the ld 0 of the [rows, 0] operands
+      const float b = float(beta);  // (at::Half == at::Half is ambiguous under nvcc)
+      TORCH_INTERNAL_ASSERT(b == 0.f || b == 1.f, "fusedrnn (CUDA): K = 0 GEMM with beta ", b);
+      if (b == 0.f)
+        C10_CUDA_CHECK(cudaMemset2DAsync(C, size_t(ldc) * sizeof(T), 0, size_t(N) * sizeof(T),
+                                         size_t(M), at::cuda::getCurrentCUDAStream()));
+      return;
+    }
+    constexpr int64_t kMax = std::numeric_limits<int>::max();
+    TORCH_CHECK(M <= kMax && N <= kMax && K <= kMax && lda <= kMax && ldb <= kMax && ldc <= kMax,
+                "fusedrnn (CUDA): GEMM size exceeds cuBLAS's int range: M=", M, " N=", N, " K=", K);
+    const kernels::CublasGemmArgs g = kernels::cublas_args(ta, tb, M, N, K, lda, ldb, ldc);
+    const cublasOperation_t opa = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t opb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const int m = int(g.m), n = int(g.n), k = int(g.k);
+    const int la = int(g.lda), lb = int(g.ldb), lc = int(g.ldc);
+    if constexpr (std::is_same_v<T, float>) {
+      TORCH_CUDABLAS_CHECK(cublasSgemm(h_, opa, opb, m, n, k, &alpha, B, la, A, lb, &beta, C, lc));
+    } else if constexpr (std::is_same_v<T, double>) {
+      TORCH_CUDABLAS_CHECK(cublasDgemm(h_, opa, opb, m, n, k, &alpha, B, la, A, lb, &beta, C, lc));
+    } else {
+      constexpr cudaDataType_t dt = std::is_same_v<T, at::Half> ? CUDA_R_16F : CUDA_R_16BF;
+      const float fa = float(alpha), fb = float(beta);  // accumulate in float
+      TORCH_CUDABLAS_CHECK(cublasSetMathMode(h_, mode_));
+      const cublasStatus_t st = cublasGemmEx(h_, opa, opb, m, n, k, &fa, B, dt, la, A, dt, lb, &fb,
+                                             C, dt, lc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      TORCH_CUDABLAS_CHECK(cublasSetMathMode(h_, restore_));
+      TORCH_CUDABLAS_CHECK(st);
+    }
+  }
+
+ private:
+  static constexpr bool kHalfLike = std::is_same_v<T, at::Half> || std::is_same_v<T, at::BFloat16>;
+  static_assert(kHalfLike || std::is_same_v<T, float> || std::is_same_v<T, double>);
+  cublasHandle_t h_;
+  cublasMath_t mode_ = CUBLAS_DEFAULT_MATH, restore_ = CUBLAS_DEFAULT_MATH;
+};
+
 struct Blas {
-  // cuBLAS on torch's handle for the current stream (it carries torch's workspace and TF32
-  // math mode). ATen's at::cuda::blas::gemm is not exported by libtorch_cuda, hence direct calls.
+  // Row-major GEMMs (see the header comment); one-off calls fetch the handle themselves, the
+  // time loop's per-step GEMMs go through WeightGemm<gpu::Blas, T> below (handle held).
   template <class T>
   static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
     if (M == 0 || N == 0) return;
-    constexpr int64_t kMax = std::numeric_limits<int>::max();
-    TORCH_CHECK(M <= kMax && N <= kMax && K <= kMax && lda <= kMax && ldb <= kMax && ldc <= kMax,
-                "fusedrnn (CUDA): GEMM size exceeds cuBLAS's int range: M=", M, " N=", N, " K=", K);
-    const cublasHandle_t h = at::cuda::getCurrentCUDABlasHandle();
-    const cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N;  // column-major: swap A, B
-    const cublasOperation_t opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-    const int m = int(N), n = int(M), k = int(K), la = int(ldb), lb = int(lda), lc = int(ldc);
-    if constexpr (std::is_same_v<T, float>) {
-      TORCH_CUDABLAS_CHECK(cublasSgemm(h, opa, opb, m, n, k, &alpha, B, la, A, lb, &beta, C, lc));
-    } else if constexpr (std::is_same_v<T, double>) {
-      TORCH_CUDABLAS_CHECK(cublasDgemm(h, opa, opb, m, n, k, &alpha, B, la, A, lb, &beta, C, lc));
-    } else {
-      static_assert(std::is_same_v<T, at::Half> || std::is_same_v<T, at::BFloat16>);
-      constexpr cudaDataType_t dt = std::is_same_v<T, at::Half> ? CUDA_R_16F : CUDA_R_16BF;
-      const float fa = float(alpha), fb = float(beta);  // accumulate in float
-      TORCH_CUDABLAS_CHECK(cublasGemmEx(h, opa, opb, m, n, k, &fa, B, dt, la, A, dt, lb, &fb, C,
-                                        dt, lc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    }
+    CublasGemm<T>()(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 
   // out[rows, cols] = a + b (a may be null); all contiguous.
@@ -89,11 +136,38 @@ struct Blas {
   }
 };
 
+}  // namespace fusedrnn::gpu
+
+namespace fusedrnn {
+
+// The per-step GEMM against a fixed weight (layer_driver.h) with the cuBLAS handle fetched
+// once, when the driver builds it at the start of a layer call.
+template <class T>
+struct WeightGemm<gpu::Blas, T> {
+  WeightGemm(bool transW, int64_t N, int64_t K, const T* W, int64_t ldw, int64_t = 0)
+      : transW_(transW), N_(N), K_(K), W_(W), ldw_(ldw) {}
+  void operator()(int64_t rows, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+    gemm_(false, transW_, rows, N_, K_, T(1), A, lda, W_, ldw_, beta, C, ldc);
+  }
+
+ private:
+  bool transW_;
+  int64_t N_, K_;
+  const T* W_;
+  int64_t ldw_;
+  gpu::CublasGemm<T> gemm_;
+};
+
+}  // namespace fusedrnn
+
+namespace fusedrnn::gpu {
+
 struct Backend {
   using Blas = fusedrnn::gpu::Blas;
   template <class F>
   static void dispatch(at::ScalarType st, const char* op, F&& f) {
-    dispatch_dtype<float, double, at::Half, at::BFloat16>(st, op, "float32, float64, float16 or bfloat16 on CUDA", f);
+    dispatch_dtype<float, double, at::Half, at::BFloat16>(
+        st, op, "float32, float64, float16 or bfloat16 on CUDA", f);
   }
 };
 

@@ -6,7 +6,9 @@ poisoned with NaN first. Every op (layer and cell, forward and backward, all fam
 projection, packed, reverse) is compared with the CPU op in float32 and float64, under
 several launch geometries: the GPU's (256 threads), and small grids whose blocks must loop
 (grid-stride) and that run blocks/threads in reverse order. Sizes are not multiples of any
-block size, so the bounds checks are exercised.
+block size, so the bounds checks are exercised. float16/bfloat16 (float carries, T = 1000
+against torch.nn's own error): test_cuda_emulation_lowp.py; device calls per step:
+test_cuda_emulation_trace.py; the persistent kernel: test_cuda_emulation_persistent.py.
 """
 
 from __future__ import annotations
@@ -215,9 +217,10 @@ def test_set_launch_rejects_bad_geometry():
 
 
 def test_emulation_rejects_other_dtypes():
-    a = _layer_args("gru", 2, 2, 3, 5, True, False, False, False, 0, torch.float16)
-    with pytest.raises(RuntimeError, match="host emulation"):
-        _layer_forward(torch.ops.fusedrnn_emu, "gru", a)
+    a = _layer_args("gru", 2, 2, 3, 5, True, False, False, False, 0, torch.float32)
+    f8 = {k: v.to(torch.float8_e4m3fn) if isinstance(v, torch.Tensor) else v for k, v in a.items()}
+    with pytest.raises(RuntimeError, match=r"float16 or bfloat16 \(host emulation\)"):
+        _layer_forward(torch.ops.fusedrnn_emu, "gru", f8)
 
 
 @pytest.mark.parametrize("family", ["lstm", "gru"])

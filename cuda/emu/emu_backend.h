@@ -2,28 +2,29 @@
 // for the CPU and run over the grid/block decomposition that the CUDA launcher uses.
 //
 // Ops are registered in their own namespace, torch.ops.fusedrnn_emu (same schemas as
-// torch.ops.fusedrnn, CPU tensors, float32/float64), so tests can compare every op with the
-// CPU backend. GEMMs use at::mm on the borrowed rows; add_rows runs its kernel body;
-// copy_rows is a memcpy (cudaMemcpyAsync on the GPU). Before every emulated kernel the rows
-// it must write are poisoned with NaN, so an element the grid skips shows up in the comparison.
-// Launch geometry: kThreads per block and a grid capped like on an H100 (132 SMs x 8 blocks)
-// by default; fusedrnn_emu::set_launch(threads, max_blocks, reverse) changes it (small caps
-// exercise the grid-stride loops; reverse runs blocks and threads in reverse order).
+// torch.ops.fusedrnn, CPU tensors, float32/float64/float16/bfloat16), so tests can compare every op
+// with the CPU backend. GEMMs use at::mm on the borrowed rows; add_rows runs its kernel body;
+// copy_rows is a memcpy (cudaMemcpyAsync on the GPU). Every call is traced (emu_launch.h). Before
+// every emulated kernel the rows it must write are poisoned with NaN, so an element the grid skips
+// shows up in the comparison. Launch geometry: kThreads per block and a grid capped like on an H100
+// (132 SMs x 8 blocks) by default; fusedrnn_emu::set_launch(threads, max_blocks, reverse) changes
+// it (small caps exercise the grid-stride loops; reverse runs blocks and threads in reverse order).
 // No kernel uses shared memory or __syncthreads, so the threads of a block run one by one.
 #pragma once
-
-#include "fusedrnn/dtype_dispatch.h"
 
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 
 #include <cstring>
 #include <limits>
+#include <string>
 
-#include "fusedrnn/aten_gemm.h"
-#include "fusedrnn/step_args.h"
+#include "../kernels/cublas_args.h"
 #include "../kernels/launch.cuh"
 #include "emu_launch.h"
+#include "fusedrnn/aten_gemm.h"
+#include "fusedrnn/dtype_dispatch.h"
+#include "fusedrnn/step_args.h"
 
 namespace fusedrnn::emu {
 
@@ -31,6 +32,7 @@ namespace fusedrnn::emu {
 template <class Body>
 void run_grid(int64_t n, Body&& body) {
   if (n <= 0) return;
+  note('K');
   const LaunchLimits& lim = limits();
   const kernels::Launch l = kernels::pointwise_launch(n, lim.threads, lim.max_blocks);
   for (int64_t bi = 0; bi < l.blocks; ++bi) {
@@ -50,11 +52,33 @@ void poison(T* p, int64_t rows, int64_t cols, int64_t ld) {
 }
 
 struct Blas {
+  // What cuda_backend.h's CublasGemm does, with cuBLAS's argument rules checked on the
+  // arguments it would pass (kernels/cublas_args.h), then the GEMM on the host.
   template <class T>
   static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
     if (M == 0 || N == 0) return;
-    aten_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (K == 0) {  // no cuBLAS call on the GPU either: a zero-fill (cudaMemset2DAsync) or nothing
+      TORCH_INTERNAL_ASSERT(beta == T(0) || beta == T(1));
+      if (beta == T(0)) {
+        note('K');
+        for (int64_t r = 0; r < M; ++r) std::memset(C + r * ldc, 0, size_t(N) * sizeof(T));
+      }
+      return;
+    }
+    note('G');
+    const std::string err =
+        kernels::cublas_args_error(kernels::cublas_args(ta, tb, M, N, K, lda, ldb, ldc));
+    TORCH_CHECK(err.empty(), "fusedrnn_emu: cuBLAS would reject this GEMM (M=", M, " N=", N,
+                " K=", K, "): ", err);
+    ++trace().gemm_depth;
+    try {
+      aten_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    } catch (...) {
+      --trace().gemm_depth;
+      throw;
+    }
+    --trace().gemm_depth;
   }
   template <class T>
   static void add_rows(int64_t rows, int64_t cols, const T* a, const T* b, T* out) {
@@ -66,7 +90,9 @@ struct Blas {
   }
   template <class T>
   static void copy_rows(int64_t rows, int64_t cols, const T* src, T* dst) {
-    if (rows * cols > 0 && src != dst) std::memcpy(dst, src, size_t(rows * cols) * sizeof(T));
+    if (rows * cols == 0 || src == dst) return;
+    note('C');
+    std::memcpy(dst, src, size_t(rows * cols) * sizeof(T));
   }
 };
 
@@ -74,7 +100,8 @@ struct Backend {
   using Blas = fusedrnn::emu::Blas;
   template <class F>
   static void dispatch(at::ScalarType st, const char* op, F&& f) {
-    dispatch_dtype<float, double>(st, op, "float32 or float64 (host emulation)", f);
+    dispatch_dtype<float, double, at::Half, at::BFloat16>(
+        st, op, "float32, float64, float16 or bfloat16 (host emulation)", f);
   }
 };
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "../kernels/launch.cuh"
 
@@ -18,6 +19,27 @@ struct LaunchLimits {
 inline LaunchLimits& limits() {
   static LaunchLimits l;
   return l;
+}
+
+// Event trace for tests (torch.ops.fusedrnn_emu.trace): while on, every emulated device call
+// appends one letter, in order: 'G' a GEMM (a cuBLAS call on the GPU), 'K' a kernel launch or
+// memset, 'C' a device copy (cudaMemcpyAsync), 'A' a host allocation through the CPU allocator
+// (a device allocation on the GPU), except the scratch of the host GEMM itself (gemm_depth > 0),
+// which cuBLAS does not make. A layer call's time loop is then a run of G/K/C letters.
+struct Trace {
+  bool on = false;
+  int gemm_depth = 0;
+  std::string events;
+};
+
+inline Trace& trace() {
+  static Trace t;
+  return t;
+}
+
+inline void note(char event) {
+  Trace& t = trace();
+  if (t.on && (event != 'A' || t.gemm_depth == 0)) t.events.push_back(event);
 }
 
 }  // namespace fusedrnn::emu

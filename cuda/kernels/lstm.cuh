@@ -2,8 +2,9 @@
 // (row b, unit j) per loop iteration, written once for the GPU and the host emulation.
 //
 // Layout: xg, hg [rows, 4H], b_hh [4H] (= b_ih + b_hh, folded by the driver), h, c [rows, H],
-// out [rows, ld_out]
-// (the unprojected h buffer [rows, H] of a projected LSTM), ws [rows, ld_ws] = [i|f|g|o|c].
+// out [rows, ld_out] (the unprojected h buffer [rows, H] of a projected LSTM), ws [rows, ld_ws]
+// = [i|f|g|o|c]. b_hh, c and dc are Carry<T> (float for half/bf16, see step_args.h); ws's c
+// column is c rounded to T (what backward reads as c_prev).
 // Forward : writes (=) ws (unless null), out, c (in place) and h (in place, unless write_h
 //           is false).
 // Backward: dh = dh_a + dh_b; reads ws and c_prev; writes (=) dgi [rows, 4H], dc <- dc_{t-1}
@@ -41,7 +42,7 @@ FUSEDRNN_HD void lstm_forward_body(const FwdStep<T>& s, int64_t block, int64_t t
       ws[3 * H + j] = T(r.o);
       ws[4 * H + j] = T(r.c);
     }
-    s.c[e] = T(r.c);
+    s.c[e] = r.c;  // Carry<T>: float for half/bf16 (step_args.h)
     s.out[b * s.ld_out + j] = T(r.h);
     if (s.write_h) s.h[e] = T(r.h);
   }
@@ -65,7 +66,7 @@ FUSEDRNN_HD void lstm_backward_body(const BwdStep<T>& s, int64_t block, int64_t 
     dg[H + j] = T(r.daf);
     dg[2 * H + j] = T(r.dag);
     dg[3 * H + j] = T(r.dao);
-    s.dc[e] = T(r.dc_prev);
+    s.dc[e] = r.dc_prev;  // Carry<T>
     if (s.hraw) s.hraw[e] = T(r.h);
   }
 }

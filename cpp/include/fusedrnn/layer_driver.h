@@ -134,6 +134,21 @@ at::Tensor state_copy(const at::Tensor& init, int64_t rows, int64_t cols,
   return s;
 }
 
+// Half/bf16 only (kWideCarry, step_args.h): a carry buffer in Carry<T> (float), initialised
+// from `init` (converted) or zeros; `to_storage` rounds one back to T at the op boundary.
+template <class T>
+at::Tensor wide_carry(const at::Tensor& init, int64_t rows, int64_t cols,
+                      const at::TensorOptions& opts) {
+  const auto co = opts.dtype(c10::CppTypeToScalarType<Carry<T>>::value);
+  return init.defined() ? init.to(co, false, /*copy=*/true).contiguous()
+                        : at::zeros({rows, cols}, co);
+}
+
+template <class T>
+at::Tensor to_storage(const at::Tensor& t) {
+  return kWideCarry<T> && t.defined() ? t.to(c10::CppTypeToScalarType<T>::value) : t;
+}
+
 // The input projection of a narrow input (the K = I GEMM is a rank-I update that only
 // streams memory): an [N, GH] xg buffer costs a write and a read of N*GH values from DRAM,
 // while a per-step [B, GH] buffer stays in cache. At I = 1 (the sine and stock workloads) the
@@ -164,7 +179,14 @@ FwdInput forward_input(const LayerPlan& p) {
   in.step_bias = p.b_hh;
   in.xin = p.x;
   in.win = p.w_ih;
-  if (!in.bias_in_xg && p.b_ih.defined()) {
+  if constexpr (kWideCarry<T>) {  // half/bf16: the per-step bias, and its sum, in float
+    if (!in.bias_in_xg && p.b_ih.defined()) {
+      in.step_bias = wide_carry<T>(p.b_ih, 0, 0, opts);
+      if (p.b_hh.defined()) in.step_bias.add_(p.b_hh);
+    } else if (in.step_bias.defined()) {
+      in.step_bias = wide_carry<T>(in.step_bias, 0, 0, opts);
+    }
+  } else if (!in.bias_in_xg && p.b_ih.defined()) {
     in.step_bias = p.b_ih;
     if (p.b_hh.defined()) {  // raw backend call: a dispatched add costs ~1 us of a cell step
       in.step_bias = at::empty({GH}, opts);
@@ -196,8 +218,9 @@ void forward_steps(const LayerPlan& p, const FwdInput& in, const FusedStep<Kern,
   const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H, KI = in.KI;
   const bool fuse = fused.active(), per_step = in.per_step;
   const T* xin_p = ptr<T>(in.xin);
-  const T* bhh = ptr<T>(in.step_bias);
-  T *xg_p = ptr<T>(f.xg), *out_p = ptr<T>(f.out), *h_p = ptr<T>(f.h), *c_p = ptr<T>(f.c);
+  const Carry<T>* bhh = ptr<Carry<T>>(in.step_bias);
+  T *xg_p = ptr<T>(f.xg), *out_p = ptr<T>(f.out), *h_p = ptr<T>(f.h);
+  Carry<T>* c_p = ptr<Carry<T>>(f.c);
   T *hg_p = ptr<T>(f.hg), *ws_p = ptr<T>(f.ws), *hraw_p = ptr<T>(f.hraw);
   // Steps = 0 where the fused step replaces them: nothing to pack.
   const WeightGemm<Blas, T> rec(true, GH, P, ptr<T>(p.w_hh), P, fuse ? 0 : p.T);  // h W_hh^T
@@ -206,7 +229,7 @@ void forward_steps(const LayerPlan& p, const FwdInput& in, const FusedStep<Kern,
 
   auto rows_loop = [&](int64_t b0, int64_t b1) {
     T* h_c = h_p + b0 * P;
-    T* c_c = c_p ? c_p + b0 * H : nullptr;
+    Carry<T>* c_c = c_p ? c_p + b0 * H : nullptr;
     T* hg_c = hg_p ? hg_p + b0 * GH : nullptr;
     T* hraw_c = hraw_p ? hraw_p + b0 * H : nullptr;
     for (int64_t s = 0; s < p.T; ++s) {
@@ -260,7 +283,11 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   }
   f.out = at::empty({p.N, P}, opts);
   f.h = state_copy<Blas, T>(p.h0, p.B, P, opts);
-  if constexpr (Tr::kHasCell) f.c = state_copy<Blas, T>(p.c0, p.B, H, opts);
+  if constexpr (Tr::kHasCell && kWideCarry<T>) {
+    f.c = wide_carry<T>(p.c0, p.B, H, opts);
+  } else if constexpr (Tr::kHasCell) {
+    f.c = state_copy<Blas, T>(p.c0, p.B, H, opts);
+  }
   f.hg = at::empty({fuse ? 0 : p.B, GH}, opts);
   f.ws = at::empty({p.N, WS}, opts);
   if (p.proj) f.hraw = at::empty({p.B, H}, opts);
@@ -268,7 +295,7 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   LayerFwdResult r;
   r.output = f.out.view(p.out_shape(P));
   r.h_n = f.h;
-  r.c_n = f.c;
+  r.c_n = to_storage<T>(f.c);
   r.ws = f.ws;
   return r;
 }
@@ -290,6 +317,7 @@ struct BwdBuffers {
   bool direct = true;
   at::Tensor h0, hprev, c0, cprev;
   at::Tensor carry_h, carry_c;  // dh / dc flowing back: [B, P] / [B, H]
+  at::Tensor dh_f;              // GRU, half/bf16 only: the direct path z * dh in float
   // Gate gradients. RNN/LSTM: dG [N, GH], the same on the input and the hidden side. GRU: the
   // two sides share r and z, so both fit in dG [N, 4H] = [r | z | hn | n] (not two [N, 3H]
   // buffers): the hidden side (r, z, hn) is its first 3H columns (dgh), the input side
@@ -325,6 +353,19 @@ BwdBuffers backward_buffers(const LayerPlan& p, const at::Tensor& out, const at:
   return b;
 }
 
+// Half/bf16 (kWideCarry, step_args.h): dc and the GRU's direct path dh_f carried in float;
+// carry_h then only receives each step's dG W_hh (beta = 0), summed with dh_f after the loop.
+template <class Tr, class T>
+void widen_carries(const LayerPlan& p, BwdBuffers& b, const at::Tensor& grad_hn,
+                   const at::Tensor& grad_cn) {
+  const auto opts = p.x.options();
+  if constexpr (Tr::kHasCell) b.carry_c = wide_carry<T>(grad_cn, p.B, p.H, opts);
+  if constexpr (Tr::kSplitHidden) {
+    b.dh_f = wide_carry<T>(grad_hn, p.B, p.P, opts);
+    b.carry_h.zero_();
+  }
+}
+
 // The time loop in reverse: per step one fused pointwise pass (Kern::backward) writes dG's
 // rows, then dh_{t-1} = dG_t W_hh (GRU: added to the direct path z * dh already in carry_h).
 template <class Tr, class Kern, class Blas, class T>
@@ -334,14 +375,17 @@ void backward_steps(const LayerPlan& p, BwdBuffers& b, const at::Tensor& gout,
   const T *gout_p = ptr<T>(gout), *out_p = ptr<T>(out), *ws_p = ptr<T>(ws);
   const T *hprev_p = ptr<T>(b.hprev), *cprev_p = ptr<T>(b.cprev);
   const T *h0_p = ptr<T>(b.h0), *c0_p = ptr<T>(b.c0);
-  T *carry_h_p = ptr<T>(b.carry_h), *carry_c_p = ptr<T>(b.carry_c), *dg_p = ptr<T>(b.dG);
+  T *carry_h_p = ptr<T>(b.carry_h), *dg_p = ptr<T>(b.dG);
+  Carry<T>* carry_c_p = ptr<Carry<T>>(b.carry_c);
+  Carry<T>* dh_f_p = ptr<Carry<T>>(b.dh_f);
   T *dR_p = ptr<T>(b.dR), *hraw_p = ptr<T>(b.hraw), *dhraw_p = ptr<T>(b.dhraw);
   const WeightGemm<Blas, T> rec(false, P, GH, ptr<T>(p.w_hh), P, p.w_hh_used ? p.T : 0);
   const WeightGemm<Blas, T> prj(false, H, P, ptr<T>(p.w_hr), H, p.T);  // dh_raw = dr W_hr
 
   auto rows_loop = [&](int64_t b0, int64_t b1) {
     T* carry_h_c = carry_h_p + b0 * P;
-    T* carry_c_c = carry_c_p ? carry_c_p + b0 * H : nullptr;
+    Carry<T>* carry_c_c = carry_c_p ? carry_c_p + b0 * H : nullptr;
+    Carry<T>* dh_f_c = dh_f_p ? dh_f_p + b0 * P : nullptr;
     T* dhraw_c = dhraw_p ? dhraw_p + b0 * H : nullptr;
     for (int64_t s = p.T - 1; s >= 0; --s) {
       const int64_t t = p.reverse ? p.T - 1 - s : s;
@@ -389,14 +433,19 @@ void backward_steps(const LayerPlan& p, BwdBuffers& b, const at::Tensor& gout,
       st.dgh = Tr::kSplitHidden ? dg_p + off * LDG : nullptr;
       st.ld_dg = LDG;
       st.dh_carry = Tr::kSplitHidden ? carry_h_c : nullptr;
+      st.dh_f = dh_f_c;
       Kern::template backward<T>(st);
       if (p.w_hh_used)
-        rec(rows, dg_p + off * LDG, LDG, Tr::kSplitHidden ? T(1) : T(0), carry_h_c, P);
+        rec(rows, dg_p + off * LDG, LDG, Tr::kSplitHidden && !dh_f_c ? T(1) : T(0), carry_h_c, P);
     }
   };
   const double proj_flops = p.proj ? 2.0 * p.B * P * H : 0.0;
   RowChunks<Blas>::run(p.B, 2.0 * p.B * GH * P + proj_flops, rows_loop);
-  if (!p.w_hh_used) b.carry_h.zero_();  // no hidden gradient was asked for (cells only)
+  if (!p.w_hh_used) {
+    b.carry_h.zero_();  // no hidden gradient was asked for (cells only)
+  } else if (b.dh_f.defined()) {
+    b.carry_h = to_storage<T>(b.dh_f.add_(b.carry_h));
+  }
 }
 
 // After the loop, one GEMM each: dx = dGi W_ih (if asked), dW_ih = dGi^T x, dW_hh = dGh^T
@@ -462,6 +511,7 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
                               const at::Tensor& out /* [N,P] */, const at::Tensor& ws,
                               bool input_grad = true) {
   BwdBuffers b = backward_buffers<Tr>(p, out, ws, grad_hn, grad_cn);
+  if constexpr (kWideCarry<T>) widen_carries<Tr, T>(p, b, grad_hn, grad_cn);
   backward_steps<Tr, Kern, Blas, T>(p, b, gout, out, ws);
   LayerBwdResult r;
   weight_grads<Tr>(p, b, out, input_grad, r);
@@ -469,7 +519,7 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
   // Absent initial states get an empty [0] gradient, like every absent optional input.
   const auto opts = p.x.options();
   r.grad_h0 = p.h0.defined() ? b.carry_h : at::empty({0}, opts);
-  r.grad_c0 = Tr::kHasCell && p.c0.defined() ? b.carry_c : at::empty({0}, opts);
+  r.grad_c0 = Tr::kHasCell && p.c0.defined() ? to_storage<T>(b.carry_c) : at::empty({0}, opts);
   return r;
 }
 

@@ -9,21 +9,38 @@
 // Backward step: reads dh_a + dh_b (either may be null), ws, h_prev, c_prev;
 //                writes (=) dgi [rows, GH] (RNN/LSTM) or dgh [rows, 4H] (GRU), dh_carry (GRU:
 //                z*dh), hraw (projected LSTM: o*tanh(c)); updates (=) dc (LSTM: dc_{t-1}).
+//
+// Carries (Carry<T>): the values that live across steps without passing through a GEMM (the
+// cell state c, its gradient dc, the GRU's direct-path gradient dh_f, and the per-step bias)
+// are held in at::opmath_type<T>: float for half/bf16 (as ATen's RNN.cu and cuDNN keep them,
+// so a T=1000 sequence does not round c to 8/11 bits a thousand times), T itself for
+// float/double, where these structs are unchanged (the CPU backend only sees those).
 #pragma once
 
+#include <ATen/OpMathType.h>
+
 #include <cstdint>
+#include <type_traits>
 
 namespace fusedrnn {
+
+template <class T>
+using Carry = at::opmath_type<T>;
+
+// Whether T's carries are wider than T (half/bf16): the driver then keeps them in buffers of
+// Carry<T> and converts at the op boundary (c0/c_n, grad_cn/grad_c0, grad_hn/grad_h0).
+template <class T>
+constexpr bool kWideCarry = !std::is_same_v<Carry<T>, T>;
 
 template <class T>
 struct FwdStep {
   int64_t rows = 0, H = 0;
   const T* xg = nullptr;
   const T* hg = nullptr;
-  const T* b_hh = nullptr;  // may be null (bias=False)
-  T* h = nullptr;           // running hidden state, ld = H (unprojected cells only)
-  T* c = nullptr;           // running cell state (LSTM), ld = H
-  T* out = nullptr;         // output rows (or the unprojected h buffer of a projected LSTM)
+  const Carry<T>* b_hh = nullptr;  // may be null (bias=False)
+  T* h = nullptr;                  // running hidden state, ld = H (unprojected cells only)
+  Carry<T>* c = nullptr;           // running cell state (LSTM), ld = H
+  T* out = nullptr;                // output rows (or the unprojected h buffer of a projected LSTM)
   int64_t ld_out = 0;
   bool write_h = true;  // false for a projected LSTM: h is written after the projection GEMM
   T* ws = nullptr;      // saved-for-backward rows (LSTM, GRU); null: not needed, skip
@@ -42,12 +59,16 @@ struct BwdStep {
   const T* h_prev = nullptr;  // ld = H (GRU)
   const T* c_prev = nullptr;  // LSTM; ld = ld_c (H, or the workspace's row stride)
   int64_t ld_c = 0;
-  T* dc = nullptr;   // LSTM: in dc_t, out dc_{t-1}; ld = H
-  T* dgi = nullptr;  // RNN/LSTM: d(pre-activations) [rows, GH], ld = ld_dg
-  T* dgh = nullptr;  // GRU only: [rows, 4H] = [dr | dz | dhn | dn], ld = ld_dg
+  Carry<T>* dc = nullptr;  // LSTM: in dc_t, out dc_{t-1}; ld = H
+  T* dgi = nullptr;        // RNN/LSTM: d(pre-activations) [rows, GH], ld = ld_dg
+  T* dgh = nullptr;        // GRU only: [rows, 4H] = [dr | dz | dhn | dn], ld = ld_dg
   int64_t ld_dg = 0;
   T* dh_carry = nullptr;  // GRU only: z * dh; ld = H (may alias dh_b)
-  T* hraw = nullptr;      // projected LSTM only; ld = H
+  // GRU with wide carries only (else null): the direct path z * dh in Carry<T>, ld = H. Read
+  // and added to dh, then overwritten (=) with this step's z * dh; dh_carry is then unused
+  // and dh_b holds only the GEMM part dG W_hh (written with beta = 0).
+  Carry<T>* dh_f = nullptr;
+  T* hraw = nullptr;  // projected LSTM only; ld = H
 };
 
 }  // namespace fusedrnn
