@@ -72,6 +72,8 @@ struct StackFunction : torch::autograd::Function<StackFunction<kFam>> {
                                double dropout, bool train) {
     static const auto fwd = op<StackSig>(std::string(kFam) + "_stack");
     at::AutoDispatchBelowADInplaceOrView guard;
+    // No zero gradients for the workspace / saved results (an [N, 4H] zeros for a GRU).
+    ctx->set_materialize_grads(false);
     auto [out, h_n, c_n, saved] = fwd.call(input, batch_sizes, hx, cx, weights, has_biases,
                                            num_layers, bidirectional, dropout, train, true);
     std::vector<Tensor> keep = {input, opt_or(batch_sizes), opt_or(hx), opt_or(cx), out};
@@ -175,6 +177,8 @@ struct HCellFunction : torch::autograd::Function<HCellFunction<kFam, kGru>> {
                                const Tensor& w_ih, const Tensor& w_hh, const OptT& b_ih,
                                const OptT& b_hh) {
     at::AutoDispatchBelowADInplaceOrView guard;
+    // No zero gradients for the workspace / saved results (an [N, 4H] zeros for a GRU).
+    ctx->set_materialize_grads(false);
     Tensor hy, ws;
     if constexpr (kGru) {
       static const auto fwd = op<GruCellSig>("gru_cell");
@@ -233,6 +237,8 @@ struct LstmCellFunction : torch::autograd::Function<LstmCellFunction> {
                                const OptT& b_ih, const OptT& b_hh) {
     static const auto fwd = op<LstmCellSig>("lstm_cell");
     at::AutoDispatchBelowADInplaceOrView guard;
+    // No zero gradients for the workspace / saved results (an [N, 4H] zeros for a GRU).
+    ctx->set_materialize_grads(false);
     auto [hy, cy, ws] = fwd.call(input, hx, cx, w_ih, w_hh, b_ih, b_hh);
     ctx->mark_non_differentiable({ws});
     save_cell(ctx, {hx, cx}, input, w_ih, w_hh, ws, ctx->needs_input_grad(0),
