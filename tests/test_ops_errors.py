@@ -202,3 +202,25 @@ def test_need_workspace_false_with_grad_is_refused():
     with pytest.raises(RuntimeError, match=r"need_workspace=False, but its gradient is needed"):
         ops.lstm_layer(x, None, None, None, torch.randn(20, 4), torch.randn(20, 5), None, None,
                        None, False, False)  # fmt: skip
+
+
+@pytest.mark.parametrize("family", ["lstm", "gru"])
+def test_inference_allocates_no_workspace(family):
+    """need_workspace=False (inference): the workspace comes back with 0 rows, for the layer
+    and the stack ops alike, and the fake kernels agree (opcheck)."""
+    G, W = {"lstm": (4, 5), "gru": (3, 4)}[family]
+    x = torch.randn(6, 3, 4)
+    w_ih, w_hh = torch.randn(G * 5, 4), torch.randn(G * 5, 5)
+    layer = getattr(ops, f"{family}_layer")
+    args = (x, None, None, None, w_ih, w_hh, None, None, None, False, False)
+    if family == "gru":
+        args = (x, None, None, w_ih, w_hh, None, None, False, False)
+    ws = layer(*args)[-1]
+    assert ws.shape == (0, W * 5)
+    torch.library.opcheck(layer, args)
+    stack = getattr(ops, f"{family}_stack")
+    sargs = (x, None, None, None, [w_ih, w_hh, torch.randn(G * 5, 5), w_hh], False, 2, False,
+             0.0, False, False)  # fmt: skip
+    saved = stack(*sargs)[3]
+    assert saved[1].shape == (0, W * 5) and saved[5].shape == (0, W * 5)  # layer 0, layer 1
+    torch.library.opcheck(stack, sargs)

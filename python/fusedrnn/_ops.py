@@ -103,7 +103,7 @@ def _(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, need_wo
         input.new_empty((*rows, P)),
         input.new_empty((B, P)),
         input.new_empty((B, H)),
-        input.new_empty((n, 5 * H)),
+        input.new_empty((n if need_workspace else 0, 5 * H)),
     )
 
 
@@ -122,7 +122,7 @@ def _(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, need_workspace=Tr
     return (
         input.new_empty((*_out_rows(input, batch_sizes), H)),
         input.new_empty((B, H)),
-        input.new_empty((n, 4 * H)),
+        input.new_empty((n if need_workspace else 0, 4 * H)),
     )
 
 
@@ -153,7 +153,7 @@ def _register_stack_fakes(fam: str) -> None:
             for _d in range(D):
                 top = layer == L - 1 and D == 1
                 saved.append(_empty0(input) if top else input.new_empty((*rows, P)))
-                saved.append(input.new_empty((n, ws_cols * H)))
+                saved.append(input.new_empty((n if need_workspace else 0, ws_cols * H)))
             if layer < L - 1:
                 x_next = drop or D > 1
                 saved.append(input.new_empty((*rows, D * P)) if x_next else _empty0(input))

@@ -289,7 +289,7 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
     f.c = state_copy<Blas, T>(p.c0, p.B, H, opts);
   }
   f.hg = at::empty({fuse ? 0 : p.B, GH}, opts);
-  f.ws = at::empty({p.N, WS}, opts);
+  f.ws = at::empty({p.keep_workspace ? p.N : 0, WS}, opts);  // inference: none
   if (p.proj) f.hraw = at::empty({p.B, H}, opts);
   forward_steps<Tr, Kern, Blas, T>(p, in, fused, f);
   LayerFwdResult r;

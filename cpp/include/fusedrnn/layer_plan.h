@@ -10,8 +10,8 @@
 #include <ATen/ATen.h>
 
 #include <optional>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fusedrnn {
@@ -60,8 +60,8 @@ struct LayerPlan {
   std::string op;
   int64_t T = 0, B = 0, N = 0, I = 0, H = 0, P = 0, G = 1;
   bool packed = false, reverse = false, proj = false;
-  // false: nobody will run backward (inference), so the forward may skip writing the
-  // workspace (the CPU does: fewer page faults and less memory traffic).
+  // false: nobody will run backward (inference), so the forward neither allocates nor writes
+  // the workspace (it is returned with 0 rows): no memory, page faults or traffic for it.
   bool keep_workspace = true;
   // false (cell backward without hx_grad): w_hh is only read for its shape, never its values.
   bool w_hh_used = true;
