@@ -3,9 +3,11 @@
 //
 // Forward step : reads xg [rows, 3H] (with b_ih), hg [rows, 3H], b_hh, the running h;
 //                writes (=) out, h (in place), ws [rows, 4H] = [r | z | n | hn].
-// Backward step: dh = dh_a + dh_b; writes (=) dgi = [dr, dz, dn] (input side),
-//                dgh = [dr, dz, dn r] (hidden side), dh_carry = z dh (the driver then adds
-//                dgh W_hh to it). The pointwise passes live in pointwise.h (per-ISA tables).
+// Backward step: dh = dh_a + dh_b; writes (=) one row block of dG [rows, 4H] =
+//                [dr | dz | dn r | dn]: the hidden side is its first 3H columns, the input
+//                side columns 0:2H and 3H:4H (layer_driver.h BwdBuffers); dh_carry = z dh
+//                (the driver then adds dG_h W_hh to it). The pointwise passes live in
+//                pointwise.h (per-ISA tables).
 #include <torch/library.h>
 
 #include "cpu_backend.h"

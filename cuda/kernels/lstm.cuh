@@ -1,7 +1,7 @@
 // Kernel bodies of the LSTM's fused pointwise passes (gate order i, f, g, o), one element
 // (row b, unit j) per loop iteration, written once for the GPU and the host emulation.
 //
-// Layout: xg, hg [rows, 4H], b_hh [4H] (= b_ih + b_hh, folded by the driver), h, c [rows, H],
+// Layout: xg, hg [rows, 4H], b_hh [4H] (b_ih + b_hh folded by the driver, or b_hh alone when b_ih is in xg), h, c [rows, H],
 // out [rows, ld_out] (the unprojected h buffer [rows, H] of a projected LSTM), ws [rows, ld_ws]
 // = [i|f|g|o|c]. b_hh, c and dc are Carry<T> (float for half/bf16, see step_args.h); ws's c
 // column is c rounded to T (what backward reads as c_prev).

@@ -3,7 +3,8 @@
 // Layout letters: B batch rows active at this step ("rows"), H hidden, G gates, P output
 // width (H, or proj_size for a projected LSTM). All row-major; ld_* are row strides.
 // Forward step:  reads xg [rows, GH] (x W_ih^T; + b_ih for GRU), hg [rows, GH] (h W_hh^T),
-//                b_hh [GH] (RNN/LSTM: b_ih + b_hh, summed once by the driver),
+//                b_hh [GH] (layers, RNN/LSTM: b_ih + b_hh summed once by the driver;
+//                single steps and GRU: b_hh alone, b_ih being in xg),
 //                the running states h [rows, P] / c [rows, H];
 //                writes (=) out [rows, ld_out], the states (in place), ws [rows, ld_ws].
 // Backward step: reads dh_a + dh_b (either may be null), ws, h_prev, c_prev;
