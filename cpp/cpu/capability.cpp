@@ -3,6 +3,7 @@
 // ATen's Vectorized<T> (and our templates, in the inline namespace CPU_CAPABILITY) resolve to
 // that ISA. Nothing here is called directly: kernels() in cpu_dispatch.cpp picks a table.
 #include "kernel_table.h"
+#include "ln_pointwise.h"
 #include "lstm_fused.h"
 #include "pointwise.h"
 
@@ -20,6 +21,9 @@ constexpr KernelTable<T> make_table() {
       &RnnPointwise<true>::forward<T>,  &RnnPointwise<true>::backward<T>,
       &LstmPointwise::forward<T>,       &LstmPointwise::backward<T>,
       &GruPointwise::forward<T>,        &GruPointwise::backward<T>,
+      &LnLstmPointwise::forward<T>,     &LnLstmPointwise::backward<T>,
+      &LnGruPointwise::forward<T>,      &LnGruPointwise::backward<T>,
+      &LnRowsPass::forward<T>,          &LnRowsPass::backward<T>,
   };
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "fusedrnn/ln_step_args.h"
 #include "fusedrnn/step_args.h"
 
 namespace fusedrnn::cpu {
@@ -21,6 +22,12 @@ struct KernelTable {
   void (*lstm_backward)(const BwdStep<T>&);
   void (*gru_forward)(const FwdStep<T>&);
   void (*gru_backward)(const BwdStep<T>&);
+  void (*ln_lstm_forward)(const LnFwdStep<T>&);
+  void (*ln_lstm_backward)(const LnBwdStep<T>&);
+  void (*ln_gru_forward)(const LnFwdStep<T>&);
+  void (*ln_gru_backward)(const LnBwdStep<T>&);
+  void (*ln_rows_forward)(const LnRows<T>&);
+  void (*ln_rows_backward)(const LnRowsBwd<T>&);
 };
 
 // One step of the fused small-H LSTM (lstm_fused.h): rows of the running h [rows, P] (read as

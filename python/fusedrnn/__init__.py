@@ -26,6 +26,12 @@ from ._ops import (  # noqa: E402
     rnn_layer,
 )
 from .deploy import safe_globals  # noqa: E402
+from .layernorm import (  # noqa: E402
+    LayerNormGRU,
+    LayerNormGRUCell,
+    LayerNormLSTM,
+    LayerNormLSTMCell,
+)
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, convert, from_torch  # noqa: E402
 
 torch.serialization.add_safe_globals(safe_globals())  # whole models load with weights_only
@@ -67,6 +73,10 @@ __all__ = [
     "RNN",
     "GRUCell",
     "LSTMCell",
+    "LayerNormGRU",
+    "LayerNormGRUCell",
+    "LayerNormLSTM",
+    "LayerNormLSTMCell",
     "RNNCell",
     "_ops",
     "build_info",

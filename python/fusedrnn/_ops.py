@@ -132,11 +132,19 @@ def _(input, hx, w_ih, w_hh, b_ih, b_hh):
     return input.new_empty((input.shape[0], H)), input.new_empty((input.shape[0], 4 * H))
 
 
-_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "ln_lstm": 4, "ln_gru": 3}
+
+
+def _ws_cols(fam: str, H: int) -> int:
+    """Workspace columns per row (cell_math.h; LayerNorm: ln_step_args.h ln_ws_cols)."""
+    if fam == "ln_lstm":
+        return 14 * H + 3
+    if fam == "ln_gru":
+        return 10 * H + 2
+    return {"lstm": 5, "gru": 4}.get(fam, 0) * H
 
 
 def _register_stack_fakes(fam: str) -> None:
-    ws_cols = {"lstm": 5, "gru": 4}.get(fam, 0)
 
     @register_fake(f"{fam}_stack")
     def _(input, batch_sizes, hx, cx, weights, has_biases, num_layers, bidirectional, dropout,
@@ -153,17 +161,18 @@ def _register_stack_fakes(fam: str) -> None:
             for _d in range(D):
                 top = layer == L - 1 and D == 1
                 saved.append(_empty0(input) if top else input.new_empty((*rows, P)))
-                saved.append(input.new_empty((n if need_workspace else 0, ws_cols * H)))
+                saved.append(input.new_empty((n if need_workspace else 0, _ws_cols(fam, H))))
             if layer < L - 1:
                 x_next = drop or D > 1
                 saved.append(input.new_empty((*rows, D * P)) if x_next else _empty0(input))
                 saved.append(input.new_empty((*rows, D * P)) if drop else _empty0(input))
-        c_n = input.new_empty((L * D, B, H)) if fam == "lstm" else _empty0(input)
+        c_n = input.new_empty((L * D, B, H)) if fam in ("lstm", "ln_lstm") else _empty0(input)
         return input.new_empty((*rows, D * P)), input.new_empty((L * D, B, P)), c_n, saved
 
 
 STACK_FAMILIES = (*RNN_FAMILIES, "lstm", "gru")
-for _fam in STACK_FAMILIES:
+LN_FAMILIES = ("ln_lstm", "ln_gru")  # LayerNorm LSTM / GRU: stack ops only
+for _fam in (*STACK_FAMILIES, *LN_FAMILIES):
     _register_stack_fakes(_fam)
 
 
@@ -200,12 +209,14 @@ def _register_backward_fake(name: str) -> None:
 for _fam in STACK_FAMILIES:
     for _kind in ("layer", "cell", "stack"):
         _register_backward_fake(f"{_fam}_{_kind}_backward")
+for _fam in LN_FAMILIES:
+    _register_backward_fake(f"{_fam}_stack_backward")
 
 
 # ---- autograd (derived from the schemas, see _autograd.py) ------------------------------------
 FORWARD_OPS = tuple(
     f"{fam}_{kind}" for fam in STACK_FAMILIES for kind in ("layer", "cell", "stack")
-)
+) + tuple(f"{fam}_stack" for fam in LN_FAMILIES)
 for _name in FORWARD_OPS:
     _autograd.register_forward(_name)
 _double_backward.register_all(FORWARD_OPS)
@@ -283,23 +294,25 @@ def gru_layer(input, w_ih, w_hh, b_ih=None, b_hh=None, *, h0=None, batch_sizes=N
 
 
 _STACK_OPS = {"RNN_TANH": "rnn_tanh_stack", "RNN_RELU": "rnn_relu_stack", "LSTM": "lstm_stack",
-              "GRU": "gru_stack"}  # fmt: skip
+              "GRU": "gru_stack", "LN_LSTM": "ln_lstm_stack", "LN_GRU": "ln_gru_stack"}  # fmt: skip
 
 
 def stack(mode, input, weights, *, num_layers=1, bidirectional=False, has_biases=True, hx=None,
           cx=None, batch_sizes=None, dropout=0.0, train=False):  # fmt: skip
     """Every layer and direction of an ``RNN`` / ``LSTM`` / ``GRU`` in one op call.
 
-    ``mode``: "RNN_TANH", "RNN_RELU", "LSTM" or "GRU"; ``weights``: torch.nn's flat list
-    (``module._flat_weights``); ``hx`` / ``cx``: ``[L*D, B, *]``; dropout between layers when
-    ``train``. Returns ``(output, h_n, c_n)`` (``c_n`` None unless LSTM)."""
+    ``mode``: "RNN_TANH", "RNN_RELU", "LSTM", "GRU", or "LN_LSTM" / "LN_GRU" (LayerNorm,
+    ``fusedrnn.LayerNormLSTM``); ``weights``: torch.nn's flat list (``module._flat_weights``;
+    LayerNorm: per layer and direction the LayerNorm weights after the biases); ``hx`` / ``cx``:
+    ``[L*D, B, *]``; dropout between layers when ``train``. Returns ``(output, h_n, c_n)``
+    (``c_n`` None unless an LSTM)."""
     name = _STACK_OPS.get(mode)
     if name is None:
         raise ValueError(f"mode must be one of {', '.join(_STACK_OPS)}, got {mode!r}")
     need = _needs_grad(input, hx, cx, *weights)
     out, h_n, c_n, _ = _call(getattr(ops, name), need, input, batch_sizes, hx, cx, weights,
                              has_biases, num_layers, bidirectional, float(dropout), train, need)  # fmt: skip
-    return out, h_n, c_n if mode == "LSTM" else None
+    return out, h_n, c_n if mode in ("LSTM", "LN_LSTM") else None
 
 
 def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh"):

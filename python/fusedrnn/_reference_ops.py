@@ -39,7 +39,7 @@ def reference_stack(fam: str, a: dict) -> tuple:
     weights, hx, cx = a["weights"], a["hx"], a["cx"]
     per = len(weights) // (L * D)
     bias = a["has_biases"]
-    proj = per == (4 if bias else 2) + 1
+    proj = fam == "lstm" and per == (4 if bias else 2) + 1
     saved = a.get("saved")
     masks = [None] * L  # masks[l]: applied to the input of layer l
     for layer in range(1, L):
@@ -53,6 +53,19 @@ def reference_stack(fam: str, a: dict) -> tuple:
         for d in range(D):
             idx = layer * D + d
             w = weights[idx * per : (idx + 1) * per]
+            if fam.startswith("ln_"):
+                h0 = hx[idx] if hx is not None else None
+                kw = {"h0": h0, "batch_sizes": a["batch_sizes"], "reverse": d == 1}
+                lw = ref.ln_layer_weights(fam, w, bias)
+                if fam == "ln_lstm":
+                    res = ref.ln_lstm_layer(x, **lw, c0=cx[idx] if cx is not None else None, **kw)
+                else:
+                    res = ref.ln_gru_layer(x, **lw, **kw)
+                outs.append(res[0])
+                hs.append(res[1])
+                if fam == "ln_lstm":
+                    cs.append(res[2])
+                continue
             la = {
                 "input": x, "batch_sizes": a["batch_sizes"], "reverse": d == 1,
                 "w_ih": w[0], "w_hh": w[1], "b_ih": w[2] if bias else None,

@@ -39,9 +39,11 @@ def safe_globals() -> list[type]:
     """The fusedrnn classes a whole pickled model may reference, for
     ``torch.serialization.safe_globals`` / ``add_safe_globals`` (fusedrnn registers them itself
     at import; this list is for explicit allow-lists and after ``clear_safe_globals()``)."""
+    from . import layernorm as ln
     from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
-    return [RNN, LSTM, GRU, RNNCell, LSTMCell, GRUCell]
+    return [RNN, LSTM, GRU, RNNCell, LSTMCell, GRUCell, ln.LayerNormLSTM, ln.LayerNormGRU,
+            ln.LayerNormLSTMCell, ln.LayerNormGRUCell]  # fmt: skip
 
 
 try:  # the dynamo exporter's flag (torch >= 2.6); see exporting_onnx

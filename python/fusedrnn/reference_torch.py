@@ -111,3 +111,82 @@ def gru_layer(input, w_ih, w_hh, b_ih=None, b_hh=None, *, h0=None, batch_sizes=N
         lambda x, h: gru_step(x, h, w_ih, w_hh, b_ih, b_hh), input, [h], batch_sizes, reverse
     )
     return out, h
+
+
+# ---- LayerNorm LSTM / GRU (Ba, Kiros & Hinton 2016, as haste) ------------------------------
+LN_EPS = 1e-5
+
+
+def layer_norm(v, w, b=None):
+    """LN(v; w, b) = w (v - mean(v)) / sqrt(var(v) + 1e-5) (+ b) over the last dimension,
+    biased variance: what the fused LayerNorm kernels compute."""
+    mean = v.mean(-1, keepdim=True)
+    var = ((v - mean) ** 2).mean(-1, keepdim=True)
+    y = w * ((v - mean) * torch.rsqrt(var + LN_EPS))
+    return y + b if b is not None else y
+
+
+def ln_lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh, ln_ih, ln_hh, ln_c, ln_c_b):
+    """a = LN(x W_ih^T; ln_ih) + LN(h W_hh^T; ln_hh) + b_ih + b_hh; c' = sigmoid(f) c +
+    sigmoid(i) tanh(g); h' = sigmoid(o) tanh(LN(c'; ln_c) + ln_c_b). Returns (h', c')."""
+    a = layer_norm(x @ w_ih.t(), ln_ih) + layer_norm(h @ w_hh.t(), ln_hh)
+    if b_ih is not None:
+        a = a + b_ih + b_hh
+    i, f, g, o = a.chunk(4, dim=1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(layer_norm(c, ln_c, ln_c_b))
+    return h, c
+
+
+def ln_gru_step(x, h, w_ih, w_hh, b_ih, b_hh, ln_ih, ln_hh):
+    """gi = LN(x W_ih^T; ln_ih) + b_ih; gh = LN(h W_hh^T; ln_hh) + b_hh; r, z = sigmoid;
+    n = tanh(gi_n + r gh_n); h' = (1 - z) n + z h."""
+    gi = layer_norm(x @ w_ih.t(), ln_ih, b_ih)
+    gh = layer_norm(h @ w_hh.t(), ln_hh, b_hh)
+    xr, xz, xn = gi.chunk(3, dim=1)
+    hr, hz, hn = gh.chunk(3, dim=1)
+    r = torch.sigmoid(xr + hr)
+    z = torch.sigmoid(xz + hz)
+    n = torch.tanh(xn + r * hn)
+    return (1 - z) * n + z * h
+
+
+def ln_lstm_layer(input, w_ih, w_hh, b_ih, b_hh, ln_ih, ln_hh, ln_c, ln_c_b, *, h0=None, c0=None,
+                  batch_sizes=None, reverse=False):  # fmt: skip
+    H = w_hh.shape[1]
+    B = _batch(input, batch_sizes, h0)
+    h = h0 if h0 is not None else input.new_zeros(B, H)
+    c = c0 if c0 is not None else input.new_zeros(B, H)
+    out, (h, c) = layer(
+        lambda x, h, c: ln_lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh, ln_ih, ln_hh, ln_c, ln_c_b),
+        input, [h, c], batch_sizes, reverse,
+    )  # fmt: skip
+    return out, h, c
+
+
+def ln_gru_layer(input, w_ih, w_hh, b_ih, b_hh, ln_ih, ln_hh, *, h0=None, batch_sizes=None,
+                 reverse=False):  # fmt: skip
+    H = w_hh.shape[1]
+    B = _batch(input, batch_sizes, h0)
+    h = h0 if h0 is not None else input.new_zeros(B, H)
+    out, (h,) = layer(
+        lambda x, h: ln_gru_step(x, h, w_ih, w_hh, b_ih, b_hh, ln_ih, ln_hh),
+        input, [h], batch_sizes, reverse,
+    )  # fmt: skip
+    return out, h
+
+
+def ln_layer_weights(fam, w, bias):
+    """One (layer, direction)'s slice of the LayerNorm stack's flat weight list, as keyword
+    arguments of ln_{lstm,gru}_layer: [w_ih, w_hh, (b_ih, b_hh), ln_ih, ln_hh, (LSTM: ln_c,
+    (ln_c_b))] (the biases, ln_c_b included, only with has_biases)."""
+    k = {"w_ih": w[0], "w_hh": w[1], "b_ih": None, "b_hh": None}
+    rest = list(w[2:])
+    if bias:
+        k["b_ih"], k["b_hh"] = rest[0], rest[1]
+        rest = rest[2:]
+    k["ln_ih"], k["ln_hh"] = rest[0], rest[1]
+    if fam == "ln_lstm":
+        k["ln_c"] = rest[2]
+        k["ln_c_b"] = rest[3] if bias else None
+    return k

@@ -34,6 +34,7 @@ struct LayerFwdResult {
 
 struct LayerBwdResult {
   at::Tensor grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr;
+  std::vector<at::Tensor> grad_ln;  // LayerNorm families, in LayerPlan::ln's order
 };
 
 // The per-step GEMM against a fixed weight: C[rows, N] = A[rows, K] op(W) + beta C, with

@@ -16,7 +16,7 @@
 
 namespace fusedrnn {
 
-enum class Family { RnnTanh, RnnRelu, Lstm, Gru };
+enum class Family { RnnTanh, RnnRelu, Lstm, Gru, LnLstm, LnGru };
 
 template <Family F>
 struct Traits;
@@ -24,21 +24,21 @@ template <>
 struct Traits<Family::RnnTanh> {
   static constexpr Family kFamily = Family::RnnTanh;
   static constexpr int64_t kGates = 1, kWs = 0;
-  static constexpr bool kHasCell = false, kSplitHidden = false;
+  static constexpr bool kHasCell = false, kSplitHidden = false, kLayerNorm = false;
   static constexpr const char* kName = "rnn_tanh";
 };
 template <>
 struct Traits<Family::RnnRelu> {
   static constexpr Family kFamily = Family::RnnRelu;
   static constexpr int64_t kGates = 1, kWs = 0;
-  static constexpr bool kHasCell = false, kSplitHidden = false;
+  static constexpr bool kHasCell = false, kSplitHidden = false, kLayerNorm = false;
   static constexpr const char* kName = "rnn_relu";
 };
 template <>
 struct Traits<Family::Lstm> {
   static constexpr Family kFamily = Family::Lstm;
   static constexpr int64_t kGates = 4, kWs = 5;
-  static constexpr bool kHasCell = true, kSplitHidden = false;
+  static constexpr bool kHasCell = true, kSplitHidden = false, kLayerNorm = false;
   static constexpr const char* kName = "lstm";
 };
 template <>
@@ -47,9 +47,36 @@ struct Traits<Family::Gru> {
   // GRU's reset gate multiplies (W_hn h + b_hn), so hidden-side gate gradients differ
   // from the input side: they get their own matrix.
   static constexpr int64_t kGates = 3, kWs = 4;
-  static constexpr bool kHasCell = false, kSplitHidden = true;
+  static constexpr bool kHasCell = false, kSplitHidden = true, kLayerNorm = false;
   static constexpr const char* kName = "gru";
 };
+// LayerNorm LSTM / GRU (ln_driver.h): their own driver and workspace layout (ln_step_args.h;
+// kWs is unused). Both sides' gate gradients are separate matrices: no split hidden side.
+template <>
+struct Traits<Family::LnLstm> {
+  static constexpr Family kFamily = Family::LnLstm;
+  static constexpr int64_t kGates = 4, kWs = 0;
+  static constexpr bool kHasCell = true, kSplitHidden = false, kLayerNorm = true;
+  static constexpr const char* kName = "ln_lstm";
+};
+template <>
+struct Traits<Family::LnGru> {
+  static constexpr Family kFamily = Family::LnGru;
+  static constexpr int64_t kGates = 3, kWs = 0;
+  static constexpr bool kHasCell = false, kSplitHidden = false, kLayerNorm = true;
+  static constexpr const char* kName = "ln_gru";
+};
+
+// LayerNorm weights per layer and direction, after w_ih, w_hh (and the biases): ln_ih [GH],
+// ln_hh [GH], and for the LSTM ln_c [H] and (with biases) ln_c_b [H].
+template <class Tr>
+constexpr int64_t ln_weight_count(bool bias) {
+  if constexpr (!Tr::kLayerNorm) {
+    return 0;
+  } else {
+    return Tr::kHasCell ? (bias ? 4 : 3) : 2;
+  }
+}
 
 inline std::optional<at::Tensor> opt(const std::optional<at::Tensor>& t) {
   if (t.has_value() && t->defined()) return t;
@@ -69,6 +96,7 @@ struct LayerPlan {
   at::Tensor x;                             // [N, I] contiguous
   at::Tensor h0, c0;                        // [B, P], [B, H] contiguous, or undefined
   at::Tensor w_ih, w_hh, b_ih, b_hh, w_hr;  // contiguous (unless unused) or undefined
+  std::vector<at::Tensor> ln;               // LayerNorm families: see ln_weight_count
   std::vector<int64_t> in_shape;            // shape of input as given (for grad_input)
 
   std::vector<int64_t> out_shape(int64_t width) const {

@@ -11,8 +11,9 @@ namespace fusedrnn {
 
 inline void define_stack_schemas(torch::Library& m) {
   // Whole stacks (every layer and direction; stack_driver.h). The forward draws dropout masks
-  // from the default generator: nondeterministic_seeded, as aten::dropout.
-  for (const char* f : {"rnn_tanh", "rnn_relu", "lstm", "gru"}) {
+  // from the default generator: nondeterministic_seeded, as aten::dropout. ln_lstm / ln_gru:
+  // the LayerNorm LSTM / GRU (ln_driver.h), whose weights add the LayerNorm weights.
+  for (const char* f : {"rnn_tanh", "rnn_relu", "lstm", "gru", "ln_lstm", "ln_gru"}) {
     const std::string n = f;
     m.def((n + "_stack(Tensor input, Tensor? batch_sizes, Tensor? hx, Tensor? cx, "
                "Tensor[] weights, bool has_biases, int num_layers, bool bidirectional, "

@@ -4,7 +4,8 @@
 // Input: time-major [T, B, I] or packed [N, I] with batch_sizes. hx [L*D, B, P], cx [L*D, B,
 // H] (LSTM) or absent (zeros). weights: torch.nn's flat list, per layer and direction
 // w_ih [G*H, I_l], w_hh [G*H, P], then b_ih, b_hh [G*H] (has_biases), then w_hr [P, H]
-// (projected LSTM), with I_l = I for layer 0 and D*P above it.
+// (projected LSTM) or the LayerNorm weights (ln_weight_count, layer_plan.h), with I_l = I
+// for layer 0 and D*P above it.
 // Outputs: output [T, B, D*P] (or [N, D*P]), h_n [L*D, B, P], c_n [L*D, B, H] (LSTM; else an
 // empty [0]), and `saved`, read by backward: per layer l, per direction d, the direction's
 // output [N, P] and workspace (see layer_driver.h); then, below the top layer, the next
@@ -32,6 +33,7 @@ namespace fusedrnn {
 struct StackShape {
   int64_t L = 1, D = 1, per = 2;  // per: weights of one (layer, direction)
   bool bias = true, proj = false;
+  int64_t n_ln = 0;  // LayerNorm weights of one (layer, direction), after the biases
   int64_t idx(int64_t l, int64_t d) const { return l * D + d; }
   // Index in `saved` of direction d's output in layer l (its workspace follows).
   int64_t out_at(int64_t l, int64_t d) const { return layer_at(l) + 2 * d; }
@@ -44,6 +46,9 @@ struct StackShape {
   bool out_is_output(int64_t l) const { return l == L - 1 && D == 1; }
 };
 
+// Where a (layer, direction)'s LayerNorm weights start in its slice of the weight list.
+inline int64_t ln_at(const StackShape& s) { return s.bias ? 4 : 2; }
+
 template <class Tr>
 StackShape stack_shape(const std::string& op, int64_t num_layers, bool bidirectional,
                        bool has_biases, size_t n_weights) {
@@ -52,7 +57,8 @@ StackShape stack_shape(const std::string& op, int64_t num_layers, bool bidirecti
   s.L = num_layers;
   s.D = bidirectional ? 2 : 1;
   s.bias = has_biases;
-  const int64_t base = 2 + (has_biases ? 2 : 0);
+  s.n_ln = ln_weight_count<Tr>(has_biases);
+  const int64_t base = 2 + (has_biases ? 2 : 0) + s.n_ln;
   const int64_t n = static_cast<int64_t>(n_weights);
   TORCH_CHECK(n % (s.L * s.D) == 0, op, ": expected ", base, " weights per layer and direction (",
               s.L, " layers x ", s.D, " directions), got ", n, " in all");
@@ -67,16 +73,18 @@ StackShape stack_shape(const std::string& op, int64_t num_layers, bool bidirecti
 struct LayerWeights {
   at::Tensor w_ih, w_hh;
   std::optional<at::Tensor> b_ih, b_hh, w_hr;
+  std::vector<at::Tensor> ln;
 };
 
 inline LayerWeights layer_weights(const StackShape& s, at::TensorList w, int64_t idx) {
   const int64_t o = idx * s.per;
-  LayerWeights r{w[o], w[o + 1], std::nullopt, std::nullopt, std::nullopt};
+  LayerWeights r{w[o], w[o + 1], std::nullopt, std::nullopt, std::nullopt, {}};
   if (s.bias) {
     r.b_ih = w[o + 2];
     r.b_hh = w[o + 3];
   }
   if (s.proj) r.w_hr = w[o + s.per - 1];
+  for (int64_t k = 0; k < s.n_ln; ++k) r.ln.push_back(w[o + ln_at(s) + k]);
   return r;
 }
 
@@ -122,6 +130,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> run_stac
                                   state_slice(cx, op, "cx", s, idx, input), w.w_ih, w.w_hh, w.b_ih,
                                   w.b_hh, w.w_hr, d == 1);
       p.keep_workspace = need_workspace;
+      p.ln = w.ln;
       LayerFwdResult r = run_layer(p);
       outs.push_back(r.output);
       hs.push_back(r.h_n);
@@ -168,10 +177,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> run_stac
     for (int64_t d = 0; d < s.D; ++d) {
       const int64_t idx = s.idx(l, d);
       const LayerWeights w = layer_weights(s, weights, idx);
-      const LayerPlan p =
-          make_plan<Tr>(name, x, batch_sizes, state_slice(hx, op, "hx", s, idx, input),
-                        state_slice(cx, op, "cx", s, idx, input), w.w_ih, w.w_hh, w.b_ih, w.b_hh,
-                        w.w_hr, d == 1, false, need_dx);
+      LayerPlan p = make_plan<Tr>(name, x, batch_sizes, state_slice(hx, op, "hx", s, idx, input),
+                                  state_slice(cx, op, "cx", s, idx, input), w.w_ih, w.w_hh, w.b_ih,
+                                  w.b_hh, w.w_hr, d == 1, false, need_dx);
+      p.ln = w.ln;
       const int64_t P = p.P;
       std::optional<at::Tensor> go, ghn, gcn;
       if (g_top.defined()) go = s.D == 1 ? g_top : g_top.narrow(-1, d * P, P);
@@ -188,6 +197,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> run_stac
         gw[o + 3] = r.grad_b_hh;
       }
       if (s.proj) gw[o + s.per - 1] = r.grad_w_hr;
+      for (int64_t k = 0; k < s.n_ln; ++k) gw[o + ln_at(s) + k] = r.grad_ln[k];
       gh[idx] = r.grad_h0;
       if (Tr::kHasCell) gc[idx] = r.grad_c0;
     }

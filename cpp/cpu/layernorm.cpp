@@ -1,0 +1,41 @@
+// CPU registration of the LayerNorm LSTM / GRU stack ops (ln_lstm_stack, ln_gru_stack and their
+// backward ops). Equations, saved values and the time loop: ln_driver.h; workspace layout:
+// ln_step_args.h; the passes (row statistics inside the fused pointwise pass, SIMD):
+// ln_pointwise.h through the per-ISA tables (kernel_table.h).
+#include <torch/library.h>
+
+#include "cpu_backend.h"
+#include "fusedrnn/stack_entries.h"
+#include "kernel_table.h"
+
+namespace fusedrnn::cpu {
+namespace {
+
+template <bool kLstm>
+struct LnKernels {
+  template <class T>
+  static void forward(const LnFwdStep<T>& s) {
+    kLstm ? kernels_for<T>().ln_lstm_forward(s) : kernels_for<T>().ln_gru_forward(s);
+  }
+  template <class T>
+  static void backward(const LnBwdStep<T>& s) {
+    kLstm ? kernels_for<T>().ln_lstm_backward(s) : kernels_for<T>().ln_gru_backward(s);
+  }
+  template <class T>
+  static void rows_forward(const LnRows<T>& s) {
+    kernels_for<T>().ln_rows_forward(s);
+  }
+  template <class T>
+  static void rows_backward(const LnRowsBwd<T>& s) {
+    kernels_for<T>().ln_rows_backward(s);
+  }
+};
+
+}  // namespace
+}  // namespace fusedrnn::cpu
+
+TORCH_LIBRARY_IMPL(fusedrnn, CPU, m) {
+  using namespace fusedrnn;
+  register_stack<Traits<Family::LnLstm>, cpu::LnKernels<true>, cpu::Backend>(m);
+  register_stack<Traits<Family::LnGru>, cpu::LnKernels<false>, cpu::Backend>(m);
+}

@@ -1,0 +1,222 @@
+// The time loop of one direction of one LayerNorm LSTM / GRU layer (Ba, Kiros & Hinton 2016,
+// as haste), on the plan, backend policies (Blas, WeightGemm, RowChunks) and backward buffers
+// of the plain layer driver (layer_driver.h). LN(v; w) = w (v - mean v) / sqrt(var v + 1e-5)
+// over the last dimension, biased variance.
+//   LSTM: a = LN(x W_ih^T; ln_ih) + LN(h W_hh^T; ln_hh) + b_ih + b_hh, gates i f g o;
+//         c' = sigmoid(f) c + sigmoid(i) tanh(g); h' = sigmoid(o) tanh(LN(c'; ln_c) + ln_c_b);
+//         c' (not normalised) is the carried state.
+//   GRU : gi = LN(x W_ih^T; ln_ih) + b_ih; gh = LN(h W_hh^T; ln_hh) + b_hh;
+//         r, z = sigmoid(gi + gh); n = tanh(gi_n + r gh_n); h' = (1 - z) n + z h.
+// Forward: one GEMM x W_ih^T over all N rows and the input side's LN in place (one pass, rows
+// in parallel); per step one recurrent GEMM hg = h W_hh^T and one fused pass (Kern::forward:
+// LN of hg, gates, LN of c'). Saved for backward: output [N, H] and the workspace [N,
+// ln_ws_cols] (ln_step_args.h: gates, c, normalised values, 1/std per row), none at inference.
+// Backward: per step in reverse one fused pass (Kern::backward: d LN(c'), gates, d LN(hg)) and
+// dh_{t-1} = dgh W_hh; after the loop the input side's LN backward over all rows, then the
+// plain driver's weight GEMMs, and the LN weights' gradients as column sums.
+// Kern: forward(LnFwdStep), backward(LnBwdStep), rows_forward(LnRows), rows_backward(LnRowsBwd).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+#include "fusedrnn/layer_driver.h"
+#include "fusedrnn/ln_step_args.h"
+
+namespace fusedrnn {
+
+// The LayerNorm weights of the plan (see ln_weight_count): checked and made contiguous.
+template <class Tr>
+void check_ln_weights(LayerPlan& p, bool has_biases) {
+  const int64_t GH = Tr::kGates * p.H;
+  TORCH_CHECK(static_cast<int64_t>(p.ln.size()) == ln_weight_count<Tr>(has_biases), p.op,
+              ": expected ", ln_weight_count<Tr>(has_biases), " LayerNorm weights, got ",
+              p.ln.size());
+  static const char* names[] = {"ln_ih", "ln_hh", "ln_c", "ln_c_b"};
+  for (size_t k = 0; k < p.ln.size(); ++k) {
+    detail::check_like(p.op, names[k], p.ln[k], p.x);
+    detail::check_shape(p.op, names[k], p.ln[k], {k < 2 ? GH : p.H}, k < 2 ? "[G*H]" : "[H]");
+    p.ln[k] = p.ln[k].contiguous();
+  }
+}
+
+template <class Tr, class Kern, class Blas, class T>
+LayerFwdResult ln_layer_forward(const LayerPlan& p) {
+  const int64_t H = p.H, G = Tr::kGates, GH = G * H, WS = ln_ws_cols(G, H);
+  const LnWs L{G, H};
+  const auto opts = p.x.options();
+  at::Tensor xg = at::mm(p.x, p.w_ih.t());
+  at::Tensor ws = at::empty({p.keep_workspace ? p.N : 0, WS}, opts);
+  T* ws_p = p.keep_workspace ? ptr<T>(ws) : nullptr;
+  LnRows<T> in;  // the input side, normalised in place
+  in.rows = p.N;
+  in.n = GH;
+  in.v = ptr<T>(xg);
+  in.ld_v = in.ld_y = GH;
+  in.w = ptr<T>(p.ln[0]);
+  in.b1 = ptr<T>(p.b_ih);
+  in.b2 = Tr::kHasCell ? ptr<T>(p.b_hh) : nullptr;  // the LSTM's biases are all on this side
+  in.y = ptr<T>(xg);
+  in.xhat = ws_p ? ws_p + L.xhat() : nullptr;
+  in.rstd = ws_p ? ws_p + L.rstd_ih() : nullptr;
+  in.ld_ws = WS;
+  if (p.N > 0) Kern::template rows_forward<T>(in);
+
+  at::Tensor out = at::empty({p.N, H}, opts);
+  at::Tensor h = state_copy<Blas, T>(p.h0, p.B, H, opts);
+  at::Tensor c = Tr::kHasCell ? state_copy<Blas, T>(p.c0, p.B, H, opts) : at::Tensor();
+  at::Tensor hg = at::empty({p.B, GH}, opts);
+  const T *xg_p = ptr<T>(xg), *whh = ptr<T>(p.w_hh);
+  T *out_p = ptr<T>(out), *h_p = ptr<T>(h), *c_p = ptr<T>(c), *hg_p = ptr<T>(hg);
+  const WeightGemm<Blas, T> rec(true, GH, H, whh, H, p.T);  // h W_hh^T
+  auto rows_loop = [&](int64_t b0, int64_t b1) {
+    for (int64_t s = 0; s < p.T; ++s) {
+      const int64_t t = p.reverse ? p.T - 1 - s : s;
+      const int64_t rows = std::min(p.bs[t], b1) - b0, off = p.off[t] + b0;
+      if (rows <= 0) continue;
+      rec(rows, h_p + b0 * H, H, T(0), hg_p + b0 * GH, GH);
+      LnFwdStep<T> st;
+      st.rows = rows;
+      st.H = H;
+      st.xg = xg_p + off * GH;
+      st.hg = hg_p + b0 * GH;
+      st.ln_hh = ptr<T>(p.ln[1]);
+      st.b_hh = Tr::kHasCell ? nullptr : ptr<T>(p.b_hh);
+      if constexpr (Tr::kHasCell) {
+        st.ln_c = ptr<T>(p.ln[2]);
+        st.ln_c_b = p.ln.size() > 3 ? ptr<T>(p.ln[3]) : nullptr;
+        st.c = c_p + b0 * H;
+      }
+      st.h = h_p + b0 * H;
+      st.out = out_p + off * H;
+      st.ld_out = H;
+      st.ws = ws_p ? ws_p + off * WS : nullptr;
+      st.ld_ws = WS;
+      Kern::template forward<T>(st);
+    }
+  };
+  RowChunks<Blas>::run(p.B, 2.0 * p.B * GH * H, rows_loop);
+  LayerFwdResult r;
+  r.output = out.view(p.out_shape(H));
+  r.h_n = h;
+  r.c_n = c;
+  r.ws = ws;
+  return r;
+}
+
+// Column sums of a * b over rows (a [N, n] contiguous, b [N, n] strided view): an LN weight's
+// gradient.
+inline at::Tensor ln_weight_grad(const at::Tensor& dy, const at::Tensor& xhat) {
+  return column_sums(dy * xhat);
+}
+
+template <class Tr, class Kern, class Blas, class T>
+void ln_backward_steps(const LayerPlan& p, BwdBuffers& b, const at::Tensor& gout,
+                       const at::Tensor& out, const at::Tensor& ws, at::Tensor& dgn,
+                       at::Tensor& dcn) {
+  const int64_t H = p.H, G = Tr::kGates, GH = G * H, WS = ln_ws_cols(G, H);
+  const T *gout_p = ptr<T>(gout), *out_p = ptr<T>(out), *ws_p = ptr<T>(ws);
+  const T *hprev_p = ptr<T>(b.hprev), *cprev_p = ptr<T>(b.cprev);
+  const T *h0_p = ptr<T>(b.h0), *c0_p = ptr<T>(b.c0);
+  T *carry_h_p = ptr<T>(b.carry_h), *carry_c_p = ptr<T>(b.carry_c);
+  T *dgi_p = ptr<T>(b.dG), *dgh_p = ptr<T>(b.dgh), *dgn_p = ptr<T>(dgn), *dcn_p = ptr<T>(dcn);
+  const WeightGemm<Blas, T> rec(false, H, GH, ptr<T>(p.w_hh), H, p.T);  // dgh W_hh
+  auto rows_loop = [&](int64_t b0, int64_t b1) {
+    T* carry_h = carry_h_p + b0 * H;
+    for (int64_t s = p.T - 1; s >= 0; --s) {
+      const int64_t t = p.reverse ? p.T - 1 - s : s;
+      const int64_t rows = std::min(p.bs[t], b1) - b0, off = p.off[t] + b0;
+      if (rows <= 0) continue;
+      LnBwdStep<T> st;
+      st.rows = rows;
+      st.H = H;
+      st.dh_a = gout_p ? gout_p + off * H : nullptr;
+      st.ld_a = H;
+      st.dh_b = carry_h;
+      st.ld_b = H;
+      st.ws = ws_p + off * WS;
+      st.ld_ws = WS;
+      if (b.direct) {
+        const int64_t tp = previous_step(p, t);
+        const bool first = tp < 0;
+        const int64_t poff = first ? 0 : p.off[tp] + b0;
+        st.h_prev = first ? h0_p + b0 * H : out_p + poff * H;
+        if constexpr (Tr::kHasCell) {
+          st.c_prev = first ? c0_p + b0 * H : ws_p + poff * WS + 4 * H;
+          st.ld_c = first ? H : WS;
+        }
+      } else {
+        st.h_prev = hprev_p + off * H;
+        st.c_prev = cprev_p ? cprev_p + off * H : nullptr;
+        st.ld_c = H;
+      }
+      st.ln_hh = ptr<T>(p.ln[1]);
+      if constexpr (Tr::kHasCell) {
+        st.ln_c = ptr<T>(p.ln[2]);
+        st.ln_c_b = p.ln.size() > 3 ? ptr<T>(p.ln[3]) : nullptr;
+        st.dc = carry_c_p + b0 * H;
+        st.dcn = dcn_p + off * H;
+      } else {
+        st.dgn = dgn_p + off * GH;
+        st.dh_carry = carry_h;
+      }
+      st.dgi = dgi_p + off * GH;
+      st.dgh = dgh_p + off * GH;
+      Kern::template backward<T>(st);
+      rec(rows, dgh_p + off * GH, GH, Tr::kHasCell ? T(0) : T(1), carry_h, H);
+    }
+  };
+  RowChunks<Blas>::run(p.B, 2.0 * p.B * GH * H, rows_loop);
+}
+
+template <class Tr, class Kern, class Blas, class T>
+LayerBwdResult ln_layer_backward(const LayerPlan& p, const at::Tensor& gout,
+                                 const at::Tensor& grad_hn, const at::Tensor& grad_cn,
+                                 const at::Tensor& out, const at::Tensor& ws, bool input_grad) {
+  const int64_t H = p.H, G = Tr::kGates, GH = G * H, WS = ln_ws_cols(G, H);
+  const LnWs L{G, H};
+  const auto opts = p.x.options();
+  BwdBuffers b = backward_buffers<Tr>(p, out, ws, grad_hn, grad_cn);  // b.dG: d(input side)
+  b.dgh = at::empty({p.N, GH}, opts);                                 // d(h W_hh^T)
+  at::Tensor dgn = Tr::kHasCell ? b.dG : at::empty({p.N, GH}, opts);  // d(hidden side)
+  at::Tensor dcn = Tr::kHasCell ? at::empty({p.N, H}, opts) : at::Tensor();
+  ln_backward_steps<Tr, Kern, Blas, T>(p, b, gout, out, ws, dgn, dcn);
+
+  LayerBwdResult r;
+  const at::Tensor xhat = ws.narrow(1, L.xhat(), GH), hhat = ws.narrow(1, L.hhat(), GH);
+  r.grad_ln.push_back(ln_weight_grad(b.dG, xhat));
+  r.grad_ln.push_back(ln_weight_grad(dgn, hhat));
+  if constexpr (Tr::kHasCell) {
+    r.grad_ln.push_back(ln_weight_grad(dcn, ws.narrow(1, L.chat(), H)));
+    if (p.ln.size() > 3) r.grad_ln.push_back(column_sums(dcn));
+  }
+  if (p.b_ih.defined()) {
+    r.grad_b_ih = column_sums(b.dG);
+    r.grad_b_hh = Tr::kHasCell ? r.grad_b_ih.clone() : column_sums(dgn);
+  } else {
+    r.grad_b_ih = at::empty({0}, opts);
+    r.grad_b_hh = at::empty({0}, opts);
+  }
+  // The input side's LN backward, in place (each row is read before it is written): dG
+  // becomes d(x W_ih^T) for the plain driver's weight GEMMs. Everything that reads dG as the
+  // LN output's gradient (the LSTM's dgn is dG) is done above.
+  LnRowsBwd<T> rb;
+  rb.rows = p.N;
+  rb.n = GH;
+  rb.dy = ptr<T>(b.dG);
+  rb.ld_dy = rb.ld_dv = GH;
+  rb.w = ptr<T>(p.ln[0]);
+  rb.xhat = ptr<T>(ws) + L.xhat();
+  rb.rstd = ptr<T>(ws) + L.rstd_ih();
+  rb.ld_ws = WS;
+  rb.dv = ptr<T>(b.dG);
+  if (p.N > 0) Kern::template rows_backward<T>(rb);
+  weight_grads<Tr>(p, b, out, input_grad, r);
+  r.grad_h0 = p.h0.defined() ? b.carry_h : at::empty({0}, opts);
+  r.grad_c0 = Tr::kHasCell && p.c0.defined() ? b.carry_c : at::empty({0}, opts);
+  return r;
+}
+
+}  // namespace fusedrnn
