@@ -328,3 +328,42 @@ def test_half_precision_falls_back_to_the_reference_with_a_warning():
     with pytest.warns(UserWarning, match="reference implementation"):
         got, _ = m16(x.to(torch.bfloat16))
     assert (got.double() - want).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("fam", list(CLS))
+def test_function_transforms_match_the_reference(fam):
+    """jvp, vmap and grad of functional_call: the fused modules as the reference computes."""
+    m = _module(fam, 3, 4, 2, True)
+    params = dict(m.named_parameters())
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    tx = torch.randn_like(x)
+
+    def fused(x):
+        return m(x)[0]
+
+    def ref(x):
+        return _reference(m, x, None, None, None)[0]
+
+    out, tan = torch.func.jvp(fused, (x,), (tx,))
+    rout, rtan = torch.func.jvp(ref, (x,), (tx,))
+    torch.testing.assert_close((out, tan), (rout, rtan), rtol=1e-10, atol=1e-12)
+    xs = torch.randn(3, 5, 2, 3, dtype=torch.float64)
+    torch.testing.assert_close(torch.func.vmap(fused)(xs), torch.stack([ref(v) for v in xs]))
+
+    def loss(p, x):
+        return torch.func.functional_call(m, p, (x,))[0].square().sum()
+
+    g = torch.func.grad(loss)(params, x)
+    rg = torch.autograd.grad(ref(x).square().sum(), list(params.values()))
+    for (n, a), b in zip(g.items(), rg):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11, msg=n)
+
+
+@pytest.mark.parametrize("fam", list(CLS))
+def test_export_in_eval_mode(fam):
+    m = _module(fam, 3, 4, 2, False, dtype=torch.float32).eval()
+    x = torch.randn(6, 2, 3)
+    ep = torch.export.export(m, (x,))
+    torch.testing.assert_close(ep.module()(x)[0], m(x)[0])
+    names = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert any(f"{fam}_stack" in n for n in names), names
