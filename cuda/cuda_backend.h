@@ -114,7 +114,7 @@ class CublasGemm {
 
 struct Blas {
   // Row-major GEMMs (see the header comment); one-off calls fetch the handle themselves, the
-  // time loop's per-step GEMMs go through WeightGemm<gpu::Blas, T> below (handle held).
+  // time loop's per-step GEMMs go through CublasWeightGemm<T> below (handle held).
   template <class T>
   static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
@@ -136,15 +136,11 @@ struct Blas {
   }
 };
 
-}  // namespace fusedrnn::gpu
-
-namespace fusedrnn {
-
 // The per-step GEMM against a fixed weight (layer_driver.h) with the cuBLAS handle fetched
 // once, when the driver builds it at the start of a layer call.
 template <class T>
-struct WeightGemm<gpu::Blas, T> {
-  WeightGemm(bool transW, int64_t N, int64_t K, const T* W, int64_t ldw, int64_t = 0)
+struct CublasWeightGemm {
+  CublasWeightGemm(bool transW, int64_t N, int64_t K, const T* W, int64_t ldw, int64_t = 0)
       : transW_(transW), N_(N), K_(K), W_(W), ldw_(ldw) {}
   void operator()(int64_t rows, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
     gemm_(false, transW_, rows, N_, K_, T(1), A, lda, W_, ldw_, beta, C, ldc);
@@ -155,15 +151,18 @@ struct WeightGemm<gpu::Blas, T> {
   int64_t N_, K_;
   const T* W_;
   int64_t ldw_;
-  gpu::CublasGemm<T> gemm_;
+  CublasGemm<T> gemm_;
 };
 
-}  // namespace fusedrnn
-
-namespace fusedrnn::gpu {
-
+// The GPU's policy for the layer drivers (layer_driver.h): cuBLAS on the current stream, one
+// row range (the GPU parallelises inside each step), no fused step.
 struct Backend {
   using Blas = fusedrnn::gpu::Blas;
+  template <class T>
+  using WeightGemm = CublasWeightGemm<T>;
+  using RowChunks = OneRange;
+  template <class Kern, class T>
+  using FusedStep = NoFusedStep<Kern, T>;
   template <class F>
   static void dispatch(at::ScalarType st, const char* op, F&& f) {
     dispatch_dtype<float, double, at::Half, at::BFloat16>(

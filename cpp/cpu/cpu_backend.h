@@ -79,28 +79,15 @@ struct Blas {
   }
 };
 
-struct Backend {
-  using Blas = fusedrnn::cpu::Blas;
-  template <class F>
-  static void dispatch(at::ScalarType st, const char* op, F&& f) {
-    dispatch_dtype<float, double>(st, op, "float32 or float64 on CPU", f);
-  }
-};
-
-}  // namespace fusedrnn::cpu
-
-namespace fusedrnn {
-
 // float on MKL: the recurrent weight is packed once per layer call (sgemm_pack) and each step
 // runs sgemm_compute on it, which skips re-packing W every step (about 7% of a mid-size LSTM
 // forward in perf). Col-major view as in Blas::gemm: C^T = op(W)^T A^T, W is operand "A".
-template <>
-struct WeightGemm<cpu::Blas, float> {
+struct PackedWeightGemm {
   // Packing costs about one GEMM and MKL pads the buffer generously (MiBs for a 256 x 64
   // weight), so it needs a few steps to pay off (tuning().pack_min_steps, 8: stock LSTM
   // inference, T = 30, runs ~7% faster than unpacked in alternating A/B runs) and a buffer
   // that stays small next to the weight; tuning().pack turns it off (for A/B timing).
-  WeightGemm(bool transW, int64_t N, int64_t K, const float* W, int64_t ldw, int64_t steps)
+  PackedWeightGemm(bool transW, int64_t N, int64_t K, const float* W, int64_t ldw, int64_t steps)
       : plain_(transW, N, K, W, ldw), N_(int(N)), K_(int(K)) {
     constexpr int64_t kMax = std::numeric_limits<int>::max() / 4;
     if (!W || N == 0 || K == 0 || N > kMax || K > kMax || ldw > kMax) return;
@@ -129,7 +116,7 @@ struct WeightGemm<cpu::Blas, float> {
   }
 
  private:
-  PlainWeightGemm<cpu::Blas, float> plain_;
+  PlainWeightGemm<Blas, float> plain_;
   int N_, K_;
   at::Tensor packed_;
 };
@@ -140,8 +127,7 @@ struct WeightGemm<cpu::Blas, float> {
 // per-step synchronisation. Large steps keep MKL's threading, which splits the weight
 // instead of streaming all of it through every thread. tuning().chunk_rows (fewest rows per
 // thread) and chunk_max_mflop (largest step that is split) set the rule (tuning.h).
-template <>
-struct RowChunks<cpu::Blas> {
+struct ThreadRowChunks {
   template <class F>
   static void run(int64_t B, double step_flops, F&& f) {
     const cpu::Tuning& tune = cpu::tuning();
@@ -162,4 +148,28 @@ struct RowChunks<cpu::Blas> {
   }
 };
 
-}  // namespace fusedrnn
+// The fused step of a family (FusedStep in layer_driver.h): none, except where specialised
+// (the float32 small-H LSTM, cpp/cpu/lstm.cpp).
+template <class Kern, class T>
+struct FusedStepOf : NoFusedStep<Kern, T> {
+  using NoFusedStep<Kern, T>::NoFusedStep;
+};
+
+// The CPU's policy for the layer drivers (layer_driver.h): BLAS called directly, the float
+// recurrent weight packed once per layer call, row-parallel time loops, the fused small-H
+// LSTM step, float and double.
+struct Backend {
+  using Blas = fusedrnn::cpu::Blas;
+  template <class T>
+  using WeightGemm =
+      std::conditional_t<std::is_same_v<T, float>, PackedWeightGemm, PlainWeightGemm<Blas, T>>;
+  using RowChunks = ThreadRowChunks;
+  template <class Kern, class T>
+  using FusedStep = FusedStepOf<Kern, T>;
+  template <class F>
+  static void dispatch(at::ScalarType st, const char* op, F&& f) {
+    dispatch_dtype<float, double>(st, op, "float32 or float64 on CPU", f);
+  }
+};
+
+}  // namespace fusedrnn::cpu

@@ -6,7 +6,7 @@
 // Backward step: dh = dh_a + dh_b, dc (in/out); writes (=) dgi [rows, 4H], dc <- dc f, and
 //                hraw = o tanh(c) for the projection's weight gradient.
 // The pointwise passes live in pointwise.h (per-ISA tables). Small-H float32 layers fuse the
-// recurrent GEMM into the forward pass (lstm_fused.h, FusedStep below): same writes.
+// recurrent GEMM into the forward pass (lstm_fused.h, FusedStepOf below): same writes.
 #include <torch/library.h>
 
 #include "cpu_backend.h"
@@ -28,17 +28,14 @@ struct LstmKernels {
 };
 
 }  // namespace
-}  // namespace fusedrnn::cpu
-
-namespace fusedrnn {
 
 // float32 LSTMs without projection and with H a multiple of the vector width, up to
 // kLstmFusedMaxH, run the fused step (lstm_fused.h) on the AVX2 / AVX-512 tables; the weights
 // are packed once per layer call, so single steps (the cell ops) keep the BLAS path.
 // tuning().fuse = false (fusedrnn.tuning, or FUSEDRNN_NO_FUSE=1) turns it off.
 template <>
-struct FusedStep<cpu::LstmKernels, float> {
-  FusedStep(const LayerPlan& p, const float* w_in, int64_t KI, bool per_step) {
+struct FusedStepOf<LstmKernels, float> {
+  FusedStepOf(const LayerPlan& p, const float* w_in, int64_t KI, bool per_step) {
     const cpu::LstmFused& f = cpu::kernels().lstm_fused;
     if (!cpu::tuning().fuse || !f.step || p.proj || p.T < 2 || p.H > cpu::kLstmFusedMaxH ||
         p.H % f.lanes)
@@ -74,7 +71,7 @@ struct FusedStep<cpu::LstmKernels, float> {
   void (*step_)(const cpu::LstmFusedStep&) = nullptr;
 };
 
-}  // namespace fusedrnn
+}  // namespace fusedrnn::cpu
 
 TORCH_LIBRARY_IMPL(fusedrnn, CPU, m) {
   using namespace fusedrnn;

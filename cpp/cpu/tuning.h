@@ -13,11 +13,11 @@
 namespace fusedrnn::cpu {
 
 struct Tuning {
-  // Row-parallel time loops (cpu_backend.h RowChunks): fewest batch rows per thread, and the
+  // Row-parallel time loops (cpu_backend.h ThreadRowChunks): fewest batch rows per thread, and the
   // largest step (MFLOP over all rows) that is split by rows rather than by MKL's threads.
   std::atomic<int64_t> chunk_rows{8};
   std::atomic<int64_t> chunk_max_mflop{16};
-  // Recurrent-weight packing (cpu_backend.h WeightGemm): on/off and the fewest steps for it.
+  // Recurrent-weight packing (cpu_backend.h PackedWeightGemm): on/off and the fewest steps for it.
   std::atomic<bool> pack{true};
   std::atomic<int64_t> pack_min_steps{8};
   // The fused small-H float32 LSTM step (lstm_fused.h): on/off.

@@ -24,6 +24,7 @@
 #include "emu_launch.h"
 #include "fusedrnn/aten_gemm.h"
 #include "fusedrnn/dtype_dispatch.h"
+#include "fusedrnn/layer_driver.h"
 #include "fusedrnn/step_args.h"
 
 namespace fusedrnn::emu {
@@ -96,8 +97,15 @@ struct Blas {
   }
 };
 
+// The emulation's policy for the layer drivers (layer_driver.h): the GPU's (one row range, no
+// fused step), with host GEMMs.
 struct Backend {
   using Blas = fusedrnn::emu::Blas;
+  template <class T>
+  using WeightGemm = PlainWeightGemm<Blas, T>;
+  using RowChunks = OneRange;
+  template <class Kern, class T>
+  using FusedStep = NoFusedStep<Kern, T>;
   template <class F>
   static void dispatch(at::ScalarType st, const char* op, F&& f) {
     dispatch_dtype<float, double, at::Half, at::BFloat16>(

@@ -13,9 +13,18 @@
 // read in place unless packed), dx = dGi W_ih only if asked (input_grad), biases = column sums.
 // Inside the loops there are only raw-pointer calls: no allocation, no dispatcher.
 //
-// Backend requirements (Blas): gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
-// in row-major terms, add_rows(rows, cols, a?, b, out) (out = a + b, a may be null) and
-// copy_rows(rows, cols, src, dst), all on the tensors' device and (for CUDA) current stream.
+// Backend policy (the driver's `Be` parameter): a type naming every choice the driver leaves to
+// a backend, so what runs is read where the backend is declared (cpu_backend.h, cuda_backend.h,
+// emu_backend.h):
+//   Be::Blas                      gemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C,
+//                                 ldc) in row-major terms, add_rows(rows, cols, a?, b, out)
+//                                 (out = a + b, a may be null), copy_rows(rows, cols, src, dst),
+//                                 on the tensors' device and (CUDA) current stream;
+//   Be::WeightGemm<T>             the per-step GEMM against a fixed weight (PlainWeightGemm);
+//   Be::RowChunks                 how batch rows split over threads (OneRange: not at all);
+//   Be::FusedStep<Kern, T>        a step fusing the recurrent GEMM into the pointwise pass
+//                                 (NoFusedStep: never);
+//   Be::dispatch(dtype, op, f)    the scalar types it runs.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -56,17 +65,11 @@ struct PlainWeightGemm {
   int64_t ldw_;
 };
 
-template <class Blas, class T>
-struct WeightGemm : PlainWeightGemm<Blas, T> {
-  using PlainWeightGemm<Blas, T>::PlainWeightGemm;
-};
-
 // Batch rows never interact inside a layer's time loop, so a backend may run the loop of
 // disjoint row ranges [b0, b1) concurrently, each over all its steps with no per-step
 // synchronisation (the CPU does for small per-step GEMMs, see cpu_backend.h). `step_flops`
-// is the work of one step over all B rows. Default: one range.
-template <class Blas>
-struct RowChunks {
+// is the work of one step over all B rows. This policy: one range.
+struct OneRange {
   template <class F>
   static void run(int64_t B, double /*step_flops*/, F&& f) {
     f(int64_t(0), B);
@@ -76,10 +79,10 @@ struct RowChunks {
 // A backend may fuse a family's recurrent GEMM into its pointwise pass for some shapes (the
 // CPU does for small-H LSTMs, see cpp/cpu/lstm.cpp). Built once per layer call (it may pack
 // the weights), it then replaces a step's input projection (narrow inputs: x_t is passed),
-// recurrent GEMM and Kern::forward, reading the running h as FwdStep::h. Default: never.
+// recurrent GEMM and Kern::forward, reading the running h as FwdStep::h. This policy: never.
 template <class Kern, class T>
-struct FusedStep {
-  FusedStep(const LayerPlan&, const T* /*w_in*/, int64_t /*KI*/, bool /*per_step*/) {}
+struct NoFusedStep {
+  NoFusedStep(const LayerPlan&, const T* /*w_in*/, int64_t /*KI*/, bool /*per_step*/) {}
   bool active() const { return false; }
   void operator()(const FwdStep<T>&, const T* /*x_t*/) const {}
 };
@@ -213,9 +216,11 @@ struct FwdBuffers {
 // The time loop: per step the recurrent GEMM into hg and one fused pointwise pass (or the
 // backend's fused step instead), then the projection. Rows [b0, b1) of every step run
 // together; state buffers (h, c, hg, per-step xg, hraw) are indexed by batch row.
-template <class Tr, class Kern, class Blas, class T>
-void forward_steps(const LayerPlan& p, const FwdInput& in, const FusedStep<Kern, T>& fused,
-                   FwdBuffers& f) {
+template <class Tr, class Kern, class Be, class T>
+void forward_steps(const LayerPlan& p, const FwdInput& in,
+                   const typename Be::template FusedStep<Kern, T>& fused, FwdBuffers& f) {
+  using Blas = typename Be::Blas;
+  using WeightGemm = typename Be::template WeightGemm<T>;
   const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H, KI = in.KI;
   const bool fuse = fused.active(), per_step = in.per_step;
   const T* xin_p = ptr<T>(in.xin);
@@ -224,9 +229,9 @@ void forward_steps(const LayerPlan& p, const FwdInput& in, const FusedStep<Kern,
   Carry<T>* c_p = ptr<Carry<T>>(f.c);
   T *hg_p = ptr<T>(f.hg), *ws_p = ptr<T>(f.ws), *hraw_p = ptr<T>(f.hraw);
   // Steps = 0 where the fused step replaces them: nothing to pack.
-  const WeightGemm<Blas, T> rec(true, GH, P, ptr<T>(p.w_hh), P, fuse ? 0 : p.T);  // h W_hh^T
-  const WeightGemm<Blas, T> inp(true, GH, KI, ptr<T>(in.win), KI, per_step && !fuse ? p.T : 0);
-  const WeightGemm<Blas, T> prj(true, P, H, ptr<T>(p.w_hr), H, p.T);  // h_raw W_hr^T
+  const WeightGemm rec(true, GH, P, ptr<T>(p.w_hh), P, fuse ? 0 : p.T);  // h W_hh^T
+  const WeightGemm inp(true, GH, KI, ptr<T>(in.win), KI, per_step && !fuse ? p.T : 0);
+  const WeightGemm prj(true, P, H, ptr<T>(p.w_hr), H, p.T);  // h_raw W_hr^T
 
   auto rows_loop = [&](int64_t b0, int64_t b1) {
     T* h_c = h_p + b0 * P;
@@ -264,15 +269,16 @@ void forward_steps(const LayerPlan& p, const FwdInput& in, const FusedStep<Kern,
     }
   };
   const double proj_flops = p.proj ? 2.0 * p.B * P * H : 0.0;
-  RowChunks<Blas>::run(p.B, 2.0 * p.B * GH * (P + (per_step ? KI : 0)) + proj_flops, rows_loop);
+  Be::RowChunks::run(p.B, 2.0 * p.B * GH * (P + (per_step ? KI : 0)) + proj_flops, rows_loop);
 }
 
-template <class Tr, class Kern, class Blas, class T>
+template <class Tr, class Kern, class Be, class T>
 LayerFwdResult layer_forward(const LayerPlan& p) {
+  using Blas = typename Be::Blas;
   const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H;
   const auto opts = p.x.options();
   const FwdInput in = forward_input<Tr, Blas, T>(p);
-  const FusedStep<Kern, T> fused(p, ptr<T>(in.win), in.KI, in.per_step);
+  const typename Be::template FusedStep<Kern, T> fused(p, ptr<T>(in.win), in.KI, in.per_step);
   const bool fuse = fused.active();  // then no hg and no per-step xg buffer
   FwdBuffers f;
   if (in.per_step) {
@@ -292,7 +298,7 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   f.hg = at::empty({fuse ? 0 : p.B, GH}, opts);
   f.ws = at::empty({p.keep_workspace ? p.N : 0, WS}, opts);  // inference: none
   if (p.proj) f.hraw = at::empty({p.B, H}, opts);
-  forward_steps<Tr, Kern, Blas, T>(p, in, fused, f);
+  forward_steps<Tr, Kern, Be, T>(p, in, fused, f);
   LayerFwdResult r;
   r.output = f.out.view(p.out_shape(P));
   r.h_n = f.h;
@@ -369,9 +375,11 @@ void widen_carries(const LayerPlan& p, BwdBuffers& b, const at::Tensor& grad_hn,
 
 // The time loop in reverse: per step one fused pointwise pass (Kern::backward) writes dG's
 // rows, then dh_{t-1} = dG_t W_hh (GRU: added to the direct path z * dh already in carry_h).
-template <class Tr, class Kern, class Blas, class T>
+template <class Tr, class Kern, class Be, class T>
 void backward_steps(const LayerPlan& p, BwdBuffers& b, const at::Tensor& gout,
                     const at::Tensor& out, const at::Tensor& ws) {
+  using Blas = typename Be::Blas;
+  using WeightGemm = typename Be::template WeightGemm<T>;
   const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H, LDG = b.LDG;
   const T *gout_p = ptr<T>(gout), *out_p = ptr<T>(out), *ws_p = ptr<T>(ws);
   const T *hprev_p = ptr<T>(b.hprev), *cprev_p = ptr<T>(b.cprev);
@@ -380,8 +388,8 @@ void backward_steps(const LayerPlan& p, BwdBuffers& b, const at::Tensor& gout,
   Carry<T>* carry_c_p = ptr<Carry<T>>(b.carry_c);
   Carry<T>* dh_f_p = ptr<Carry<T>>(b.dh_f);
   T *dR_p = ptr<T>(b.dR), *hraw_p = ptr<T>(b.hraw), *dhraw_p = ptr<T>(b.dhraw);
-  const WeightGemm<Blas, T> rec(false, P, GH, ptr<T>(p.w_hh), P, p.w_hh_used ? p.T : 0);
-  const WeightGemm<Blas, T> prj(false, H, P, ptr<T>(p.w_hr), H, p.T);  // dh_raw = dr W_hr
+  const WeightGemm rec(false, P, GH, ptr<T>(p.w_hh), P, p.w_hh_used ? p.T : 0);
+  const WeightGemm prj(false, H, P, ptr<T>(p.w_hr), H, p.T);  // dh_raw = dr W_hr
 
   auto rows_loop = [&](int64_t b0, int64_t b1) {
     T* carry_h_c = carry_h_p + b0 * P;
@@ -441,7 +449,7 @@ void backward_steps(const LayerPlan& p, BwdBuffers& b, const at::Tensor& gout,
     }
   };
   const double proj_flops = p.proj ? 2.0 * p.B * P * H : 0.0;
-  RowChunks<Blas>::run(p.B, 2.0 * p.B * GH * P + proj_flops, rows_loop);
+  Be::RowChunks::run(p.B, 2.0 * p.B * GH * P + proj_flops, rows_loop);
   if (!p.w_hh_used) {
     b.carry_h.zero_();  // no hidden gradient was asked for (cells only)
   } else if (b.dh_f.defined()) {
@@ -506,14 +514,14 @@ void bias_grads(const LayerPlan& p, const BwdBuffers& b, LayerBwdResult& r) {
   }
 }
 
-template <class Tr, class Kern, class Blas, class T>
+template <class Tr, class Kern, class Be, class T>
 LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P] or undef */,
                               const at::Tensor& grad_hn, const at::Tensor& grad_cn,
                               const at::Tensor& out /* [N,P] */, const at::Tensor& ws,
                               bool input_grad = true) {
   BwdBuffers b = backward_buffers<Tr>(p, out, ws, grad_hn, grad_cn);
   if constexpr (kWideCarry<T>) widen_carries<Tr, T>(p, b, grad_hn, grad_cn);
-  backward_steps<Tr, Kern, Blas, T>(p, b, gout, out, ws);
+  backward_steps<Tr, Kern, Be, T>(p, b, gout, out, ws);
   LayerBwdResult r;
   weight_grads<Tr>(p, b, out, input_grad, r);
   bias_grads<Tr>(p, b, r);

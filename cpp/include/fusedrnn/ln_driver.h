@@ -1,5 +1,5 @@
 // The time loop of one direction of one LayerNorm LSTM / GRU layer (Ba, Kiros & Hinton 2016,
-// as haste), on the plan, backend policies (Blas, WeightGemm, RowChunks) and backward buffers
+// as haste), on the plan, backend policy (Be: Blas, WeightGemm, RowChunks) and backward buffers
 // of the plain layer driver (layer_driver.h). LN(v; w) = w (v - mean v) / sqrt(var v + 1e-5)
 // over the last dimension, biased variance.
 //   LSTM: a = LN(x W_ih^T; ln_ih) + LN(h W_hh^T; ln_hh) + b_ih + b_hh, gates i f g o;
@@ -42,8 +42,9 @@ void check_ln_weights(LayerPlan& p, bool has_biases) {
   }
 }
 
-template <class Tr, class Kern, class Blas, class T>
+template <class Tr, class Kern, class Be, class T>
 LayerFwdResult ln_layer_forward(const LayerPlan& p) {
+  using Blas = typename Be::Blas;
   const int64_t H = p.H, G = Tr::kGates, GH = G * H, WS = ln_ws_cols(G, H);
   const LnWs L{G, H};
   const auto opts = p.x.options();
@@ -70,7 +71,7 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
   at::Tensor hg = at::empty({p.B, GH}, opts);
   const T *xg_p = ptr<T>(xg), *whh = ptr<T>(p.w_hh);
   T *out_p = ptr<T>(out), *h_p = ptr<T>(h), *c_p = ptr<T>(c), *hg_p = ptr<T>(hg);
-  const WeightGemm<Blas, T> rec(true, GH, H, whh, H, p.T);  // h W_hh^T
+  const typename Be::template WeightGemm<T> rec(true, GH, H, whh, H, p.T);  // h W_hh^T
   auto rows_loop = [&](int64_t b0, int64_t b1) {
     for (int64_t s = 0; s < p.T; ++s) {
       const int64_t t = p.reverse ? p.T - 1 - s : s;
@@ -97,7 +98,7 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
       Kern::template forward<T>(st);
     }
   };
-  RowChunks<Blas>::run(p.B, 2.0 * p.B * GH * H, rows_loop);
+  Be::RowChunks::run(p.B, 2.0 * p.B * GH * H, rows_loop);
   LayerFwdResult r;
   r.output = out.view(p.out_shape(H));
   r.h_n = h;
@@ -112,7 +113,7 @@ inline at::Tensor ln_weight_grad(const at::Tensor& dy, const at::Tensor& xhat) {
   return column_sums(dy * xhat);
 }
 
-template <class Tr, class Kern, class Blas, class T>
+template <class Tr, class Kern, class Be, class T>
 void ln_backward_steps(const LayerPlan& p, BwdBuffers& b, const at::Tensor& gout,
                        const at::Tensor& out, const at::Tensor& ws, at::Tensor& dgn,
                        at::Tensor& dcn) {
@@ -122,7 +123,7 @@ void ln_backward_steps(const LayerPlan& p, BwdBuffers& b, const at::Tensor& gout
   const T *h0_p = ptr<T>(b.h0), *c0_p = ptr<T>(b.c0);
   T *carry_h_p = ptr<T>(b.carry_h), *carry_c_p = ptr<T>(b.carry_c);
   T *dgi_p = ptr<T>(b.dG), *dgh_p = ptr<T>(b.dgh), *dgn_p = ptr<T>(dgn), *dcn_p = ptr<T>(dcn);
-  const WeightGemm<Blas, T> rec(false, H, GH, ptr<T>(p.w_hh), H, p.T);  // dgh W_hh
+  const typename Be::template WeightGemm<T> rec(false, H, GH, ptr<T>(p.w_hh), H, p.T);  // dgh W_hh
   auto rows_loop = [&](int64_t b0, int64_t b1) {
     T* carry_h = carry_h_p + b0 * H;
     for (int64_t s = p.T - 1; s >= 0; --s) {
@@ -168,10 +169,10 @@ void ln_backward_steps(const LayerPlan& p, BwdBuffers& b, const at::Tensor& gout
       rec(rows, dgh_p + off * GH, GH, Tr::kHasCell ? T(0) : T(1), carry_h, H);
     }
   };
-  RowChunks<Blas>::run(p.B, 2.0 * p.B * GH * H, rows_loop);
+  Be::RowChunks::run(p.B, 2.0 * p.B * GH * H, rows_loop);
 }
 
-template <class Tr, class Kern, class Blas, class T>
+template <class Tr, class Kern, class Be, class T>
 LayerBwdResult ln_layer_backward(const LayerPlan& p, const at::Tensor& gout,
                                  const at::Tensor& grad_hn, const at::Tensor& grad_cn,
                                  const at::Tensor& out, const at::Tensor& ws, bool input_grad) {
@@ -182,7 +183,7 @@ LayerBwdResult ln_layer_backward(const LayerPlan& p, const at::Tensor& gout,
   b.dgh = at::empty({p.N, GH}, opts);                                 // d(h W_hh^T)
   at::Tensor dgn = Tr::kHasCell ? b.dG : at::empty({p.N, GH}, opts);  // d(hidden side)
   at::Tensor dcn = Tr::kHasCell ? at::empty({p.N, H}, opts) : at::Tensor();
-  ln_backward_steps<Tr, Kern, Blas, T>(p, b, gout, out, ws, dgn, dcn);
+  ln_backward_steps<Tr, Kern, Be, T>(p, b, gout, out, ws, dgn, dcn);
 
   LayerBwdResult r;
   const at::Tensor xhat = ws.narrow(1, L.xhat(), GH), hhat = ws.narrow(1, L.hhat(), GH);

@@ -31,7 +31,7 @@ LayerFwdResult run_forward(const LayerPlan& p) {
   if (!p.x.is_cpu()) guard.reset_device(p.x.device());
   Backend::dispatch(p.x.scalar_type(), p.op.c_str(), [&](auto tag) {
     using T = decltype(tag);
-    r = layer_forward<Tr, Kern, typename Backend::Blas, T>(p);
+    r = layer_forward<Tr, Kern, Backend, T>(p);
   });
   return r;
 }
@@ -50,7 +50,7 @@ LayerBwdResult run_backward(const LayerPlan& p, const OptT& grad_output, const O
   if (!p.x.is_cpu()) guard.reset_device(p.x.device());
   Backend::dispatch(p.x.scalar_type(), p.op.c_str(), [&](auto tag) {
     using T = decltype(tag);
-    r = layer_backward<Tr, Kern, typename Backend::Blas, T>(p, go, gh, gc, out, w, input_grad);
+    r = layer_backward<Tr, Kern, Backend, T>(p, go, gh, gc, out, w, input_grad);
   });
   return r;
 }

@@ -30,7 +30,7 @@ LayerFwdResult run_ln_forward(LayerPlan p) {
   Backend::dispatch(p.x.scalar_type(), p.op.c_str(), [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>)
-      r = ln_layer_forward<Tr, Kern, typename Backend::Blas, T>(p);
+      r = ln_layer_forward<Tr, Kern, Backend, T>(p);
   });
   return r;
 }
@@ -51,7 +51,7 @@ LayerBwdResult run_ln_backward(LayerPlan p, const OptT& grad_output, const OptT&
   Backend::dispatch(p.x.scalar_type(), p.op.c_str(), [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>)
-      r = ln_layer_backward<Tr, Kern, typename Backend::Blas, T>(p, go, gh, gc, out, w, input_grad);
+      r = ln_layer_backward<Tr, Kern, Backend, T>(p, go, gh, gc, out, w, input_grad);
   });
   return r;
 }
