@@ -5,6 +5,8 @@
 // threads like the other pointwise passes (pointwise.h, over_rows).
 #pragma once
 
+#include <ATen/cpu/vec/functional.h>
+
 #include <cmath>
 
 #include "fusedrnn/ln_step_args.h"
@@ -26,12 +28,9 @@ struct RowSum {
       v = v + x;
     }
   }
-  T total() const {
-    T buf[at::vec::Vectorized<T>::size()];
-    v.store(buf);
-    T r = s;
-    for (int64_t k = 0; k < at::vec::Vectorized<T>::size(); ++k) r += buf[k];
-    return r;
+  T total() const {  // ATen's shuffle-tree horizontal sum (a few instructions per row)
+    using V = at::vec::Vectorized<T>;
+    return s + at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, v);
   }
 };
 
