@@ -85,8 +85,9 @@ struct Blas {
   static void add_rows(int64_t rows, int64_t cols, const T* a, const T* b, T* out) {
     const int64_t n = rows * cols;
     if (out != a && out != b) poison(out, rows, cols, cols);
+    const kernels::AddRows<T> s{n, a, b, out};
     run_grid(n, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
-      kernels::add_rows_body<T, at::opmath_type<T>>(n, a, b, out, blk, thr, l);
+      kernels::add_rows_body<T, at::opmath_type<T>>(s, blk, thr, l);
     });
   }
   template <class T>

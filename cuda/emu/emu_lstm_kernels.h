@@ -1,14 +1,12 @@
-// Host emulation of cuda/lstm.cu: the LSTM kernel bodies (kernels/lstm.cuh) run over the
-// CUDA grid on CPU tensors, registered as torch.ops.fusedrnn_emu.lstm_*.
+// Host emulation of cuda/lstm_kernels.cuh: the LSTM kernel bodies (kernels/lstm.cuh) run over
+// the CUDA grid on CPU tensors, registered by emu_register.cpp as torch.ops.fusedrnn_emu.lstm_*.
 // Forward writes (=) ws [rows, 5H], out, c, h; backward writes (=) dgi [rows, 4H], dc, hraw.
-#include <torch/library.h>
+#pragma once
 
 #include "../kernels/lstm.cuh"
 #include "emu_backend.h"
-#include "fusedrnn/register_family.h"
 
 namespace fusedrnn::emu {
-namespace {
 
 struct LstmKernels {
   template <class T>
@@ -29,10 +27,4 @@ struct LstmKernels {
   }
 };
 
-}  // namespace
 }  // namespace fusedrnn::emu
-
-TORCH_LIBRARY_IMPL(fusedrnn_emu, CPU, m) {
-  using namespace fusedrnn;
-  register_family<Traits<Family::Lstm>, emu::LstmKernels, emu::Backend>(m);
-}

@@ -1,14 +1,13 @@
-// Host emulation of cuda/rnn.cu: the Elman RNN kernel bodies (kernels/rnn.cuh) run over the
-// CUDA grid on CPU tensors, registered as torch.ops.fusedrnn_emu.rnn_{tanh,relu}_*.
+// Host emulation of cuda/rnn_kernels.cuh: the Elman RNN kernel bodies (kernels/rnn.cuh) run
+// over the CUDA grid on CPU tensors, registered by emu_register.cpp as
+// torch.ops.fusedrnn_emu.rnn_{tanh,relu}_*.
 // Forward writes (=) out rows and h; backward writes (=) dgi (see kernels/rnn.cuh).
-#include <torch/library.h>
+#pragma once
 
 #include "../kernels/rnn.cuh"
 #include "emu_backend.h"
-#include "fusedrnn/register_family.h"
 
 namespace fusedrnn::emu {
-namespace {
 
 template <bool kRelu>
 struct RnnKernels {
@@ -28,11 +27,4 @@ struct RnnKernels {
   }
 };
 
-}  // namespace
 }  // namespace fusedrnn::emu
-
-TORCH_LIBRARY_IMPL(fusedrnn_emu, CPU, m) {
-  using namespace fusedrnn;
-  register_family<Traits<Family::RnnTanh>, emu::RnnKernels<false>, emu::Backend>(m);
-  register_family<Traits<Family::RnnRelu>, emu::RnnKernels<true>, emu::Backend>(m);
-}

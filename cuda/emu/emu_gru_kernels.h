@@ -1,15 +1,13 @@
-// Host emulation of cuda/gru.cu: the GRU kernel bodies (kernels/gru.cuh) run over the CUDA
-// grid on CPU tensors, registered as torch.ops.fusedrnn_emu.gru_*.
+// Host emulation of cuda/gru_kernels.cuh: the GRU kernel bodies (kernels/gru.cuh) run over the
+// CUDA grid on CPU tensors, registered by emu_register.cpp as torch.ops.fusedrnn_emu.gru_*.
 // Forward writes (=) ws [rows, 4H], out, h; backward writes (=) dgh [rows, 4H] and
 // dh_carry (in place over dh_b).
-#include <torch/library.h>
+#pragma once
 
 #include "../kernels/gru.cuh"
 #include "emu_backend.h"
-#include "fusedrnn/register_family.h"
 
 namespace fusedrnn::emu {
-namespace {
 
 struct GruKernels {
   template <class T>
@@ -29,10 +27,4 @@ struct GruKernels {
   }
 };
 
-}  // namespace
 }  // namespace fusedrnn::emu
-
-TORCH_LIBRARY_IMPL(fusedrnn_emu, CPU, m) {
-  using namespace fusedrnn;
-  register_family<Traits<Family::Gru>, emu::GruKernels, emu::Backend>(m);
-}
