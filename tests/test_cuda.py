@@ -231,16 +231,19 @@ def test_cuda_graph_capture_and_replay(family):
 
     def step(x, g):
         if family == "lstm":
-            out, hn, cn, ws = ops.lstm_layer(x, None, None, None, w["w_ih"], w["w_hh"],
-                                             w["b_ih"], w["b_hh"], None, False)  # fmt: skip
+            out, hn, cn, ws = ops.lstm_layer(
+                x, None, None, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], None, False
+            )
             grads = ops.lstm_layer_backward(g, None, None, x, None, None, None, w["w_ih"],
                                             w["w_hh"], w["b_ih"], w["b_hh"], None, False,
                                             out, ws)  # fmt: skip
         elif family == "gru":
-            out, hn, ws = ops.gru_layer(x, None, None, w["w_ih"], w["w_hh"], w["b_ih"],
-                                        w["b_hh"], False)  # fmt: skip
-            grads = ops.gru_layer_backward(g, None, x, None, None, w["w_ih"], w["w_hh"],
-                                           w["b_ih"], w["b_hh"], False, out, ws)  # fmt: skip
+            out, hn, ws = ops.gru_layer(
+                x, None, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], False
+            )
+            grads = ops.gru_layer_backward(
+                g, None, x, None, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], False, out, ws
+            )
         else:
             op = getattr(ops, f"{family}_layer")
             out, hn = op(x, None, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], False)
@@ -389,11 +392,14 @@ def test_cuda_graph_capture_packed_and_projected(kind):
     bs = batch_sizes_for(lengths_for(B, T)) if kind == "packed" else None
     shape = (int(bs.sum()), I) if bs is not None else (T, B, I)
     static_x = torch.randn(*shape, device=DEV)
-    static_g = torch.randn(shape[0], P, device=DEV) if bs is not None else torch.randn(T, B, P, device=DEV)  # fmt: skip
+    static_g = (
+        torch.randn(shape[0], P, device=DEV) if bs is not None else torch.randn(T, B, P, device=DEV)
+    )
 
     def step(x, g):
-        out, hn, cn, ws = ops.lstm_layer(x, bs, None, None, w["w_ih"], w["w_hh"], w["b_ih"],
-                                         w["b_hh"], w["w_hr"], False)  # fmt: skip
+        out, hn, cn, ws = ops.lstm_layer(
+            x, bs, None, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], w["w_hr"], False
+        )
         grads = ops.lstm_layer_backward(g, None, None, x, bs, None, None, w["w_ih"], w["w_hh"],
                                         w["b_ih"], w["b_hh"], w["w_hr"], False, out, ws)  # fmt: skip
         return (out, hn, cn, *grads)
