@@ -10,9 +10,6 @@
 #include "rnn_kernels.cuh"
 
 TORCH_LIBRARY_IMPL(fusedrnn, CUDA, m) {
-  using namespace fusedrnn;
-  register_family<Traits<Family::RnnTanh>, gpu::RnnKernels<false>, gpu::Backend>(m);
-  register_family<Traits<Family::RnnRelu>, gpu::RnnKernels<true>, gpu::Backend>(m);
-  register_family<Traits<Family::Lstm>, gpu::LstmKernels, gpu::Backend>(m);
-  register_family<Traits<Family::Gru>, gpu::GruKernels, gpu::Backend>(m);
+  using namespace fusedrnn::gpu;
+  fusedrnn::register_families<RnnKernels, LstmKernels, GruKernels, Backend>(m);
 }

@@ -9,9 +9,6 @@
 #include "rnn_kernels.h"
 
 TORCH_LIBRARY_IMPL(fusedrnn, CPU, m) {
-  using namespace fusedrnn;
-  register_family<Traits<Family::RnnTanh>, cpu::RnnKernels<false>, cpu::Backend>(m);
-  register_family<Traits<Family::RnnRelu>, cpu::RnnKernels<true>, cpu::Backend>(m);
-  register_family<Traits<Family::Lstm>, cpu::LstmKernels, cpu::Backend>(m);
-  register_family<Traits<Family::Gru>, cpu::GruKernels, cpu::Backend>(m);
+  using namespace fusedrnn::cpu;
+  fusedrnn::register_families<RnnKernels, LstmKernels, GruKernels, Backend>(m);
 }

@@ -14,16 +14,12 @@ struct GruKernels {
   static void forward(const FwdStep<T>& s) {
     poison(s.out, s.rows, s.H, s.ld_out);
     poison(s.ws, s.rows, 4 * s.H, s.ld_ws);
-    run_grid(s.rows * s.H, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
-      kernels::gru_forward_body(s, blk, thr, l);
-    });
+    launch_pointwise<&kernels::gru_forward_body<T>>(s.rows * s.H, s);
   }
   template <class T>
   static void backward(const BwdStep<T>& s) {
     poison(s.dgh, s.rows, 4 * s.H, s.ld_dg);
-    run_grid(s.rows * s.H, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
-      kernels::gru_backward_body(s, blk, thr, l);
-    });
+    launch_pointwise<&kernels::gru_backward_body<T>>(s.rows * s.H, s);
   }
 };
 

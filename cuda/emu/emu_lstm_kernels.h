@@ -13,17 +13,13 @@ struct LstmKernels {
   static void forward(const FwdStep<T>& s) {
     poison(s.out, s.rows, s.H, s.ld_out);
     poison(s.ws, s.rows, 5 * s.H, s.ld_ws);
-    run_grid(s.rows * s.H, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
-      kernels::lstm_forward_body(s, blk, thr, l);
-    });
+    launch_pointwise<&kernels::lstm_forward_body<T>>(s.rows * s.H, s);
   }
   template <class T>
   static void backward(const BwdStep<T>& s) {
     poison(s.dgi, s.rows, 4 * s.H, 4 * s.H);
     poison(s.hraw, s.rows, s.H, s.H);
-    run_grid(s.rows * s.H, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
-      kernels::lstm_backward_body(s, blk, thr, l);
-    });
+    launch_pointwise<&kernels::lstm_backward_body<T>>(s.rows * s.H, s);
   }
 };
 

@@ -10,9 +10,6 @@
 #include "fusedrnn/register_family.h"
 
 TORCH_LIBRARY_IMPL(fusedrnn_emu, CPU, m) {
-  using namespace fusedrnn;
-  register_family<Traits<Family::RnnTanh>, emu::RnnKernels<false>, emu::Backend>(m);
-  register_family<Traits<Family::RnnRelu>, emu::RnnKernels<true>, emu::Backend>(m);
-  register_family<Traits<Family::Lstm>, emu::LstmKernels, emu::Backend>(m);
-  register_family<Traits<Family::Gru>, emu::GruKernels, emu::Backend>(m);
+  using namespace fusedrnn::emu;
+  fusedrnn::register_families<RnnKernels, LstmKernels, GruKernels, Backend>(m);
 }

@@ -14,16 +14,12 @@ struct RnnKernels {
   template <class T>
   static void forward(const FwdStep<T>& s) {
     poison(s.out, s.rows, s.H, s.ld_out);
-    run_grid(s.rows * s.H, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
-      kernels::rnn_forward_body<kRelu>(s, blk, thr, l);
-    });
+    launch_pointwise<&kernels::rnn_forward_body<kRelu, T>>(s.rows * s.H, s);
   }
   template <class T>
   static void backward(const BwdStep<T>& s) {
     poison(s.dgi, s.rows, s.H, s.H);
-    run_grid(s.rows * s.H, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
-      kernels::rnn_backward_body<kRelu>(s, blk, thr, l);
-    });
+    launch_pointwise<&kernels::rnn_backward_body<kRelu, T>>(s.rows * s.H, s);
   }
 };
 
