@@ -19,6 +19,8 @@
 #include <tuple>
 #include <vector>
 
+#include "fusedrnn/schemas.h"
+
 namespace fusedrnn {
 namespace {
 
@@ -281,12 +283,7 @@ constexpr char kGru[] = "gru";
 
 TORCH_LIBRARY_FRAGMENT(fusedrnn, m) {
   for (const char* f : {"rnn_tanh", "rnn_relu", "lstm", "gru"}) {
-    const std::string n = f;
-    m.def((n + "_stack_autograd(Tensor input, Tensor? batch_sizes, Tensor? hx, Tensor? cx, "
-               "Tensor[] weights, bool has_biases, int num_layers, bool bidirectional, "
-               "float dropout, bool train) -> (Tensor output, Tensor h_n, Tensor c_n, "
-               "Tensor[] saved)")
-              .c_str(),
+    m.def(fusedrnn::stack_schema(std::string(f) + "_stack_autograd", "").c_str(),
           {at::Tag::nondeterministic_seeded});
   }
   m.def(

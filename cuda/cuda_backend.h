@@ -34,20 +34,23 @@ inline int64_t max_pointwise_blocks() {
   return int64_t(prop->multiProcessorCount) * (per_sm > 0 ? per_sm : 1);
 }
 
-// Launches `kernel(args..., launch)` over n elements on the current stream (nothing if n = 0).
-template <class... KArgs, class... Args>
-void launch_pointwise(void (*kernel)(KArgs...), int64_t n, Args&&... args) {
-  if (n <= 0) return;
-  const kernels::Launch l = kernels::pointwise_launch(n, kernels::kThreads, max_pointwise_blocks());
-  kernel<<<dim3(unsigned(l.blocks)), dim3(unsigned(l.threads)), 0,
-           at::cuda::getCurrentCUDAStream()>>>(std::forward<Args>(args)..., l);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+// The one __global__ of the fused pointwise passes: Body, a kernel body of kernels/*.cuh
+// (also run by the host emulation), over the grid on its argument struct (FwdStep, BwdStep,
+// AddRows), e.g. pointwise_kernel<&kernels::lstm_forward_body<float>, FwdStep<float>>.
+template <auto Body, class Args>
+__global__ void __launch_bounds__(kernels::kThreads)
+    pointwise_kernel(Args args, kernels::Launch l) {
+  Body(args, blockIdx.x, threadIdx.x, l);
 }
 
-template <class T>
-__global__ void __launch_bounds__(kernels::kThreads)
-    add_rows_kernel(int64_t n, const T* a, const T* b, T* out, kernels::Launch l) {
-  kernels::add_rows_body<T, at::opmath_type<T>>(n, a, b, out, blockIdx.x, threadIdx.x, l);
+// Launches Body over n elements on the current stream (nothing if n = 0).
+template <auto Body, class Args>
+void launch_pointwise(int64_t n, const Args& args) {
+  if (n <= 0) return;
+  const kernels::Launch l = kernels::pointwise_launch(n, kernels::kThreads, max_pointwise_blocks());
+  pointwise_kernel<Body, Args><<<dim3(unsigned(l.blocks)), dim3(unsigned(l.threads)), 0,
+                                 at::cuda::getCurrentCUDAStream()>>>(args, l);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // torch's cuBLAS handle for the current stream, fetched once per layer call (not per GEMM:
@@ -125,7 +128,9 @@ struct Blas {
   // out[rows, cols] = a + b (a may be null); all contiguous.
   template <class T>
   static void add_rows(int64_t rows, int64_t cols, const T* a, const T* b, T* out) {
-    launch_pointwise(&add_rows_kernel<T>, rows * cols, rows * cols, a, b, out);
+    using A = at::opmath_type<T>;  // (no `>>>` after a template argument list in CUDA code)
+    launch_pointwise<&kernels::add_rows_body<T, A>>(rows * cols,
+                                                    kernels::AddRows<T>{rows * cols, a, b, out});
   }
 
   template <class T>

@@ -54,6 +54,10 @@ def short(name: str) -> str:
     name = re.sub(r"\(anonymous namespace\)::", "", name)
     name = re.sub(r"fusedrnn::(gpu::|kernels::)?", "", name)
     name = name.replace("c10::", "")
+    # pointwise_kernel<&(void body<...>(params)), Args>(...): the body names the kernel
+    m = re.match(r"pointwise_kernel<&\(void ([^(]+)\(", name)
+    if m:
+        return m.group(1)
     return re.sub(r"\(.*\)$", "", name)
 
 
@@ -104,13 +108,14 @@ def main(argv: list[str]) -> int:
     for r, d in zip(rows, demangle([r["kernel"] for r in rows])):
         r["name"] = short(d)
     w = max(len(r["name"]) for r in rows)
+    fw = max(len(r["file"]) for r in rows)
     print(
-        f"{'file':<9} {'kernel':<{w}} {'arch':<6} {'regs':>4} {'stack':>5} "
+        f"{'file':<{fw}} {'kernel':<{w}} {'arch':<6} {'regs':>4} {'stack':>5} "
         f"{'spill st/ld':>11} {'smem':>5}"
     )
     for r in sorted(rows, key=lambda r: (r["file"], r["name"], r["arch"])):
         print(
-            f"{r['file']:<9} {r['name']:<{w}} {r['arch']:<6} {r['regs']:>4} {r['stack']:>5} "
+            f"{r['file']:<{fw}} {r['name']:<{w}} {r['arch']:<6} {r['regs']:>4} {r['stack']:>5} "
             f"{str(r['spill_st']) + '/' + str(r['spill_ld']):>11} {r['smem']:>5}"
         )
     spills = [r for r in rows if r["spill_st"] or r["spill_ld"]]

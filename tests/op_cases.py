@@ -1,7 +1,12 @@
-"""Random arguments for the fused layer/cell ops, shared by the op tests."""
+"""Helpers shared by the tests: the families, packed-sequence lengths, relative errors, fresh
+processes, and random arguments for the fused layer/cell ops."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +28,26 @@ def lengths_for(B: int, T: int) -> list[int]:
 def batch_sizes_for(lengths: list[int]) -> torch.Tensor:
     T = max(lengths) if lengths else 0
     return torch.tensor([sum(1 for n in lengths if n > t) for t in range(T)], dtype=torch.long)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b| in float64: the error of a relative to the reference b."""
+    b = b.double()
+    return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def run_script(script: str, env: dict[str, str], timeout: float) -> dict:
+    """Runs `python -c script` in a fresh process with env (for settings read once per
+    process) and tests/ importable (`from op_cases import rel_err`); returns the JSON object
+    of its last output line."""
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join(p for p in (tests_dir, env.get("PYTHONPATH")) if p)
+    env = dict(env, PYTHONPATH=path)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @dataclass

@@ -4,10 +4,7 @@ registers, feeding the gate math) gives torch.nn's results, forward and through 
 vector width (16 on AVX-512, 8 on AVX2) up to 128, and more than one step; everything else
 takes the BLAS + pointwise path, which the same checks cover."""
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,9 +12,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
 
-
-def _rel(a, b):
-    return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+from op_cases import rel_err, run_script
 
 
 def _max_error(H, I, B, T=5, bias=True, layers=1, bidirectional=False, lengths=None, seed=0):
@@ -44,8 +39,8 @@ def _max_error(H, I, B, T=5, bias=True, layers=1, bidirectional=False, lengths=N
     grads_f = torch.autograd.grad(
         outs_f, leaves_f + list(fused.parameters()), [s.float() for s in seeds]
     )
-    errs = [_rel(f, r) for f, r in zip(outs_f, outs_r)]
-    errs += [_rel(f, r) for f, r in zip(grads_f, grads_r)]
+    errs = [rel_err(f, r) for f, r in zip(outs_f, outs_r)]
+    errs += [rel_err(f, r) for f, r in zip(grads_f, grads_r)]
     return max(errs)
 
 
@@ -74,6 +69,7 @@ def test_fused_lstm_large_step_splits_rows():
 
 SCRIPT = r"""
 import json, os, torch, fusedrnn
+from op_cases import rel_err
 torch.set_num_threads(int(os.environ["TEST_THREADS"]))
 torch.manual_seed(0)
 m = fusedrnn.LSTM(1, 32, 2)
@@ -84,8 +80,7 @@ ref = torch.nn.LSTM(1, 32, 2).double()
 ref.load_state_dict({k: v.double() for k, v in m.state_dict().items()})
 with torch.no_grad():
     yr, (hr, cr) = ref(x.double())
-err = max(((a.double() - b).abs().max() / b.abs().max()).item()
-          for a, b in ((y, yr), (h, hr), (c, cr)))
+err = max(rel_err(a, b) for a, b in ((y, yr), (h, hr), (c, cr)))
 print(json.dumps({"err": err, "y": y.flatten()[:4096].tolist()}))
 """
 
@@ -95,11 +90,7 @@ def _run(cap, no_fuse, threads=2):
     env.update(ATEN_CPU_CAPABILITY=cap, TEST_THREADS=str(threads))
     if no_fuse:
         env["FUSEDRNN_NO_FUSE"] = "1"
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_script(SCRIPT, env, timeout=300)
 
 
 def _cpu_has(cap):

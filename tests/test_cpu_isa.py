@@ -2,17 +2,17 @@
 forces one) gives torch.nn's results (the LayerNorm families: the reference's). Each runs in a fresh process, since the table is
 chosen once per process."""
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 import fusedrnn
 
+from op_cases import run_script
+
 SCRIPT = r"""
 import json, torch, fusedrnn
+from op_cases import rel_err
 torch.manual_seed(0)
 errs = {}
 for dtype in (torch.float32, torch.float64):
@@ -25,8 +25,8 @@ for dtype in (torch.float32, torch.float64):
         g = torch.randn_like(y_t)
         gt = torch.autograd.grad(y_t, [x, *m.parameters()], g)
         gf = torch.autograd.grad(y_f, [x, *f.parameters()], g)
-        rel = lambda a, b: ((a - b).abs().max() / b.abs().max()).item()
-        errs[f"{name}-{dtype}"] = max([rel(y_f, y_t)] + [rel(a, b) for a, b in zip(gf, gt)])
+        errs[f"{name}-{dtype}"] = max(
+            [rel_err(y_f, y_t)] + [rel_err(a, b) for a, b in zip(gf, gt)])
     # LayerNorm families (ln_pointwise.h) against the readable reference
     for name, cls in (("lnlstm", fusedrnn.LayerNormLSTM), ("lngru", fusedrnn.LayerNormGRU)):
         f = cls(3, 37, num_layers=2, bidirectional=True).to(dtype)
@@ -46,7 +46,8 @@ for dtype in (torch.float32, torch.float64):
         gt = torch.autograd.grad(y_t, [x64, *w64], g)
         gf = [t.double() for t in torch.autograd.grad(y_f, [x, *f._flat_weights], g.to(dtype))]
         y_f = y_f.double()
-        errs[f"{name}-{dtype}"] = max([rel(y_f, y_t)] + [rel(a, b) for a, b in zip(gf, gt)])
+        errs[f"{name}-{dtype}"] = max(
+            [rel_err(y_f, y_t)] + [rel_err(a, b) for a, b in zip(gf, gt)])
 print(json.dumps({"isa": fusedrnn.build_info()["cpu_kernels"], "errs": errs}))
 """
 
@@ -66,9 +67,7 @@ def test_kernel_table_matches_torch(cap):
     if cap not in _available():
         pytest.skip(f"this CPU lacks {cap}")
     env = dict(os.environ, ATEN_CPU_CAPABILITY=cap, OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=300, check=True)  # fmt: skip
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = run_script(SCRIPT, env, timeout=300)
     assert res["isa"] == cap.upper()
     for key, err in res["errs"].items():
         tol = (5e-5 if key.startswith("ln") else 1e-5) if "float32" in key else 1e-11

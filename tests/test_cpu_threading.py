@@ -3,20 +3,19 @@ runs all steps of its own batch rows; forced here down to one row per thread, wi
 chunks) and the row-split pointwise pass of large steps. The thresholds are read once per
 process from the environment, so each configuration runs in a fresh process."""
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
+
+from op_cases import run_script
 
 SCRIPT = r"""
 import json, os, torch, fusedrnn
 from torch.nn.utils.rnn import pack_padded_sequence
 torch.set_num_threads(int(os.environ["TEST_THREADS"]))
 torch.manual_seed(0)
+from op_cases import rel_err
 errs = {}
-rel = lambda a, b: ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
 def compare(key, m, x, hx=None, lengths=None):
     f = fusedrnn.from_torch(m)
@@ -33,8 +32,8 @@ def compare(key, m, x, hx=None, lengths=None):
     leaves = [x] + ([hx] if torch.is_tensor(hx) else list(hx or ()))
     gt = torch.autograd.grad(outs_t, leaves + params, gs, retain_graph=True)
     gf = torch.autograd.grad(outs_f, leaves + list(f.parameters()), gs)
-    errs[key] = max([rel(a, b) for a, b in zip(outs_f, outs_t)]
-                    + [rel(a, b) for a, b in zip(gf, gt)])
+    errs[key] = max([rel_err(a, b) for a, b in zip(outs_f, outs_t)]
+                    + [rel_err(a, b) for a, b in zip(gf, gt)])
 
 d = torch.float64
 B, T, I, H = 7, 6, 3, 5
@@ -75,9 +74,7 @@ CONFIGS = {
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 def test_threaded_paths_match_torch(config):
     env = dict(os.environ, **CONFIGS[config])
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=600, check=True)  # fmt: skip
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = run_script(SCRIPT, env, timeout=600)
     assert res["threads"] == int(CONFIGS[config]["TEST_THREADS"])
     assert len(res["errs"]) == 6 * 3 + 3
     for key, err in res["errs"].items():

@@ -13,6 +13,8 @@ from torch import nn
 
 import fusedrnn
 
+from op_cases import FAMILIES, GATES, batch_sizes_for, lengths_for
+
 ops = torch.ops.fusedrnn
 
 
@@ -38,20 +40,6 @@ def _no_tf32():
         torch.backends.cuda.matmul.allow_tf32 = False
         yield
         torch.backends.cuda.matmul.allow_tf32 = old
-
-
-FAMILIES = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
-
-
-def _lengths(B, T):
-    return [max(1, T - (i * T) // B) for i in range(B)]
-
-
-def _batch_sizes(lengths):
-    return torch.tensor(
-        [sum(1 for n in lengths if n > t) for t in range(max(lengths))], dtype=torch.long
-    )
 
 
 def _weights(family, I, H, P, bias, dtype, device, requires_grad=False, scale=0.5):
@@ -89,7 +77,7 @@ def test_gradcheck_layer_cuda(family, proj, packed, reverse):
     T, B, I, H = 4, 3, 3, 5
     P = proj or H
     w = _weights(family, I, H, P, True, torch.float64, DEV, requires_grad=True)
-    bs = _batch_sizes(_lengths(B, T)) if packed else None
+    bs = batch_sizes_for(lengths_for(B, T)) if packed else None
     shape = (int(bs.sum()), I) if packed else (T, B, I)
     x = torch.randn(*shape, dtype=torch.float64, device=DEV, requires_grad=True)
     h0 = torch.randn(B, P, dtype=torch.float64, device=DEV, requires_grad=True)
@@ -131,7 +119,7 @@ def test_matches_cpu_ops_float64(family, proj, packed, reverse):
     T, B, I, H = 9, 37, 13, 67  # rows * H not a multiple of the block size
     P = proj or H
     w = _weights(family, I, H, P, True, torch.float64, DEV, requires_grad=True)
-    bs = _batch_sizes(_lengths(B, T)) if packed else None
+    bs = batch_sizes_for(lengths_for(B, T)) if packed else None
     shape = (int(bs.sum()), I) if packed else (T, B, I)
     x = torch.randn(*shape, dtype=torch.float64, device=DEV, requires_grad=True)
     h0 = torch.randn(B, P, dtype=torch.float64, device=DEV, requires_grad=True)
@@ -220,7 +208,7 @@ def test_low_precision_error_within_2x_of_torch(family, dtype):
 def test_packed_matches_cudnn():
     T, B, I, H = 7, 5, 6, 9
     m = _nn_module("lstm", I, H, H, torch.float32)
-    lengths = _lengths(B, T)
+    lengths = lengths_for(B, T)
     x = torch.randn(T, B, I, device=DEV)
     packed = nn.utils.rnn.pack_padded_sequence(x, lengths)
     ref_out, (ref_h, ref_c) = m(packed)
@@ -243,16 +231,19 @@ def test_cuda_graph_capture_and_replay(family):
 
     def step(x, g):
         if family == "lstm":
-            out, hn, cn, ws = ops.lstm_layer(x, None, None, None, w["w_ih"], w["w_hh"],
-                                             w["b_ih"], w["b_hh"], None, False)  # fmt: skip
+            out, hn, cn, ws = ops.lstm_layer(
+                x, None, None, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], None, False
+            )
             grads = ops.lstm_layer_backward(g, None, None, x, None, None, None, w["w_ih"],
                                             w["w_hh"], w["b_ih"], w["b_hh"], None, False,
                                             out, ws)  # fmt: skip
         elif family == "gru":
-            out, hn, ws = ops.gru_layer(x, None, None, w["w_ih"], w["w_hh"], w["b_ih"],
-                                        w["b_hh"], False)  # fmt: skip
-            grads = ops.gru_layer_backward(g, None, x, None, None, w["w_ih"], w["w_hh"],
-                                           w["b_ih"], w["b_hh"], False, out, ws)  # fmt: skip
+            out, hn, ws = ops.gru_layer(
+                x, None, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], False
+            )
+            grads = ops.gru_layer_backward(
+                g, None, x, None, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], False, out, ws
+            )
         else:
             op = getattr(ops, f"{family}_layer")
             out, hn = op(x, None, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], False)
@@ -398,14 +389,17 @@ def test_cuda_graph_capture_packed_and_projected(kind):
     T, B, I, H = 6, 5, 4, 16
     P = 7 if kind == "projected" else H
     w = _weights("lstm", I, H, P, True, torch.float32, DEV)
-    bs = _batch_sizes(_lengths(B, T)) if kind == "packed" else None
+    bs = batch_sizes_for(lengths_for(B, T)) if kind == "packed" else None
     shape = (int(bs.sum()), I) if bs is not None else (T, B, I)
     static_x = torch.randn(*shape, device=DEV)
-    static_g = torch.randn(shape[0], P, device=DEV) if bs is not None else torch.randn(T, B, P, device=DEV)  # fmt: skip
+    static_g = (
+        torch.randn(shape[0], P, device=DEV) if bs is not None else torch.randn(T, B, P, device=DEV)
+    )
 
     def step(x, g):
-        out, hn, cn, ws = ops.lstm_layer(x, bs, None, None, w["w_ih"], w["w_hh"], w["b_ih"],
-                                         w["b_hh"], w["w_hr"], False)  # fmt: skip
+        out, hn, cn, ws = ops.lstm_layer(
+            x, bs, None, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], w["w_hr"], False
+        )
         grads = ops.lstm_layer_backward(g, None, None, x, bs, None, None, w["w_ih"], w["w_hh"],
                                         w["b_ih"], w["b_hh"], w["w_hr"], False, out, ws)  # fmt: skip
         return (out, hn, cn, *grads)

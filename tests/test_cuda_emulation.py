@@ -18,6 +18,8 @@ import torch
 
 import fusedrnn  # noqa: F401  (loads the extension)
 
+from op_cases import FAMILIES, GATES, batch_sizes_for, lengths_for
+
 ops = torch.ops.fusedrnn
 
 
@@ -33,8 +35,6 @@ pytestmark = pytest.mark.skipif(
     not _emu_available(), reason="extension built without FUSEDRNN_EMU (host emulation)"
 )
 
-FAMILIES = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 # (threads, max_blocks, reverse): the GPU launch; a 2-block grid that grid-strides; odd
 # block size, reversed order, single block.
 GEOMETRIES = [(256, 1056, False), (32, 2, False), (7, 3, True), (64, 1, True)]
@@ -61,23 +61,13 @@ def geometry(request):
     torch.ops.fusedrnn_emu.set_launch(*DEFAULT_GEOMETRY)
 
 
-def _lengths(B: int, T: int) -> list[int]:
-    return [max(1, T - (i * T) // B) for i in range(B)]
-
-
-def _batch_sizes(lengths: list[int]) -> torch.Tensor:
-    return torch.tensor(
-        [sum(1 for n in lengths if n > t) for t in range(max(lengths))], dtype=torch.long
-    )
-
-
 def _layer_args(family, T, B, I, H, bias, h0, packed, reverse, proj, dtype):
     G, P = GATES[family], proj or H
 
     def rnd(*shape):
         return torch.randn(*shape, dtype=dtype) * 0.5
 
-    bs = _batch_sizes(_lengths(B, T)) if packed else None
+    bs = batch_sizes_for(lengths_for(B, T)) if packed else None
     x = rnd(int(bs.sum()), I) if packed else rnd(T, B, I)
     a = dict(
         input=x,

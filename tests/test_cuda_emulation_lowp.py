@@ -107,8 +107,10 @@ _PARAMS = [(f, c) for f in ("rnn_tanh", "lstm", "gru") for c in LAYER_CONFIGS] +
 )
 def test_short_layers_match_float32(family, config, dtype):
     a = _layer_args(family, *config, dtype)
-    a32 = {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
-           for k, v in a.items()}  # fmt: skip
+    a32 = {
+        k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+        for k, v in a.items()
+    }
     fwd = _layer_forward(emu, family, a)
     ref = _layer_forward(torch.ops.fusedrnn, family, a32)
     tol = dict(rtol=2e-2, atol=2e-2) if dtype == torch.float16 else dict(rtol=8e-2, atol=8e-2)
@@ -121,5 +123,6 @@ def test_short_layers_match_float32(family, config, dtype):
     for i, (o, r) in enumerate(zip(bwd, bref, strict=True)):
         assert not torch.isnan(o).any(), f"backward[{i}]: NaN"
         scale = max(r.abs().max().item(), 1.0) if r.numel() else 1.0
-        torch.testing.assert_close(o.float() / scale, r / scale, **tol,
-                                   msg=lambda m: f"backward[{i}]: {m}")  # fmt: skip
+        torch.testing.assert_close(
+            o.float() / scale, r / scale, **tol, msg=lambda m: f"backward[{i}]: {m}"
+        )

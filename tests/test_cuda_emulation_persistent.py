@@ -80,9 +80,10 @@ def test_matches_layer_op_float64(geometry, family, reverse, blocks):
 
 
 @pytest.mark.parametrize(
-    "dtype,tol", [(torch.float32, 2e-5), (torch.float16, 2e-2), (torch.bfloat16, 6e-2)],
+    "dtype,tol",
+    [(torch.float32, 2e-5), (torch.float16, 2e-2), (torch.bfloat16, 6e-2)],
     ids=["f32", "f16", "bf16"],
-)  # fmt: skip
+)
 @pytest.mark.parametrize("family", ["lstm", "gru"])
 def test_matches_layer_op_low_precision(family, dtype, tol):
     a = _case(family, 12, 4, 6, 24, dtype, bias=family == "lstm", states=family == "gru")

@@ -51,8 +51,9 @@ def test_macro_f1():
 def test_packed_model_matches_torch_nn_and_ignores_padding():
     torch.manual_seed(0)
     m = S.TextClassifier(20, "gru", embed=5, hidden=4, layers=2, bidirectional=True, dropout=0.0)
-    ref = S.TextClassifier(20, "gru", embed=5, hidden=4, layers=2, bidirectional=True,
-                           dropout=0.0, backend=torch.nn)  # fmt: skip
+    ref = S.TextClassifier(
+        20, "gru", embed=5, hidden=4, layers=2, bidirectional=True, dropout=0.0, backend=torch.nn
+    )
     ref.load_state_dict(m.state_dict())
     assert isinstance(m.rnn, fusedrnn.GRU)
     x = torch.tensor([[3, 4, 5, 0, 0], [6, 7, 8, 9, 2]])
@@ -107,8 +108,10 @@ def test_two_class_macro_f1_is_over_two_classes():
 def test_cli_sentiment_two_classes_writes_plots(tmp_path, capsys):
     data = _two_class_file(tmp_path / "pn.tsv")
     out = tmp_path / "out"
-    assert main(["sentiment", "--quick", "--cells", "gru", "--data", str(data),
-                 "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(["sentiment", "--quick", "--cells", "gru", "--data", str(data), "--out", str(out)])
+        == 0
+    )
     assert "2 classes neg" in capsys.readouterr().out
     res = json.loads((out / "results.json").read_text())
     assert res["classes"] == ["neg", "pos"]
@@ -126,7 +129,7 @@ def test_cli_sentiment_two_classes_writes_plots(tmp_path, capsys):
         ("--epochs", "0"),
         ("--dropout", "1.5"),
         ("--threads", "-2"),
-    ],  # fmt: skip
+    ],
 )
 def test_cli_sentiment_checks_arguments(tmp_path, capsys, flag, value):
     with pytest.raises(SystemExit):

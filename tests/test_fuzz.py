@@ -56,7 +56,7 @@ def _draw_module_case(rng: random.Random) -> dict:
         "T": rng.choice([1, 2, 4, 7]),
         "input": rng.choice(
             ["dense", "unbatched", "packed_sorted", "packed_unsorted", "noncontiguous", "expanded"]
-        ),  # fmt: skip
+        ),
         "hx": rng.random() < 0.5,
         "seed": rng.randrange(1 << 30),
     }
@@ -207,9 +207,7 @@ def test_module_forward_mode_matches_torch(cfg):
             def g_(x, *pv, f=f, keys=keys):
                 return f(x, dict(zip(keys, pv)))
 
-            out = torch.autograd.functional.jvp(
-                g_, (x, *params.values()), (tx, *tparams.values())
-            )  # fmt: skip
+            out = torch.autograd.functional.jvp(g_, (x, *params.values()), (tx, *tparams.values()))
             results.append(out)
         else:
             results.append(torch.func.jvp(f, (x, params), (tx, tparams)))
@@ -225,18 +223,20 @@ def _cell_cases():
     rng = random.Random(7)
     out = []
     for _ in range(N_CASES):
-        out.append({
-            "kind": rng.choice(list(CELLS)),
-            "I": rng.choice([1, 3, 4]),
-            "H": rng.choice([1, 2, 5, 33]),
-            "B": rng.choice([1, 3]),
-            "bias": rng.random() < 0.7,
-            "relu": rng.random() < 0.3,
-            "unbatched": rng.random() < 0.3,
-            "hx": rng.random() < 0.5,
-            "dtype": torch.float64 if rng.random() < 0.75 else torch.float32,
-            "seed": rng.randrange(1 << 30),
-        })  # fmt: skip
+        out.append(
+            {
+                "kind": rng.choice(list(CELLS)),
+                "I": rng.choice([1, 3, 4]),
+                "H": rng.choice([1, 2, 5, 33]),
+                "B": rng.choice([1, 3]),
+                "bias": rng.random() < 0.7,
+                "relu": rng.random() < 0.3,
+                "unbatched": rng.random() < 0.3,
+                "hx": rng.random() < 0.5,
+                "dtype": torch.float64 if rng.random() < 0.75 else torch.float32,
+                "seed": rng.randrange(1 << 30),
+            }
+        )
     return out
 
 

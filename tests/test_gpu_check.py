@@ -25,8 +25,11 @@ def _probe(tmp_path, smi_script):
     env = dict(os.environ, PATH=str(bindir))
     return subprocess.run(
         [sys.executable, str(ROOT / "cuda" / "gpu_check.py"), "--probe"],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize(

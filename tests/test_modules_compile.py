@@ -27,8 +27,9 @@ class Seq(nn.Module):
     def __init__(self, kind: str):
         super().__init__()
         if kind == "lstm":
-            self.rnn = fusedrnn.LSTM(3, 5, num_layers=2, bidirectional=True, batch_first=True,
-                                     proj_size=2)  # fmt: skip
+            self.rnn = fusedrnn.LSTM(
+                3, 5, num_layers=2, bidirectional=True, batch_first=True, proj_size=2
+            )
             out = 4
         elif kind == "gru":
             self.rnn = fusedrnn.GRU(3, 5, num_layers=2, batch_first=True)
@@ -150,8 +151,9 @@ def test_compile_inductor_forward_backward():
 class Tagger(nn.Module):
     def __init__(self):
         super().__init__()
-        self.lstm = fusedrnn.LSTM(3, 6, num_layers=2, bidirectional=True, batch_first=True,
-                                  proj_size=2, dropout=0.3)  # fmt: skip
+        self.lstm = fusedrnn.LSTM(
+            3, 6, num_layers=2, bidirectional=True, batch_first=True, proj_size=2, dropout=0.3
+        )
         self.gru = fusedrnn.GRU(4, 5, batch_first=True)
         self.cell = fusedrnn.GRUCell(5, 5)
 
@@ -167,8 +169,11 @@ def test_export_eval_model_dynamic_batch():
     batch = torch.export.Dim("batch", min=1)
     ep = torch.export.export(model, (torch.randn(2, 4, 3),), dynamic_shapes={"x": {0: batch}})
     targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
-    assert {"fusedrnn.lstm_stack.default", "fusedrnn.gru_stack.default",
-            "fusedrnn.gru_cell.default"} <= targets  # fmt: skip
+    assert {
+        "fusedrnn.lstm_stack.default",
+        "fusedrnn.gru_stack.default",
+        "fusedrnn.gru_cell.default",
+    } <= targets
     for B in (1, 5):
         x = torch.randn(B, 4, 3)
         for a, b in zip(ep.module()(x), model(x)):

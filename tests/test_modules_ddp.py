@@ -24,8 +24,9 @@ GLOBAL_B = 4
 class Model(nn.Module):
     def __init__(self):
         super().__init__()
-        self.lstm = fusedrnn.LSTM(3, 6, num_layers=2, bidirectional=True, batch_first=True,
-                                  proj_size=2)  # fmt: skip
+        self.lstm = fusedrnn.LSTM(
+            3, 6, num_layers=2, bidirectional=True, batch_first=True, proj_size=2
+        )
         self.gru = fusedrnn.GRU(4, 5, batch_first=True)
         self.cell = fusedrnn.GRUCell(5, 5)
         self.head = nn.Linear(5, 1)
@@ -61,8 +62,7 @@ def _train(model, xs, ys, rank=0, world=1):
 
 def _worker(rank, init_file, out_file):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD)  # fmt: skip
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         ddp = nn.parallel.DistributedDataParallel(_model())
         xs, ys = _data()

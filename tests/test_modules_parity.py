@@ -124,8 +124,10 @@ def _check_case(case, dtype):
     if packed:
         assert isinstance(f_res[0], PackedSequence)
         assert torch.equal(f_res[0].batch_sizes, t_res[0].batch_sizes)
-        for a, b in ((f_res[0].sorted_indices, t_res[0].sorted_indices),
-                     (f_res[0].unsorted_indices, t_res[0].unsorted_indices)):  # fmt: skip
+        for a, b in (
+            (f_res[0].sorted_indices, t_res[0].sorted_indices),
+            (f_res[0].unsorted_indices, t_res[0].unsorted_indices),
+        ):
             assert (a is None and b is None) or torch.equal(a, b)
     t_flat = _flat(t_res, packed, lstm)
     f_flat = _flat(f_res, packed, lstm)
@@ -202,10 +204,12 @@ def test_cell_parity(cell, H, bias, use_hx, unbatched, dtype):
         assert a.shape == b.shape
         _assert_close(a, b, dtype, "output")
     ws = [torch.randn_like(t) for t in t_out]
-    t_g = torch.autograd.grad(sum((t * w).sum() for t, w in zip(t_out, ws)),
-                              leaves + list(tmod.parameters()))  # fmt: skip
-    f_g = torch.autograd.grad(sum((t * w).sum() for t, w in zip(f_out, ws)),
-                              leaves + list(fmod.parameters()))  # fmt: skip
+    t_g = torch.autograd.grad(
+        sum((t * w).sum() for t, w in zip(t_out, ws)), leaves + list(tmod.parameters())
+    )
+    f_g = torch.autograd.grad(
+        sum((t * w).sum() for t, w in zip(f_out, ws)), leaves + list(fmod.parameters())
+    )
     for a, b in zip(f_g, t_g):
         _assert_close(a, b, dtype, "grad")
 

@@ -89,8 +89,9 @@ def test_cell_errors():
 
 def test_backward_op_checks_gradient_shapes():
     a = lstm_args()
-    out, hn, cn, ws = ops.lstm_layer(a["input"], None, None, None, a["w_ih"], a["w_hh"],
-                                     a["b_ih"], a["b_hh"], None, False)  # fmt: skip
+    out, hn, cn, ws = ops.lstm_layer(
+        a["input"], None, None, None, a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], None, False
+    )
     with pytest.raises(RuntimeError, match=r"grad_output with shape"):
         ops.lstm_layer_backward(torch.randn(3), None, None, a["input"], None, None, None,
                                 a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], None, False, out, ws)  # fmt: skip
@@ -166,8 +167,9 @@ def test_mixed_devices_are_refused():
     # Only CPU exists here; the meta device stands in for "another device" (a meta argument
     # routes the call to the fake kernel, which must refuse the mix like the real ones do).
     with pytest.raises(RuntimeError, match=r"expected w_ih on device cpu like input, got meta"):
-        fusedrnn.gru_layer(torch.randn(3, 2, 2), torch.randn(15, 2, device="meta"),
-                           torch.randn(15, 5))  # fmt: skip
+        fusedrnn.gru_layer(
+            torch.randn(3, 2, 2), torch.randn(15, 2, device="meta"), torch.randn(15, 5)
+        )
     with pytest.raises(RuntimeError, match=r"expected hx on device meta like input, got cpu"):
         fusedrnn.lstm_cell(torch.randn(3, 2, device="meta"), torch.randn(3, 5),
                            torch.randn(3, 5, device="meta"), torch.randn(20, 2, device="meta"),
@@ -176,9 +178,12 @@ def test_mixed_devices_are_refused():
 
 def test_meta_tensors_give_shapes():
     x = torch.randn(7, 3, 2, device="meta")
-    out, hn, cn = fusedrnn.lstm_layer(x, torch.randn(20, 2, device="meta"),
-                                      torch.randn(20, 3, device="meta"),
-                                      w_hr=torch.randn(3, 5, device="meta"))  # fmt: skip
+    out, hn, cn = fusedrnn.lstm_layer(
+        x,
+        torch.randn(20, 2, device="meta"),
+        torch.randn(20, 3, device="meta"),
+        w_hr=torch.randn(3, 5, device="meta"),
+    )
     assert out.shape == (7, 3, 3) and hn.shape == (3, 3) and cn.shape == (3, 5)
 
 

@@ -16,9 +16,10 @@ FAMS = [(f, 0) for f in FAMILIES] + [("lstm", 3)]
 
 @pytest.mark.parametrize("family,proj", FAMS, ids=[f"{f}-p{p}" for f, p in FAMS])
 @pytest.mark.parametrize(
-    "bias,reverse,packed,h0", list(itertools.product([True, False], repeat=4)),
+    "bias,reverse,packed,h0",
+    list(itertools.product([True, False], repeat=4)),
     ids=lambda v: str(int(v)),
-)  # fmt: skip
+)
 def test_layer_gradcheck(family, proj, bias, reverse, packed, h0):
     for B, T, I, H in SIZES:
         if proj and H <= proj:

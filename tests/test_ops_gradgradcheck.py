@@ -19,8 +19,9 @@ FLAGS = [  # bias, reverse, packed, h0
 @pytest.mark.parametrize("family,proj", FAMS, ids=[f"{f}-p{p}" for f, p in FAMS])
 @pytest.mark.parametrize("bias,reverse,packed,h0", FLAGS, ids=["plain", "rev-packed", "all"])
 def test_layer_gradgradcheck(family, proj, bias, reverse, packed, h0):
-    case = make_layer_case(family, 2, 3, 2, 3, bias=bias, proj=proj, packed=packed, h0=h0,
-                           reverse=reverse)  # fmt: skip
+    case = make_layer_case(
+        family, 2, 3, 2, 3, bias=bias, proj=proj, packed=packed, h0=h0, reverse=reverse
+    )
     inputs = case.differentiable()
     assert torch.autograd.gradgradcheck(lambda *_: case.run(), inputs, atol=1e-6, rtol=1e-4)
 

@@ -19,8 +19,9 @@ def _nn_module(family, I, H, bias, proj, bidirectional, dtype):
     elif family == "gru":
         m = torch.nn.GRU(I, H, bias=bias, bidirectional=bidirectional)
     else:
-        m = torch.nn.RNN(I, H, nonlinearity=family.split("_")[1], bias=bias,
-                         bidirectional=bidirectional)  # fmt: skip
+        m = torch.nn.RNN(
+            I, H, nonlinearity=family.split("_")[1], bias=bias, bidirectional=bidirectional
+        )
     return m.to(dtype)
 
 

@@ -159,8 +159,9 @@ def test_stack_opcheck(case, dropout):
     if not train:  # a random op's eager and traced calls draw different masks
         torch.library.opcheck(fwd, args)
     else:
-        torch.library.opcheck(fwd, args, test_utils=("test_schema", "test_autograd_registration",
-                                                     "test_faketensor"))  # fmt: skip
+        torch.library.opcheck(
+            fwd, args, test_utils=("test_schema", "test_autograd_registration", "test_faketensor")
+        )
     out, h_n, c_n, saved = fwd(*args)
     g = [
         torch.randn_like(out),

@@ -134,9 +134,12 @@ def test_reference_from_torch_cell_and_second_layer_float32():
     x = torch.randn(5, 2, 3)
     out, _ = lstm(x)
     first = np.concatenate(
-        [R.from_torch(lstm, 0).forward(x.numpy())[0],
-         R.from_torch(lstm, 0, "_reverse").forward(x.numpy()[::-1])[0][::-1]], axis=-1,
-    )  # fmt: skip
+        [
+            R.from_torch(lstm, 0).forward(x.numpy())[0],
+            R.from_torch(lstm, 0, "_reverse").forward(x.numpy()[::-1])[0][::-1],
+        ],
+        axis=-1,
+    )
     second = R.from_torch(lstm, 1).forward(first)[0]
     np.testing.assert_allclose(second, out[..., :4].detach().numpy(), rtol=1e-5, atol=1e-6)
 

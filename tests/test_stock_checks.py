@@ -93,8 +93,10 @@ def test_unwritable_out_fails_first(tmp_path, no_training):
         cli.main(["stock", *ONE, "--out", str(blocker / "sub")])
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
-                    reason="root can write into read-only folders")  # fmt: skip
+@pytest.mark.skipif(
+    not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+    reason="root can write into read-only folders",
+)
 def test_read_only_out_fails_first(tmp_path, no_training):
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o555)

@@ -16,7 +16,7 @@ KINDS = {
     "rnn": lambda: nn.RNN(3, 4, 2, dtype=torch.float64),
     "rnn_relu_bi": lambda: nn.RNN(
         3, 4, 1, nonlinearity="relu", bidirectional=True, dtype=torch.float64
-    ),  # fmt: skip
+    ),
     "lstm": lambda: nn.LSTM(3, 4, 2, dtype=torch.float64),
     "lstm_proj_bi": lambda: nn.LSTM(3, 4, 2, proj_size=2, bidirectional=True, dtype=torch.float64),
     "gru": lambda: nn.GRU(3, 4, 2, batch_first=True, dtype=torch.float64),
@@ -156,14 +156,18 @@ def test_ops_forward_ad_and_torch_func_on_the_functions():
     want = torch.func.jvp(lambda t: ref.lstm_layer(t, w_ih, w_hh)[0], (x,), (v,))
     torch.testing.assert_close(got, want, **TOL)
     with fwAD.dual_level():
-        out = torch.ops.fusedrnn.lstm_layer(fwAD.make_dual(x, v), None, None, None, w_ih, w_hh,
-                                            None, None, None, False)  # fmt: skip
+        out = torch.ops.fusedrnn.lstm_layer(
+            fwAD.make_dual(x, v), None, None, None, w_ih, w_hh, None, None, None, False
+        )
         torch.testing.assert_close(fwAD.unpack_dual(out[0]).tangent, want[1], **TOL)
     with pytest.raises(RuntimeError, match="torch.func"):
         torch.func.jvp(
-            lambda t: torch.ops.fusedrnn.lstm_layer(t, None, None, None, w_ih, w_hh, None, None,
-                                                    None, False)[0], (x,), (v,),
-        )  # fmt: skip
+            lambda t: torch.ops.fusedrnn.lstm_layer(
+                t, None, None, None, w_ih, w_hh, None, None, None, False
+            )[0],
+            (x,),
+            (v,),
+        )
 
 
 @pytest.mark.parametrize("kind", list(CELLS))

@@ -149,7 +149,7 @@ struct ThreadRowChunks {
 };
 
 // The fused step of a family (FusedStep in layer_driver.h): none, except where specialised
-// (the float32 small-H LSTM, cpp/cpu/lstm.cpp).
+// (the float32 small-H LSTM, cpp/cpu/lstm_kernels.h).
 template <class Kern, class T>
 struct FusedStepOf : NoFusedStep<Kern, T> {
   using NoFusedStep<Kern, T>::NoFusedStep;

@@ -44,6 +44,13 @@ void run_grid(int64_t n, Body&& body) {
   }
 }
 
+// cuda_backend.h's launch_pointwise on the host: Body (a kernel body of kernels/*.cuh) over
+// the grid that covers n elements, on one argument struct.
+template <auto Body, class Args>
+void launch_pointwise(int64_t n, const Args& args) {
+  run_grid(n, [&](int64_t blk, int64_t thr, const kernels::Launch& l) { Body(args, blk, thr, l); });
+}
+
 // Fills rows [0, rows) x cols [0, cols) of a row-major matrix with leading dimension ld.
 template <class T>
 void poison(T* p, int64_t rows, int64_t cols, int64_t ld) {
@@ -85,9 +92,8 @@ struct Blas {
   static void add_rows(int64_t rows, int64_t cols, const T* a, const T* b, T* out) {
     const int64_t n = rows * cols;
     if (out != a && out != b) poison(out, rows, cols, cols);
-    run_grid(n, [&](int64_t blk, int64_t thr, const kernels::Launch& l) {
-      kernels::add_rows_body<T, at::opmath_type<T>>(n, a, b, out, blk, thr, l);
-    });
+    using A = at::opmath_type<T>;
+    launch_pointwise<&kernels::add_rows_body<T, A>>(n, kernels::AddRows<T>{n, a, b, out});
   }
   template <class T>
   static void copy_rows(int64_t rows, int64_t cols, const T* src, T* dst) {

@@ -37,12 +37,21 @@ FUSEDRNN_HD int64_t first_element(int64_t block, int64_t thread, const Launch& l
   return block * l.threads + thread;
 }
 
-// out[rows, cols] (=) a + b, a may be null (treated as zero). Contiguous rows.
+// out[n] (=) a + b, a may be null (treated as zero): the row sums of Blas::add_rows
+// (contiguous rows, n = rows * cols).
+template <class T>
+struct AddRows {
+  int64_t n;
+  const T* a;
+  const T* b;
+  T* out;
+};
+
 template <class T, class A>
-FUSEDRNN_HD void add_rows_body(int64_t n, const T* a, const T* b, T* out, int64_t block,
-                               int64_t thread, const Launch& l) {
-  for (int64_t e = first_element(block, thread, l); e < n; e += l.stride()) {
-    out[e] = T((a ? A(a[e]) : A(0)) + A(b[e]));
+FUSEDRNN_HD void add_rows_body(const AddRows<T>& s, int64_t block, int64_t thread,
+                               const Launch& l) {
+  for (int64_t e = first_element(block, thread, l); e < s.n; e += l.stride()) {
+    s.out[e] = T((s.a ? A(s.a[e]) : A(0)) + A(s.b[e]));
   }
 }
 

@@ -132,8 +132,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=1))
     else:
         info = fusedrnn.build_info()
-        print(f"fusedrnn {info['version']} on torch {info['torch']}, device {args.device}, "
-              f"CPU kernels {info.get('cpu_kernels')}, {info['threads']} threads")  # fmt: skip
+        print(
+            f"fusedrnn {info['version']} on torch {info['torch']}, device {args.device}, "
+            f"CPU kernels {info.get('cpu_kernels')}, {info['threads']} threads"
+        )
         print(f"{'check':28s} {'dtype':8s} {'max rel err':>12s}  result")
         for r in rows:
             err = "-" if r["max_rel_err"] != r["max_rel_err"] else f"{r['max_rel_err']:.2e}"

@@ -252,8 +252,9 @@ class ElmanRNN(_Recurrent):
     n_gates = 1
     gate_names = ("pre",)
 
-    def __init__(self, input_size, hidden_size, nonlinearity="tanh", bias=True, seed=0,
-                 dtype=np.float64):  # fmt: skip
+    def __init__(
+        self, input_size, hidden_size, nonlinearity="tanh", bias=True, seed=0, dtype=np.float64
+    ):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
@@ -346,8 +347,11 @@ def from_torch(module, layer: int = 0, suffix: str = "", dtype=np.float64) -> _R
     cell: one layer and direction of it (``layer``, ``suffix='_reverse'``)."""
     kind = type(module).__name__.replace("Cell", "")
     H = module.hidden_size
-    I = module.input_size if layer == 0 else H * (2 if getattr(module, "bidirectional", False)
-                                                  else 1)  # fmt: skip
+    I = (
+        module.input_size
+        if layer == 0
+        else H * (2 if getattr(module, "bidirectional", False) else 1)
+    )
     if kind == "RNN":
         nl = getattr(module, "nonlinearity", "tanh")
         ref = ElmanRNN(I, H, nonlinearity=nl, dtype=dtype)

@@ -83,8 +83,11 @@ def rnn_layer(input, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity="tanh", h
     h = h0 if h0 is not None else input.new_zeros(B, H)
     out, (h,) = layer(
         lambda x, h: rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity),
-        input, [h], batch_sizes, reverse,
-    )  # fmt: skip
+        input,
+        [h],
+        batch_sizes,
+        reverse,
+    )
     return out.reshape(*out.shape[:-1], H) if out.numel() == 0 else out, h
 
 
@@ -97,13 +100,15 @@ def lstm_layer(input, w_ih, w_hh, b_ih=None, b_hh=None, *, w_hr=None, h0=None, c
     c = c0 if c0 is not None else input.new_zeros(B, H)
     out, (h, c) = layer(
         lambda x, h, c: lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr),
-        input, [h, c], batch_sizes, reverse,
-    )  # fmt: skip
+        input,
+        [h, c],
+        batch_sizes,
+        reverse,
+    )
     return out, h, c
 
 
-def gru_layer(input, w_ih, w_hh, b_ih=None, b_hh=None, *, h0=None, batch_sizes=None,
-              reverse=False):  # fmt: skip
+def gru_layer(input, w_ih, w_hh, b_ih=None, b_hh=None, *, h0=None, batch_sizes=None, reverse=False):
     H = w_hh.shape[1]
     B = _batch(input, batch_sizes, h0)
     h = h0 if h0 is not None else input.new_zeros(B, H)

@@ -52,8 +52,9 @@ def set(**knobs) -> dict:  # noqa: A001 - fusedrnn.tuning.set reads as intended
         elif isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"fusedrnn.tuning: {name} must be an int >= {low}, got {value!r}")
         new[name] = value
-    _C.set_tuning(new["chunk_rows"], new["chunk_max_mflop"], new["pack"],
-                  new["pack_min_steps"], new["fuse"])  # fmt: skip
+    _C.set_tuning(
+        new["chunk_rows"], new["chunk_max_mflop"], new["pack"], new["pack_min_steps"], new["fuse"]
+    )
     return prev
 
 

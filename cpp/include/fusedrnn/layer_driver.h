@@ -77,7 +77,7 @@ struct OneRange {
 };
 
 // A backend may fuse a family's recurrent GEMM into its pointwise pass for some shapes (the
-// CPU does for small-H LSTMs, see cpp/cpu/lstm.cpp). Built once per layer call (it may pack
+// CPU does for small-H LSTMs, see cpp/cpu/lstm_kernels.h). Built once per layer call (it may pack
 // the weights), it then replaces a step's input projection (narrow inputs: x_t is passed),
 // recurrent GEMM and Kern::forward, reading the running h as FwdStep::h. This policy: never.
 template <class Kern, class T>

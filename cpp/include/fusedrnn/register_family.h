@@ -1,5 +1,7 @@
 // Registers every op of one family (layer, cell and stack ops, each with its backward) for
-// one backend's dispatch key: the only function the backends' registration files call.
+// one backend's dispatch key; register_families does it for the four families, in the one
+// registration file of each backend (cpp/cpu/register.cpp, cuda/register.cu,
+// cuda/emu/emu_register.cpp).
 #pragma once
 
 #include <torch/library.h>
@@ -32,6 +34,16 @@ void register_family(torch::Library& m) {
     m.impl((n + "_cell_backward").c_str(), &rnn_cell_backward<Tr, Kern, Backend>);
   }
   register_stack<Tr, Kern, Backend>(m);
+}
+
+// rnn_tanh and rnn_relu (RnnKernels<false> and <true>), lstm and gru on one Backend.
+template <template <bool kRelu> class RnnKernels, class LstmKernels, class GruKernels,
+          class Backend>
+void register_families(torch::Library& m) {
+  register_family<Traits<Family::RnnTanh>, RnnKernels<false>, Backend>(m);
+  register_family<Traits<Family::RnnRelu>, RnnKernels<true>, Backend>(m);
+  register_family<Traits<Family::Lstm>, LstmKernels, Backend>(m);
+  register_family<Traits<Family::Gru>, GruKernels, Backend>(m);
 }
 
 }  // namespace fusedrnn

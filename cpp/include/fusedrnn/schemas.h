@@ -9,17 +9,22 @@
 
 namespace fusedrnn {
 
+// "<name>(<forward stack arguments><extra>) -> <returns>": the *_stack ops (extra:
+// need_workspace) and autograd.cpp's *_stack_autograd (no extra) declare their arguments here.
+inline std::string stack_schema(const std::string& name, const char* extra) {
+  return name +
+         "(Tensor input, Tensor? batch_sizes, Tensor? hx, Tensor? cx, Tensor[] weights, "
+         "bool has_biases, int num_layers, bool bidirectional, float dropout, bool train" +
+         extra + ") -> (Tensor output, Tensor h_n, Tensor c_n, Tensor[] saved)";
+}
+
 inline void define_stack_schemas(torch::Library& m) {
   // Whole stacks (every layer and direction; stack_driver.h). The forward draws dropout masks
   // from the default generator: nondeterministic_seeded, as aten::dropout. ln_lstm / ln_gru:
   // the LayerNorm LSTM / GRU (ln_driver.h), whose weights add the LayerNorm weights.
   for (const char* f : {"rnn_tanh", "rnn_relu", "lstm", "gru", "ln_lstm", "ln_gru"}) {
     const std::string n = f;
-    m.def((n + "_stack(Tensor input, Tensor? batch_sizes, Tensor? hx, Tensor? cx, "
-               "Tensor[] weights, bool has_biases, int num_layers, bool bidirectional, "
-               "float dropout, bool train, bool need_workspace=True) -> (Tensor output, "
-               "Tensor h_n, Tensor c_n, Tensor[] saved)")
-              .c_str(),
+    m.def(stack_schema(n + "_stack", ", bool need_workspace=True").c_str(),
           {at::Tag::nondeterministic_seeded});
     m.def((n + "_stack_backward(Tensor? grad_output, Tensor? grad_hn, Tensor? grad_cn, "
                "Tensor input, Tensor? batch_sizes, Tensor? hx, Tensor? cx, Tensor[] weights, "

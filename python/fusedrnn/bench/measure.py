@@ -142,8 +142,9 @@ def gemm_replay(gemms: list[Gemm]) -> Callable[[], None]:
 def sgemm_gflops(n: int, threads: int, min_run_time: float) -> float:
     """A square ``n^3`` ``torch.mm``'s throughput: the machine's practical GEMM peak."""
     a, b, c = _operands(Gemm(n, n, n))
-    timer = benchmark.Timer(stmt="torch.mm(a, b, out=c)", globals={"a": a, "b": b, "c": c},
-                            num_threads=threads)  # fmt: skip
+    timer = benchmark.Timer(
+        stmt="torch.mm(a, b, out=c)", globals={"a": a, "b": b, "c": c}, num_threads=threads
+    )
     return 2 * n**3 / timer.blocked_autorange(min_run_time=min_run_time).median / 1e9
 
 

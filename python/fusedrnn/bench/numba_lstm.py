@@ -125,8 +125,9 @@ class NumbaLSTMLayerFn(torch.autograd.Function):
         hs[0] = h0
         cs[0] = c0
         w_hh_t = w_hh.detach().t().contiguous()
-        lstm_forward_loop(xw.detach().numpy(), w_hh_t.numpy(), hs.numpy(), cs.numpy(),
-                          gates.numpy())  # fmt: skip
+        lstm_forward_loop(
+            xw.detach().numpy(), w_hh_t.numpy(), hs.numpy(), cs.numpy(), gates.numpy()
+        )
         ctx.save_for_backward(x, w_ih, w_hh, hs, cs, gates)
         return hs[1:], hs[T].clone(), cs[T].clone()
 
@@ -170,13 +171,15 @@ class NumbaLSTMCell(torch.nn.Module):
     def forward(self, x, hx):
         h, c = hx
         if torch.is_grad_enabled():
-            _, hy, cy = NumbaLSTMLayerFn.apply(x[None], h, c, self.weight_ih, self.weight_hh,
-                                               self.bias_ih, self.bias_hh)  # fmt: skip
+            _, hy, cy = NumbaLSTMLayerFn.apply(
+                x[None], h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+            )
             return hy, cy
         hy, cy = torch.empty_like(h), torch.empty_like(c)
         w_ih_t, w_hh_t, bias = self._step_weights()
-        lstm_cell_step(x.numpy(), h.numpy(), c.numpy(), w_ih_t, w_hh_t, bias, hy.numpy(),
-                       cy.numpy())  # fmt: skip
+        lstm_cell_step(
+            x.numpy(), h.numpy(), c.numpy(), w_ih_t, w_hh_t, bias, hy.numpy(), cy.numpy()
+        )
         return hy, cy
 
     def _step_weights(self):

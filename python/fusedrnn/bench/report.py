@@ -129,8 +129,11 @@ def markdown(meta: dict, results: list[dict], memory: list[dict], targets: list[
         keyed = _rows(results, mode)
         if not keyed:
             continue
-        title = "Inference forward (no_grad)" if mode == "inference" else (
-            "Training step (zero grads, forward, backward)")  # fmt: skip
+        title = (
+            "Inference forward (no_grad)"
+            if mode == "inference"
+            else ("Training step (zero grads, forward, backward)")
+        )
         lines += ["", f"## {title}", ""]
         head = ["workload", "cell"] + impls
         head += ["GFLOP/s nn / fused", "ceiling GFLOP/s", "fused/ceiling"]
@@ -149,8 +152,11 @@ def markdown(meta: dict, results: list[dict], memory: list[dict], targets: list[
             f, n = by.get("fused"), by.get("nn")
             if f and f["status"] == "ok":
                 nn_gf = f"{n['gflops']:.3g}" if n and n["status"] == "ok" else "-"
-                cells += [f"{nn_gf} / {f['gflops']:.3g}", f"{f['ceiling_gflops']:.3g}",
-                          f"{100 * f['ceiling_frac']:.0f}%"]  # fmt: skip
+                cells += [
+                    f"{nn_gf} / {f['gflops']:.3g}",
+                    f"{f['ceiling_gflops']:.3g}",
+                    f"{100 * f['ceiling_frac']:.0f}%",
+                ]
             else:
                 cells += ["-", "-", "-"]
             lines.append("| " + " | ".join(cells) + " |")
@@ -171,8 +177,11 @@ def markdown(meta: dict, results: list[dict], memory: list[dict], targets: list[
                   "| target | measured | met |", "|---|---|---|"]  # fmt: skip
         for t in targets:
             v = t["measured"]
-            shown = "-" if v is None else (f"{100 * v:.0f}%" if "ceiling" in t["target"] else
-                                           f"{v:.2f}x")  # fmt: skip
+            shown = (
+                "-"
+                if v is None
+                else (f"{100 * v:.0f}%" if "ceiling" in t["target"] else f"{v:.2f}x")
+            )
             lines.append(f"| {t['target']} | {shown} | {'yes' if t['met'] else 'NO'} |")
     notes = sorted({f"{r['impl']}: {r['reason']}" for r in results if r["status"] != "ok"})
     if notes:

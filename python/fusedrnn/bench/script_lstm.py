@@ -17,8 +17,9 @@ from torch import Tensor
 from .stacked_lstm import StackedLSTM
 
 
-def lstm_cell(x: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
-              b_hh: Tensor) -> tuple[Tensor, Tensor]:  # fmt: skip
+def lstm_cell(
+    x: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor
+) -> tuple[Tensor, Tensor]:
     gates = torch.mm(x, w_ih.t()) + b_ih + torch.mm(hx, w_hh.t()) + b_hh
     ingate, forgetgate, cellgate, outgate = gates.chunk(4, 1)
     ingate = torch.sigmoid(ingate)
@@ -42,8 +43,9 @@ def premul_lstm_cell(igates: Tensor, hx: Tensor, cx: Tensor, w_hh: Tensor) -> tu
     return hy, cy
 
 
-def lstm_layer(x: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
-               b_hh: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+def lstm_layer(
+    x: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     igates = (torch.matmul(x, w_ih.t()) + (b_ih + b_hh)).unbind(0)
     outputs: list[Tensor] = []
     for t in range(len(igates)):
@@ -81,5 +83,6 @@ class ScriptLSTMCell(torch.nn.Module):
             self.register_parameter(name, torch.nn.Parameter(p.detach().clone()))
 
     def forward(self, x, hx):
-        return lstm_cell(x, hx[0], hx[1], self.weight_ih, self.weight_hh, self.bias_ih,
-                         self.bias_hh)  # fmt: skip
+        return lstm_cell(
+            x, hx[0], hx[1], self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+        )

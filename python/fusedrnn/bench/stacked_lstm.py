@@ -33,8 +33,10 @@ class StackedLSTM(torch.nn.Module):
             outs = []
             for d in range(self.dirs):
                 sfx = f"l{layer}" + ("_reverse" if d else "")
-                w = [getattr(self, f"{k}_{sfx}") for k in ("weight_ih", "weight_hh", "bias_ih",
-                                                          "bias_hh")]  # fmt: skip
+                w = [
+                    getattr(self, f"{k}_{sfx}")
+                    for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                ]
                 out, h, c = self.layer(x.flip(0) if d else x, zeros, zeros, *w)
                 outs.append(out.flip(0) if d else out)
                 hn.append(h)

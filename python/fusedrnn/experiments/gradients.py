@@ -167,8 +167,9 @@ def hidden_grad_norms_layers(cell: str, w, x: torch.Tensor, v: torch.Tensor) -> 
     return np.array(norms)
 
 
-def measure(cell, T, radius, *, hidden=32, batch=16, input_size=4, input_scale=0.1,
-            gate_bias=0.0, seed=0) -> np.ndarray:  # fmt: skip
+def measure(
+    cell, T, radius, *, hidden=32, batch=16, input_size=4, input_scale=0.1, gate_bias=0.0, seed=0
+) -> np.ndarray:
     """||dL/dh_k||, k = 0..T, for one cell / length / radius."""
     w = init_weights(cell, input_size, hidden, radius, gate_bias=gate_bias, seed=seed)
     x = make_inputs(T, batch, input_size, input_scale, seed)
@@ -426,8 +427,10 @@ def plot_norms(res: dict, lengths, radii, path: Path) -> None:
             ax.semilogy(back, np.maximum(n, 1e-300), color=col, label=f"radius {r:g}")
             if cell == "rnn":
                 ax.semilogy(back, float(r) ** back, color=col, ls=":", lw=0.8)
-        ax.set_title(f"{cell}: ||dL/dh_k||, loss at T={Tmax}" + (" (dotted: radius^k)"
-                                                                  if cell == "rnn" else ""))  # fmt: skip
+        ax.set_title(
+            f"{cell}: ||dL/dh_k||, loss at T={Tmax}"
+            + (" (dotted: radius^k)" if cell == "rnn" else "")
+        )
         ax.set_xlabel("steps back from the loss (T - k)")
         ax.set_ylabel("gradient norm")
         ax.grid(True, which="both", alpha=0.3)
@@ -496,8 +499,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--max-norm", type=float, default=1.0, help="gradient-norm clipping threshold")
     a("--memory-lengths", type=_ints, default=[10, 30, 100], help="memory-task lengths")
     a("--memory-steps", type=int, default=1500, help="Adam steps per memory-task model")
-    a("--no-chrono", action="store_true",
-      help="memory task: torch's default LSTM/GRU init instead of the chrono initialisation")  # fmt: skip
+    a(
+        "--no-chrono",
+        action="store_true",
+        help="memory task: torch's default LSTM/GRU init instead of the chrono initialisation",
+    )
     a("--memory-hidden", type=int, default=32, help="hidden size of the memory-task models")
     a("--no-memory", action="store_true", help="skip the memory task")
     a("--out", default="out/gradients", help="folder for plots and results.json")
@@ -527,8 +533,10 @@ def _run(args) -> int:
 
     print(f"fusedrnn gradients: BPTT through the fused ops ({torch.get_num_threads()} thread(s))")
     for cell in cells:
-        print(f"  method check ({cell}): cell-by-cell vs layer-suffix, max rel diff "
-              f"{check_methods(cell):.1e}")  # fmt: skip
+        print(
+            f"  method check ({cell}): cell-by-cell vs layer-suffix, max rel diff "
+            f"{check_methods(cell):.1e}"
+        )
     res = sweep(cells, lengths, radii, gate_bias=args.gate_bias, **kw)
     print()
     print(format_sweep_table(res, lengths, radii, args.gate_bias))
@@ -559,10 +567,10 @@ def _run(args) -> int:
         "gate_bias": args.gate_bias,
         "ratio": {
             c: {str(r): {str(T): ratio(res[c][r][T]) for T in lengths} for r in radii} for c in res
-        },  # fmt: skip
+        },
         "norms_longest": {
             c: {str(r): res[c][r][max(lengths)].tolist() for r in radii} for c in res
-        },  # fmt: skip
+        },
         "gate_bias_sweep": {c: {str(b): v for b, v in row.items()} for c, row in gb.items()},
         "clipping": clip,
         "memory": mem,

@@ -288,7 +288,7 @@ def _run(args) -> int:
                 "reference_max_diff": ref_diff,
             },
             indent=1,
-        )  # fmt: skip
+        )
     )
     print(f"plots and results.json in {out}/ ({time.perf_counter() - t0:.1f} s)")
     return 0

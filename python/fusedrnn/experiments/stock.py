@@ -558,8 +558,9 @@ def _prepare(args, log):
 
     series = _load(args, log)
     folds = walk_forward(len(series), args.folds, args.test_fraction, args.origin)
-    spec = dict(window=args.window, horizon=args.horizon, features=args.features,
-                target=args.target)  # fmt: skip
+    spec = dict(
+        window=args.window, horizon=args.horizon, features=args.features, target=args.target
+    )
     return series, [fold_windows(Pipeline(**spec), series.frame, f) for f in folds]
 
 
@@ -743,8 +744,9 @@ def _sweep(args, ctx, log, t_start: float) -> int:
         )
         print("  " + bt.verdicts([best["label"]])[0])
     run_dir = ctx["run"]
-    run_dir.write("sweep.csv", _csv_text([{k: v for k, v in r.items() if k != "checkpoint"}
-                                          for r in results]))  # fmt: skip
+    run_dir.write(
+        "sweep.csv", _csv_text([{k: v for k, v in r.items() if k != "checkpoint"} for r in results])
+    )
     run_dir.write(
         "sweep.json",
         json.dumps({"results": results, "naive": naive, "table": table}, indent=2, default=str),

@@ -39,8 +39,10 @@ def comparison_plots(run_dir, ctx, bt, results, histories, args) -> list[str]:
     plt = _plt()
     cells = list(dict.fromkeys(r["cell"] for r in results))
     impls = list(dict.fromkeys(r["impl"] for r in results))
-    cand = {(r["cell"], r["impl"]): (r["cell"], r["impl"], r["hidden"], r["layers"], r["lr"])
-            for r in results}  # fmt: skip
+    cand = {
+        (r["cell"], r["impl"]): (r["cell"], r["impl"], r["hidden"], r["layers"], r["lr"])
+        for r in results
+    }
     fd = ctx["fds"][-1]
     written = []
 
@@ -72,8 +74,9 @@ def comparison_plots(run_dir, ctx, bt, results, histories, args) -> list[str]:
         impl = "fused" if (cell, "fused") in cand else impls[0]
         r = next(r for r in results if r["cell"] == cell and r["impl"] == impl)
         ax.plot(dates, actual, color="k", lw=1.2, label="actual close")
-        ax.plot(dates, bt.preds[r["label"]][:, 0], color="C3", lw=1.0,
-                label=f"{cell.upper()} ({impl})")  # fmt: skip
+        ax.plot(
+            dates, bt.preds[r["label"]][:, 0], color="C3", lw=1.0, label=f"{cell.upper()} ({impl})"
+        )
         ax.plot(dates, bt.preds["naive"][:, 0], label="naive (last close)", **NAIVE_STYLE)
         ahead = "" if args.horizon == 1 else " (1 day ahead shown)"
         ax.set_title(
@@ -123,16 +126,21 @@ def sweep_plot(run_dir, results, naive, cells) -> list[str]:
     plt = _plt()
     fig, axes = plt.subplots(1, len(cells), figsize=(5 * len(cells), 4.2), squeeze=False)
     for ax, cell in zip(axes[0], cells):
-        rs = sorted((r for r in results if r["cell"] == cell),
-                    key=lambda r: (r["layers"], r["hidden"], r["lr"]))  # fmt: skip
+        rs = sorted(
+            (r for r in results if r["cell"] == cell),
+            key=lambda r: (r["layers"], r["hidden"], r["lr"]),
+        )
         gain = [100 * (r["rmse_vs_naive"] - 1) for r in rs]
         bars = ax.bar(range(len(rs)), gain, color=[f"C{r['layers'] - 1}" for r in rs])
         best = min(range(len(rs)), key=lambda i: rs[i]["val_loss"])
         bars[best].set_hatch("//")
-        handles = [Patch(color=f"C{n - 1}", label=f"{n} layer(s)")
-                   for n in sorted({r["layers"] for r in rs})]  # fmt: skip
-        handles.append(Patch(facecolor="white", edgecolor="k", hatch="//",
-                             label="chosen on validation"))  # fmt: skip
+        handles = [
+            Patch(color=f"C{n - 1}", label=f"{n} layer(s)")
+            for n in sorted({r["layers"] for r in rs})
+        ]
+        handles.append(
+            Patch(facecolor="white", edgecolor="k", hatch="//", label="chosen on validation")
+        )
         ax.legend(handles=handles, fontsize=7)
         ax.axhline(0, color="k", lw=0.8)
         labels = [f"h{r['hidden']} L{r['layers']}\nlr {r['lr']:g}" for r in rs]

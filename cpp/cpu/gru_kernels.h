@@ -1,5 +1,5 @@
-// CPU registration of the GRU ops (gate order r, z, n; torch.nn's reset-after form
-// n = tanh(x_n + r (W_hn h + b_hn))).
+// CPU pointwise passes of the GRU ops (gate order r, z, n; torch.nn's reset-after form
+// n = tanh(x_n + r (W_hn h + b_hn))), registered by register.cpp.
 //
 // Forward step : reads xg [rows, 3H] (with b_ih), hg [rows, 3H], b_hh, the running h;
 //                writes (=) out, h (in place), ws [rows, 4H] = [r | z | n | hn].
@@ -8,14 +8,12 @@
 //                side columns 0:2H and 3H:4H (layer_driver.h BwdBuffers); dh_carry = z dh
 //                (the driver then adds dG_h W_hh to it). The pointwise passes live in
 //                pointwise.h (per-ISA tables).
-#include <torch/library.h>
+#pragma once
 
 #include "cpu_backend.h"
-#include "fusedrnn/register_family.h"
 #include "kernel_table.h"
 
 namespace fusedrnn::cpu {
-namespace {
 
 struct GruKernels {
   template <class T>
@@ -28,10 +26,4 @@ struct GruKernels {
   }
 };
 
-}  // namespace
 }  // namespace fusedrnn::cpu
-
-TORCH_LIBRARY_IMPL(fusedrnn, CPU, m) {
-  using namespace fusedrnn;
-  register_family<Traits<Family::Gru>, cpu::GruKernels, cpu::Backend>(m);
-}

@@ -1,16 +1,14 @@
-// CPU registration of the Elman RNN ops (tanh and relu).
+// CPU pointwise passes of the Elman RNN ops (tanh and relu), registered by register.cpp.
 //
 // Forward step : h = act(xg + hg + b_hh), written (=) to out and the running state.
 // Backward step: dgi = act'(h) * (dh_a + dh_b); h_t is read from the saved output.
 // Nothing else is saved. The pointwise passes live in pointwise.h (per-ISA tables).
-#include <torch/library.h>
+#pragma once
 
 #include "cpu_backend.h"
-#include "fusedrnn/register_family.h"
 #include "kernel_table.h"
 
 namespace fusedrnn::cpu {
-namespace {
 
 template <bool kRelu>
 struct RnnKernels {
@@ -24,11 +22,4 @@ struct RnnKernels {
   }
 };
 
-}  // namespace
 }  // namespace fusedrnn::cpu
-
-TORCH_LIBRARY_IMPL(fusedrnn, CPU, m) {
-  using namespace fusedrnn;
-  register_family<Traits<Family::RnnTanh>, cpu::RnnKernels<false>, cpu::Backend>(m);
-  register_family<Traits<Family::RnnRelu>, cpu::RnnKernels<true>, cpu::Backend>(m);
-}

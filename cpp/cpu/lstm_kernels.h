@@ -1,4 +1,5 @@
-// CPU registration of the LSTM ops (gate order i, f, g, o; optional projection).
+// CPU pointwise passes of the LSTM ops (gate order i, f, g, o; optional projection),
+// registered by register.cpp.
 //
 // Forward step : a = xg + hg + b_hh [rows, 4H]; i,f,o = sigmoid, g = tanh; c = f c' + i g;
 //                h = o tanh(c). Writes (=) out (or the unprojected h buffer), the running h/c
@@ -7,14 +8,12 @@
 //                hraw = o tanh(c) for the projection's weight gradient.
 // The pointwise passes live in pointwise.h (per-ISA tables). Small-H float32 layers fuse the
 // recurrent GEMM into the forward pass (lstm_fused.h, FusedStepOf below): same writes.
-#include <torch/library.h>
+#pragma once
 
 #include "cpu_backend.h"
-#include "fusedrnn/register_family.h"
 #include "kernel_table.h"
 
 namespace fusedrnn::cpu {
-namespace {
 
 struct LstmKernels {
   template <class T>
@@ -26,8 +25,6 @@ struct LstmKernels {
     kernels_for<T>().lstm_backward(s);
   }
 };
-
-}  // namespace
 
 // float32 LSTMs without projection and with H a multiple of the vector width, up to
 // kLstmFusedMaxH, run the fused step (lstm_fused.h) on the AVX2 / AVX-512 tables; the weights
@@ -72,8 +69,3 @@ struct FusedStepOf<LstmKernels, float> {
 };
 
 }  // namespace fusedrnn::cpu
-
-TORCH_LIBRARY_IMPL(fusedrnn, CPU, m) {
-  using namespace fusedrnn;
-  register_family<Traits<Family::Lstm>, cpu::LstmKernels, cpu::Backend>(m);
-}
