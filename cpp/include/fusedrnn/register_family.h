@@ -46,4 +46,11 @@ void register_families(torch::Library& m) {
   register_family<Traits<Family::Gru>, GruKernels, Backend>(m);
 }
 
+// The LayerNorm LSTM / GRU: stack ops only (ln_driver.h).
+template <class LnLstmKernels, class LnGruKernels, class Backend>
+void register_ln_families(torch::Library& m) {
+  register_stack<Traits<Family::LnLstm>, LnLstmKernels, Backend>(m);
+  register_stack<Traits<Family::LnGru>, LnGruKernels, Backend>(m);
+}
+
 }  // namespace fusedrnn

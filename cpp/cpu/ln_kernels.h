@@ -1,15 +1,13 @@
-// CPU registration of the LayerNorm LSTM / GRU stack ops (ln_lstm_stack, ln_gru_stack and their
-// backward ops). Equations, saved values and the time loop: ln_driver.h; workspace layout:
-// ln_step_args.h; the passes (row statistics inside the fused pointwise pass, SIMD):
-// ln_pointwise.h through the per-ISA tables (kernel_table.h).
-#include <torch/library.h>
+// CPU passes of the LayerNorm LSTM / GRU stack ops (ln_lstm_stack, ln_gru_stack and their
+// backward ops), registered by register.cpp. Equations, saved values and the time loop:
+// ln_driver.h; workspace layout: ln_step_args.h; the passes (row statistics inside the fused
+// pointwise pass, SIMD): ln_pointwise.h through the per-ISA tables (kernel_table.h).
+#pragma once
 
 #include "cpu_backend.h"
-#include "fusedrnn/stack_entries.h"
 #include "kernel_table.h"
 
 namespace fusedrnn::cpu {
-namespace {
 
 template <bool kLstm>
 struct LnKernels {
@@ -31,11 +29,4 @@ struct LnKernels {
   }
 };
 
-}  // namespace
 }  // namespace fusedrnn::cpu
-
-TORCH_LIBRARY_IMPL(fusedrnn, CPU, m) {
-  using namespace fusedrnn;
-  register_stack<Traits<Family::LnLstm>, cpu::LnKernels<true>, cpu::Backend>(m);
-  register_stack<Traits<Family::LnGru>, cpu::LnKernels<false>, cpu::Backend>(m);
-}
