@@ -220,3 +220,10 @@ def test_one_gemm_and_one_kernel_per_step(fam):
         events = emu.trace(False)
     # the input side's LN backward once after the loop
     assert re.fullmatch(rf"A*(?:KG){{{T}}}A*KA*", events), events
+
+
+@pytest.mark.skipif(not fusedrnn.build_info().get("cuda"), reason="a CPU-only build")
+def test_cuda_build_serves_layernorm_modules_with_fused_kernels():
+    """A CUDA build registers ln_*_stack (and backward) for CUDA, so the modules on a GPU take
+    the fused ops, not the reference loop (checked without a GPU: `make cuda-check`)."""
+    assert {("ln_lstm", "cuda"), ("ln_gru", "cuda")} <= layernorm._KERNELS
