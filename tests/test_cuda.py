@@ -1,5 +1,6 @@
 """The CUDA ops on a GPU: float64 gradcheck, parity with the CPU ops and with torch.nn (cuDNN)
-in float32 and half/bf16, CUDA-graph capture and replay, torch.compile(mode="reduce-overhead").
+in float32 and half/bf16, CUDA-graph capture and replay, torch.compile(mode="reduce-overhead"),
+the LayerNorm LSTM / GRU modules against the CPU ones.
 
 Skipped cleanly when the extension was built without CUDA or no GPU is present (the CUDA
 kernels' indexing is still tested without a GPU by tests/test_cuda_emulation.py).
@@ -7,11 +8,16 @@ kernels' indexing is still tested without a GPU by tests/test_cuda_emulation.py)
 
 from __future__ import annotations
 
+import copy
+import warnings
+
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
+from fusedrnn import layernorm
 
 from op_cases import FAMILIES, GATES, batch_sizes_for, lengths_for
 
@@ -439,4 +445,40 @@ def test_persistent_kernel_matches_layer_op(family, dtype):
         want = _run_layer(family, x, w, h0, c0)
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
     for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tol)
+
+
+# ---- LayerNorm LSTM / GRU (cuda/ln_kernels.cuh) -----------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("H", [33, 300])  # 300: more units than a 256-thread block
+@pytest.mark.parametrize("cls", ["LayerNormLSTM", "LayerNormGRU"])
+def test_layernorm_module_matches_cpu(cls, H, dtype):
+    """fusedrnn.LayerNormLSTM / GRU on CUDA run the fused CUDA ops (no fallback warning) and
+    match the CPU module: outputs, states and every gradient, packed and bidirectional."""
+    fam = "ln_lstm" if cls == "LayerNormLSTM" else "ln_gru"
+    assert (fam, "cuda") in layernorm._KERNELS
+    torch.manual_seed(0)
+    cpu = getattr(fusedrnn, cls)(7, H, num_layers=2, bidirectional=True, dtype=dtype)
+    with torch.no_grad():
+        for n, p in cpu.named_parameters():
+            if n.startswith("layernorm_"):
+                p.add_(0.3 * torch.randn_like(p))
+    gpu = copy.deepcopy(cpu).to(DEV)
+    x = torch.randn(6, 5, 7, dtype=dtype)
+    lengths = torch.tensor([6, 2, 5, 6, 1])
+    results = []
+    for m, dev in ((cpu, "cpu"), (gpu, DEV)):
+        xd = x.to(dev).requires_grad_()
+        packed = pack_padded_sequence(xd, lengths, enforce_sorted=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*running the reference implementation")
+            out, hid = m(packed)
+        states = list(hid) if isinstance(hid, tuple) else [hid]
+        ys = [out.data, *states]
+        g = torch.Generator().manual_seed(1)
+        cots = [torch.randn(y.shape, generator=g, dtype=dtype).to(dev) for y in ys]
+        grads = torch.autograd.grad(ys, [xd, *m.parameters()], cots)
+        results.append([t.detach().cpu() for t in (*ys, *grads)])
+    tol = dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-3, atol=1e-4)
+    for a, b in zip(results[1], results[0]):
         torch.testing.assert_close(a, b, **tol)

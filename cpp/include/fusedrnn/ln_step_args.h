@@ -16,16 +16,16 @@ namespace fusedrnn {
 constexpr double kLnEps = 1e-5;
 
 constexpr int64_t ln_ws_cols(int64_t G, int64_t H) { return G == 4 ? 14 * H + 3 : 10 * H + 2; }
-// Column offsets in the workspace row.
+// Column offsets in the workspace row (constexpr: device code calls them, cuda/kernels/ln.cuh).
 struct LnWs {
   int64_t G, H;
-  int64_t gates() const { return 0; }     // LSTM [i f g o c], GRU [r z n ghn]
-  int64_t chat() const { return 5 * H; }  // LSTM only
-  int64_t hhat() const { return G == 4 ? 6 * H : 4 * H; }
-  int64_t xhat() const { return hhat() + G * H; }
-  int64_t rstd_hh() const { return xhat() + G * H; }
-  int64_t rstd_c() const { return rstd_hh() + 1; }  // LSTM only
-  int64_t rstd_ih() const { return G == 4 ? rstd_hh() + 2 : rstd_hh() + 1; }
+  constexpr int64_t gates() const { return 0; }     // LSTM [i f g o c], GRU [r z n ghn]
+  constexpr int64_t chat() const { return 5 * H; }  // LSTM only
+  constexpr int64_t hhat() const { return G == 4 ? 6 * H : 4 * H; }
+  constexpr int64_t xhat() const { return hhat() + G * H; }
+  constexpr int64_t rstd_hh() const { return xhat() + G * H; }
+  constexpr int64_t rstd_c() const { return rstd_hh() + 1; }  // LSTM only
+  constexpr int64_t rstd_ih() const { return G == 4 ? rstd_hh() + 2 : rstd_hh() + 1; }
 };
 
 // Rows of LN(v; w) + b1 + b2 (either bias may be null): y (=) [rows, n]; xhat (=) and rstd
