@@ -518,24 +518,17 @@ def from_torch(module, layer: int = 0, suffix: str = "", dtype=np.float64) -> _R
     """A NumPy reference carrying the weights of a torch.nn (or fusedrnn) RNN/LSTM/GRU, a
     fusedrnn LayerNormLSTM/GRU, or one of their cells: one layer and direction of it
     (``layer``, ``suffix='_reverse'``)."""
-    kind = type(module).__name__.replace("Cell", "")
+    kind = type(module).__name__.replace("Cell", "").removeprefix("Eager")
+    classes = {"RNN": ElmanRNN, "LSTM": LSTM, "GRU": GRU, "LayerNormLSTM": LayerNormLSTM,
+               "LayerNormGRU": LayerNormGRU}  # fmt: skip
+    if kind not in classes:
+        raise TypeError(
+            "module: expected an RNN, LSTM, GRU, LayerNormLSTM or LayerNormGRU (or cell), got "
+            f"{type(module).__name__}"
+        )
     H = module.hidden_size
     I = module.input_size if layer == 0 else H * (2 if getattr(module, "bidirectional", False)
                                                   else 1)  # fmt: skip
-    if kind == "RNN":
-        nl = getattr(module, "nonlinearity", "tanh")
-        ref = ElmanRNN(I, H, nonlinearity=nl, dtype=dtype)
-    elif kind == "LSTM":
-        ref = LSTM(I, H, dtype=dtype)
-    elif kind == "GRU":
-        ref = GRU(I, H, dtype=dtype)
-    elif kind == "LayerNormLSTM":
-        ref = LayerNormLSTM(I, H, dtype=dtype)
-    elif kind == "LayerNormGRU":
-        ref = LayerNormGRU(I, H, dtype=dtype)
-    else:
-        raise TypeError(
-            "expected an RNN, LSTM, GRU, LayerNormLSTM or LayerNormGRU (or cell), got "
-            f"{type(module).__name__}"
-        )
+    kw = {"nonlinearity": getattr(module, "nonlinearity", "tanh")} if kind == "RNN" else {}
+    ref = classes[kind](I, H, dtype=dtype, **kw)
     return ref.load_torch(module, layer, suffix)

@@ -20,22 +20,20 @@ from torch.nn import functional as F
 
 from .stacked_lstm import StackedLSTM
 
-EPS = 1e-5
-
 
 def ln_lstm_layer(x: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
                   b_hh: Tensor, ln_ih: Tensor, ln_hh: Tensor, ln_c: Tensor,
                   ln_c_b: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     G = w_ih.shape[0]
     H = G // 4
-    pre = F.layer_norm(torch.matmul(x, w_ih.t()), [G], ln_ih, None, EPS) + (b_ih + b_hh)
+    pre = F.layer_norm(torch.matmul(x, w_ih.t()), [G], ln_ih, None, 1e-5) + (b_ih + b_hh)
     igates = pre.unbind(0)
     outputs: list[Tensor] = []
     for t in range(len(igates)):
-        gates = igates[t] + F.layer_norm(torch.mm(hx, w_hh.t()), [G], ln_hh, None, EPS)
+        gates = igates[t] + F.layer_norm(torch.mm(hx, w_hh.t()), [G], ln_hh, None, 1e-5)
         ingate, forgetgate, cellgate, outgate = gates.chunk(4, 1)
         cx = torch.sigmoid(forgetgate) * cx + torch.sigmoid(ingate) * torch.tanh(cellgate)
-        hx = torch.sigmoid(outgate) * torch.tanh(F.layer_norm(cx, [H], ln_c, ln_c_b, EPS))
+        hx = torch.sigmoid(outgate) * torch.tanh(F.layer_norm(cx, [H], ln_c, ln_c_b, 1e-5))
         outputs.append(hx)
     return torch.stack(outputs), hx, cx
 
@@ -43,10 +41,10 @@ def ln_lstm_layer(x: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor,
 def ln_gru_layer(x: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
                  ln_ih: Tensor, ln_hh: Tensor) -> tuple[Tensor, Tensor]:  # fmt: skip
     G = w_ih.shape[0]
-    igates = F.layer_norm(torch.matmul(x, w_ih.t()), [G], ln_ih, b_ih, EPS).unbind(0)
+    igates = F.layer_norm(torch.matmul(x, w_ih.t()), [G], ln_ih, b_ih, 1e-5).unbind(0)
     outputs: list[Tensor] = []
     for t in range(len(igates)):
-        hgates = F.layer_norm(torch.mm(hx, w_hh.t()), [G], ln_hh, b_hh, EPS)
+        hgates = F.layer_norm(torch.mm(hx, w_hh.t()), [G], ln_hh, b_hh, 1e-5)
         xr, xz, xn = igates[t].chunk(3, 1)
         hr, hz, hn = hgates.chunk(3, 1)
         r = torch.sigmoid(xr + hr)
