@@ -420,9 +420,10 @@ class _LayerNormMixin:
         return (layer_norm(x @ self.w_ih.T, self.ln["layernorm_ih_weight"]),
                 layer_norm(h @ self.w_hh.T, self.ln["layernorm_hh_weight"]))  # fmt: skip
 
-    def _ln_accumulate(self, grads, rec, d_ih, d_hh):
-        """Gradients through the biases (added after LN), both LayerNorms and both projections;
-        d_ih, d_hh: dL/d(LN output + bias) per projection. Returns (dx, dh_prev)."""
+    def _accumulate(self, grads, rec, d_ih, d_hh):
+        """The base class's, through the LayerNorms: gradients of the biases (added after LN),
+        both LayerNorms and both projections; d_ih, d_hh: dL/d(LN output + bias) per
+        projection. Returns (dx, dh_prev)."""
         grads["bias_ih"] += d_ih.sum(0)
         grads["bias_hh"] += d_hh.sum(0)
         g = rec.gates
@@ -479,7 +480,7 @@ class LayerNormLSTM(_LayerNormMixin, LSTM):
              dh * tc * o * (1.0 - o)],
             axis=1,
         )  # fmt: skip
-        dx, dh_prev = self._ln_accumulate(grads, rec, da, da)
+        dx, dh_prev = self._accumulate(grads, rec, da, da)
         return dx, dh_prev, dc * f
 
 
@@ -503,15 +504,7 @@ class LayerNormGRU(_LayerNormMixin, GRU):
                  "ih_rstd": ih_rstd, "hh_hat": hh_hat, "hh_rstd": hh_rstd}  # fmt: skip
         return _Step(x=x, h_prev=self.h, h=h, gates=gates)
 
-    def _step_backward(self, rec, dh, dc, grads):
-        r, z, n, hn = (rec.gates[k] for k in ("reset", "update", "new", "hn"))
-        dan = dh * (1.0 - z) * (1.0 - n**2)
-        daz = dh * (rec.h_prev - n) * z * (1.0 - z)
-        dar = dan * hn * r * (1.0 - r)
-        d_ih = np.concatenate([dar, daz, dan], axis=1)
-        d_hh = np.concatenate([dar, daz, dan * r], axis=1)
-        dx, dh_prev = self._ln_accumulate(grads, rec, d_ih, d_hh)
-        return dx, dh_prev + dh * z, dc
+    # backward: GRU._step_backward; its gate gradients go through the LayerNorms in _accumulate
 
 
 def from_torch(module, layer: int = 0, suffix: str = "", dtype=np.float64) -> _Recurrent:
