@@ -209,7 +209,7 @@ def predict(model, ids, labels, batch=256) -> np.ndarray:
 # ---- training -----------------------------------------------------------------------------
 @dataclass
 class SentimentConfig:
-    cells: str = "rnn,lstm,gru"  # cells to compare: rnn,lstm,gru,lnlstm,lngru (ln = LayerNorm)
+    cells: str = "rnn,lstm,gru"  # cells: rnn,lstm,gru,lnlstm,lngru (ln*: LayerNorm, timed vs eager)
     embed: int = 64  # embedding size
     hidden: int = 64  # hidden size per direction
     layers: int = 1  # stacked recurrent layers
