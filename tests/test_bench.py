@@ -222,3 +222,16 @@ def test_bench_rejects_cells_no_workload_runs(capsys):
         main(["bench", "--quick", "--only", "stock", "--cells", "lnlstm"])
     with pytest.raises(SystemExit, match="unknown cells.*lnlstm"):
         main(["bench", "--quick", "--cells", "lnrnn"])
+
+
+def test_eager_twin_copies_configuration_and_refuses_other_modules():
+    from fusedrnn.layernorm_eager import EagerLayerNormLSTM, eager_twin
+
+    m = fusedrnn.LayerNormLSTM(3, 4, num_layers=2, batch_first=True, dropout=0.5, bias=False)
+    m.eval()
+    twin = eager_twin(m)
+    assert type(twin) is EagerLayerNormLSTM and not twin.training
+    assert (twin.batch_first, twin.dropout, twin.bias, twin.num_layers) == (True, 0.5, False, 2)
+    assert all(torch.equal(twin.state_dict()[k], v) for k, v in m.state_dict().items())
+    with pytest.raises(TypeError, match="module: expected a fusedrnn.LayerNormLSTM or"):
+        eager_twin(torch.nn.LSTM(3, 4))

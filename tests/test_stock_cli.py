@@ -145,3 +145,28 @@ def test_stock_all_keeps_the_plain_cells_and_bad_cells_are_one_line(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert "argument --cell" in err[-1] and "'lstm,lnrnn'" in err[-1] and "lnlstm" in err[-1]
     assert not (tmp_path / "o").exists()
+
+
+def test_layernorm_regressor_fused_and_eager_share_weights_and_outputs():
+    """SequenceRegressor('lnlstm'/'lngru'): fused = fusedrnn.LayerNorm*, torch = the eager twin;
+    one state_dict loads into the other and both give the same forecasts (what --impl both
+    and checkpoints rely on)."""
+    import torch
+
+    import fusedrnn
+    from fusedrnn.layernorm_eager import EagerLayerNormGRU, EagerLayerNormLSTM
+    from fusedrnn.train import SequenceRegressor, recurrent_class
+
+    assert recurrent_class("lnlstm") is fusedrnn.LayerNormLSTM
+    assert recurrent_class("lngru", "torch") is EagerLayerNormGRU
+    for cell in ("lnlstm", "lngru"):
+        torch.manual_seed(0)
+        fused = SequenceRegressor(cell, 2, 5, num_layers=2, dropout=0.0, residual=False).eval()
+        eager = SequenceRegressor(cell, 2, 5, num_layers=2, dropout=0.0, impl="torch",
+                                  residual=False).eval()  # fmt: skip
+        eager.load_state_dict(fused.state_dict())
+        assert isinstance(eager.rnn, (EagerLayerNormLSTM, EagerLayerNormGRU))
+        x = torch.randn(3, 7, 2)
+        torch.testing.assert_close(eager(x)[0], fused(x)[0])
+    with pytest.raises(ValueError, match="cell: 'lnrnn' is not one of .*lnlstm"):
+        recurrent_class("lnrnn")
