@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+import fusedrnn
 from fusedrnn.bench import workloads as wl
 from fusedrnn.cli import main
 
@@ -102,8 +103,8 @@ def test_cell_baselines_match_torch():
             torch.testing.assert_close(p.grad, q.grad)
 
 
-@pytest.mark.parametrize("w", wl.FULL, ids=lambda w: w.name)
-@pytest.mark.parametrize("cell", wl.CELLS)
+@pytest.mark.parametrize("w,cell", [(w, c) for w in wl.FULL for c in w.cells],
+                         ids=lambda v: getattr(v, "name", v))  # fmt: skip
 def test_flops_match_documented_formula(w, cell):
     G, H = wl.GATES[cell], w.H
     N = sum(w.batch_sizes())
@@ -119,8 +120,118 @@ def test_flops_match_documented_formula(w, cell):
 def test_workload_selection():
     assert [w.name for w in wl.select("stream", quick=False)] == ["stream-h64", "stream-h256"]
     assert [w.name for w in wl.select("mid,stock", quick=True)] == ["stock", "mid"]
-    assert len(wl.select(None, quick=False)) == 8
+    assert len(wl.select(None, quick=False)) == 11
+    assert [w.name for w in wl.select("layernorm", quick=True)] == ["ln-stock", "ln-sine", "ln-mid"]
+    for w in wl.select("layernorm", quick=False):  # the shapes of stock, sine and mid
+        twin = wl.select(w.name[3:], quick=False)[0]
+        assert (w.B, w.T, w.I, w.H, w.layers) == (twin.B, twin.T, twin.I, twin.H, twin.layers)
+        assert w.cells == wl.LN_CELLS and twin.cells == wl.CELLS
     with pytest.raises(ValueError, match="unknown workload"):
         wl.select("huge", quick=False)
     packed = wl.select("mid-packed", quick=False)[0]
     assert packed.batch_sizes()[0] == 64 and sorted(set(packed.batch_sizes())) == [16, 32, 48, 64]
+
+
+# ---- LayerNorm group (issue 15) -------------------------------------------------------------
+LN_IMPLS = ("eager", "fused", "torchscript")
+
+
+def test_quick_layernorm_run_writes_rows_and_targets(tmp_path):
+    rc = main(["bench", "--quick", "--only", "layernorm", "--out", str(tmp_path), "--tag", "ln"])
+    assert rc == 0
+    data = json.loads((tmp_path / "ln.json").read_text())
+    got = {(r["workload"], r["cell"], r["mode"], r["impl"]): r for r in data["results"]}
+    # only the LayerNorm implementations run the LayerNorm cells (no torch.nn rows)
+    assert {k[3] for k in got} == set(LN_IMPLS)
+    assert {k[1] for k in got} == set(wl.LN_CELLS)
+    for w in wl.select("layernorm", quick=True):
+        for cell in wl.LN_CELLS:
+            for mode in ("inference", "training"):
+                for impl in LN_IMPLS:
+                    r = got[(w.name, cell, mode, impl)]
+                    # "ok": validated against the eager baseline (else "invalid")
+                    assert r["status"] == "ok", r
+                    assert r["flops"] == wl.flops(w, cell, mode == "training") > 0
+                    assert r["max_err"] <= 1e-3
+                assert got[(w.name, cell, mode, "eager")]["speedup"] == pytest.approx(1.0)
+    targets = [t for t in data["targets"] if "torchscript" in t["target"]]
+    assert len(targets) == 2 * 3 * 2  # modes x workloads x cells
+    for t in targets:
+        assert t["measured"] > 0 and t["met"] == (t["measured"] >= 5.0)
+    mem = {(m["workload"], m["cell"], m["impl"]): m for m in data["memory"]}
+    assert mem[("ln-stock", "lnlstm", "fused")]["base_bytes"] > 0
+    assert not any(t["target"].startswith("memory ln-") for t in data["targets"])
+    md = (tmp_path / "ln.md").read_text()
+    assert "## LayerNorm cells: training step" in md and "| ln-mid | lngru |" in md
+    assert "fused >= 5x torchscript" in md
+
+
+def test_layernorm_target_uses_the_named_implementation():
+    from fusedrnn.bench.report import target_checks
+
+    def row(impl, t, mode="training"):
+        return {"workload": "ln-stock", "group": "layernorm", "cell": "lnlstm", "mode": mode,
+                "impl": impl, "status": "ok", "median_s": t, "speedup": 3.0 / t}  # fmt: skip
+
+    out = target_checks([row("eager", 3.0), row("torchscript", 1.0), row("fused", 0.25),
+                         row("torchscript", 1.0, "inference"), row("fused", 0.5, "inference")],
+                        [])  # fmt: skip
+    by = {t["target"]: t for t in out}
+    assert by["training ln-stock lnlstm: fused >= 5x torchscript"]["measured"] == 4.0
+    assert not by["training ln-stock lnlstm: fused >= 5x torchscript"]["met"]
+    assert by["inference ln-stock lnlstm: fused >= 5x torchscript"]["measured"] == 2.0
+    # without a torchscript row the target is reported as not met, never skipped silently
+    (t,) = target_checks([row("fused", 0.25)], [])
+    assert t["measured"] is None and not t["met"]
+
+
+@pytest.mark.parametrize("cell", wl.LN_CELLS)
+@pytest.mark.parametrize("bidir", [False, True])
+def test_layernorm_baselines_match_fused(cell, bidir):
+    """The eager twin and the TorchScript layers compute the fused module's numbers (float64):
+    outputs, final states and every parameter's gradient, LayerNorm gains included."""
+    from fusedrnn.bench.script_layernorm import ScriptLayerNormGRU, ScriptLayerNormLSTM
+    from fusedrnn.layernorm_eager import eager_twin
+
+    torch.manual_seed(0)
+    cls = fusedrnn.LayerNormLSTM if cell == "lnlstm" else fusedrnn.LayerNormGRU
+    ref = cls(5, 7, num_layers=2, bidirectional=bidir).double()
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if name.startswith("layernorm_"):
+                p.uniform_(0.5, 1.5) if "_c_bias" not in name else p.uniform_(-0.5, 0.5)
+    x = torch.randn(6, 3, 5, dtype=torch.float64)
+    ro, rs = ref(x)
+    g = torch.randn_like(ro)
+    ro.backward(g)
+    script = (ScriptLayerNormLSTM if cell == "lnlstm" else ScriptLayerNormGRU)(ref)
+    for m in (eager_twin(ref), script):
+        assert [n for n, _ in m.named_parameters()] == [n for n, _ in ref.named_parameters()]
+        for _ in range(3):  # TorchScript specialises over its first calls
+            m.zero_grad()
+            out, state = m(x)
+            out.backward(g)
+            torch.testing.assert_close(out, ro)
+            torch.testing.assert_close(state, rs)
+            for (name, p), q in zip(m.named_parameters(), ref.parameters()):
+                torch.testing.assert_close(p.grad, q.grad, msg=f"{type(m).__name__} {name}")
+
+
+def test_bench_rejects_cells_no_workload_runs(capsys):
+    with pytest.raises(SystemExit, match="no workload runs the cells.*--only layernorm"):
+        main(["bench", "--quick", "--only", "stock", "--cells", "lnlstm"])
+    with pytest.raises(SystemExit, match="unknown cells.*lnlstm"):
+        main(["bench", "--quick", "--cells", "lnrnn"])
+
+
+def test_eager_twin_copies_configuration_and_refuses_other_modules():
+    from fusedrnn.layernorm_eager import EagerLayerNormLSTM, eager_twin
+
+    m = fusedrnn.LayerNormLSTM(3, 4, num_layers=2, batch_first=True, dropout=0.5, bias=False)
+    m.eval()
+    twin = eager_twin(m)
+    assert type(twin) is EagerLayerNormLSTM and not twin.training
+    assert (twin.batch_first, twin.dropout, twin.bias, twin.num_layers) == (True, 0.5, False, 2)
+    assert all(torch.equal(twin.state_dict()[k], v) for k, v in m.state_dict().items())
+    with pytest.raises(TypeError, match="module: expected a fusedrnn.LayerNormLSTM or"):
+        eager_twin(torch.nn.LSTM(3, 4))

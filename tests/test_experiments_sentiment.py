@@ -75,6 +75,28 @@ def test_cli_sentiment_quick(tmp_path, capsys):
         assert abs(t["fused"]["loss"] - t["torch.nn"]["loss"]) < 1e-3
 
 
+def test_cli_sentiment_layernorm_cells_timed_against_eager(tmp_path, capsys):
+    assert main(["sentiment", "--quick", "--cells", "lstm,lnlstm,lngru", "--layers", "2",
+                 "--out", str(tmp_path), "--no-plots"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert list(res["models"]) == ["lstm x2", "lnlstm x2", "lngru x2"]
+    for name, r in res["models"].items():
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1
+        t = r["timing"]
+        other = "eager" if name.startswith("ln") else "torch.nn"
+        assert set(t) == {"fused", other}
+        # same initial weights, batches and dropout masks: the same losses
+        assert abs(t["fused"]["loss"] - t[other]["loss"]) < 1e-3
+    assert "lnlstm x2" in out and "fused" in out and "vs eager" in out
+
+
+def test_cli_sentiment_bad_cell_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"--cells: unknown name 'lnrnn' \(choose from .*lnlstm"):
+        main(["sentiment", "--quick", "--cells", "lstm,lnrnn", "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
+
+
 def _two_class_file(path, n=60):
     lines = ["label\ttext"]
     for i in range(n):

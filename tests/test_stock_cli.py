@@ -105,3 +105,68 @@ def test_stock_resume_continues_from_the_saved_models(tmp_path, capsys):
     assert "resumed from" in capsys.readouterr().out
     m = json.loads((out / "latest" / "metrics.json").read_text())
     assert m["results"][0]["epochs"] == 3
+
+
+def test_stock_layernorm_cells_beside_plain_ones(tmp_path, capsys):
+    """lnlstm/lngru train next to lstm/gru with the same metrics; --impl both pairs the fused
+    LayerNorm modules with their eager twins (same initial weights: the first epoch's losses
+    agree); a line per pair says whether LayerNorm helped."""
+    out = tmp_path / "ln"
+    argv = ["stock", "--period", "1y", "--window", "8", "--hidden", "5", "--layers", "2",
+            "--epochs", "1", "--cell", "gru,lngru,lnlstm", "--no-plots", "--out", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    m = json.loads((out / "latest" / "metrics.json").read_text())
+    got = [(r["cell"], r["impl"]) for r in m["results"]]
+    assert got == [(c, i) for c in ("gru", "lngru", "lnlstm") for i in ("fused", "torch")]
+    by = {(r["cell"], r["impl"]): r for r in m["results"]}
+    for cell in ("lngru", "lnlstm"):
+        fused, eager = by[(cell, "fused")], by[(cell, "torch")]
+        assert fused["model"] == cell.upper() and fused["rmse"] > 0 and fused["dm_p"] >= 0
+        assert fused["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-3)
+        assert fused["rmse"] == pytest.approx(eager["rmse"], rel=1e-3)
+        assert "speedup_vs_torch" in fused
+    # the LayerNorm models' parameters include the gains (more than the plain GRU's)
+    assert by[("lngru", "fused")]["params"] == by[("gru", "fused")]["params"] + 2 * 3 * 5 * 2
+    # one verdict line for LNGRU vs GRU; none for LNLSTM (no plain LSTM in this run)
+    assert len(m["layernorm"]) == 1 and m["layernorm"][0].startswith("LayerNorm: LNGRU ")
+    assert "vs GRU" in m["layernorm"][0] and m["layernorm"][0] in text
+    assert "LNLSTM" in (out / "latest" / "table.txt").read_text()
+
+
+def test_stock_all_keeps_the_plain_cells_and_bad_cells_are_one_line(tmp_path, capsys):
+    from fusedrnn.experiments.stock import _cells
+
+    assert _cells("all") == ["rnn", "lstm", "gru"]  # make demo: unchanged
+    assert _cells("LNLSTM, lngru,lngru") == ["lnlstm", "lngru"]
+    with pytest.raises(SystemExit) as e:
+        cli.main(["stock", "--cell", "lstm,lnrnn", "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "argument --cell" in err[-1] and "'lstm,lnrnn'" in err[-1] and "lnlstm" in err[-1]
+    assert not (tmp_path / "o").exists()
+
+
+def test_layernorm_regressor_fused_and_eager_share_weights_and_outputs():
+    """SequenceRegressor('lnlstm'/'lngru'): fused = fusedrnn.LayerNorm*, torch = the eager twin;
+    one state_dict loads into the other and both give the same forecasts (what --impl both
+    and checkpoints rely on)."""
+    import torch
+
+    import fusedrnn
+    from fusedrnn.layernorm_eager import EagerLayerNormGRU, EagerLayerNormLSTM
+    from fusedrnn.train import SequenceRegressor, recurrent_class
+
+    assert recurrent_class("lnlstm") is fusedrnn.LayerNormLSTM
+    assert recurrent_class("lngru", "torch") is EagerLayerNormGRU
+    for cell in ("lnlstm", "lngru"):
+        torch.manual_seed(0)
+        fused = SequenceRegressor(cell, 2, 5, num_layers=2, dropout=0.0, residual=False).eval()
+        eager = SequenceRegressor(cell, 2, 5, num_layers=2, dropout=0.0, impl="torch",
+                                  residual=False).eval()  # fmt: skip
+        eager.load_state_dict(fused.state_dict())
+        assert isinstance(eager.rnn, (EagerLayerNormLSTM, EagerLayerNormGRU))
+        x = torch.randn(3, 7, 2)
+        torch.testing.assert_close(eager(x)[0], fused(x)[0])
+    with pytest.raises(ValueError, match="cell: 'lnrnn' is not one of .*lnlstm"):
+        recurrent_class("lnrnn")

@@ -395,7 +395,7 @@ def _check_finite(frame, features) -> None:
 class Forecaster:
     """A recurrent forecaster of the next `horizon` closes, with its data pipeline.
 
-    ``cell``: "rnn", "lstm" or "gru" (the fused kernels with ``impl="fused"``).
+    ``cell``: "rnn", "lstm", "gru", "lnlstm" or "lngru" (the fused kernels with ``impl="fused"``).
     ``features``: input columns (``close`` always first). ``target``: "price" or "log-return".
     ``residual``: the change-from-last-close head (default: on for price targets).
     ``config``: a :class:`fusedrnn.train.TrainConfig` (default: the stock job's, no progress bar).

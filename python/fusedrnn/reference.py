@@ -23,6 +23,17 @@ The equations (sigma = logistic sigmoid, * = elementwise):
           n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
           h' = (1 - z) * n + z * h
 
+The LayerNorm variants (Ba, Kiros & Hinton 2016, as ``fusedrnn.LayerNormLSTM/GRU``), with
+LN(v; w) = w * (v - mean(v)) / sqrt(var(v) + 1e-5) over the last dimension (biased variance)
+and the extra parameters ``ln_ih``, ``ln_hh`` [G*H] and (LSTM) ``ln_c``, ``ln_c_b`` [H]:
+
+    LN-LSTM  i, f, g, o = split(LN(W_ih x; ln_ih) + LN(W_hh h; ln_hh) + b_ih + b_hh)
+             c' = sigma(f) * c + sigma(i) * tanh(g)       (the carried state, not normalised)
+             h' = sigma(o) * tanh(LN(c'; ln_c) + ln_c_b)
+    LN-GRU   gi = LN(W_ih x; ln_ih) + b_ih;  gh = LN(W_hh h; ln_hh) + b_hh
+             r, z = sigma(gi_r + gh_r), sigma(gi_z + gh_z);  n = tanh(gi_n + r * gh_n)
+             h' = (1 - z) * n + z * h
+
 These are the third oracle (beside ``torch.nn`` and ``gradcheck``) for the fused kernels.
 """
 
@@ -32,7 +43,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["GRU", "LSTM", "ElmanRNN", "from_torch", "sigmoid"]
+__all__ = ["GRU", "LSTM", "ElmanRNN", "LayerNormGRU", "LayerNormLSTM", "from_torch", "layer_norm",
+           "sigmoid"]  # fmt: skip
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -213,7 +225,7 @@ class _Recurrent:
         dc = zeros.copy() if grad_cn is None else _to_numpy(grad_cn, self.dtype)
         grads = {k: np.zeros_like(v) for k, v in
                  {"weight_ih": self.w_ih, "weight_hh": self.w_hh,
-                      "bias_ih": self.b_ih, "bias_hh": self.b_hh}.items()}  # fmt: skip
+                      "bias_ih": self.b_ih, "bias_hh": self.b_hh, **self._extra()}.items()}  # fmt: skip
         dxs = np.zeros((T, B, self.input_size), self.dtype)
         hidden = np.zeros((T + 1, B, H), self.dtype)
         for t in reversed(range(T)):
@@ -225,8 +237,13 @@ class _Recurrent:
         if self.has_cell:
             out["c0"] = dc
         if not self.bias:
-            del out["bias_ih"], out["bias_hh"]
+            for k in [k for k in out if k in ("bias_ih", "bias_hh", "layernorm_c_bias")]:
+                del out[k]
         return out
+
+    def _extra(self) -> dict[str, np.ndarray]:
+        """Parameters beyond the two projections and their biases (the LayerNorm gains)."""
+        return {}
 
     def _accumulate(self, grads, rec, d_ih, d_hh):
         """Weight/bias gradients of the two projections, the input and the previous h."""
@@ -252,9 +269,8 @@ class ElmanRNN(_Recurrent):
     n_gates = 1
     gate_names = ("pre",)
 
-    def __init__(
-        self, input_size, hidden_size, nonlinearity="tanh", bias=True, seed=0, dtype=np.float64
-    ):
+    def __init__(self, input_size, hidden_size, nonlinearity="tanh", bias=True, seed=0,
+                 dtype=np.float64):  # fmt: skip
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
@@ -342,23 +358,170 @@ class GRU(_Recurrent):
         return dx, dh_prev + dh * z, dc
 
 
+# ---- LayerNorm LSTM / GRU ---------------------------------------------------------------------
+LN_EPS = 1e-5
+
+
+def layer_norm(v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LN(v; w) over the last dimension; returns (w * vhat, vhat, rstd) with
+    vhat = (v - mean) * rstd and rstd = 1 / sqrt(biased var + 1e-5) (kept for backward)."""
+    mean = v.mean(-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(((v - mean) ** 2).mean(-1, keepdims=True) + LN_EPS)
+    vhat = (v - mean) * rstd
+    return w * vhat, vhat, rstd
+
+
+def layer_norm_backward(dy, vhat, rstd, w, grad_w) -> np.ndarray:
+    """dL/dv of y = LN(v; w) given dL/dy; adds dL/dw into ``grad_w``. With u = dy * w:
+    dv = rstd * (u - mean(u) - vhat * mean(u * vhat)) (mean and variance both depend on v)."""
+    grad_w += (dy * vhat).sum(0)
+    u = dy * w
+    return rstd * (u - u.mean(-1, keepdims=True) - vhat * (u * vhat).mean(-1, keepdims=True))
+
+
+class _LayerNormMixin:
+    """The LayerNorm gains (``ln_ih``, ``ln_hh`` [G*H], initialised to 1) and their loading;
+    the pre-normalisation projections carry no bias (the biases are added after LN)."""
+
+    ln_names = ("layernorm_ih_weight", "layernorm_hh_weight")
+
+    def _init_ln(self) -> None:
+        G, H = self.n_gates, self.hidden_size
+        self.ln = {n: np.ones(H if "_c_" in n else G * H, self.dtype) for n in self.ln_names}
+        if "layernorm_c_bias" in self.ln:
+            self.ln["layernorm_c_bias"][:] = 0.0
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """torch's names (``weight_ih`` ..., ``layernorm_ih_weight`` ...), in the order of the
+        fused module's ``parameters()``; ``layernorm_c_bias`` only with ``bias``."""
+        p = super().parameters()
+        p.update(self._extra())
+        return p
+
+    def _extra(self) -> dict[str, np.ndarray]:
+        return {n: v for n, v in self.ln.items() if self.bias or n != "layernorm_c_bias"}
+
+    def load_torch(self, module, layer: int = 0, suffix: str = ""):
+        """As the base class, from a ``fusedrnn.LayerNorm*`` module or cell, gains included."""
+        super().load_torch(module, layer, suffix)
+        names = dict(module.named_parameters())
+        tag = "" if "weight_ih" in names else f"_l{layer}{suffix}"
+        self._init_ln()
+        for n in self.ln:
+            if n + tag in names:
+                got = _to_numpy(names[n + tag], self.dtype)
+                if got.shape != self.ln[n].shape:
+                    raise ValueError(f"expected {n}{tag} {self.ln[n].shape}, got {got.shape}")
+                self.ln[n] = got
+        return self
+
+    def _projections(self, x, h):
+        """LN(x W_ih^T; ln_ih) and LN(h W_hh^T; ln_hh), each with (vhat, rstd) for backward."""
+        return (layer_norm(x @ self.w_ih.T, self.ln["layernorm_ih_weight"]),
+                layer_norm(h @ self.w_hh.T, self.ln["layernorm_hh_weight"]))  # fmt: skip
+
+    def _accumulate(self, grads, rec, d_ih, d_hh):
+        """The base class's, through the LayerNorms: gradients of the biases (added after LN),
+        both LayerNorms and both projections; d_ih, d_hh: dL/d(LN output + bias) per
+        projection. Returns (dx, dh_prev)."""
+        grads["bias_ih"] += d_ih.sum(0)
+        grads["bias_hh"] += d_hh.sum(0)
+        g = rec.gates
+        dpi = layer_norm_backward(d_ih, g["ih_hat"], g["ih_rstd"], self.ln["layernorm_ih_weight"],
+                                  grads["layernorm_ih_weight"])  # fmt: skip
+        dph = layer_norm_backward(d_hh, g["hh_hat"], g["hh_rstd"], self.ln["layernorm_hh_weight"],
+                                  grads["layernorm_hh_weight"])  # fmt: skip
+        grads["weight_ih"] += dpi.T @ rec.x
+        grads["weight_hh"] += dph.T @ rec.h_prev
+        return dpi @ self.w_ih, dph @ self.w_hh
+
+
+class LayerNormLSTM(_LayerNormMixin, LSTM):
+    """LayerNorm LSTM (``fusedrnn.LayerNormLSTM``'s equations; see the module docstring):
+    gains ``ln["layernorm_ih_weight"]``, ``ln["layernorm_hh_weight"]`` [4H], ``ln_c`` =
+    ``ln["layernorm_c_weight"]`` and ``ln_c_b`` = ``ln["layernorm_c_bias"]`` [H].
+
+    Recorded per step as :class:`LSTM` (``c`` is the carried, unnormalised state), plus
+    ``c_norm`` = LN(c'; ln_c) + ln_c_b.
+    """
+
+    ln_names = ("layernorm_ih_weight", "layernorm_hh_weight", "layernorm_c_weight",
+                "layernorm_c_bias")  # fmt: skip
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_ln()
+
+    def _step(self, x):
+        (ni, ih_hat, ih_rstd), (nh, hh_hat, hh_rstd) = self._projections(x, self.h)
+        ai, af, ag, ao = np.split(ni + nh + self.b_ih + self.b_hh, 4, axis=1)
+        i, f, g, o = sigmoid(ai), sigmoid(af), np.tanh(ag), sigmoid(ao)
+        c = f * self.c + i * g
+        cn, c_hat, c_rstd = layer_norm(c, self.ln["layernorm_c_weight"])
+        cn = cn + self.ln["layernorm_c_bias"] if self.bias else cn
+        tc = np.tanh(cn)
+        h = o * tc
+        gates = {"input": i, "forget": f, "cell": g, "output": o, "c_norm": cn, "tanh_c": tc,
+                 "ih_hat": ih_hat, "ih_rstd": ih_rstd, "hh_hat": hh_hat, "hh_rstd": hh_rstd,
+                 "c_hat": c_hat, "c_rstd": c_rstd}  # fmt: skip
+        return _Step(x=x, h_prev=self.h, h=h, gates=gates, c_prev=self.c, c=c)
+
+    def _step_backward(self, rec, dh, dc, grads):
+        i, f, g, o = (rec.gates[k] for k in self.gate_names)
+        tc = rec.gates["tanh_c"]
+        dcn = dh * o * (1.0 - tc**2)  # dL/d(LN(c') + ln_c_b)
+        if self.bias:
+            grads["layernorm_c_bias"] += dcn.sum(0)
+        dc = dc + layer_norm_backward(dcn, rec.gates["c_hat"], rec.gates["c_rstd"],
+                                      self.ln["layernorm_c_weight"],
+                                      grads["layernorm_c_weight"])  # fmt: skip
+        da = np.concatenate(
+            [dc * g * i * (1.0 - i), dc * rec.c_prev * f * (1.0 - f), dc * i * (1.0 - g**2),
+             dh * tc * o * (1.0 - o)],
+            axis=1,
+        )  # fmt: skip
+        dx, dh_prev = self._accumulate(grads, rec, da, da)
+        return dx, dh_prev, dc * f
+
+
+class LayerNormGRU(_LayerNormMixin, GRU):
+    """LayerNorm GRU (``fusedrnn.LayerNormGRU``'s equations; see the module docstring): gains
+    ``ln["layernorm_ih_weight"]``, ``ln["layernorm_hh_weight"]`` [3H]. Recorded per step as
+    :class:`GRU` (``hn`` is gh_n, the normalised recurrent part of the new gate)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_ln()
+
+    def _step(self, x):
+        (ni, ih_hat, ih_rstd), (nh, hh_hat, hh_rstd) = self._projections(x, self.h)
+        ir, iz, in_ = np.split(ni + self.b_ih, 3, axis=1)
+        hr, hz, hn = np.split(nh + self.b_hh, 3, axis=1)
+        r, z = sigmoid(ir + hr), sigmoid(iz + hz)
+        n = np.tanh(in_ + r * hn)
+        h = (1.0 - z) * n + z * self.h
+        gates = {"reset": r, "update": z, "new": n, "hn": hn, "ih_hat": ih_hat,
+                 "ih_rstd": ih_rstd, "hh_hat": hh_hat, "hh_rstd": hh_rstd}  # fmt: skip
+        return _Step(x=x, h_prev=self.h, h=h, gates=gates)
+
+    # backward: GRU._step_backward; its gate gradients go through the LayerNorms in _accumulate
+
+
 def from_torch(module, layer: int = 0, suffix: str = "", dtype=np.float64) -> _Recurrent:
-    """A NumPy reference carrying the weights of a torch.nn (or fusedrnn) RNN/LSTM/GRU or
-    cell: one layer and direction of it (``layer``, ``suffix='_reverse'``)."""
-    kind = type(module).__name__.replace("Cell", "")
+    """A NumPy reference carrying the weights of a torch.nn (or fusedrnn) RNN/LSTM/GRU, a
+    fusedrnn LayerNormLSTM/GRU, or one of their cells: one layer and direction of it
+    (``layer``, ``suffix='_reverse'``)."""
+    kind = type(module).__name__.replace("Cell", "").removeprefix("Eager")
+    classes = {"RNN": ElmanRNN, "LSTM": LSTM, "GRU": GRU, "LayerNormLSTM": LayerNormLSTM,
+               "LayerNormGRU": LayerNormGRU}  # fmt: skip
+    if kind not in classes:
+        raise TypeError(
+            "module: expected an RNN, LSTM, GRU, LayerNormLSTM or LayerNormGRU (or cell), got "
+            f"{type(module).__name__}"
+        )
     H = module.hidden_size
-    I = (
-        module.input_size
-        if layer == 0
-        else H * (2 if getattr(module, "bidirectional", False) else 1)
-    )
-    if kind == "RNN":
-        nl = getattr(module, "nonlinearity", "tanh")
-        ref = ElmanRNN(I, H, nonlinearity=nl, dtype=dtype)
-    elif kind == "LSTM":
-        ref = LSTM(I, H, dtype=dtype)
-    elif kind == "GRU":
-        ref = GRU(I, H, dtype=dtype)
-    else:
-        raise TypeError(f"expected an RNN, LSTM or GRU (or cell), got {type(module).__name__}")
+    I = module.input_size if layer == 0 else H * (2 if getattr(module, "bidirectional", False)
+                                                  else 1)  # fmt: skip
+    kw = {"nonlinearity": getattr(module, "nonlinearity", "tanh")} if kind == "RNN" else {}
+    ref = classes[kind](I, H, dtype=dtype, **kw)
     return ref.load_torch(module, layer, suffix)

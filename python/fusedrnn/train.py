@@ -3,7 +3,9 @@
 Model
     :class:`SequenceRegressor` — a stacked RNN/LSTM/GRU and a linear head. ``impl="fused"``
     builds it on ``fusedrnn.RNN/LSTM/GRU``, ``impl="torch"`` on ``torch.nn.RNN/LSTM/GRU``: same
-    parameters, same state_dict, so the two can be compared on equal terms.
+    parameters, same state_dict, so the two can be compared on equal terms. The LayerNorm cells
+    ``lnlstm`` / ``lngru`` build ``fusedrnn.LayerNormLSTM/GRU`` (fused) or, as torch.nn has none,
+    their eager twins (``torch``: a Python loop of torch ops, ``fusedrnn.layernorm_eager``).
 
 Data (numpy or torch, float32)
     :class:`Windows` ``x [M, T, F]``, ``y [M, O]`` (predict after the last step) or
@@ -50,7 +52,7 @@ __all__ = [
     "set_seed",
 ]
 
-CELLS = ("rnn", "lstm", "gru")
+CELLS = ("rnn", "lstm", "gru", "lnlstm", "lngru")
 IMPLS = ("fused", "torch")
 
 
@@ -60,10 +62,16 @@ IMPLS = ("fused", "torch")
 
 
 def recurrent_class(cell: str, impl: str = "fused") -> type[nn.Module]:
-    """The recurrent layer class: fusedrnn.RNN/LSTM/GRU (fused) or torch.nn's (torch)."""
-    names = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+    """The recurrent layer class: fusedrnn.RNN/LSTM/GRU (fused) or torch.nn's (torch); for
+    lnlstm / lngru fusedrnn.LayerNormLSTM/GRU (fused) or their eager twins (torch)."""
+    names = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "lnlstm": "LayerNormLSTM",
+             "lngru": "LayerNormGRU"}  # fmt: skip
     if cell not in names:
         raise ValueError(f"cell: {cell!r} is not one of {', '.join(CELLS)}")
+    if impl == "torch" and cell.startswith("ln"):
+        from fusedrnn import layernorm_eager
+
+        return getattr(layernorm_eager, "Eager" + names[cell])
     if impl == "torch":
         return getattr(nn, names[cell])
     if impl == "fused":

@@ -10,6 +10,14 @@ reference module (all hold copies of the same weights, parameters in the same or
 - ``numba``: the ``@njit`` LSTM (``numba_lstm.py``), LSTM only; skipped for H > 512 (its
   single-threaded hand-written recurrent product would take tens of seconds per step there).
 Neither TorchScript nor numba baselines take packed sequences.
+
+The LayerNorm cells (``lnlstm``, ``lngru``; torch.nn has none) run:
+
+- ``eager``: ``layernorm_eager.EagerLayerNormLSTM/GRU``, a Python loop over time steps of plain
+  torch ops (``layernorm.reference_stack``): their baseline, in ``nn``'s place (validation and
+  speedups are against it).
+- ``fused``: ``fusedrnn.LayerNormLSTM/GRU``.
+- ``torchscript``: the fastrnns-style scripted LayerNorm layers (``script_layernorm.py``).
 """
 
 from __future__ import annotations
@@ -26,8 +34,20 @@ import fusedrnn
 
 from .workloads import Workload
 
-IMPLS = ("nn", "nn-native", "fused", "torchscript", "numba")
+IMPLS = ("nn", "nn-native", "eager", "fused", "torchscript", "numba")
+LN_IMPLS = ("eager", "fused", "torchscript")  # what runs the LayerNorm cells
 NUMBA_MAX_H = 512
+
+
+def baseline(cell: str) -> str:
+    """The implementation the others are validated against and sped up over."""
+    return "eager" if cell.startswith("ln") else "nn"
+
+
+def applies(name: str, cell: str) -> bool:
+    """Whether ``name`` is an implementation of ``cell`` at all (``eager`` is the LayerNorm
+    cells' stand-in for ``torch.nn``; ``nn``, ``nn-native`` and ``numba`` have no LayerNorm)."""
+    return (name in LN_IMPLS) if cell.startswith("ln") else name != "eager"
 
 
 class Skip(Exception):
@@ -49,6 +69,11 @@ class Impl:
 
 
 def make_reference(w: Workload, cell: str) -> nn.Module:
+    if cell.startswith("ln"):
+        if w.cell:
+            raise ValueError("the LayerNorm cells run sequence workloads only")
+        cls = fusedrnn.LayerNormLSTM if cell == "lnlstm" else fusedrnn.LayerNormGRU
+        return cls(w.I, w.H, num_layers=w.layers, bidirectional=w.bidir)
     if w.cell:
         cls = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell]
         return cls(w.I, w.H)
@@ -62,7 +87,7 @@ def make_inputs(w: Workload, cell: str, gen: torch.Generator) -> Inputs:
 
     if w.cell:
         hx = randn(w.B, w.H)
-        if cell == "lstm":
+        if cell in ("lstm", "lnlstm"):
             hx = (hx, randn(w.B, w.H))
         return Inputs(randn(w.B, w.I), hx, randn(w.B, w.H))
     x = randn(w.T, w.B, w.I)
@@ -108,6 +133,10 @@ def _caller(module: nn.Module, w: Workload, inputs: Inputs, native: bool = False
 
 def build(name: str, w: Workload, cell: str, ref: nn.Module, inputs: Inputs) -> Impl:
     """The implementation ``name`` for this workload, or ``Skip`` with the reason."""
+    if cell.startswith("ln"):
+        return _build_layernorm(name, w, cell, ref, inputs)
+    if name == "eager":
+        raise Skip("the eager baseline is the LayerNorm cells' (torch.nn is the others')")
     if name == "nn":
         return Impl(name, ref, _caller(ref, w, inputs))
     if name == "nn-native":
@@ -138,3 +167,25 @@ def build(name: str, w: Workload, cell: str, ref: nn.Module, inputs: Inputs) -> 
             mod = lib.NumbaLSTMCell(ref) if w.cell else lib.NumbaLSTM(ref)
         return Impl(name, mod, _caller(mod, w, inputs))
     raise ValueError(f"unknown implementation {name!r}; choose from {IMPLS}")
+
+
+def _build_layernorm(name: str, w: Workload, cell: str, ref: nn.Module, inputs: Inputs) -> Impl:
+    """``ref`` is a fusedrnn.LayerNormLSTM/GRU: the eager twin, a copy of it, or the scripted
+    layers, all with its weights."""
+    if name == "eager":
+        from fusedrnn.layernorm_eager import eager_twin
+
+        mod = eager_twin(ref)
+    elif name == "fused":
+        mod = copy.deepcopy(ref)
+    elif name == "torchscript":
+        if w.packed:
+            raise Skip("the torchscript baseline takes no packed sequences")
+        from . import script_layernorm as lib
+
+        mod = lib.ScriptLayerNormLSTM(ref) if cell == "lnlstm" else lib.ScriptLayerNormGRU(ref)
+    elif name in IMPLS:
+        raise Skip(f"{name} has no LayerNorm {cell[2:].upper()}")
+    else:
+        raise ValueError(f"unknown implementation {name!r}; choose from {IMPLS}")
+    return Impl(name, mod, _caller(mod, w, inputs))

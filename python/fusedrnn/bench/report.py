@@ -8,12 +8,13 @@ import platform
 import re
 from pathlib import Path
 
-from .impls import IMPLS
+from .impls import IMPLS, baseline
 
 MODES = ("inference", "training")
 
 # The performance targets (issue 11): (mode, workload group, cell or None for all) -> minimum
-# fused speedup over torch.nn, at every thread count the bench runs with.
+# fused speedup over torch.nn, at every thread count the bench runs with. A fifth entry names
+# another implementation to beat (time of that one / fused time).
 TARGETS = [
     ("training", "stock", "lstm", 3.0),
     ("training", "sine", "lstm", 3.0),
@@ -31,6 +32,9 @@ TARGETS = [
     ("inference", "stock", "rnn", 3.0),
     ("inference", "sine", "rnn", 3.0),
     ("inference", "stream", None, 3.0),
+    # issue 15: the fused LayerNorm LSTM/GRU against a TorchScript LayerNorm cell loop
+    ("training", "layernorm", None, 5.0, "torchscript"),
+    ("inference", "layernorm", None, 5.0, "torchscript"),
 ]
 LARGE_CEILING_TARGET = 0.90
 
@@ -79,15 +83,23 @@ def _rows(results, mode):
 def target_checks(results, memory) -> list[dict]:
     """Each target with the measured fused ratio (one entry per workload and cell)."""
     out = []
-    for mode, group, cell, need in TARGETS:
+    ok_rows = {(r["workload"], r["cell"], r["mode"], r["impl"]): r for r in results
+               if r["status"] == "ok"}  # fmt: skip
+    for mode, group, cell, need, *versus in TARGETS:
         for r in results:
             if (r["mode"], r["group"], r["impl"]) != (mode, group, "fused"):
                 continue
             if cell not in (None, r["cell"]) or r["status"] != "ok":
                 continue
-            ok = r["speedup"] is not None and r["speedup"] >= need
-            what = f"{mode} {r['workload']} {r['cell']}: speedup >= {need:g}x"
-            out.append({"target": what, "measured": r["speedup"], "met": ok})
+            if versus:  # time of that implementation / fused time, when it ran
+                other = ok_rows.get((r["workload"], r["cell"], mode, versus[0]))
+                ratio = other["median_s"] / r["median_s"] if other else None
+                what = f"{mode} {r['workload']} {r['cell']}: fused >= {need:g}x {versus[0]}"
+            else:
+                ratio = r["speedup"]
+                what = f"{mode} {r['workload']} {r['cell']}: speedup >= {need:g}x"
+            ok = ratio is not None and ratio >= need
+            out.append({"target": what, "measured": ratio, "met": ok})
             if group == "large" and mode == "training":
                 frac = r["ceiling_frac"]
                 out.append({"target": f"{mode} large {r['cell']}: >= "
@@ -102,8 +114,50 @@ def target_checks(results, memory) -> list[dict]:
     return out
 
 
+def _mode_table(results: list[dict], mode: str, title: str) -> list[str]:
+    """One Markdown table: a row per (workload, cell), a column per implementation that ran,
+    speedups over the rows' baseline (torch.nn; eager for the LayerNorm cells)."""
+    keyed = _rows(results, mode)
+    if not keyed:
+        return []
+    impls = [i for i in IMPLS if any(r["impl"] == i and r["status"] == "ok" for r in results)]
+    base = baseline(next(iter(keyed))[1])
+    lines = ["", f"## {title}", ""]
+    head = ["workload", "cell"] + impls
+    extra = "fused vs torchscript" if base == "eager" else None
+    head += ([extra] if extra else []) + [f"GFLOP/s {base} / fused", "ceiling GFLOP/s",
+                                          "fused/ceiling"]  # fmt: skip
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for (wl, cell), by in keyed.items():
+        cells = [wl, cell]
+        for i in impls:
+            r = by.get(i)
+            if r is None or r["status"] != "ok":
+                cells.append("-" if r is None or r["status"] == "skipped" else r["status"])
+            elif i == base:
+                cells.append(_fmt_time(r["median_s"]))
+            else:
+                cells.append(f"{_fmt_time(r['median_s'])} ({r['speedup']:.2f}x)")
+        f, n = by.get("fused"), by.get(base)
+        ok = lambda r: r is not None and r["status"] == "ok"  # noqa: E731
+        if extra:
+            ts = by.get("torchscript")
+            cells.append(f"{ts['median_s'] / f['median_s']:.2f}x" if ok(f) and ok(ts) else "-")
+        if ok(f):
+            nn_gf = f"{n['gflops']:.3g}" if ok(n) else "-"
+            cells += [f"{nn_gf} / {f['gflops']:.3g}", f"{f['ceiling_gflops']:.3g}",
+                      f"{100 * f['ceiling_frac']:.0f}%"]  # fmt: skip
+        else:
+            cells += ["-", "-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(meta: dict, results: list[dict], memory: list[dict], targets: list[dict]) -> str:
     impls = [i for i in IMPLS if any(r["impl"] == i and r["status"] == "ok" for r in results)]
+    plain = [r for r in results if baseline(r["cell"]) == "nn"]
+    ln = [r for r in results if baseline(r["cell"]) == "eager"]
     lines = [
         f"# fusedrnn benchmark: {meta['tag']}",
         "",
@@ -117,6 +171,12 @@ def markdown(meta: dict, results: list[dict], memory: list[dict], targets: list[
         "GEMM FLOPs only; ceiling = the same GEMMs timed alone with torch.mm; fused/ceiling = "
         "ceiling time / fused time (see bench/README.md)",
     ]
+    if ln:
+        lines.append(
+            "- LayerNorm cells (lnlstm, lngru; torch.nn has none): speedup = eager time / time, "
+            "eager = a Python loop over time steps of torch ops (fusedrnn.layernorm_eager); "
+            "fused vs torchscript = TorchScript LayerNorm layers' time / fused time"
+        )
     if meta.get("loadavg_start"):
         lines.append(
             f"- load average (1/5/15 min) at start {meta['loadavg_start']}, at end "
@@ -125,63 +185,34 @@ def markdown(meta: dict, results: list[dict], memory: list[dict], targets: list[
         )
     if meta.get("note"):
         lines.append(f"- note: {meta['note']}")
+    titles = {"inference": "Inference forward (no_grad)",
+              "training": "Training step (zero grads, forward, backward)"}  # fmt: skip
     for mode in MODES:
-        keyed = _rows(results, mode)
-        if not keyed:
-            continue
-        title = (
-            "Inference forward (no_grad)"
-            if mode == "inference"
-            else ("Training step (zero grads, forward, backward)")
-        )
-        lines += ["", f"## {title}", ""]
-        head = ["workload", "cell"] + impls
-        head += ["GFLOP/s nn / fused", "ceiling GFLOP/s", "fused/ceiling"]
-        lines.append("| " + " | ".join(head) + " |")
-        lines.append("|" + "---|" * len(head))
-        for (wl, cell), by in keyed.items():
-            cells = [wl, cell]
-            for i in impls:
-                r = by.get(i)
-                if r is None or r["status"] != "ok":
-                    cells.append("-" if r is None or r["status"] == "skipped" else r["status"])
-                elif i == "nn":
-                    cells.append(_fmt_time(r["median_s"]))
-                else:
-                    cells.append(f"{_fmt_time(r['median_s'])} ({r['speedup']:.2f}x)")
-            f, n = by.get("fused"), by.get("nn")
-            if f and f["status"] == "ok":
-                nn_gf = f"{n['gflops']:.3g}" if n and n["status"] == "ok" else "-"
-                cells += [
-                    f"{nn_gf} / {f['gflops']:.3g}",
-                    f"{f['ceiling_gflops']:.3g}",
-                    f"{100 * f['ceiling_frac']:.0f}%",
-                ]
-            else:
-                cells += ["-", "-", "-"]
-            lines.append("| " + " | ".join(cells) + " |")
+        lines += _mode_table(plain, mode, titles[mode])
+    for mode in MODES:
+        lines += _mode_table(ln, mode, f"LayerNorm cells: {titles[mode][0].lower()}"
+                             f"{titles[mode][1:]}")  # fmt: skip
     if memory:
         lines += ["", "## Peak memory of a training step (c10 CPU allocator, via torch.profiler)",
                   "", "| workload | cell | " + " | ".join(
-                      i for i in impls) + " | fused / nn |", "|---|---|" + "---|" * (len(impls) + 1)]  # fmt: skip
+                      i for i in impls) + " | fused / baseline |",
+                  "|---|---|" + "---|" * (len(impls) + 1)]  # fmt: skip
         by = {}
         for m in memory:
             by.setdefault((m["workload"], m["cell"]), {})[m["impl"]] = m["peak_bytes"]
         for (wl, cell), d in by.items():
             cells = [wl, cell] + [_fmt_bytes(d[i]) if i in d else "-" for i in impls]
-            ratio = d["fused"] / d["nn"] if d.get("nn") and "fused" in d else None
+            b = baseline(cell)
+            ratio = d["fused"] / d[b] if d.get(b) and "fused" in d else None
             cells.append(f"{ratio:.2f}" if ratio is not None else "-")
             lines.append("| " + " | ".join(cells) + " |")
     if targets:
-        lines += ["", "## Targets (fused vs torch.nn, this run)", "",
+        lines += ["", "## Targets (fused vs torch.nn unless named, this run)", "",
                   "| target | measured | met |", "|---|---|---|"]  # fmt: skip
         for t in targets:
             v = t["measured"]
-            shown = (
-                "-"
-                if v is None
-                else (f"{100 * v:.0f}%" if "ceiling" in t["target"] else f"{v:.2f}x")
-            )
+            shown = "-" if v is None else (f"{100 * v:.0f}%" if "ceiling" in t["target"] else
+                                           f"{v:.2f}x")  # fmt: skip
             lines.append(f"| {t['target']} | {shown} | {'yes' if t['met'] else 'NO'} |")
     notes = sorted({f"{r['impl']}: {r['reason']}" for r in results if r["status"] != "ok"})
     if notes:
@@ -218,7 +249,7 @@ def plot(results: list[dict], path: Path, title: str) -> bool:
         ax.set_yscale("log")
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, fontsize=7, rotation=45, ha="right")
-        ax.set_ylabel("speedup vs torch.nn")
+        ax.set_ylabel("speedup vs torch.nn (LayerNorm: vs eager)")
         ax.set_title(f"{title}: {mode}")
         ax.legend(fontsize=7, ncol=len(others))
     fig.tight_layout()

@@ -21,43 +21,35 @@ import fusedrnn
 
 from . import impls as impls_mod
 from . import measure, report
-from .workloads import CELLS, GROUPS, Workload, flops, gemms, select
+from .workloads import ALL_CELLS, GROUPS, Workload, flops, gemms, select
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--only",
-        metavar="W[,W...]",
-        help=f"workloads (name or group) to run: {', '.join(GROUPS)} "
-        "(stream = stream-h64, stream-h256); default all",
-    )
-    parser.add_argument(
-        "--cells", default=",".join(CELLS), help="cells to run (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--impls",
-        default=",".join(impls_mod.IMPLS),
-        help="implementations to run (default: %(default)s); nn is always run",
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny sizes and short timing (smoke runs and tests)"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's own)"
-    )
+    parser.add_argument("--only", metavar="W[,W...]",
+                        help=f"workloads (name or group) to run: {', '.join(GROUPS)} "
+                        "(stream = stream-h64, stream-h256; layernorm = ln-stock, ln-sine, "
+                        "ln-mid, the LayerNorm cells); default all")  # fmt: skip
+    parser.add_argument("--cells", default=",".join(ALL_CELLS),
+                        help="cells to run (default: %(default)s); lnlstm and lngru run on the "
+                        "layernorm workloads, the others on the rest")  # fmt: skip
+    parser.add_argument("--impls", default=",".join(impls_mod.IMPLS),
+                        help="implementations to run (default: %(default)s); the baseline is "
+                        "always run: nn, or eager (a Python loop) for the LayerNorm cells, "
+                        "which torch.nn lacks")  # fmt: skip
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and short timing (smoke runs and tests)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own)")  # fmt: skip
     parser.add_argument("--min-run-time", type=float, default=None,
                         help="seconds per blocked_autorange (default 1.0; 0.01 with --quick)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="where results go (default: %(default)s)")  # fmt: skip
     parser.add_argument("--tag", help="results file name (default: CPU model and threads)")
     parser.add_argument("--note", default="", help="a note saved with the results")
-    parser.add_argument(
-        "--profile",
-        action="store_true",
-        help="also write a torch.profiler chrome trace (<tag>-trace.json) of "
-        "one inference and one training step of each implementation "
-        "(use with --only)",
-    )
+    parser.add_argument("--profile", action="store_true",
+                        help="also write a torch.profiler chrome trace (<tag>-trace.json) of "
+                        "one inference and one training step of each implementation "
+                        "(use with --only)")  # fmt: skip
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -108,27 +100,28 @@ def _parse_list(text: str, known: tuple[str, ...], what: str) -> list[str]:
     return items
 
 
-def bench_case(
-    w: Workload, cell: str, names: list[str], args, measurements: list, memory: list, seed: int
-) -> list[dict]:
-    """Validate and time every implementation on one workload and cell."""
+def bench_case(w: Workload, cell: str, names: list[str], args, measurements: list, memory: list,
+               seed: int) -> list[dict]:  # fmt: skip
+    """Validate and time every implementation on one workload and cell (of ``names``, those
+    that implement the cell, its baseline first)."""
     torch.manual_seed(seed)
     ref = impls_mod.make_reference(w, cell)
     gen = torch.Generator().manual_seed(seed + 1)
     inputs = impls_mod.make_inputs(w, cell, gen)
     rows: list[dict] = []
     built: dict[str, impls_mod.Impl] = {}
-    for name in names:
+    base = impls_mod.baseline(cell)
+    for name in _case_names(names, cell):
         try:
             built[name] = impls_mod.build(name, w, cell, ref, inputs)
         except impls_mod.Skip as e:
             rows += [_row(w, cell, m, name, "skipped", str(e)) for m in report.MODES]
 
-    # Reference results: torch.nn's outputs and the gradients of one training step.
-    nn_impl = built["nn"]
-    ref_out = [t.clone() for t in measure.infer_fn(nn_impl)()]
-    measure.train_fn(nn_impl, inputs.grad_out)()
-    ref_grads = [g.clone() for g in measure.grads(nn_impl)]
+    # Reference results: the baseline's (torch.nn's) outputs and gradients of a training step.
+    base_impl = built[base]
+    ref_out = [t.clone() for t in measure.infer_fn(base_impl)()]
+    measure.train_fn(base_impl, inputs.grad_out)()
+    ref_grads = [g.clone() for g in measure.grads(base_impl)]
 
     steps: dict[tuple[str, str], tuple] = {}  # (impl, mode) -> (fn, first call seconds)
     for name, impl in built.items():
@@ -141,17 +134,14 @@ def bench_case(
             t_tr = measure.timed_once(train)
             err_tr = measure.worst(zip(measure.grads(impl), ref_grads))
         except Exception as e:  # a broken implementation is reported, not fatal
-            rows += [
-                _row(w, cell, m, name, "error", f"{type(e).__name__}: {e}") for m in report.MODES
-            ]
+            rows += [_row(w, cell, m, name, "error", f"{type(e).__name__}: {e}")
+                     for m in report.MODES]  # fmt: skip
             continue
-        for mode, err, fn, first in (
-            ("inference", err_inf, infer, t_inf),
-            ("training", err_tr, train, t_tr),
-        ):
+        for mode, err, fn, first in (("inference", err_inf, infer, t_inf),
+                                     ("training", err_tr, train, t_tr)):  # fmt: skip
             if err > measure.TOLERANCE:
                 r = _row(w, cell, mode, name, "invalid",
-                         f"{mode} differs from torch.nn by {err:.2e} (relative)")  # fmt: skip
+                         f"{mode} differs from {_BASE_NAME[base]} by {err:.2e} (relative)")  # fmt: skip
                 r["max_err"] = err
                 rows.append(r)
             else:
@@ -163,13 +153,10 @@ def bench_case(
         if todo:  # the GEMM ceiling runs in the same rounds as the implementations
             ceiling = measure.gemm_replay(gemms(w, cell, mode == "training"))
             todo[CEILING] = (ceiling, measure.timed_once(ceiling))
-        timed = measure.measure_interleaved(
-            todo,
-            label=f"{mode} (median time)",
-            sub_label=f"{w.name} {cell}",
-            threads=torch.get_num_threads(),
-            min_run_time=args.min_run_time,
-        )
+        timed = measure.measure_interleaved(todo, label=f"{mode} (median time)",
+                                            sub_label=f"{w.name} {cell}",
+                                            threads=torch.get_num_threads(),
+                                            min_run_time=args.min_run_time)  # fmt: skip
         measurements += list(timed.values())
         ceil_s = timed.pop(CEILING).median if todo else None
         for name, m in timed.items():
@@ -178,39 +165,43 @@ def bench_case(
                      ceiling_s=ceil_s, ceiling_gflops=f / ceil_s / 1e9,
                      ceiling_frac=ceil_s / m.median, max_err=steps[(name, mode)][2])  # fmt: skip
             rows.append(r)
-        nn_row = next(
-            (r for r in rows if (r["impl"], r["mode"], r["status"]) == ("nn", mode, "ok")), None
-        )
+        base_row = next((r for r in rows if (r["impl"], r["mode"], r["status"]) == (base, mode, "ok")),
+                        None)  # fmt: skip
         for r in rows:
-            if r["mode"] == mode and r["status"] == "ok" and nn_row:
-                r["speedup"] = nn_row["median_s"] / r["median_s"]
+            if r["mode"] == mode and r["status"] == "ok" and base_row:
+                r["speedup"] = base_row["median_s"] / r["median_s"]
 
     if not args.no_memory:
-        nn_bytes = None
+        base_bytes = None
         for name, impl in built.items():
             if (name, "training") not in steps:
                 continue
             peak = measure.peak_step_bytes(impl, steps[(name, "training")][0])
-            nn_bytes = peak if name == "nn" else nn_bytes
+            base_bytes = peak if name == base else base_bytes
             memory.append({"workload": w.name, "cell": cell, "impl": name, "peak_bytes": peak,
-                           "nn_bytes": nn_bytes})  # fmt: skip
+                           "baseline": base, "nn_bytes": base_bytes if base == "nn" else None,
+                           "base_bytes": base_bytes})  # fmt: skip
     return rows
+
+
+_BASE_NAME = {"nn": "torch.nn", "eager": "the eager baseline"}
+
+
+def _case_names(names: list[str], cell: str) -> list[str]:
+    """The implementations of ``names`` that implement ``cell``, its baseline first."""
+    base = impls_mod.baseline(cell)
+    return [base] + [n for n in names if n != base and impls_mod.applies(n, cell)]
 
 
 def _progress(rows: list[dict]) -> str:
     parts = []
+    base = impls_mod.baseline(rows[0]["cell"]) if rows else "nn"
     for mode in report.MODES:
-        got = [
-            f"{r['impl']} {report._fmt_time(r['median_s'])}"
-            + (f" ({r['speedup']:.2f}x)" if r["impl"] != "nn" and r["speedup"] else "")
-            for r in rows
-            if r["mode"] == mode and r["status"] == "ok"
-        ]
-        bad = [
-            f"{r['impl']} {r['status'].upper()}"
-            for r in rows
-            if r["mode"] == mode and r["status"] in ("invalid", "error")
-        ]
+        got = [f"{r['impl']} {report._fmt_time(r['median_s'])}"
+               + (f" ({r['speedup']:.2f}x)" if r["impl"] != base and r["speedup"] else "")
+               for r in rows if r["mode"] == mode and r["status"] == "ok"]  # fmt: skip
+        bad = [f"{r['impl']} {r['status'].upper()}" for r in rows
+               if r["mode"] == mode and r["status"] in ("invalid", "error")]  # fmt: skip
         parts.append(f"  {mode:9s}: " + ", ".join(got + bad))
     return "\n".join(parts)
 
@@ -221,23 +212,19 @@ def write_trace(cases, path: Path, seed: int) -> Path:
     the fused ops appear inside as ``fusedrnn::lstm_layer`` and friends."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    with (
-        measure.quiet_stderr(),
-        profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof,
-    ):
+    with measure.quiet_stderr(), profile(activities=[ProfilerActivity.CPU],
+                                         record_shapes=True) as prof:  # fmt: skip
         for w, cell, names in cases:
             torch.manual_seed(seed)
             ref = impls_mod.make_reference(w, cell)
             inputs = impls_mod.make_inputs(w, cell, torch.Generator().manual_seed(seed + 1))
-            for name in names:
+            for name in _case_names(names, cell):
                 try:
                     impl = impls_mod.build(name, w, cell, ref, inputs)
                 except impls_mod.Skip:
                     continue
-                steps = {
-                    "inference": measure.infer_fn(impl),
-                    "training": measure.train_fn(impl, inputs.grad_out),
-                }
+                steps = {"inference": measure.infer_fn(impl),
+                         "training": measure.train_fn(impl, inputs.grad_out)}  # fmt: skip
                 for mode, fn in steps.items():
                     fn()  # warm-up outside the label
                     with record_function(f"{w.name}/{cell}/{name}/{mode}"):
@@ -259,40 +246,36 @@ def run(args: argparse.Namespace) -> int:
         workloads = select(args.only, args.quick)
     except ValueError as e:
         raise SystemExit(str(e)) from None
-    cells = _parse_list(args.cells, CELLS, "cells")
-    names = ["nn"] + [i for i in _parse_list(args.impls, impls_mod.IMPLS, "impls") if i != "nn"]
+    cells = _parse_list(args.cells, ALL_CELLS, "cells")
+    names = _parse_list(args.impls, impls_mod.IMPLS, "impls")
+    cases = [(w, c) for w in workloads for c in cells if c in w.cells]
+    if not cases:
+        raise SystemExit(
+            f"no workload runs the cells {cells}: lnlstm and lngru run on the layernorm "
+            f"workloads (--only layernorm), the other cells on the rest"
+        )
     tag = args.tag or report.machine_tag(threads) + ("-quick" if args.quick else "")
     started = time.perf_counter()
     load_start = _loadavg()
-    print(
-        f"fusedrnn bench: {len(workloads)} workloads x {len(cells)} cells, impls {names}, "
-        f"{threads} threads, min_run_time {args.min_run_time}s",
-        flush=True,
-    )
+    print(f"fusedrnn bench: {len(workloads)} workloads, {len(cases)} cases, impls {names}, "
+          f"{threads} threads, min_run_time {args.min_run_time}s", flush=True)  # fmt: skip
 
     if load_start and load_start[0] > 0.5:
-        print(
-            f"warning: load average {load_start[0]} before starting: other processes are "
-            "using the CPUs, timings (threaded torch.nn above all) will be noisy"
-        )
-    sgemm_peak = measure.sgemm_gflops(
-        256 if args.quick else 2048, threads, min(0.5, args.min_run_time)
-    )
+        print(f"warning: load average {load_start[0]} before starting: other processes are "
+              "using the CPUs, timings (threaded torch.nn above all) will be noisy")  # fmt: skip
+    sgemm_peak = measure.sgemm_gflops(256 if args.quick else 2048, threads,
+                                      min(0.5, args.min_run_time))  # fmt: skip
     print(f"sgemm {256 if args.quick else 2048}^3: {sgemm_peak:.1f} GFLOP/s", flush=True)
 
     results: list[dict] = []
     memory: list[dict] = []
     measurements: list = []
-    for w in workloads:
-        for cell in cells:
-            t0 = time.perf_counter()
-            rows = bench_case(w, cell, names, args, measurements, memory, args.seed)
-            results += rows
-            print(
-                f"{w.name} {cell} [{w.describe()}] ({time.perf_counter() - t0:.1f} s)\n"
-                + _progress(rows),
-                flush=True,
-            )
+    for w, cell in cases:
+        t0 = time.perf_counter()
+        rows = bench_case(w, cell, names, args, measurements, memory, args.seed)
+        results += rows
+        print(f"{w.name} {cell} [{w.describe()}] ({time.perf_counter() - t0:.1f} s)\n"
+              + _progress(rows), flush=True)  # fmt: skip
 
     print()
     compare = benchmark.Compare(measurements)
@@ -303,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
         "tag": tag,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "fusedrnn bench "
-        + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
+        + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),  # fmt: skip
         "cpu": report.cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": threads,
@@ -323,20 +306,15 @@ def run(args: argparse.Namespace) -> int:
     targets = report.target_checks(results, memory)
     if args.profile:
         args.out.mkdir(parents=True, exist_ok=True)
-        trace = write_trace(
-            [(w, c, names) for w in workloads for c in cells],
-            args.out / f"{tag}-trace.json",
-            args.seed,
-        )
+        trace = write_trace([(w, c, names) for w, c in cases],
+                            args.out / f"{tag}-trace.json", args.seed)  # fmt: skip
         print(f"profile: {trace} (summary {trace.with_suffix('.txt')})")
     meta["elapsed_s"] = round(time.perf_counter() - started, 1)
     meta["loadavg_end"] = _loadavg()
     paths = report.save(args.out, tag, meta, results, memory, targets)
     bad = [r for r in results if r["status"] in ("invalid", "error")]
     for r in bad:
-        print(
-            f"{r['status'].upper()}: {r['workload']} {r['cell']} {r['impl']} {r['mode']}: "
-            f"{r['reason']}"
-        )
+        print(f"{r['status'].upper()}: {r['workload']} {r['cell']} {r['impl']} {r['mode']}: "
+              f"{r['reason']}")  # fmt: skip
     print(f"wrote {', '.join(str(p) for p in paths)} in {meta['elapsed_s']} s")
     return 1 if bad else 0

@@ -1,14 +1,17 @@
 """The benchmark workloads and the GEMMs (hence the FLOPs) each one needs.
 
-A workload is one problem shape; every workload runs for each cell (``rnn``, ``lstm``, ``gru``).
+A workload is one problem shape; every workload runs for each of its cells: ``rnn``, ``lstm``,
+``gru``, or for the ``layernorm`` group (``ln-stock``, ``ln-sine``, ``ln-mid``: the shapes of
+``stock``, ``sine`` and ``mid``) the LayerNorm cells ``lnlstm`` and ``lngru``.
 Sequence workloads are time-major ``[T, B, I]`` with ``hx=None``; ``stream`` workloads are a
 single cell step ``[B, I]`` with a given state (online inference).
 
 FLOPs (GEMM only)
 -----------------
 Only matrix-multiply FLOPs are counted (``2*m*k*n`` per ``[m, k] x [k, n]``); the pointwise gate
-math, bias adds and reductions are left out, as is usual for RNN throughput. With ``G`` gates
-(RNN 1, GRU 3, LSTM 4), hidden size ``H``, layer input size ``I_l`` (``I`` for layer 0,
+math, bias adds and reductions (the LayerNorm statistics included) are left out, as is usual
+for RNN throughput: a LayerNorm cell counts the GEMMs of its plain cell. With ``G`` gates
+(RNN 1, GRU and LN-GRU 3, LSTM and LN-LSTM 4), hidden size ``H``, layer input size ``I_l`` (``I`` for layer 0,
 ``H * dirs`` above it) and ``N = sum_t B_t`` rows per direction (``T * B``; fewer when packed),
 each layer and direction costs
 
@@ -32,8 +35,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+GATES = {"rnn": 1, "lstm": 4, "gru": 3, "lnlstm": 4, "lngru": 3}
 CELLS = ("rnn", "lstm", "gru")
+LN_CELLS = ("lnlstm", "lngru")
+ALL_CELLS = CELLS + LN_CELLS
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class Workload:
     packed: bool = False
     cell: bool = False  # a single cell step (stream)
     about: str = ""
+    cells: tuple[str, ...] = CELLS  # the cells this workload runs
 
     @property
     def dirs(self) -> int:
@@ -94,6 +100,19 @@ FULL = (
     Workload("stream-h256", "stream", 1, 1, 128, 256, cell=True, about="online step of mid"),
     Workload("mid-bidir", "mid-bidir", 64, 100, 128, 256, bidir=True),
     Workload("mid-packed", "mid-packed", 64, 100, 128, 256, packed=True),
+    Workload(
+        "ln-stock",
+        "layernorm",
+        32,
+        30,
+        1,
+        64,
+        layers=2,
+        cells=LN_CELLS,
+        about="stock with LayerNorm cells",
+    ),  # fmt: skip
+    Workload("ln-sine", "layernorm", 784, 20, 1, 32, cells=LN_CELLS),
+    Workload("ln-mid", "layernorm", 64, 100, 128, 256, cells=LN_CELLS),
 )
 
 # --quick: the same names and kinds, tiny sizes (for tests and smoke runs).
@@ -106,6 +125,9 @@ QUICK = (
     Workload("stream-h256", "stream", 1, 1, 5, 16, cell=True),
     Workload("mid-bidir", "mid-bidir", 4, 6, 5, 8, bidir=True),
     Workload("mid-packed", "mid-packed", 8, 6, 5, 8, packed=True),
+    Workload("ln-stock", "layernorm", 4, 5, 1, 8, layers=2, cells=LN_CELLS),
+    Workload("ln-sine", "layernorm", 16, 4, 1, 4, cells=LN_CELLS),
+    Workload("ln-mid", "layernorm", 4, 6, 5, 8, cells=LN_CELLS),
 )
 
 GROUPS = tuple(dict.fromkeys(w.group for w in FULL))

@@ -19,7 +19,10 @@ A ``--data`` file may use any label set (two classes, five, ...); the classes ar
 Reported per cell: test accuracy and macro-F1 (over the file's classes) beside the
 majority-class baseline, and the
 training time of one epoch for the same model on the fused modules and on ``torch.nn``
-(same initial weights, same batches; the two runs' losses are compared as a check).
+(same initial weights, same batches; the two runs' losses are compared as a check). The
+LayerNorm cells ``lnlstm`` and ``lngru`` (``fusedrnn.LayerNormLSTM/GRU``) have no torch.nn
+twin: they are timed against their eager twin instead (``fusedrnn.layernorm_eager``: the same
+equations as a Python loop of torch ops), reported under ``eager``.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ from ._common import (
 
 LABELS = ("negative", "neutral", "positive")
 PAD, UNK = 0, 1
-CELLS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+CELLS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "lnlstm": "LayerNormLSTM",
+         "lngru": "LayerNormGRU"}  # fmt: skip
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -162,11 +166,10 @@ class TextClassifier(nn.Module):
         self.head = nn.Linear(hidden * (2 if bidirectional else 1), classes)
 
     def forward(self, padded, lengths):
-        packed = pack_padded_sequence(
-            self.embed(padded), lengths, batch_first=True, enforce_sorted=False
-        )
+        packed = pack_padded_sequence(self.embed(padded), lengths, batch_first=True,
+                                      enforce_sorted=False)  # fmt: skip
         _, state = self.rnn(packed)
-        h_n = state[0] if self.cell == "lstm" else state  # [layers * dirs, B, H]
+        h_n = state[0] if isinstance(state, tuple) else state  # [layers * dirs, B, H]
         dirs = 2 if self.rnn.bidirectional else 1
         last = torch.cat(list(h_n[-dirs:]), dim=-1)  # the last layer, both directions
         return self.head(self.drop(last))
@@ -206,7 +209,7 @@ def predict(model, ids, labels, batch=256) -> np.ndarray:
 # ---- training -----------------------------------------------------------------------------
 @dataclass
 class SentimentConfig:
-    cells: str = "rnn,lstm,gru"  # which recurrent cells to compare
+    cells: str = "rnn,lstm,gru"  # cells: rnn,lstm,gru,lnlstm,lngru (ln*: LayerNorm, timed vs eager)
     embed: int = 64  # embedding size
     hidden: int = 64  # hidden size per direction
     layers: int = 1  # stacked recurrent layers
@@ -255,16 +258,21 @@ def fit(model, data, cfg: SentimentConfig) -> dict:
 
 def time_backends(cell, vocab_size, data, cfg: SentimentConfig, classes: int = 3) -> dict:
     """Seconds for ``cfg.timing_batches`` training batches on the fused modules and on
-    torch.nn, from the same initial weights and the same batches."""
+    torch.nn (key ``torch.nn``; for the LayerNorm cells their eager twin, key ``eager``), from
+    the same initial weights and the same batches."""
     tr_ids, tr_y = data["train"]
     out = {}
     torch.manual_seed(cfg.seed)
-    fused = TextClassifier(
-        vocab_size, cell, cfg.embed, cfg.hidden, cfg.layers, cfg.bidirectional, cfg.dropout, classes
-    )
+    fused = TextClassifier(vocab_size, cell, cfg.embed, cfg.hidden, cfg.layers,
+                           cfg.bidirectional, cfg.dropout, classes)  # fmt: skip
     ref = copy.deepcopy(fused)
-    ref.rnn = fused.rnn.to_torch()
-    for name, model in (("fused", fused), ("torch.nn", ref)):
+    if cell.startswith("ln"):
+        from fusedrnn.layernorm_eager import eager_twin
+
+        ref.rnn, other = eager_twin(fused.rnn), "eager"
+    else:
+        ref.rnn, other = fused.rnn.to_torch(), "torch.nn"
+    for name, model in (("fused", fused), (other, ref)):
         torch.manual_seed(cfg.seed + 1)  # same dropout masks
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         gen = torch.Generator().manual_seed(cfg.seed + 2)
@@ -283,14 +291,17 @@ def prepare(cfg: SentimentConfig, path=None) -> tuple[dict, Vocab]:
     tr, va, te = split_indices(len(texts), cfg.seed)
     vocab = Vocab([toks[i] for i in tr], min_freq=cfg.min_freq)
     enc = [vocab.encode(t) for t in toks]
-    data = {
-        k: ([enc[i] for i in idx], labels[idx])
-        for k, idx in (("train", tr), ("val", va), ("test", te))
-    }
+    data = {k: ([enc[i] for i in idx], labels[idx]) for k, idx in
+            (("train", tr), ("val", va), ("test", te))}  # fmt: skip
     if min(len(tr), len(va), len(te)) == 0:
         raise ValueError(f"{len(texts)} texts are too few to split 80/10/10")
     data["names"] = names
     return data, vocab
+
+
+def _other(timing: dict) -> str:
+    """The key of the non-fused timing: torch.nn, or eager for the LayerNorm cells."""
+    return "eager" if "eager" in timing else "torch.nn"
 
 
 def format_table(rows: dict, baseline: dict, cfg: SentimentConfig) -> str:
@@ -299,26 +310,21 @@ def format_table(rows: dict, baseline: dict, cfg: SentimentConfig) -> str:
         f"{'model':<18} | {'accuracy':>8} | {'macro-F1':>8} | {'epoch':>5} | "
         f"{'fused s':>7} | {'torch s':>7} | {'torch/fused':>11}"
     )
-    lines = [
-        f"test set; {shape}; time = {cfg.timing_batches} training batches",
-        head,
-        "-" * len(head),
-    ]
-    lines.append(
-        f"{'majority class':<18} | {baseline['accuracy']:8.3f} | {baseline['macro_f1']:8.3f} |"
-    )
+    lines = [f"test set; {shape}; time = {cfg.timing_batches} training batches (torch: torch.nn; "
+             "for lnlstm/lngru the eager Python loop)", head, "-" * len(head)]  # fmt: skip
+    lines.append(f"{'majority class':<18} | {baseline['accuracy']:8.3f} | "
+                 f"{baseline['macro_f1']:8.3f} |")  # fmt: skip
     for name, r in rows.items():
         t = r.get("timing")
+        o = t and t[_other(t)]
         times = (
-            f"{t['fused']['seconds']:7.2f} | {t['torch.nn']['seconds']:7.2f} | "
-            f"{t['torch.nn']['seconds'] / t['fused']['seconds']:11.2f}"
+            f"{t['fused']['seconds']:7.2f} | {o['seconds']:7.2f} | "
+            f"{o['seconds'] / t['fused']['seconds']:11.2f}"
             if t
             else f"{'-':>7} | {'-':>7} | {'-':>11}"
         )
-        lines.append(
-            f"{name:<18} | {r['accuracy']:8.3f} | {r['macro_f1']:8.3f} | "
-            f"{r['best_epoch']:>5} | {times}"
-        )
+        lines.append(f"{name:<18} | {r['accuracy']:8.3f} | {r['macro_f1']:8.3f} | "
+                     f"{r['best_epoch']:>5} | {times}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -428,27 +434,20 @@ def _run(args) -> int:
     )
     majority = int(np.bincount(tr_y, minlength=k).argmax())
     base_pred = np.full_like(te_y, majority)
-    baseline = {
-        "class": names[majority],
-        "accuracy": accuracy(te_y, base_pred),
-        "macro_f1": macro_f1(te_y, base_pred, k),
-    }
+    baseline = {"class": names[majority], "accuracy": accuracy(te_y, base_pred),
+                "macro_f1": macro_f1(te_y, base_pred, k)}  # fmt: skip
 
     rows = {}
     for cell in cells:
         torch.manual_seed(cfg.seed)
-        model = TextClassifier(
-            len(vocab), cell, cfg.embed, cfg.hidden, cfg.layers, cfg.bidirectional, cfg.dropout, k
-        )
+        model = TextClassifier(len(vocab), cell, cfg.embed, cfg.hidden, cfg.layers,
+                               cfg.bidirectional, cfg.dropout, k)  # fmt: skip
         t = time.perf_counter()
         fit_res = fit(model, data, cfg)
         secs = time.perf_counter() - t
         pred = predict(model, *data["test"])
-        name = (
-            ("bi" if cfg.bidirectional else "")
-            + cell
-            + (f" x{cfg.layers}" if cfg.layers > 1 else "")
-        )
+        name = ("bi" if cfg.bidirectional else "") + cell + (f" x{cfg.layers}" if cfg.layers > 1
+                                                             else "")  # fmt: skip
         rows[name] = {
             "accuracy": accuracy(te_y, pred),
             "macro_f1": macro_f1(te_y, pred, k),
@@ -458,24 +457,21 @@ def _run(args) -> int:
         }
         if cfg.timing_batches:
             rows[name]["timing"] = time_backends(cell, len(vocab), data, cfg, k)
-        print(
-            f"  {name}: test accuracy {rows[name]['accuracy']:.3f}, macro-F1 "
-            f"{rows[name]['macro_f1']:.3f} (best epoch {fit_res['best_epoch']}, "
-            f"{secs:.1f} s)",
-            flush=True,
-        )
+        print(f"  {name}: test accuracy {rows[name]['accuracy']:.3f}, macro-F1 "
+              f"{rows[name]['macro_f1']:.3f} (best epoch {fit_res['best_epoch']}, "
+              f"{secs:.1f} s)", flush=True)  # fmt: skip
     print()
     print(format_table(rows, baseline, cfg))
     for name, r in rows.items():
         if "timing" in r:
-            lf, lt = r["timing"]["fused"]["loss"], r["timing"]["torch.nn"]["loss"]
-            print(
-                f"  {name}: mean training loss over the timed batches, fused {lf:.4f} vs "
-                f"torch.nn {lt:.4f}"
-            )
+            other = _other(r["timing"])
+            lf, lt = r["timing"]["fused"]["loss"], r["timing"][other]["loss"]
+            print(f"  {name}: mean training loss over the timed batches, fused {lf:.4f} vs "
+                  f"{other} {lt:.4f}")  # fmt: skip
     out = Path(args.out)
     written = [] if args.no_plots else _plots(out, rows, names)
-    payload = {"config": asdict(cfg), "classes": list(names), "baseline": baseline, "models": rows}
+    payload = {"config": asdict(cfg), "classes": list(names), "baseline": baseline,
+               "models": rows}  # fmt: skip
     write_atomic(out / "results.json", json.dumps(payload, indent=1))
     written.insert(0, "results.json")
     print(f"{', '.join(written)} in {out}/ ({time.perf_counter() - t0:.1f} s)")

@@ -14,7 +14,11 @@ Models: ``--layers`` stacked recurrent layers of ``--hidden`` units, dropout bet
 linear head on the last step (residual for price targets: it predicts the change from the last
 close). Each cell is trained with the fused kernels and, with ``--impl both`` (the default),
 again with ``torch.nn``'s layers from the same initial weights, so the table shows what the
-fused kernels buy (speed-up per training epoch) and that the results agree.
+fused kernels buy (speed-up per training epoch) and that the results agree. The LayerNorm cells
+``lnlstm`` and ``lngru`` (``fusedrnn.LayerNormLSTM/GRU``; not in ``all``) have no torch.nn twin:
+their ``torch`` run is the eager twin (the same equations as a Python loop of torch ops,
+``fusedrnn.layernorm_eager``), and with their plain cell beside them the run ends with a line
+per pair saying whether LayerNorm helped on the test days (Diebold-Mariano, LN vs plain).
 
 Reported on the test targets, in dollars: MSE, MAE, RMSE, MAPE and directional accuracy beside
 the baselines (naive "tomorrow = today", seasonal naive, moving average, linear
@@ -46,17 +50,18 @@ import numpy as np
 
 from ._common import RunDir, check_writable, device, number, number_list
 
-CELLS = ("rnn", "lstm", "gru")
+CELLS = ("rnn", "lstm", "gru", "lnlstm", "lngru")
+ALL = ("rnn", "lstm", "gru")  # --cell all: the LayerNorm cells are asked for by name
 PROG = "fusedrnn stock"
 _RESUME_FREE = ("epochs", "patience", "min_delta", "progress", "desc", "checkpoint")
 
 
 def _cells(text: str) -> list[str]:
-    cells = list(CELLS) if text == "all" else [c.strip().lower() for c in text.split(",")]
+    cells = list(ALL) if text == "all" else [c.strip().lower() for c in text.split(",")]
     bad = [c for c in cells if c not in CELLS]
     if bad or not cells:
-        raise argparse.ArgumentTypeError(f"{text!r}; use all or a list of rnn,lstm,gru")
-    return cells
+        raise argparse.ArgumentTypeError(f"{text!r}; use all or a list of {','.join(CELLS)}")
+    return list(dict.fromkeys(cells))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +108,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--timeout", type=pos(float), default=10.0, help="yfinance timeout, s")
 
     m = parser.add_argument_group("model")
-    m.add_argument("--cell", type=_cells, default="all", help="all, or a list, e.g. lstm,gru")
+    m.add_argument(
+        "--cell",
+        type=_cells,
+        default="all",
+        help="all (= rnn,lstm,gru), or a list of rnn,lstm,gru,lnlstm,lngru (lnlstm, lngru: "
+        "LayerNorm LSTM / GRU), e.g. lstm,gru,lnlstm,lngru to see whether LayerNorm helps",
+    )
     m.add_argument("--hidden", type=number(int, 1), default=64, help="hidden units per layer")
     m.add_argument("--layers", type=number(int, 1), default=2, help="stacked recurrent layers")
     m.add_argument(
@@ -120,7 +131,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--impl",
         choices=("both", "fused", "torch"),
         default="both",
-        help="fused kernels, torch.nn layers, or both (compares speed and results)",
+        help="fused kernels, torch.nn layers, or both (compares speed and results); for "
+        "lnlstm/lngru, which torch.nn lacks, torch is their eager twin (a Python loop of torch "
+        "ops, same equations and weights)",
     )
 
     t = parser.add_argument_group("training")
@@ -646,8 +659,11 @@ def _run(args, ctx, out: Path) -> int:
     print(
         "DM p: Diebold-Mariano test of equal squared error against the naive forecast; "
         "speed-up = torch.nn ms/epoch / fused ms/epoch (median epoch, same model, same "
-        "initial weights, this machine)."
+        "initial weights, this machine; LNLSTM/LNGRU: the eager Python loop / fused)."
     )
+    ln_lines = _layernorm_verdicts(bt, results)
+    for line in ln_lines:
+        print(line)
 
     last = ctx["fds"][-1]
     meta = {
@@ -686,6 +702,7 @@ def _run(args, ctx, out: Path) -> int:
         "baselines": {k: v for k, v in pooled.items() if k not in {r["label"] for r in results}},
         "backtest": bt.summary(),
         "verdicts": verdicts,
+        "layernorm": ln_lines,
         "threads": torch.get_num_threads(),
         "run_dir": str(ctx["run"].path),
         "table": table,
@@ -702,10 +719,36 @@ def _run(args, ctx, out: Path) -> int:
         "metrics.csv",
         _csv_text([{k: v for k, v in r.items() if k != "checkpoint"} for r in results] + base_rows),
     )
-    run_dir.write("table.txt", title + "\n" + table + "\n" + "\n".join(verdicts) + "\n")
+    run_dir.write("table.txt", title + "\n" + table + "\n" + "\n".join(verdicts + ln_lines) + "\n")
     written = ["metrics.json", "metrics.csv", "table.txt", *written]
     print(f"wrote {', '.join(written)} to {run_dir.path}{os.sep} ({payload['wall_time_s']:.0f} s)")
     return 0
+
+
+def _layernorm_verdicts(bt, results) -> list[str]:
+    """Per LayerNorm cell run beside its plain cell: does LayerNorm help on the test days?
+    Test RMSE of both and a Diebold-Mariano test of the LN model against the plain one (same
+    implementation, fused when both ran)."""
+    out = []
+    for r in results:
+        if not r["cell"].startswith("ln"):
+            continue
+        plain = next((o for o in results if o["cell"] == r["cell"][2:] and o["impl"] == r["impl"]),
+                     None)  # fmt: skip
+        if plain is None or (r["impl"] == "torch" and any(
+                o["cell"] == r["cell"] and o["impl"] == "fused" for o in results)):  # fmt: skip
+            continue
+        stat, p = bt.dm(r["label"], plain["label"])
+        if p < 0.05:
+            says = "helps" if stat < 0 else "hurts"
+            says = f"LayerNorm {says} (significant, DM p={p:.3g})"
+        else:
+            says = f"no significant difference (DM p={p:.3g})"
+        out.append(
+            f"LayerNorm: {r['model']} test RMSE ${r['rmse']:.3f} vs {plain['model']} "
+            f"${plain['rmse']:.3f} ({100 * (r['rmse'] / plain['rmse'] - 1):+.1f}%): {says}"
+        )
+    return out
 
 
 def _sweep(args, ctx, log, t_start: float) -> int:
