@@ -103,8 +103,9 @@ def test_cell_baselines_match_torch():
             torch.testing.assert_close(p.grad, q.grad)
 
 
-@pytest.mark.parametrize("w,cell", [(w, c) for w in wl.FULL for c in w.cells],
-                         ids=lambda v: getattr(v, "name", v))  # fmt: skip
+@pytest.mark.parametrize(
+    "w,cell", [(w, c) for w in wl.FULL for c in w.cells], ids=lambda v: getattr(v, "name", v)
+)
 def test_flops_match_documented_formula(w, cell):
     G, H = wl.GATES[cell], w.H
     N = sum(w.batch_sizes())

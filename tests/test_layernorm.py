@@ -238,8 +238,9 @@ def test_dropout_under_seed_and_gradcheck(fam):
 
     def f(x, *ws):
         torch.manual_seed(5)
-        out, h_n, _ = _ops.stack(MODE[fam], x, list(ws), num_layers=3, bidirectional=True,
-                                 dropout=0.4, train=True)  # fmt: skip
+        out, h_n, _ = _ops.stack(
+            MODE[fam], x, list(ws), num_layers=3, bidirectional=True, dropout=0.4, train=True
+        )
         return out, h_n
 
     torch.manual_seed(5)

@@ -95,13 +95,17 @@ def test_reference_loads_second_layer_and_reverse_direction(kind):
     out, _ = m(x)
     xs = x.numpy()
     first = np.concatenate(
-        [R.from_torch(m, 0).forward(xs)[0],
-         R.from_torch(m, 0, "_reverse").forward(xs[::-1])[0][::-1]], axis=-1,
-    )  # fmt: skip
+        [
+            R.from_torch(m, 0).forward(xs)[0],
+            R.from_torch(m, 0, "_reverse").forward(xs[::-1])[0][::-1],
+        ],
+        axis=-1,
+    )
     fwd = R.from_torch(m, 1).forward(first)[0]
     bwd = R.from_torch(m, 1, "_reverse").forward(first[::-1])[0][::-1]
-    np.testing.assert_allclose(np.concatenate([fwd, bwd], -1), out.detach().numpy(), rtol=1e-10,
-                               atol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        np.concatenate([fwd, bwd], -1), out.detach().numpy(), rtol=1e-10, atol=1e-12
+    )
     rev = R.from_torch(m, 1, "_reverse")
     np.testing.assert_array_equal(
         rev.ln["layernorm_hh_weight"], m.layernorm_hh_weight_l1_reverse.detach().numpy()

@@ -162,8 +162,9 @@ def test_layernorm_regressor_fused_and_eager_share_weights_and_outputs():
     for cell in ("lnlstm", "lngru"):
         torch.manual_seed(0)
         fused = SequenceRegressor(cell, 2, 5, num_layers=2, dropout=0.0, residual=False).eval()
-        eager = SequenceRegressor(cell, 2, 5, num_layers=2, dropout=0.0, impl="torch",
-                                  residual=False).eval()  # fmt: skip
+        eager = SequenceRegressor(
+            cell, 2, 5, num_layers=2, dropout=0.0, impl="torch", residual=False
+        ).eval()
         eager.load_state_dict(fused.state_dict())
         assert isinstance(eager.rnn, (EagerLayerNormLSTM, EagerLayerNormGRU))
         x = torch.randn(3, 7, 2)

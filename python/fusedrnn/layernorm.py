@@ -91,8 +91,9 @@ def reference_stack(fam: str, x, batch_sizes, h0, c0, weights, *, num_layers, bi
         outs = []
         for d in range(D):
             idx = layer * D + d
-            lw = reference_torch.ln_layer_weights(fam, weights[idx * per : (idx + 1) * per],
-                                                  has_biases)  # fmt: skip
+            lw = reference_torch.ln_layer_weights(
+                fam, weights[idx * per : (idx + 1) * per], has_biases
+            )
             kw = {"h0": h0[idx] if h0 is not None else None, "batch_sizes": batch_sizes}
             if fam == "ln_lstm":
                 c = c0[idx] if c0 is not None else None
@@ -246,8 +247,9 @@ class _LayerNormCellBase(_FusedCellBase):
               "dropout": 0.0, "train": self.training}  # fmt: skip
         x = input.unsqueeze(0)
         if _fused_ok(type(self).__name__, fam, self.weight_ih):
-            _, h_n, c_n = _ops.stack(f"LN_{self._mode_name}", x, self._weights(), hx=h0, cx=c0,
-                                     **kw)  # fmt: skip
+            _, h_n, c_n = _ops.stack(
+                f"LN_{self._mode_name}", x, self._weights(), hx=h0, cx=c0, **kw
+            )
         else:
             _, h_n, c_n = reference_stack(fam, x, None, h0, c0, self._weights(), **kw)
         return h_n[0], (c_n[0] if c_n is not None else None)
@@ -277,8 +279,9 @@ class LayerNormLSTMCell(_LayerNormCellBase):
 
     _mode_name = "LSTM"
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None) -> None:  # fmt: skip
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None
+    ) -> None:
         super().__init__(input_size, hidden_size, bias, num_chunks=4, device=device, dtype=dtype)
         self._init_ln(device, dtype)
 
@@ -290,7 +293,8 @@ class LayerNormGRUCell(_LayerNormCellBase):
 
     _mode_name = "GRU"
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None) -> None:  # fmt: skip
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None
+    ) -> None:
         super().__init__(input_size, hidden_size, bias, num_chunks=3, device=device, dtype=dtype)
         self._init_ln(device, dtype)

@@ -269,8 +269,9 @@ class ElmanRNN(_Recurrent):
     n_gates = 1
     gate_names = ("pre",)
 
-    def __init__(self, input_size, hidden_size, nonlinearity="tanh", bias=True, seed=0,
-                 dtype=np.float64):  # fmt: skip
+    def __init__(
+        self, input_size, hidden_size, nonlinearity="tanh", bias=True, seed=0, dtype=np.float64
+    ):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
@@ -417,8 +418,10 @@ class _LayerNormMixin:
 
     def _projections(self, x, h):
         """LN(x W_ih^T; ln_ih) and LN(h W_hh^T; ln_hh), each with (vhat, rstd) for backward."""
-        return (layer_norm(x @ self.w_ih.T, self.ln["layernorm_ih_weight"]),
-                layer_norm(h @ self.w_hh.T, self.ln["layernorm_hh_weight"]))  # fmt: skip
+        return (
+            layer_norm(x @ self.w_ih.T, self.ln["layernorm_ih_weight"]),
+            layer_norm(h @ self.w_hh.T, self.ln["layernorm_hh_weight"]),
+        )
 
     def _accumulate(self, grads, rec, d_ih, d_hh):
         """The base class's, through the LayerNorms: gradients of the biases (added after LN),
@@ -520,8 +523,11 @@ def from_torch(module, layer: int = 0, suffix: str = "", dtype=np.float64) -> _R
             f"{type(module).__name__}"
         )
     H = module.hidden_size
-    I = module.input_size if layer == 0 else H * (2 if getattr(module, "bidirectional", False)
-                                                  else 1)  # fmt: skip
+    I = (
+        module.input_size
+        if layer == 0
+        else H * (2 if getattr(module, "bidirectional", False) else 1)
+    )
     kw = {"nonlinearity": getattr(module, "nonlinearity", "tanh")} if kind == "RNN" else {}
     ref = classes[kind](I, H, dtype=dtype, **kw)
     return ref.load_torch(module, layer, suffix)

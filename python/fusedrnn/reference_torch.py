@@ -164,20 +164,27 @@ def ln_lstm_layer(input, w_ih, w_hh, b_ih, b_hh, ln_ih, ln_hh, ln_c, ln_c_b, *, 
     c = c0 if c0 is not None else input.new_zeros(B, H)
     out, (h, c) = layer(
         lambda x, h, c: ln_lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh, ln_ih, ln_hh, ln_c, ln_c_b),
-        input, [h, c], batch_sizes, reverse,
-    )  # fmt: skip
+        input,
+        [h, c],
+        batch_sizes,
+        reverse,
+    )
     return out, h, c
 
 
-def ln_gru_layer(input, w_ih, w_hh, b_ih, b_hh, ln_ih, ln_hh, *, h0=None, batch_sizes=None,
-                 reverse=False):  # fmt: skip
+def ln_gru_layer(
+    input, w_ih, w_hh, b_ih, b_hh, ln_ih, ln_hh, *, h0=None, batch_sizes=None, reverse=False
+):
     H = w_hh.shape[1]
     B = _batch(input, batch_sizes, h0)
     h = h0 if h0 is not None else input.new_zeros(B, H)
     out, (h,) = layer(
         lambda x, h: ln_gru_step(x, h, w_ih, w_hh, b_ih, b_hh, ln_ih, ln_hh),
-        input, [h], batch_sizes, reverse,
-    )  # fmt: skip
+        input,
+        [h],
+        batch_sizes,
+        reverse,
+    )
     return out, h
 
 

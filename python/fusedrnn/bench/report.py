@@ -83,8 +83,9 @@ def _rows(results, mode):
 def target_checks(results, memory) -> list[dict]:
     """Each target with the measured fused ratio (one entry per workload and cell)."""
     out = []
-    ok_rows = {(r["workload"], r["cell"], r["mode"], r["impl"]): r for r in results
-               if r["status"] == "ok"}  # fmt: skip
+    ok_rows = {
+        (r["workload"], r["cell"], r["mode"], r["impl"]): r for r in results if r["status"] == "ok"
+    }
     for mode, group, cell, need, *versus in TARGETS:
         for r in results:
             if (r["mode"], r["group"], r["impl"]) != (mode, group, "fused"):
@@ -125,8 +126,11 @@ def _mode_table(results: list[dict], mode: str, title: str) -> list[str]:
     lines = ["", f"## {title}", ""]
     head = ["workload", "cell"] + impls
     extra = "fused vs torchscript" if base == "eager" else None
-    head += ([extra] if extra else []) + [f"GFLOP/s {base} / fused", "ceiling GFLOP/s",
-                                          "fused/ceiling"]  # fmt: skip
+    head += ([extra] if extra else []) + [
+        f"GFLOP/s {base} / fused",
+        "ceiling GFLOP/s",
+        "fused/ceiling",
+    ]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for (wl, cell), by in keyed.items():
@@ -146,8 +150,11 @@ def _mode_table(results: list[dict], mode: str, title: str) -> list[str]:
             cells.append(f"{ts['median_s'] / f['median_s']:.2f}x" if ok(f) and ok(ts) else "-")
         if ok(f):
             nn_gf = f"{n['gflops']:.3g}" if ok(n) else "-"
-            cells += [f"{nn_gf} / {f['gflops']:.3g}", f"{f['ceiling_gflops']:.3g}",
-                      f"{100 * f['ceiling_frac']:.0f}%"]  # fmt: skip
+            cells += [
+                f"{nn_gf} / {f['gflops']:.3g}",
+                f"{f['ceiling_gflops']:.3g}",
+                f"{100 * f['ceiling_frac']:.0f}%",
+            ]
         else:
             cells += ["-", "-", "-"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -185,18 +192,24 @@ def markdown(meta: dict, results: list[dict], memory: list[dict], targets: list[
         )
     if meta.get("note"):
         lines.append(f"- note: {meta['note']}")
-    titles = {"inference": "Inference forward (no_grad)",
-              "training": "Training step (zero grads, forward, backward)"}  # fmt: skip
+    titles = {
+        "inference": "Inference forward (no_grad)",
+        "training": "Training step (zero grads, forward, backward)",
+    }
     for mode in MODES:
         lines += _mode_table(plain, mode, titles[mode])
     for mode in MODES:
-        lines += _mode_table(ln, mode, f"LayerNorm cells: {titles[mode][0].lower()}"
-                             f"{titles[mode][1:]}")  # fmt: skip
+        lines += _mode_table(
+            ln, mode, f"LayerNorm cells: {titles[mode][0].lower()}{titles[mode][1:]}"
+        )
     if memory:
-        lines += ["", "## Peak memory of a training step (c10 CPU allocator, via torch.profiler)",
-                  "", "| workload | cell | " + " | ".join(
-                      i for i in impls) + " | fused / baseline |",
-                  "|---|---|" + "---|" * (len(impls) + 1)]  # fmt: skip
+        lines += [
+            "",
+            "## Peak memory of a training step (c10 CPU allocator, via torch.profiler)",
+            "",
+            "| workload | cell | " + " | ".join(i for i in impls) + " | fused / baseline |",
+            "|---|---|" + "---|" * (len(impls) + 1),
+        ]
         by = {}
         for m in memory:
             by.setdefault((m["workload"], m["cell"]), {})[m["impl"]] = m["peak_bytes"]
@@ -211,8 +224,11 @@ def markdown(meta: dict, results: list[dict], memory: list[dict], targets: list[
                   "| target | measured | met |", "|---|---|---|"]  # fmt: skip
         for t in targets:
             v = t["measured"]
-            shown = "-" if v is None else (f"{100 * v:.0f}%" if "ceiling" in t["target"] else
-                                           f"{v:.2f}x")  # fmt: skip
+            shown = (
+                "-"
+                if v is None
+                else (f"{100 * v:.0f}%" if "ceiling" in t["target"] else f"{v:.2f}x")
+            )
             lines.append(f"| {t['target']} | {shown} | {'yes' if t['met'] else 'NO'} |")
     notes = sorted({f"{r['impl']}: {r['reason']}" for r in results if r["status"] != "ok"})
     if notes:

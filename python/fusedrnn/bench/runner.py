@@ -25,31 +25,45 @@ from .workloads import ALL_CELLS, GROUPS, Workload, flops, gemms, select
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--only", metavar="W[,W...]",
-                        help=f"workloads (name or group) to run: {', '.join(GROUPS)} "
-                        "(stream = stream-h64, stream-h256; layernorm = ln-stock, ln-sine, "
-                        "ln-mid, the LayerNorm cells); default all")  # fmt: skip
-    parser.add_argument("--cells", default=",".join(ALL_CELLS),
-                        help="cells to run (default: %(default)s); lnlstm and lngru run on the "
-                        "layernorm workloads, the others on the rest")  # fmt: skip
-    parser.add_argument("--impls", default=",".join(impls_mod.IMPLS),
-                        help="implementations to run (default: %(default)s); the baseline is "
-                        "always run: nn, or eager (a Python loop) for the LayerNorm cells, "
-                        "which torch.nn lacks")  # fmt: skip
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes and short timing (smoke runs and tests)")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's own)")  # fmt: skip
+    parser.add_argument(
+        "--only",
+        metavar="W[,W...]",
+        help=f"workloads (name or group) to run: {', '.join(GROUPS)} "
+        "(stream = stream-h64, stream-h256; layernorm = ln-stock, ln-sine, "
+        "ln-mid, the LayerNorm cells); default all",
+    )
+    parser.add_argument(
+        "--cells",
+        default=",".join(ALL_CELLS),
+        help="cells to run (default: %(default)s); lnlstm and lngru run on the "
+        "layernorm workloads, the others on the rest",
+    )
+    parser.add_argument(
+        "--impls",
+        default=",".join(impls_mod.IMPLS),
+        help="implementations to run (default: %(default)s); the baseline is "
+        "always run: nn, or eager (a Python loop) for the LayerNorm cells, "
+        "which torch.nn lacks",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes and short timing (smoke runs and tests)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own)"
+    )
     parser.add_argument("--min-run-time", type=float, default=None,
                         help="seconds per blocked_autorange (default 1.0; 0.01 with --quick)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="where results go (default: %(default)s)")  # fmt: skip
     parser.add_argument("--tag", help="results file name (default: CPU model and threads)")
     parser.add_argument("--note", default="", help="a note saved with the results")
-    parser.add_argument("--profile", action="store_true",
-                        help="also write a torch.profiler chrome trace (<tag>-trace.json) of "
-                        "one inference and one training step of each implementation "
-                        "(use with --only)")  # fmt: skip
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also write a torch.profiler chrome trace (<tag>-trace.json) of "
+        "one inference and one training step of each implementation "
+        "(use with --only)",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -100,8 +114,9 @@ def _parse_list(text: str, known: tuple[str, ...], what: str) -> list[str]:
     return items
 
 
-def bench_case(w: Workload, cell: str, names: list[str], args, measurements: list, memory: list,
-               seed: int) -> list[dict]:  # fmt: skip
+def bench_case(
+    w: Workload, cell: str, names: list[str], args, measurements: list, memory: list, seed: int
+) -> list[dict]:
     """Validate and time every implementation on one workload and cell (of ``names``, those
     that implement the cell, its baseline first)."""
     torch.manual_seed(seed)
@@ -134,11 +149,14 @@ def bench_case(w: Workload, cell: str, names: list[str], args, measurements: lis
             t_tr = measure.timed_once(train)
             err_tr = measure.worst(zip(measure.grads(impl), ref_grads))
         except Exception as e:  # a broken implementation is reported, not fatal
-            rows += [_row(w, cell, m, name, "error", f"{type(e).__name__}: {e}")
-                     for m in report.MODES]  # fmt: skip
+            rows += [
+                _row(w, cell, m, name, "error", f"{type(e).__name__}: {e}") for m in report.MODES
+            ]
             continue
-        for mode, err, fn, first in (("inference", err_inf, infer, t_inf),
-                                     ("training", err_tr, train, t_tr)):  # fmt: skip
+        for mode, err, fn, first in (
+            ("inference", err_inf, infer, t_inf),
+            ("training", err_tr, train, t_tr),
+        ):
             if err > measure.TOLERANCE:
                 r = _row(w, cell, mode, name, "invalid",
                          f"{mode} differs from {_BASE_NAME[base]} by {err:.2e} (relative)")  # fmt: skip
@@ -153,10 +171,13 @@ def bench_case(w: Workload, cell: str, names: list[str], args, measurements: lis
         if todo:  # the GEMM ceiling runs in the same rounds as the implementations
             ceiling = measure.gemm_replay(gemms(w, cell, mode == "training"))
             todo[CEILING] = (ceiling, measure.timed_once(ceiling))
-        timed = measure.measure_interleaved(todo, label=f"{mode} (median time)",
-                                            sub_label=f"{w.name} {cell}",
-                                            threads=torch.get_num_threads(),
-                                            min_run_time=args.min_run_time)  # fmt: skip
+        timed = measure.measure_interleaved(
+            todo,
+            label=f"{mode} (median time)",
+            sub_label=f"{w.name} {cell}",
+            threads=torch.get_num_threads(),
+            min_run_time=args.min_run_time,
+        )
         measurements += list(timed.values())
         ceil_s = timed.pop(CEILING).median if todo else None
         for name, m in timed.items():
@@ -165,8 +186,9 @@ def bench_case(w: Workload, cell: str, names: list[str], args, measurements: lis
                      ceiling_s=ceil_s, ceiling_gflops=f / ceil_s / 1e9,
                      ceiling_frac=ceil_s / m.median, max_err=steps[(name, mode)][2])  # fmt: skip
             rows.append(r)
-        base_row = next((r for r in rows if (r["impl"], r["mode"], r["status"]) == (base, mode, "ok")),
-                        None)  # fmt: skip
+        base_row = next(
+            (r for r in rows if (r["impl"], r["mode"], r["status"]) == (base, mode, "ok")), None
+        )
         for r in rows:
             if r["mode"] == mode and r["status"] == "ok" and base_row:
                 r["speedup"] = base_row["median_s"] / r["median_s"]
@@ -197,11 +219,17 @@ def _progress(rows: list[dict]) -> str:
     parts = []
     base = impls_mod.baseline(rows[0]["cell"]) if rows else "nn"
     for mode in report.MODES:
-        got = [f"{r['impl']} {report._fmt_time(r['median_s'])}"
-               + (f" ({r['speedup']:.2f}x)" if r["impl"] != base and r["speedup"] else "")
-               for r in rows if r["mode"] == mode and r["status"] == "ok"]  # fmt: skip
-        bad = [f"{r['impl']} {r['status'].upper()}" for r in rows
-               if r["mode"] == mode and r["status"] in ("invalid", "error")]  # fmt: skip
+        got = [
+            f"{r['impl']} {report._fmt_time(r['median_s'])}"
+            + (f" ({r['speedup']:.2f}x)" if r["impl"] != base and r["speedup"] else "")
+            for r in rows
+            if r["mode"] == mode and r["status"] == "ok"
+        ]
+        bad = [
+            f"{r['impl']} {r['status'].upper()}"
+            for r in rows
+            if r["mode"] == mode and r["status"] in ("invalid", "error")
+        ]
         parts.append(f"  {mode:9s}: " + ", ".join(got + bad))
     return "\n".join(parts)
 
@@ -212,8 +240,10 @@ def write_trace(cases, path: Path, seed: int) -> Path:
     the fused ops appear inside as ``fusedrnn::lstm_layer`` and friends."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    with measure.quiet_stderr(), profile(activities=[ProfilerActivity.CPU],
-                                         record_shapes=True) as prof:  # fmt: skip
+    with (
+        measure.quiet_stderr(),
+        profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof,
+    ):
         for w, cell, names in cases:
             torch.manual_seed(seed)
             ref = impls_mod.make_reference(w, cell)
@@ -223,8 +253,10 @@ def write_trace(cases, path: Path, seed: int) -> Path:
                     impl = impls_mod.build(name, w, cell, ref, inputs)
                 except impls_mod.Skip:
                     continue
-                steps = {"inference": measure.infer_fn(impl),
-                         "training": measure.train_fn(impl, inputs.grad_out)}  # fmt: skip
+                steps = {
+                    "inference": measure.infer_fn(impl),
+                    "training": measure.train_fn(impl, inputs.grad_out),
+                }
                 for mode, fn in steps.items():
                     fn()  # warm-up outside the label
                     with record_function(f"{w.name}/{cell}/{name}/{mode}"):
@@ -257,14 +289,20 @@ def run(args: argparse.Namespace) -> int:
     tag = args.tag or report.machine_tag(threads) + ("-quick" if args.quick else "")
     started = time.perf_counter()
     load_start = _loadavg()
-    print(f"fusedrnn bench: {len(workloads)} workloads, {len(cases)} cases, impls {names}, "
-          f"{threads} threads, min_run_time {args.min_run_time}s", flush=True)  # fmt: skip
+    print(
+        f"fusedrnn bench: {len(workloads)} workloads, {len(cases)} cases, impls {names}, "
+        f"{threads} threads, min_run_time {args.min_run_time}s",
+        flush=True,
+    )
 
     if load_start and load_start[0] > 0.5:
-        print(f"warning: load average {load_start[0]} before starting: other processes are "
-              "using the CPUs, timings (threaded torch.nn above all) will be noisy")  # fmt: skip
-    sgemm_peak = measure.sgemm_gflops(256 if args.quick else 2048, threads,
-                                      min(0.5, args.min_run_time))  # fmt: skip
+        print(
+            f"warning: load average {load_start[0]} before starting: other processes are "
+            "using the CPUs, timings (threaded torch.nn above all) will be noisy"
+        )
+    sgemm_peak = measure.sgemm_gflops(
+        256 if args.quick else 2048, threads, min(0.5, args.min_run_time)
+    )
     print(f"sgemm {256 if args.quick else 2048}^3: {sgemm_peak:.1f} GFLOP/s", flush=True)
 
     results: list[dict] = []
@@ -274,8 +312,11 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         rows = bench_case(w, cell, names, args, measurements, memory, args.seed)
         results += rows
-        print(f"{w.name} {cell} [{w.describe()}] ({time.perf_counter() - t0:.1f} s)\n"
-              + _progress(rows), flush=True)  # fmt: skip
+        print(
+            f"{w.name} {cell} [{w.describe()}] ({time.perf_counter() - t0:.1f} s)\n"
+            + _progress(rows),
+            flush=True,
+        )
 
     print()
     compare = benchmark.Compare(measurements)
@@ -286,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
         "tag": tag,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "fusedrnn bench "
-        + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),  # fmt: skip
+        + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
         "cpu": report.cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": threads,
@@ -306,15 +347,18 @@ def run(args: argparse.Namespace) -> int:
     targets = report.target_checks(results, memory)
     if args.profile:
         args.out.mkdir(parents=True, exist_ok=True)
-        trace = write_trace([(w, c, names) for w, c in cases],
-                            args.out / f"{tag}-trace.json", args.seed)  # fmt: skip
+        trace = write_trace(
+            [(w, c, names) for w, c in cases], args.out / f"{tag}-trace.json", args.seed
+        )
         print(f"profile: {trace} (summary {trace.with_suffix('.txt')})")
     meta["elapsed_s"] = round(time.perf_counter() - started, 1)
     meta["loadavg_end"] = _loadavg()
     paths = report.save(args.out, tag, meta, results, memory, targets)
     bad = [r for r in results if r["status"] in ("invalid", "error")]
     for r in bad:
-        print(f"{r['status'].upper()}: {r['workload']} {r['cell']} {r['impl']} {r['mode']}: "
-              f"{r['reason']}")  # fmt: skip
+        print(
+            f"{r['status'].upper()}: {r['workload']} {r['cell']} {r['impl']} {r['mode']}: "
+            f"{r['reason']}"
+        )
     print(f"wrote {', '.join(str(p) for p in paths)} in {meta['elapsed_s']} s")
     return 1 if bad else 0

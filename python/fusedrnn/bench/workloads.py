@@ -110,7 +110,7 @@ FULL = (
         layers=2,
         cells=LN_CELLS,
         about="stock with LayerNorm cells",
-    ),  # fmt: skip
+    ),
     Workload("ln-sine", "layernorm", 784, 20, 1, 32, cells=LN_CELLS),
     Workload("ln-mid", "layernorm", 64, 100, 128, 256, cells=LN_CELLS),
 )

@@ -166,8 +166,9 @@ class TextClassifier(nn.Module):
         self.head = nn.Linear(hidden * (2 if bidirectional else 1), classes)
 
     def forward(self, padded, lengths):
-        packed = pack_padded_sequence(self.embed(padded), lengths, batch_first=True,
-                                      enforce_sorted=False)  # fmt: skip
+        packed = pack_padded_sequence(
+            self.embed(padded), lengths, batch_first=True, enforce_sorted=False
+        )
         _, state = self.rnn(packed)
         h_n = state[0] if isinstance(state, tuple) else state  # [layers * dirs, B, H]
         dirs = 2 if self.rnn.bidirectional else 1
@@ -263,8 +264,9 @@ def time_backends(cell, vocab_size, data, cfg: SentimentConfig, classes: int = 3
     tr_ids, tr_y = data["train"]
     out = {}
     torch.manual_seed(cfg.seed)
-    fused = TextClassifier(vocab_size, cell, cfg.embed, cfg.hidden, cfg.layers,
-                           cfg.bidirectional, cfg.dropout, classes)  # fmt: skip
+    fused = TextClassifier(
+        vocab_size, cell, cfg.embed, cfg.hidden, cfg.layers, cfg.bidirectional, cfg.dropout, classes
+    )
     ref = copy.deepcopy(fused)
     if cell.startswith("ln"):
         from fusedrnn.layernorm_eager import eager_twin
@@ -291,8 +293,10 @@ def prepare(cfg: SentimentConfig, path=None) -> tuple[dict, Vocab]:
     tr, va, te = split_indices(len(texts), cfg.seed)
     vocab = Vocab([toks[i] for i in tr], min_freq=cfg.min_freq)
     enc = [vocab.encode(t) for t in toks]
-    data = {k: ([enc[i] for i in idx], labels[idx]) for k, idx in
-            (("train", tr), ("val", va), ("test", te))}  # fmt: skip
+    data = {
+        k: ([enc[i] for i in idx], labels[idx])
+        for k, idx in (("train", tr), ("val", va), ("test", te))
+    }
     if min(len(tr), len(va), len(te)) == 0:
         raise ValueError(f"{len(texts)} texts are too few to split 80/10/10")
     data["names"] = names
@@ -312,8 +316,9 @@ def format_table(rows: dict, baseline: dict, cfg: SentimentConfig) -> str:
     )
     lines = [f"test set; {shape}; time = {cfg.timing_batches} training batches (torch: torch.nn; "
              "for lnlstm/lngru the eager Python loop)", head, "-" * len(head)]  # fmt: skip
-    lines.append(f"{'majority class':<18} | {baseline['accuracy']:8.3f} | "
-                 f"{baseline['macro_f1']:8.3f} |")  # fmt: skip
+    lines.append(
+        f"{'majority class':<18} | {baseline['accuracy']:8.3f} | {baseline['macro_f1']:8.3f} |"
+    )
     for name, r in rows.items():
         t = r.get("timing")
         o = t and t[_other(t)]
@@ -323,8 +328,10 @@ def format_table(rows: dict, baseline: dict, cfg: SentimentConfig) -> str:
             if t
             else f"{'-':>7} | {'-':>7} | {'-':>11}"
         )
-        lines.append(f"{name:<18} | {r['accuracy']:8.3f} | {r['macro_f1']:8.3f} | "
-                     f"{r['best_epoch']:>5} | {times}")  # fmt: skip
+        lines.append(
+            f"{name:<18} | {r['accuracy']:8.3f} | {r['macro_f1']:8.3f} | "
+            f"{r['best_epoch']:>5} | {times}"
+        )
     return "\n".join(lines)
 
 
@@ -434,20 +441,27 @@ def _run(args) -> int:
     )
     majority = int(np.bincount(tr_y, minlength=k).argmax())
     base_pred = np.full_like(te_y, majority)
-    baseline = {"class": names[majority], "accuracy": accuracy(te_y, base_pred),
-                "macro_f1": macro_f1(te_y, base_pred, k)}  # fmt: skip
+    baseline = {
+        "class": names[majority],
+        "accuracy": accuracy(te_y, base_pred),
+        "macro_f1": macro_f1(te_y, base_pred, k),
+    }
 
     rows = {}
     for cell in cells:
         torch.manual_seed(cfg.seed)
-        model = TextClassifier(len(vocab), cell, cfg.embed, cfg.hidden, cfg.layers,
-                               cfg.bidirectional, cfg.dropout, k)  # fmt: skip
+        model = TextClassifier(
+            len(vocab), cell, cfg.embed, cfg.hidden, cfg.layers, cfg.bidirectional, cfg.dropout, k
+        )
         t = time.perf_counter()
         fit_res = fit(model, data, cfg)
         secs = time.perf_counter() - t
         pred = predict(model, *data["test"])
-        name = ("bi" if cfg.bidirectional else "") + cell + (f" x{cfg.layers}" if cfg.layers > 1
-                                                             else "")  # fmt: skip
+        name = (
+            ("bi" if cfg.bidirectional else "")
+            + cell
+            + (f" x{cfg.layers}" if cfg.layers > 1 else "")
+        )
         rows[name] = {
             "accuracy": accuracy(te_y, pred),
             "macro_f1": macro_f1(te_y, pred, k),
@@ -457,21 +471,25 @@ def _run(args) -> int:
         }
         if cfg.timing_batches:
             rows[name]["timing"] = time_backends(cell, len(vocab), data, cfg, k)
-        print(f"  {name}: test accuracy {rows[name]['accuracy']:.3f}, macro-F1 "
-              f"{rows[name]['macro_f1']:.3f} (best epoch {fit_res['best_epoch']}, "
-              f"{secs:.1f} s)", flush=True)  # fmt: skip
+        print(
+            f"  {name}: test accuracy {rows[name]['accuracy']:.3f}, macro-F1 "
+            f"{rows[name]['macro_f1']:.3f} (best epoch {fit_res['best_epoch']}, "
+            f"{secs:.1f} s)",
+            flush=True,
+        )
     print()
     print(format_table(rows, baseline, cfg))
     for name, r in rows.items():
         if "timing" in r:
             other = _other(r["timing"])
             lf, lt = r["timing"]["fused"]["loss"], r["timing"][other]["loss"]
-            print(f"  {name}: mean training loss over the timed batches, fused {lf:.4f} vs "
-                  f"{other} {lt:.4f}")  # fmt: skip
+            print(
+                f"  {name}: mean training loss over the timed batches, fused {lf:.4f} vs "
+                f"{other} {lt:.4f}"
+            )
     out = Path(args.out)
     written = [] if args.no_plots else _plots(out, rows, names)
-    payload = {"config": asdict(cfg), "classes": list(names), "baseline": baseline,
-               "models": rows}  # fmt: skip
+    payload = {"config": asdict(cfg), "classes": list(names), "baseline": baseline, "models": rows}
     write_atomic(out / "results.json", json.dumps(payload, indent=1))
     written.insert(0, "results.json")
     print(f"{', '.join(written)} in {out}/ ({time.perf_counter() - t0:.1f} s)")

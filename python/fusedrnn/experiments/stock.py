@@ -733,10 +733,13 @@ def _layernorm_verdicts(bt, results) -> list[str]:
     for r in results:
         if not r["cell"].startswith("ln"):
             continue
-        plain = next((o for o in results if o["cell"] == r["cell"][2:] and o["impl"] == r["impl"]),
-                     None)  # fmt: skip
-        if plain is None or (r["impl"] == "torch" and any(
-                o["cell"] == r["cell"] and o["impl"] == "fused" for o in results)):  # fmt: skip
+        plain = next(
+            (o for o in results if o["cell"] == r["cell"][2:] and o["impl"] == r["impl"]), None
+        )
+        if plain is None or (
+            r["impl"] == "torch"
+            and any(o["cell"] == r["cell"] and o["impl"] == "fused" for o in results)
+        ):
             continue
         stat, p = bt.dm(r["label"], plain["label"])
         if p < 0.05:
