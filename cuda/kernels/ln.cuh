@@ -75,74 +75,6 @@ FUSEDRNN_HD A ln_rstd(A sum_sq, int64_t n) {
 #endif
 }
 
-// ---- input side: rows of LN(v; w) + b1 + b2 ----------------------------------------------
-template <class T>
-struct LnRowsForward {
-  using A = at::opmath_type<T>;
-  using Args = LnRows<T>;
-  static constexpr int kPhases = 3;
-  struct State {
-    A mean, rstd;
-  };
-  static FUSEDRNN_HD int64_t rows(const Args& s) { return s.rows; }
-  static FUSEDRNN_HD LnSums<A> phase(int p, const Args& s, int64_t b, int64_t t, int64_t nt,
-                                     LnSums<A> in, State& st) {
-    const T* v = s.v + b * s.ld_v;
-    LnSums<A> r{A(0), A(0)};
-    if (p == 0) {
-      for (int64_t q = t; q < s.n; q += nt) r.a += A(v[q]);
-    } else if (p == 1) {
-      st.mean = in.a / A(s.n);
-      for (int64_t q = t; q < s.n; q += nt) {
-        const A d = A(v[q]) - st.mean;
-        r.a += d * d;
-      }
-    } else {
-      st.rstd = ln_rstd(in.a, s.n);
-      if (s.rstd && t == 0) s.rstd[b * s.ld_ws] = T(st.rstd);
-      T* y = s.y + b * s.ld_y;  // may be v itself: element q is read, then written, here only
-      T* xh = s.xhat ? s.xhat + b * s.ld_ws : nullptr;
-      for (int64_t q = t; q < s.n; q += nt) {
-        const A x = (A(v[q]) - st.mean) * st.rstd;
-        if (xh) xh[q] = T(x);
-        y[q] = T(A(s.w[q]) * x + (s.b1 ? A(s.b1[q]) : A(0)) + (s.b2 ? A(s.b2[q]) : A(0)));
-      }
-    }
-    return r;
-  }
-};
-
-// dv (=) rstd (dx - mean dx - xhat mean(dx xhat)), dx = dy w; dv may be dy itself.
-template <class T>
-struct LnRowsBackward {
-  using A = at::opmath_type<T>;
-  using Args = LnRowsBwd<T>;
-  static constexpr int kPhases = 2;
-  struct State {};
-  static FUSEDRNN_HD int64_t rows(const Args& s) { return s.rows; }
-  static FUSEDRNN_HD LnSums<A> phase(int p, const Args& s, int64_t b, int64_t t, int64_t nt,
-                                     LnSums<A> in, State&) {
-    const T* dy = s.dy + b * s.ld_dy;
-    const T* xh = s.xhat + b * s.ld_ws;
-    LnSums<A> r{A(0), A(0)};
-    if (p == 0) {
-      for (int64_t q = t; q < s.n; q += nt) {
-        const A dx = A(dy[q]) * A(s.w[q]);
-        r.a += dx;
-        r.b += dx * A(xh[q]);
-      }
-    } else {
-      const A m1 = in.a / A(s.n), m2 = in.b / A(s.n), rstd = A(s.rstd[b * s.ld_ws]);
-      T* dv = s.dv + b * s.ld_dv;
-      for (int64_t q = t; q < s.n; q += nt) {
-        const A dx = A(dy[q]) * A(s.w[q]);
-        dv[q] = T(rstd * (dx - m1 - A(xh[q]) * m2));
-      }
-    }
-    return r;
-  }
-};
-
 // Sums over the thread's gate columns k H + j (its units j) of LN(g)'s backward terms,
 // dx = dg w and dx ghat.
 template <class T, class A>
@@ -170,15 +102,16 @@ FUSEDRNN_HD void ln_bwd_write(int G, int64_t H, int64_t t, int64_t nt, const T* 
   }
 }
 
-// Phases 0 and 1 of a step's LN(hg): the sum, then the squared deviations, of the row of hg.
+// Phases 0 and 1 of LN over a row of G H columns (the thread's gate columns k H + j): the
+// sum, then the squared deviations from the mean (set from the sum's total in phase 1).
 template <class T, class A>
-FUSEDRNN_HD LnSums<A> ln_hg_stats(int p, int G, int64_t H, int64_t t, int64_t nt, const T* hg,
-                                  LnSums<A> in, A& mean) {
+FUSEDRNN_HD LnSums<A> ln_row_stats(int p, int G, int64_t H, int64_t t, int64_t nt, const T* v,
+                                   LnSums<A> in, A& mean) {
   LnSums<A> r{A(0), A(0)};
   if (p == 1) mean = in.a / A(G * H);
   for (int64_t j = t; j < H; j += nt) {
     for (int k = 0; k < G; ++k) {
-      const A x = A(hg[k * H + j]);
+      const A x = A(v[k * H + j]);
       if (p == 0) {
         r.a += x;
       } else {
@@ -189,6 +122,57 @@ FUSEDRNN_HD LnSums<A> ln_hg_stats(int p, int G, int64_t H, int64_t t, int64_t nt
   }
   return r;
 }
+
+// ---- input side: rows of LN(v; w) + b1 + b2 ----------------------------------------------
+// (A row of n columns is a step's G = 1, H = n: the helpers above split it the same way.)
+template <class T>
+struct LnRowsForward {
+  using A = at::opmath_type<T>;
+  using Args = LnRows<T>;
+  static constexpr int kPhases = 3;
+  struct State {
+    A mean;
+  };
+  static FUSEDRNN_HD int64_t rows(const Args& s) { return s.rows; }
+  static FUSEDRNN_HD LnSums<A> phase(int p, const Args& s, int64_t b, int64_t t, int64_t nt,
+                                     LnSums<A> in, State& st) {
+    const T* v = s.v + b * s.ld_v;
+    if (p < 2) return ln_row_stats<T, A>(p, 1, s.n, t, nt, v, in, st.mean);
+    const A rstd = ln_rstd(in.a, s.n);
+    if (s.rstd && t == 0) s.rstd[b * s.ld_ws] = T(rstd);
+    T* y = s.y + b * s.ld_y;  // may be v itself: element q is read, then written, here only
+    T* xh = s.xhat ? s.xhat + b * s.ld_ws : nullptr;
+    for (int64_t q = t; q < s.n; q += nt) {
+      const A x = (A(v[q]) - st.mean) * rstd;
+      if (xh) xh[q] = T(x);
+      y[q] = T(A(s.w[q]) * x + (s.b1 ? A(s.b1[q]) : A(0)) + (s.b2 ? A(s.b2[q]) : A(0)));
+    }
+    return LnSums<A>{A(0), A(0)};
+  }
+};
+
+// dv (=) rstd (dx - mean dx - xhat mean(dx xhat)), dx = dy w; dv may be dy itself.
+template <class T>
+struct LnRowsBackward {
+  using A = at::opmath_type<T>;
+  using Args = LnRowsBwd<T>;
+  static constexpr int kPhases = 2;
+  struct State {};
+  static FUSEDRNN_HD int64_t rows(const Args& s) { return s.rows; }
+  static FUSEDRNN_HD LnSums<A> phase(int p, const Args& s, int64_t b, int64_t t, int64_t nt,
+                                     LnSums<A> in, State&) {
+    const T* dy = s.dy + b * s.ld_dy;
+    const T* xh = s.xhat + b * s.ld_ws;
+    LnSums<A> r{A(0), A(0)};
+    if (p == 0) {
+      for (int64_t q = t; q < s.n; q += nt) ln_bwd_sums<T, A>(1, s.n, q, dy, s.w, xh, r);
+    } else {
+      ln_bwd_write<T, A>(1, s.n, t, nt, dy, s.w, xh, A(s.rstd[b * s.ld_ws]), in,
+                         s.dv + b * s.ld_dv);
+    }
+    return r;
+  }
+};
 
 // ---- LSTM step ------------------------------------------------------------------------------
 template <class T>
@@ -208,7 +192,7 @@ struct LnLstmForward {
     T* ws = s.ws ? s.ws + b * s.ld_ws : nullptr;
     T* c = s.c + b * H;
     T* out = s.out + b * s.ld_out;
-    if (p < 2) return ln_hg_stats<T, A>(p, 4, H, t, nt, hg, in, st.mean_h);
+    if (p < 2) return ln_row_stats<T, A>(p, 4, H, t, nt, hg, in, st.mean_h);
     LnSums<A> r{A(0), A(0)};
     if (p == 2) {  // gates and c'; o waits in out for LN(c')
       st.rstd_h = ln_rstd(in.a, 4 * H);
@@ -328,7 +312,7 @@ struct LnGruForward {
     const int64_t H = s.H;
     const LnWs L{3, H};
     const T* hg = s.hg + b * 3 * H;
-    if (p < 2) return ln_hg_stats<T, A>(p, 3, H, t, nt, hg, in, st.mean_h);
+    if (p < 2) return ln_row_stats<T, A>(p, 3, H, t, nt, hg, in, st.mean_h);
     const A rstd = ln_rstd(in.a, 3 * H);
     T* ws = s.ws ? s.ws + b * s.ld_ws : nullptr;
     if (ws && t == 0) ws[L.rstd_hh()] = T(rstd);
