@@ -373,6 +373,31 @@ void widen_carries(const LayerPlan& p, BwdBuffers& b, const at::Tensor& grad_hn,
   }
 }
 
+// The states that step t's rows [off, ...) (batch rows from b0) read: h_prev [., P] and, for
+// a cell family, c_prev with its row stride. Without packing, in place: the saved rows of the
+// step processed before (out; c in the workspace's column 4H, ld WS) or the initial states;
+// packed, the gathered copies (BwdBuffers::hprev / cprev, ld P / H).
+template <bool kCell, class T>
+void previous_rows(const LayerPlan& p, const BwdBuffers& b, int64_t t, int64_t off, int64_t b0,
+                   const T* out_p, const T* ws_p, int64_t WS, const T*& h_prev, const T*& c_prev,
+                   int64_t& ld_c) {
+  const int64_t P = p.P, H = p.H;
+  if (b.direct) {
+    const int64_t tp = previous_step(p, t);
+    const bool first = tp < 0;
+    const int64_t poff = first ? 0 : p.off[tp] + b0;
+    h_prev = first ? ptr<T>(b.h0) + b0 * P : out_p + poff * P;
+    if constexpr (kCell) {
+      c_prev = first ? ptr<T>(b.c0) + b0 * H : ws_p + poff * WS + 4 * H;
+      ld_c = first ? H : WS;
+    }
+  } else {
+    h_prev = ptr<T>(b.hprev) + off * P;
+    c_prev = b.cprev.defined() ? ptr<T>(b.cprev) + off * H : nullptr;
+    ld_c = H;
+  }
+}
+
 // The time loop in reverse: per step one fused pointwise pass (Kern::backward) writes dG's
 // rows, then dh_{t-1} = dG_t W_hh (GRU: added to the direct path z * dh already in carry_h).
 template <class Tr, class Kern, class Be, class T>
@@ -382,8 +407,6 @@ void backward_steps(const LayerPlan& p, BwdBuffers& b, const at::Tensor& gout,
   using WeightGemm = typename Be::template WeightGemm<T>;
   const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H, LDG = b.LDG;
   const T *gout_p = ptr<T>(gout), *out_p = ptr<T>(out), *ws_p = ptr<T>(ws);
-  const T *hprev_p = ptr<T>(b.hprev), *cprev_p = ptr<T>(b.cprev);
-  const T *h0_p = ptr<T>(b.h0), *c0_p = ptr<T>(b.c0);
   T *carry_h_p = ptr<T>(b.carry_h), *dg_p = ptr<T>(b.dG);
   Carry<T>* carry_c_p = ptr<Carry<T>>(b.carry_c);
   Carry<T>* dh_f_p = ptr<Carry<T>>(b.dh_f);
@@ -423,20 +446,7 @@ void backward_steps(const LayerPlan& p, BwdBuffers& b, const at::Tensor& gout,
         st.ws = ws_p + off * WS;
         st.ld_ws = WS;
       }
-      if (b.direct) {
-        const int64_t tp = previous_step(p, t);
-        const bool first = tp < 0;
-        const int64_t poff = first ? 0 : p.off[tp] + b0;
-        st.h_prev = first ? h0_p + b0 * P : out_p + poff * P;
-        if constexpr (Tr::kHasCell) {
-          st.c_prev = first ? c0_p + b0 * H : ws_p + poff * WS + 4 * H;
-          st.ld_c = first ? H : WS;
-        }
-      } else {
-        st.h_prev = hprev_p + off * P;
-        st.c_prev = cprev_p ? cprev_p + off * H : nullptr;
-        st.ld_c = H;
-      }
+      previous_rows<Tr::kHasCell>(p, b, t, off, b0, out_p, ws_p, WS, st.h_prev, st.c_prev, st.ld_c);
       st.dc = carry_c_c;
       st.dgi = Tr::kSplitHidden ? nullptr : dg_p + off * LDG;
       st.dgh = Tr::kSplitHidden ? dg_p + off * LDG : nullptr;

@@ -119,8 +119,6 @@ void ln_backward_steps(const LayerPlan& p, BwdBuffers& b, const at::Tensor& gout
                        at::Tensor& dcn) {
   const int64_t H = p.H, G = Tr::kGates, GH = G * H, WS = ln_ws_cols(G, H);
   const T *gout_p = ptr<T>(gout), *out_p = ptr<T>(out), *ws_p = ptr<T>(ws);
-  const T *hprev_p = ptr<T>(b.hprev), *cprev_p = ptr<T>(b.cprev);
-  const T *h0_p = ptr<T>(b.h0), *c0_p = ptr<T>(b.c0);
   T *carry_h_p = ptr<T>(b.carry_h), *carry_c_p = ptr<T>(b.carry_c);
   T *dgi_p = ptr<T>(b.dG), *dgh_p = ptr<T>(b.dgh), *dgn_p = ptr<T>(dgn), *dcn_p = ptr<T>(dcn);
   const typename Be::template WeightGemm<T> rec(false, H, GH, ptr<T>(p.w_hh), H, p.T);  // dgh W_hh
@@ -139,20 +137,7 @@ void ln_backward_steps(const LayerPlan& p, BwdBuffers& b, const at::Tensor& gout
       st.ld_b = H;
       st.ws = ws_p + off * WS;
       st.ld_ws = WS;
-      if (b.direct) {
-        const int64_t tp = previous_step(p, t);
-        const bool first = tp < 0;
-        const int64_t poff = first ? 0 : p.off[tp] + b0;
-        st.h_prev = first ? h0_p + b0 * H : out_p + poff * H;
-        if constexpr (Tr::kHasCell) {
-          st.c_prev = first ? c0_p + b0 * H : ws_p + poff * WS + 4 * H;
-          st.ld_c = first ? H : WS;
-        }
-      } else {
-        st.h_prev = hprev_p + off * H;
-        st.c_prev = cprev_p ? cprev_p + off * H : nullptr;
-        st.ld_c = H;
-      }
+      previous_rows<Tr::kHasCell>(p, b, t, off, b0, out_p, ws_p, WS, st.h_prev, st.c_prev, st.ld_c);
       st.ln_hh = ptr<T>(p.ln[1]);
       if constexpr (Tr::kHasCell) {
         st.ln_c = ptr<T>(p.ln[2]);
