@@ -28,6 +28,15 @@ from .impls import Impl
 from .workloads import Gemm
 
 TOLERANCE = 1e-3  # float32: max |a - b| / max(1, max |b|) per tensor
+# The LayerNorm LSTM at the mid shape (T=100, H=256) is ill-conditioned in float32: against a
+# float64 run, the eager loop's own output is off by 5.5e-4 and the fused one's by 1.1e-3, so
+# two correct float32 runs differ by ~1e-3 (float64: 1.3e-12, tests/test_layernorm.py).
+TOLERANCE_LAYERNORM = 3e-3
+
+
+def tolerance(cell: str) -> float:
+    """The largest relative difference from the baseline that still validates ``cell``."""
+    return TOLERANCE_LAYERNORM if cell.startswith("ln") else TOLERANCE
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

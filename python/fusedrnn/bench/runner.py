@@ -157,7 +157,7 @@ def bench_case(
             ("inference", err_inf, infer, t_inf),
             ("training", err_tr, train, t_tr),
         ):
-            if err > measure.TOLERANCE:
+            if err > measure.tolerance(cell):
                 r = _row(w, cell, mode, name, "invalid",
                          f"{mode} differs from {_BASE_NAME[base]} by {err:.2e} (relative)")  # fmt: skip
                 r["max_err"] = err
