@@ -36,6 +36,11 @@ void launch_ln(const typename P::Args& s, int64_t width) {
 
 template <bool kLstm>
 struct LnKernels {
+  // A LayerNorm weight's gradient (column sums of dy * xhat) with ATen ops (ln_driver.h).
+  template <class T>
+  static at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& xhat) {
+    return ln_weight_grad(dy, xhat);
+  }
   template <class T>
   static void forward(const LnFwdStep<T>& s) {
     using P = std::conditional_t<kLstm, kernels::LnLstmForward<T>, kernels::LnGruForward<T>>;

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import fusedrnn
-from fusedrnn import layernorm
+from fusedrnn import _ops, layernorm
 
 from op_cases import batch_sizes_for, lengths_for
 
@@ -184,7 +184,8 @@ def test_inference_without_workspace(fam):
     emu = torch.ops.fusedrnn_emu
     full, lean = _forward(emu, fam, a), _forward(emu, fam, a, need_workspace=False)
     torch.testing.assert_close(list(lean[:3]), list(full[:3]), rtol=0, atol=0)
-    cols = 14 * 33 + 3 if fam == "ln_lstm" else 10 * 33 + 2
+    cols = _ops._ws_cols(fam, 33)  # 14H + 3 / 10H + 2, padded to 16 (ln_step_args.h)
+    assert cols == ((14 * 33 + 3 if fam == "ln_lstm" else 10 * 33 + 2) + 15) // 16 * 16
     workspaces = [t for t in full[3] if t.dim() == 2 and t.shape[1] == cols]
     assert len(workspaces) == 4 and all(t.shape[0] == 3 * 3 for t in workspaces)
     assert not [t for t in lean[3] if t.dim() == 2 and t.shape[1] == cols and t.shape[0] > 0]

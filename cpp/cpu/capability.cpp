@@ -17,13 +17,21 @@ namespace fusedrnn::cpu {
 template <class T>
 constexpr KernelTable<T> make_table() {
   return KernelTable<T>{
-      &RnnPointwise<false>::forward<T>, &RnnPointwise<false>::backward<T>,
-      &RnnPointwise<true>::forward<T>,  &RnnPointwise<true>::backward<T>,
-      &LstmPointwise::forward<T>,       &LstmPointwise::backward<T>,
-      &GruPointwise::forward<T>,        &GruPointwise::backward<T>,
-      &LnLstmPointwise::forward<T>,     &LnLstmPointwise::backward<T>,
-      &LnGruPointwise::forward<T>,      &LnGruPointwise::backward<T>,
-      &LnRowsPass::forward<T>,          &LnRowsPass::backward<T>,
+      &RnnPointwise<false>::forward<T>,
+      &RnnPointwise<false>::backward<T>,
+      &RnnPointwise<true>::forward<T>,
+      &RnnPointwise<true>::backward<T>,
+      &LstmPointwise::forward<T>,
+      &LstmPointwise::backward<T>,
+      &GruPointwise::forward<T>,
+      &GruPointwise::backward<T>,
+      &LnLstmPointwise::forward<T>,
+      &LnLstmPointwise::backward<T>,
+      &LnGruPointwise::forward<T>,
+      &LnGruPointwise::backward<T>,
+      &LnRowsPass::forward<T>,
+      &LnRowsPass::backward<T>,
+      &LnColDotPass::run<T>,
   };
 }
 

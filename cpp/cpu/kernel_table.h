@@ -28,6 +28,7 @@ struct KernelTable {
   void (*ln_gru_backward)(const LnBwdStep<T>&);
   void (*ln_rows_forward)(const LnRows<T>&);
   void (*ln_rows_backward)(const LnRowsBwd<T>&);
+  void (*ln_col_dot)(const LnColDot<T>&);
 };
 
 // One step of the fused small-H LSTM (lstm_fused.h): rows of the running h [rows, P] (read as

@@ -50,6 +50,11 @@ void run_program(const typename P::Args& s, int64_t width) {
 template <bool kLstm>
 struct LnKernels {
   static constexpr int G = kLstm ? 4 : 3;
+  // A LayerNorm weight's gradient (column sums of dy * xhat) with ATen ops (ln_driver.h).
+  template <class T>
+  static at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& xhat) {
+    return ln_weight_grad(dy, xhat);
+  }
 
   template <class T>
   static void forward(const LnFwdStep<T>& s) {

@@ -137,10 +137,8 @@ _GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "ln_lstm": 4, "ln_g
 
 def _ws_cols(fam: str, H: int) -> int:
     """Workspace columns per row (cell_math.h; LayerNorm: ln_step_args.h ln_ws_cols)."""
-    if fam == "ln_lstm":
-        return 14 * H + 3
-    if fam == "ln_gru":
-        return 10 * H + 2
+    if fam in ("ln_lstm", "ln_gru"):  # padded to whole 64-byte lines (ln_step_args.h)
+        return ((14 * H + 3 if fam == "ln_lstm" else 10 * H + 2) + 15) // 16 * 16
     return {"lstm": 5, "gru": 4}.get(fam, 0) * H
 
 

@@ -14,7 +14,8 @@
 // Backward: per step in reverse one fused pass (Kern::backward: d LN(c'), gates, d LN(hg)) and
 // dh_{t-1} = dgh W_hh; after the loop the input side's LN backward over all rows, then the
 // plain driver's weight GEMMs, and the LN weights' gradients as column sums.
-// Kern: forward(LnFwdStep), backward(LnBwdStep), rows_forward(LnRows), rows_backward(LnRowsBwd).
+// Kern: forward(LnFwdStep), backward(LnBwdStep), rows_forward(LnRows), rows_backward(LnRowsBwd),
+// weight_grad(dy, xhat) (column sums of dy * xhat: ln_weight_grad, or a fused pass).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -50,6 +51,9 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
   const auto opts = p.x.options();
   at::Tensor xg = at::mm(p.x, p.w_ih.t());
   at::Tensor ws = at::empty({p.keep_workspace ? p.N : 0, WS}, opts);
+  // The row padding (ln_ws_cols) is never read, but the saved tensor is an op result: defined.
+  const int64_t used = L.rstd_ih() + 1;
+  if (WS > used) ws.narrow(1, used, WS - used).zero_();
   T* ws_p = p.keep_workspace ? ptr<T>(ws) : nullptr;
   LnRows<T> in;  // the input side, normalised in place
   in.rows = p.N;
@@ -107,8 +111,8 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
   return r;
 }
 
-// Column sums of a * b over rows (a [N, n] contiguous, b [N, n] strided view): an LN weight's
-// gradient.
+// Column sums of dy * xhat over rows (dy [N, n] contiguous, xhat [N, n] strided rows): an LN
+// weight's gradient, with ATen ops (the GPU and the emulation; the CPU fuses it).
 inline at::Tensor ln_weight_grad(const at::Tensor& dy, const at::Tensor& xhat) {
   return column_sums(dy * xhat);
 }
@@ -172,10 +176,10 @@ LayerBwdResult ln_layer_backward(const LayerPlan& p, const at::Tensor& gout,
 
   LayerBwdResult r;
   const at::Tensor xhat = ws.narrow(1, L.xhat(), GH), hhat = ws.narrow(1, L.hhat(), GH);
-  r.grad_ln.push_back(ln_weight_grad(b.dG, xhat));
-  r.grad_ln.push_back(ln_weight_grad(dgn, hhat));
+  r.grad_ln.push_back(Kern::template weight_grad<T>(b.dG, xhat));
+  r.grad_ln.push_back(Kern::template weight_grad<T>(dgn, hhat));
   if constexpr (Tr::kHasCell) {
-    r.grad_ln.push_back(ln_weight_grad(dcn, ws.narrow(1, L.chat(), H)));
+    r.grad_ln.push_back(Kern::template weight_grad<T>(dcn, ws.narrow(1, L.chat(), H)));
     if (p.ln.size() > 3) r.grad_ln.push_back(column_sums(dcn));
   }
   if (p.b_ih.defined()) {

@@ -15,7 +15,12 @@ namespace fusedrnn {
 
 constexpr double kLnEps = 1e-5;
 
-constexpr int64_t ln_ws_cols(int64_t G, int64_t H) { return G == 4 ? 14 * H + 3 : 10 * H + 2; }
+// Rows padded to a multiple of 16 values (64 bytes in float): a row starts on a cache line, so
+// the vector stores of a step do not split lines (the workspace is the largest write of a
+// training step: 14H + 3 values per row for the LSTM).
+constexpr int64_t ln_ws_cols(int64_t G, int64_t H) {
+  return ((G == 4 ? 14 * H + 3 : 10 * H + 2) + 15) / 16 * 16;
+}
 // Column offsets in the workspace row (constexpr: device code calls them, cuda/kernels/ln.cuh).
 struct LnWs {
   int64_t G, H;
@@ -55,6 +60,18 @@ struct LnRowsBwd {
   int64_t ld_ws = 0;
   T* dv = nullptr;
   int64_t ld_dv = 0;
+};
+
+// Column sums over rows of a * b (a LayerNorm weight's gradient: dy times the normalised
+// values): out (=) [n], row blocks summed in a fixed order (the same bits for any thread count).
+template <class T>
+struct LnColDot {
+  int64_t rows = 0, n = 0;
+  const T* a = nullptr;
+  int64_t lda = 0;
+  const T* b = nullptr;
+  int64_t ldb = 0;
+  T* out = nullptr;
 };
 
 // One forward step. xg [rows, GH]: the input side, LN(x W_ih^T; ln_ih) + b_ih (+ b_hh for the
