@@ -9,6 +9,8 @@
 // transforms, forward-mode AD, torch.compile, double backward); these entry points only skip
 // its Python work on every training step (~50-100 us, more than the maths of a small cell).
 // The backward op runs below autograd unless a graph of the gradient is being built.
+// The LayerNorm stacks (ln_lstm, ln_gru) share the stack schema: their LayerNorm weights
+// follow the biases in each layer's slice of `weights`, so the bias positions (2, 3) hold.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
@@ -277,12 +279,14 @@ constexpr char kRnnTanh[] = "rnn_tanh";
 constexpr char kRnnRelu[] = "rnn_relu";
 constexpr char kLstm[] = "lstm";
 constexpr char kGru[] = "gru";
+constexpr char kLnLstm[] = "ln_lstm";
+constexpr char kLnGru[] = "ln_gru";
 
 }  // namespace
 }  // namespace fusedrnn
 
 TORCH_LIBRARY_FRAGMENT(fusedrnn, m) {
-  for (const char* f : {"rnn_tanh", "rnn_relu", "lstm", "gru"}) {
+  for (const char* f : {"rnn_tanh", "rnn_relu", "lstm", "gru", "ln_lstm", "ln_gru"}) {
     m.def(fusedrnn::stack_schema(std::string(f) + "_stack_autograd", "").c_str(),
           {at::Tag::nondeterministic_seeded});
   }
@@ -306,6 +310,8 @@ TORCH_LIBRARY_IMPL(fusedrnn, CompositeImplicitAutograd, m) {
   m.impl("rnn_relu_stack_autograd", &stack_autograd<kRnnRelu>);
   m.impl("lstm_stack_autograd", &stack_autograd<kLstm>);
   m.impl("gru_stack_autograd", &stack_autograd<kGru>);
+  m.impl("ln_lstm_stack_autograd", &stack_autograd<kLnLstm>);
+  m.impl("ln_gru_stack_autograd", &stack_autograd<kLnGru>);
   m.impl("rnn_tanh_cell_autograd", &rnn_cell_autograd<kRnnTanh>);
   m.impl("rnn_relu_cell_autograd", &rnn_cell_autograd<kRnnRelu>);
   m.impl("gru_cell_autograd", &gru_cell_autograd<kGru>);

@@ -228,6 +228,44 @@ def test_stack_gradgradcheck(case):
     assert torch.autograd.gradgradcheck(f, (x, *w), atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("case", [GRID[0], GRID[4], GRID[-1]], ids=_id)
+def test_training_step_takes_the_cpp_autograd_entry(case):
+    """The modules' training steps run the C++ autograd node (cpp/autograd.cpp): the same
+    gradients as the ops' Python autograd.Function, the biases not saved (edited in place
+    before backward, as torch.nn allows), and gradients of gradients through it."""
+    from fusedrnn import _autograd
+
+    fam, L, bidir, packed, hx, bias = case
+    m = _module(fam, 2, 3, L, bidir, bias)
+    x, bs, h0, c0 = _inputs(fam, L, bidir, packed, hx, 2, 3, 2, 3)
+    leaves = [t for t in (x, h0, c0, *m.parameters()) if t is not None]
+    args = (x, bs, h0, c0, m._flat_weights, bias, L, bidir, 0.0, False, True)
+
+    def grads(run, edit_bias=False, create_graph=False):
+        out = run()
+        if edit_bias:
+            with torch.no_grad():
+                m.bias_ih_l0.add_(1.0)
+        g = torch.autograd.grad(out.pow(2).sum(), leaves, create_graph=create_graph)
+        if edit_bias:
+            with torch.no_grad():
+                m.bias_ih_l0.sub_(1.0)
+        return g
+
+    cpp = lambda: m._stack(x, bs, h0, c0)[0]  # noqa: E731
+    py = lambda: _autograd.apply(f"{fam}_stack", *args)[0]  # noqa: E731
+    with torch.profiler.profile() as prof:
+        g_cpp = grads(cpp, edit_bias=bias)
+    assert any("StackFunction" in e.name for e in prof.events())
+    for a, b in zip(g_cpp, grads(py)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+    gg = [
+        torch.autograd.grad(sum(g.pow(2).sum() for g in grads(run, create_graph=True)), x)[0]
+        for run in (cpp, py)
+    ]
+    torch.testing.assert_close(gg[0], gg[1], rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("fam", list(CLS))
 def test_dropout_under_seed_and_gradcheck(fam):
     """Dropout between layers draws like F.dropout: the reference with the same seed gives the

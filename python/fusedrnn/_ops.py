@@ -240,7 +240,10 @@ def _below_autograd(need_grad: bool) -> bool:
 
 
 # Ops with a C++ autograd entry point ({name}_autograd), for the modules' training steps.
-_CPP_AUTOGRAD = frozenset(f"{fam}_{kind}" for fam in STACK_FAMILIES for kind in ("stack", "cell"))
+_CPP_AUTOGRAD = frozenset(
+    [f"{fam}_{kind}" for fam in STACK_FAMILIES for kind in ("stack", "cell")]
+    + [f"{fam}_stack" for fam in LN_FAMILIES]
+)
 
 
 def _call(op, need_grad: bool, *args):
