@@ -41,56 +41,121 @@ struct RowStats {
   T mean, rstd;
 };
 
-template <class T>
-inline RowStats<T> row_stats(const T* v, int64_t n) {
-  RowSum<T> s1;
-  over_columns<T>(n, [&]<class V>(int64_t q) { s1.add(ld<T, V>(v + q)); });
-  const T mean = s1.total() / T(n);
-  RowSum<T> s2;
-  over_columns<T>(n, [&]<class V>(int64_t q) {
-    const V d = ld<T, V>(v + q) - V(mean);
-    s2.add(d * d);
+// The passes below work on groups of kLnRowGroup rows in lockstep. A row's LayerNorm is a
+// chain of dependent reductions (mean, variance, 1/std, then the same for c), each a few
+// dozen cycles of latency; at H <= 64 a row has too little other work to hide them (the sine
+// LN-LSTM step ran at ~320 cycles a row, close to its chain's length). Independent rows side by
+// side give the core several chains to overlap. The tail of a step's rows runs one at a time.
+constexpr int kLnRowGroup = 4;
+
+// f.template operator()<R>(b0) for rows [b0, b0 + R): groups of kLnRowGroup, then R = 1.
+template <class F>
+inline void over_row_groups(int64_t rows, int64_t width, F&& f) {
+  constexpr int64_t G = kLnRowGroup;
+  over_rows((rows + G - 1) / G, G * width, [&](int64_t q) {
+    const int64_t b0 = q * G;
+    if (b0 + G <= rows) {
+      f.template operator()<kLnRowGroup>(b0);
+    } else {
+      for (int64_t b = b0; b < rows; ++b) f.template operator()<1>(b);
+    }
   });
-  return {mean, T(1) / std::sqrt(s2.total() / T(n) + T(kLnEps))};
 }
 
-// dv (=) rstd (dy w - mean(dy w) - xhat mean(dy w xhat)) over one row of n.
-template <class T>
-inline void ln_backward_row(int64_t n, const T* dy, const T* w, const T* xhat, T rstd, T* dv) {
-  RowSum<T> s1, s2;
+// Mean and 1/std of R rows of n (two-pass).
+template <int R, class T>
+inline void row_stats(const T* const (&v)[R], int64_t n, RowStats<T> (&out)[R]) {
+  RowSum<T> s1[R];
   over_columns<T>(n, [&]<class V>(int64_t q) {
-    const V dx = ld<T, V>(dy + q) * ld<T, V>(w + q);
-    s1.add(dx);
-    s2.add(dx * ld<T, V>(xhat + q));
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) s1[r].add(ld<T, V>(v[r] + q));
   });
-  const T m1 = s1.total() / T(n), m2 = s2.total() / T(n);
+  T mean[R];
+  for (int r = 0; r < R; ++r) mean[r] = s1[r].total() / T(n);
+  RowSum<T> s2[R];
   over_columns<T>(n, [&]<class V>(int64_t q) {
-    const V dx = ld<T, V>(dy + q) * ld<T, V>(w + q);
-    st<T, V>(dv + q, V(rstd) * (dx - V(m1) - ld<T, V>(xhat + q) * V(m2)));
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const V d = ld<T, V>(v[r] + q) - V(mean[r]);
+      s2[r].add(d * d);
+    }
   });
+  for (int r = 0; r < R; ++r)
+    out[r] = {mean[r], T(1) / std::sqrt(s2[r].total() / T(n) + T(kLnEps))};
+}
+
+// For R rows of n: dv (=) rstd (dy w - mean(dy w) - xhat mean(dy w xhat)).
+template <int R, class T>
+inline void ln_backward_rows(int64_t n, const T* const (&dy)[R], const T* w,
+                             const T* const (&xhat)[R], const T (&rstd)[R], T* const (&dv)[R]) {
+  RowSum<T> s1[R], s2[R];
+  over_columns<T>(n, [&]<class V>(int64_t q) {
+    const V wq = ld<T, V>(w + q);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const V dx = ld<T, V>(dy[r] + q) * wq;
+      s1[r].add(dx);
+      s2[r].add(dx * ld<T, V>(xhat[r] + q));
+    }
+  });
+  T m1[R], m2[R];
+  for (int r = 0; r < R; ++r) {
+    m1[r] = s1[r].total() / T(n);
+    m2[r] = s2[r].total() / T(n);
+  }
+  over_columns<T>(n, [&]<class V>(int64_t q) {
+    const V wq = ld<T, V>(w + q);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const V dx = ld<T, V>(dy[r] + q) * wq;
+      st<T, V>(dv[r] + q, V(rstd[r]) * (dx - V(m1[r]) - ld<T, V>(xhat[r] + q) * V(m2[r])));
+    }
+  });
+}
+
+// Row pointers base + (b0 + r) * ld for r < R (null if base is).
+template <int R, class P>
+inline void row_ptrs(P* base, int64_t b0, int64_t ld, P* (&out)[R]) {
+  for (int r = 0; r < R; ++r) out[r] = base ? base + (b0 + r) * ld : nullptr;
 }
 
 struct LnRowsPass {
-  template <class T>
-  static void forward(const LnRows<T>& s) {
-    over_rows(s.rows, 2 * s.n, [&](int64_t b) {
-      const T* v = s.v + b * s.ld_v;
-      T* y = s.y + b * s.ld_y;
-      T* xh = s.xhat ? s.xhat + b * s.ld_ws : nullptr;
-      const RowStats<T> r = row_stats(v, s.n);
-      if (s.rstd) s.rstd[b * s.ld_ws] = r.rstd;
-      over_columns<T>(s.n, [&]<class V>(int64_t q) {
-        const V x = (ld<T, V>(v + q) - V(r.mean)) * V(r.rstd);
-        if (xh) st<T, V>(xh + q, x);
-        st<T, V>(y + q, ld<T, V>(s.w + q) * x + ld_or0<T, V>(s.b1, q) + ld_or0<T, V>(s.b2, q));
-      });
+  template <int R, class T>
+  static void forward_rows(const LnRows<T>& s, int64_t b0) {
+    const T* v[R];
+    T *y[R], *xh[R];
+    row_ptrs<R>(s.v, b0, s.ld_v, v);
+    row_ptrs<R>(s.y, b0, s.ld_y, y);
+    row_ptrs<R>(s.xhat, b0, s.ld_ws, xh);
+    RowStats<T> rs[R];
+    row_stats<R>(v, s.n, rs);
+    if (s.rstd)
+      for (int r = 0; r < R; ++r) s.rstd[(b0 + r) * s.ld_ws] = rs[r].rstd;
+    over_columns<T>(s.n, [&]<class V>(int64_t q) {
+      const V w = ld<T, V>(s.w + q), b = ld_or0<T, V>(s.b1, q) + ld_or0<T, V>(s.b2, q);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const V x = (ld<T, V>(v[r] + q) - V(rs[r].mean)) * V(rs[r].rstd);
+        if (xh[r]) st<T, V>(xh[r] + q, x);
+        st<T, V>(y[r] + q, w * x + b);
+      }
     });
   }
   template <class T>
+  static void forward(const LnRows<T>& s) {
+    over_row_groups(s.rows, 2 * s.n, [&]<int R>(int64_t b0) { forward_rows<R>(s, b0); });
+  }
+  template <class T>
   static void backward(const LnRowsBwd<T>& s) {
-    over_rows(s.rows, 2 * s.n, [&](int64_t b) {
-      ln_backward_row(s.n, s.dy + b * s.ld_dy, s.w, s.xhat + b * s.ld_ws, s.rstd[b * s.ld_ws],
-                      s.dv + b * s.ld_dv);
+    over_row_groups(s.rows, 2 * s.n, [&]<int R>(int64_t b0) {
+      const T *dy[R], *xh[R];
+      T* dv[R];
+      T rstd[R];
+      row_ptrs<R>(s.dy, b0, s.ld_dy, dy);
+      row_ptrs<R>(s.xhat, b0, s.ld_ws, xh);
+      row_ptrs<R>(s.dv, b0, s.ld_dv, dv);
+      for (int r = 0; r < R; ++r) rstd[r] = s.rstd[(b0 + r) * s.ld_ws];
+      ln_backward_rows<R>(s.n, dy, s.w, xh, rstd, dv);
     });
   }
 };
@@ -127,161 +192,225 @@ struct LnColDotPass {
 };
 
 struct LnLstmPointwise {
-  template <class T>
-  static void forward(const LnFwdStep<T>& s) {
+  template <int R, class T>
+  static void forward_rows(const LnFwdStep<T>& s, int64_t b0) {
     const int64_t H = s.H, GH = 4 * H;
     const LnWs L{4, H};
-    over_rows(s.rows, 2 * GH, [&](int64_t b) {
-      const T* xg = s.xg + b * GH;
-      const T* hg = s.hg + b * GH;
-      T* ws = s.ws ? s.ws + b * s.ld_ws : nullptr;
-      T* c = s.c + b * H;
-      T* out = s.out + b * s.ld_out;
-      const RowStats<T> rh = row_stats(hg, GH);
-      // Gates and the new cell state; o waits in out (or ws) for the normalised c.
-      over_columns<T>(H, [&]<class V>(int64_t j) {
+    const T *xg[R], *hg[R], *cc[R];
+    T *ws[R], *c[R], *out[R], *h[R];
+    row_ptrs<R>(s.xg, b0, GH, xg);
+    row_ptrs<R>(s.hg, b0, GH, hg);
+    row_ptrs<R>(s.ws, b0, s.ld_ws, ws);
+    row_ptrs<R>(s.c, b0, H, c);
+    row_ptrs<R>(s.out, b0, s.ld_out, out);
+    row_ptrs<R>(s.h, b0, H, h);
+    RowStats<T> rh[R];
+    row_stats<R>(hg, GH, rh);
+    // Gates and the new cell state; o waits in out for the normalised c.
+    over_columns<T>(H, [&]<class V>(int64_t j) {
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
         V a[4];
         for (int k = 0; k < 4; ++k) {
           const int64_t q = k * H + j;
-          const V hh = (ld<T, V>(hg + q) - V(rh.mean)) * V(rh.rstd);
-          if (ws) st<T, V>(ws + L.hhat() + q, hh);
-          a[k] = ld<T, V>(xg + q) + ld<T, V>(s.ln_hh + q) * hh;
+          const V hh = (ld<T, V>(hg[r] + q) - V(rh[r].mean)) * V(rh[r].rstd);
+          if (ws[r]) st<T, V>(ws[r] + L.hhat() + q, hh);
+          a[k] = ld<T, V>(xg[r] + q) + ld<T, V>(s.ln_hh + q) * hh;
         }
         const V i = math::sigmoid(a[0]), f = math::sigmoid(a[1]), g = math::tanh_(a[2]);
         const V o = math::sigmoid(a[3]);
-        const V cn = f * ld<T, V>(c + j) + i * g;
-        if (ws) {
-          st<T, V>(ws + j, i);
-          st<T, V>(ws + H + j, f);
-          st<T, V>(ws + 2 * H + j, g);
-          st<T, V>(ws + 3 * H + j, o);
-          st<T, V>(ws + 4 * H + j, cn);
+        const V cn = f * ld<T, V>(c[r] + j) + i * g;
+        if (ws[r]) {
+          st<T, V>(ws[r] + j, i);
+          st<T, V>(ws[r] + H + j, f);
+          st<T, V>(ws[r] + 2 * H + j, g);
+          st<T, V>(ws[r] + 3 * H + j, o);
+          st<T, V>(ws[r] + 4 * H + j, cn);
         }
-        st<T, V>(c + j, cn);
-        st<T, V>(out + j, o);
-      });
-      const RowStats<T> rc = row_stats(c, H);
-      if (ws) {
-        ws[L.rstd_hh()] = rh.rstd;
-        ws[L.rstd_c()] = rc.rstd;
+        st<T, V>(c[r] + j, cn);
+        st<T, V>(out[r] + j, o);
       }
-      T* h = s.h + b * H;
-      over_columns<T>(H, [&]<class V>(int64_t j) {
-        const V ch = (ld<T, V>(c + j) - V(rc.mean)) * V(rc.rstd);
-        if (ws) st<T, V>(ws + L.chat() + j, ch);
-        const V hv =
-            ld<T, V>(out + j) * math::tanh_(ld<T, V>(s.ln_c + j) * ch + ld_or0<T, V>(s.ln_c_b, j));
-        st<T, V>(out + j, hv);
-        st<T, V>(h + j, hv);
-      });
+    });
+    for (int r = 0; r < R; ++r) cc[r] = c[r];
+    RowStats<T> rc[R];
+    row_stats<R>(cc, H, rc);
+    for (int r = 0; r < R; ++r)
+      if (ws[r]) {
+        ws[r][L.rstd_hh()] = rh[r].rstd;
+        ws[r][L.rstd_c()] = rc[r].rstd;
+      }
+    over_columns<T>(H, [&]<class V>(int64_t j) {
+      const V w = ld<T, V>(s.ln_c + j), cb = ld_or0<T, V>(s.ln_c_b, j);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const V ch = (ld<T, V>(c[r] + j) - V(rc[r].mean)) * V(rc[r].rstd);
+        if (ws[r]) st<T, V>(ws[r] + L.chat() + j, ch);
+        const V hv = ld<T, V>(out[r] + j) * math::tanh_(w * ch + cb);
+        st<T, V>(out[r] + j, hv);
+        st<T, V>(h[r] + j, hv);
+      }
     });
   }
 
   template <class T>
-  static void backward(const LnBwdStep<T>& s) {
+  static void forward(const LnFwdStep<T>& s) {
+    over_row_groups(s.rows, 8 * s.H, [&]<int R>(int64_t b0) { forward_rows<R>(s, b0); });
+  }
+
+  template <int R, class T>
+  static void backward_rows(const LnBwdStep<T>& s, int64_t b0) {
     const int64_t H = s.H, GH = 4 * H;
     const LnWs L{4, H};
-    over_rows(s.rows, 3 * GH, [&](int64_t b) {
-      const T* da = s.dh_a ? s.dh_a + b * s.ld_a : nullptr;
-      const T* db = s.dh_b ? s.dh_b + b * s.ld_b : nullptr;
-      const T* ws = s.ws + b * s.ld_ws;
-      const T* cp = s.c_prev + b * s.ld_c;
-      const T* chat = ws + L.chat();
-      T* dc = s.dc + b * H;
-      T* dg = s.dgi + b * GH;
-      T* dcn = s.dcn + b * H;
-      // d(LN(c) + b) and the output gate; sums for the backward of LN(c).
-      RowSum<T> s1, s2;
-      over_columns<T>(H, [&]<class V>(int64_t j) {
-        const V dh = incoming<T, V>(da, db, j);
-        const V o = ld<T, V>(ws + 3 * H + j), ch = ld<T, V>(chat + j), w = ld<T, V>(s.ln_c + j);
-        const V t = math::tanh_(w * ch + ld_or0<T, V>(s.ln_c_b, j));
+    const T *da[R], *db[R], *ws[R], *cp[R], *dgc[R], *hhat[R];
+    T *dc[R], *dg[R], *dcn[R], *dgh[R];
+    T rh[R];
+    row_ptrs<R>(s.dh_a, b0, s.ld_a, da);
+    row_ptrs<R>(s.dh_b, b0, s.ld_b, db);
+    row_ptrs<R>(s.ws, b0, s.ld_ws, ws);
+    row_ptrs<R>(s.c_prev, b0, s.ld_c, cp);
+    row_ptrs<R>(s.dc, b0, H, dc);
+    row_ptrs<R>(s.dgi, b0, GH, dg);
+    row_ptrs<R>(s.dcn, b0, H, dcn);
+    row_ptrs<R>(s.dgh, b0, GH, dgh);
+    // d(LN(c) + b) and the output gate; sums for the backward of LN(c).
+    RowSum<T> s1[R], s2[R];
+    over_columns<T>(H, [&]<class V>(int64_t j) {
+      const V w = ld<T, V>(s.ln_c + j), cb = ld_or0<T, V>(s.ln_c_b, j);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const V dh = incoming<T, V>(da[r], db[r], j);
+        const V o = ld<T, V>(ws[r] + 3 * H + j), ch = ld<T, V>(ws[r] + L.chat() + j);
+        const V t = math::tanh_(w * ch + cb);
         const V dn = dh * o * (V(T(1)) - t * t);
-        st<T, V>(dcn + j, dn);
-        st<T, V>(dg + 3 * H + j, dh * t * o * (V(T(1)) - o));
-        s1.add(dn * w);
-        s2.add(dn * w * ch);
-      });
-      const T m1 = s1.total() / T(H), m2 = s2.total() / T(H), rc = ws[L.rstd_c()];
-      over_columns<T>(H, [&]<class V>(int64_t j) {
-        const V ch = ld<T, V>(chat + j);
-        const V dchat = ld<T, V>(dcn + j) * ld<T, V>(s.ln_c + j);
-        const V dct = V(rc) * (dchat - V(m1) - ch * V(m2)) + ld<T, V>(dc + j);
-        const V i = ld<T, V>(ws + j), f = ld<T, V>(ws + H + j), g = ld<T, V>(ws + 2 * H + j);
-        const V one(T(1));
-        st<T, V>(dg + j, dct * g * i * (one - i));
-        st<T, V>(dg + H + j, dct * ld<T, V>(cp + j) * f * (one - f));
-        st<T, V>(dg + 2 * H + j, dct * i * (one - g * g));
-        st<T, V>(dc + j, dct * f);
-      });
-      ln_backward_row(GH, dg, s.ln_hh, ws + L.hhat(), ws[L.rstd_hh()], s.dgh + b * GH);
+        st<T, V>(dcn[r] + j, dn);
+        st<T, V>(dg[r] + 3 * H + j, dh * t * o * (V(T(1)) - o));
+        s1[r].add(dn * w);
+        s2[r].add(dn * w * ch);
+      }
     });
+    T m1[R], m2[R], rc[R];
+    for (int r = 0; r < R; ++r) {
+      m1[r] = s1[r].total() / T(H);
+      m2[r] = s2[r].total() / T(H);
+      rc[r] = ws[r][L.rstd_c()];
+    }
+    over_columns<T>(H, [&]<class V>(int64_t j) {
+      const V w = ld<T, V>(s.ln_c + j), one(T(1));
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const V ch = ld<T, V>(ws[r] + L.chat() + j);
+        const V dchat = ld<T, V>(dcn[r] + j) * w;
+        const V dct = V(rc[r]) * (dchat - V(m1[r]) - ch * V(m2[r])) + ld<T, V>(dc[r] + j);
+        const V i = ld<T, V>(ws[r] + j), f = ld<T, V>(ws[r] + H + j);
+        const V g = ld<T, V>(ws[r] + 2 * H + j);
+        st<T, V>(dg[r] + j, dct * g * i * (one - i));
+        st<T, V>(dg[r] + H + j, dct * ld<T, V>(cp[r] + j) * f * (one - f));
+        st<T, V>(dg[r] + 2 * H + j, dct * i * (one - g * g));
+        st<T, V>(dc[r] + j, dct * f);
+      }
+    });
+    for (int r = 0; r < R; ++r) {
+      dgc[r] = dg[r];
+      hhat[r] = ws[r] + L.hhat();
+      rh[r] = ws[r][L.rstd_hh()];
+    }
+    ln_backward_rows<R>(GH, dgc, s.ln_hh, hhat, rh, dgh);
+  }
+
+  template <class T>
+  static void backward(const LnBwdStep<T>& s) {
+    over_row_groups(s.rows, 12 * s.H, [&]<int R>(int64_t b0) { backward_rows<R>(s, b0); });
   }
 };
 
 struct LnGruPointwise {
-  template <class T>
-  static void forward(const LnFwdStep<T>& s) {
+  template <int R, class T>
+  static void forward_rows(const LnFwdStep<T>& s, int64_t b0) {
     const int64_t H = s.H, GH = 3 * H;
     const LnWs L{3, H};
-    over_rows(s.rows, 2 * GH, [&](int64_t b) {
-      const T* xg = s.xg + b * GH;
-      const T* hg = s.hg + b * GH;
-      T* ws = s.ws ? s.ws + b * s.ld_ws : nullptr;
-      T* out = s.out + b * s.ld_out;
-      T* h = s.h + b * H;
-      const RowStats<T> rh = row_stats(hg, GH);
-      if (ws) ws[L.rstd_hh()] = rh.rstd;
-      over_columns<T>(H, [&]<class V>(int64_t j) {
+    const T *xg[R], *hg[R];
+    T *ws[R], *out[R], *h[R];
+    row_ptrs<R>(s.xg, b0, GH, xg);
+    row_ptrs<R>(s.hg, b0, GH, hg);
+    row_ptrs<R>(s.ws, b0, s.ld_ws, ws);
+    row_ptrs<R>(s.out, b0, s.ld_out, out);
+    row_ptrs<R>(s.h, b0, H, h);
+    RowStats<T> rh[R];
+    row_stats<R>(hg, GH, rh);
+    for (int r = 0; r < R; ++r)
+      if (ws[r]) ws[r][L.rstd_hh()] = rh[r].rstd;
+    over_columns<T>(H, [&]<class V>(int64_t j) {
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
         V gh[3];
         for (int k = 0; k < 3; ++k) {
           const int64_t q = k * H + j;
-          const V hh = (ld<T, V>(hg + q) - V(rh.mean)) * V(rh.rstd);
-          if (ws) st<T, V>(ws + L.hhat() + q, hh);
+          const V hh = (ld<T, V>(hg[r] + q) - V(rh[r].mean)) * V(rh[r].rstd);
+          if (ws[r]) st<T, V>(ws[r] + L.hhat() + q, hh);
           gh[k] = ld<T, V>(s.ln_hh + q) * hh + ld_or0<T, V>(s.b_hh, q);
         }
-        const auto r =
-            math::gru_forward<V>(ld<T, V>(xg + j), ld<T, V>(xg + H + j), ld<T, V>(xg + 2 * H + j),
-                                 gh[0], gh[1], gh[2], ld<T, V>(h + j));
-        if (ws) {
-          st<T, V>(ws + j, r.r);
-          st<T, V>(ws + H + j, r.z);
-          st<T, V>(ws + 2 * H + j, r.n);
-          st<T, V>(ws + 3 * H + j, r.hn);
+        const auto o = math::gru_forward<V>(ld<T, V>(xg[r] + j), ld<T, V>(xg[r] + H + j),
+                                            ld<T, V>(xg[r] + 2 * H + j), gh[0], gh[1], gh[2],
+                                            ld<T, V>(h[r] + j));
+        if (ws[r]) {
+          st<T, V>(ws[r] + j, o.r);
+          st<T, V>(ws[r] + H + j, o.z);
+          st<T, V>(ws[r] + 2 * H + j, o.n);
+          st<T, V>(ws[r] + 3 * H + j, o.hn);
         }
-        st<T, V>(out + j, r.h);
-        st<T, V>(h + j, r.h);
-      });
+        st<T, V>(out[r] + j, o.h);
+        st<T, V>(h[r] + j, o.h);
+      }
     });
   }
 
   template <class T>
-  static void backward(const LnBwdStep<T>& s) {
+  static void forward(const LnFwdStep<T>& s) {
+    over_row_groups(s.rows, 6 * s.H, [&]<int R>(int64_t b0) { forward_rows<R>(s, b0); });
+  }
+
+  template <int R, class T>
+  static void backward_rows(const LnBwdStep<T>& s, int64_t b0) {
     const int64_t H = s.H, GH = 3 * H;
     const LnWs L{3, H};
-    over_rows(s.rows, 3 * GH, [&](int64_t b) {
-      const T* da = s.dh_a ? s.dh_a + b * s.ld_a : nullptr;
-      const T* db = s.dh_b ? s.dh_b + b * s.ld_b : nullptr;
-      const T* ws = s.ws + b * s.ld_ws;
-      const T* hp = s.h_prev + b * H;
-      T* gi = s.dgi + b * GH;
-      T* gn = s.dgn + b * GH;
-      T* carry = s.dh_carry + b * H;
-      over_columns<T>(H, [&]<class V>(int64_t j) {
-        const V dh = incoming<T, V>(da, db, j);
-        const auto r = math::gru_backward<V>(dh, ld<T, V>(ws + j), ld<T, V>(ws + H + j),
-                                             ld<T, V>(ws + 2 * H + j), ld<T, V>(ws + 3 * H + j),
-                                             ld<T, V>(hp + j));
-        st<T, V>(gi + j, r.dr);
-        st<T, V>(gi + H + j, r.dz);
-        st<T, V>(gi + 2 * H + j, r.dn);
-        st<T, V>(gn + j, r.dr);
-        st<T, V>(gn + H + j, r.dz);
-        st<T, V>(gn + 2 * H + j, r.dhn);
-        st<T, V>(carry + j, r.dh_prev);
-      });
-      ln_backward_row(GH, gn, s.ln_hh, ws + L.hhat(), ws[L.rstd_hh()], s.dgh + b * GH);
+    const T *da[R], *db[R], *ws[R], *hp[R], *gnc[R], *hhat[R];
+    T *gi[R], *gn[R], *carry[R], *dgh[R];
+    T rh[R];
+    row_ptrs<R>(s.dh_a, b0, s.ld_a, da);
+    row_ptrs<R>(s.dh_b, b0, s.ld_b, db);
+    row_ptrs<R>(s.ws, b0, s.ld_ws, ws);
+    row_ptrs<R>(s.h_prev, b0, H, hp);
+    row_ptrs<R>(s.dgi, b0, GH, gi);
+    row_ptrs<R>(s.dgn, b0, GH, gn);
+    row_ptrs<R>(s.dh_carry, b0, H, carry);
+    row_ptrs<R>(s.dgh, b0, GH, dgh);
+    over_columns<T>(H, [&]<class V>(int64_t j) {
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const V dh = incoming<T, V>(da[r], db[r], j);
+        const auto o = math::gru_backward<V>(dh, ld<T, V>(ws[r] + j), ld<T, V>(ws[r] + H + j),
+                                             ld<T, V>(ws[r] + 2 * H + j),
+                                             ld<T, V>(ws[r] + 3 * H + j), ld<T, V>(hp[r] + j));
+        st<T, V>(gi[r] + j, o.dr);
+        st<T, V>(gi[r] + H + j, o.dz);
+        st<T, V>(gi[r] + 2 * H + j, o.dn);
+        st<T, V>(gn[r] + j, o.dr);
+        st<T, V>(gn[r] + H + j, o.dz);
+        st<T, V>(gn[r] + 2 * H + j, o.dhn);
+        st<T, V>(carry[r] + j, o.dh_prev);
+      }
     });
+    for (int r = 0; r < R; ++r) {
+      gnc[r] = gn[r];
+      hhat[r] = ws[r] + L.hhat();
+      rh[r] = ws[r][L.rstd_hh()];
+    }
+    ln_backward_rows<R>(GH, gnc, s.ln_hh, hhat, rh, dgh);
+  }
+
+  template <class T>
+  static void backward(const LnBwdStep<T>& s) {
+    over_row_groups(s.rows, 9 * s.H, [&]<int R>(int64_t b0) { backward_rows<R>(s, b0); });
   }
 };
 
