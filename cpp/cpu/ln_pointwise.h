@@ -41,21 +41,23 @@ struct RowStats {
   T mean, rstd;
 };
 
-// The passes below work on groups of kLnRowGroup rows in lockstep. A row's LayerNorm is a
-// chain of dependent reductions (mean, variance, 1/std, then the same for c), each a few
-// dozen cycles of latency; at H <= 64 a row has too little other work to hide them (the sine
-// LN-LSTM step ran at ~320 cycles a row, close to its chain's length). Independent rows side by
-// side give the core several chains to overlap. The tail of a step's rows runs one at a time.
+// At inference the passes below work on groups of kLnRowGroup rows in lockstep. A row's
+// LayerNorm is a chain of dependent reductions (mean, variance, 1/std, then the same for c),
+// each a few dozen cycles of latency; at H <= 64 a row has too little other work to hide them
+// (the sine LN-LSTM step ran at ~320 cycles a row, close to its chain's length). Independent
+// rows side by side give the core several chains to overlap: 1.1-1.2x on the ln-stock and
+// ln-sine LSTM steps. When a workspace is written (training), or read (backward), rows go one
+// at a time: four rows' interleaved workspace streams ran 0.8-0.9x, so groups are skipped there.
+// The tail of a step's rows runs one at a time.
 constexpr int kLnRowGroup = 4;
 
-// f.template operator()<R>(b0) for rows [b0, b0 + R): groups of kLnRowGroup, then R = 1.
-template <class F>
+// f.template operator()<R>(b0) for rows [b0, b0 + R): groups of G, then R = 1.
+template <int G = kLnRowGroup, class F>
 inline void over_row_groups(int64_t rows, int64_t width, F&& f) {
-  constexpr int64_t G = kLnRowGroup;
   over_rows((rows + G - 1) / G, G * width, [&](int64_t q) {
     const int64_t b0 = q * G;
     if (b0 + G <= rows) {
-      f.template operator()<kLnRowGroup>(b0);
+      f.template operator()<G>(b0);
     } else {
       for (int64_t b = b0; b < rows; ++b) f.template operator()<1>(b);
     }
@@ -143,11 +145,16 @@ struct LnRowsPass {
   }
   template <class T>
   static void forward(const LnRows<T>& s) {
-    over_row_groups(s.rows, 2 * s.n, [&]<int R>(int64_t b0) { forward_rows<R>(s, b0); });
+    auto f = [&]<int R>(int64_t b0) { forward_rows<R>(s, b0); };
+    if (s.xhat) {
+      over_row_groups<1>(s.rows, 2 * s.n, f);
+    } else {
+      over_row_groups(s.rows, 2 * s.n, f);
+    }
   }
   template <class T>
   static void backward(const LnRowsBwd<T>& s) {
-    over_row_groups(s.rows, 2 * s.n, [&]<int R>(int64_t b0) {
+    over_row_groups<1>(s.rows, 2 * s.n, [&]<int R>(int64_t b0) {
       const T *dy[R], *xh[R];
       T* dv[R];
       T rstd[R];
@@ -254,7 +261,12 @@ struct LnLstmPointwise {
 
   template <class T>
   static void forward(const LnFwdStep<T>& s) {
-    over_row_groups(s.rows, 8 * s.H, [&]<int R>(int64_t b0) { forward_rows<R>(s, b0); });
+    auto f = [&]<int R>(int64_t b0) { forward_rows<R>(s, b0); };
+    if (s.ws) {
+      over_row_groups<1>(s.rows, 8 * s.H, f);
+    } else {
+      over_row_groups(s.rows, 8 * s.H, f);
+    }
   }
 
   template <int R, class T>
@@ -319,7 +331,7 @@ struct LnLstmPointwise {
 
   template <class T>
   static void backward(const LnBwdStep<T>& s) {
-    over_row_groups(s.rows, 12 * s.H, [&]<int R>(int64_t b0) { backward_rows<R>(s, b0); });
+    over_row_groups<1>(s.rows, 12 * s.H, [&]<int R>(int64_t b0) { backward_rows<R>(s, b0); });
   }
 };
 
@@ -366,7 +378,12 @@ struct LnGruPointwise {
 
   template <class T>
   static void forward(const LnFwdStep<T>& s) {
-    over_row_groups(s.rows, 6 * s.H, [&]<int R>(int64_t b0) { forward_rows<R>(s, b0); });
+    auto f = [&]<int R>(int64_t b0) { forward_rows<R>(s, b0); };
+    if (s.ws) {
+      over_row_groups<1>(s.rows, 6 * s.H, f);
+    } else {
+      over_row_groups(s.rows, 6 * s.H, f);
+    }
   }
 
   template <int R, class T>
@@ -410,7 +427,7 @@ struct LnGruPointwise {
 
   template <class T>
   static void backward(const LnBwdStep<T>& s) {
-    over_row_groups(s.rows, 9 * s.H, [&]<int R>(int64_t b0) { backward_rows<R>(s, b0); });
+    over_row_groups<1>(s.rows, 9 * s.H, [&]<int R>(int64_t b0) { backward_rows<R>(s, b0); });
   }
 };
 
