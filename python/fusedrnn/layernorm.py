@@ -256,7 +256,7 @@ class _LayerNormCellBase(_FusedCellBase):
 
     def forward(self, input, hx=None):
         nstate = 2 if self._mode_name == "LSTM" else 1
-        input, states, is_batched = self._prepare(input, hx, nstate)
+        input, states, is_batched = self._prepare(input, hx, nstate, self.weight_ih)
         h, c = self._step(input, states)
         if not is_batched:
             h = h.squeeze(0)

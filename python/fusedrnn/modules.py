@@ -92,17 +92,26 @@ def _warn_fallback(name: str, dev: str, dtype: torch.dtype, why: str) -> None:
         )
 
 
+# (mode, device type, dtype) -> fused_supported(...), filled on first use: a cell step is a
+# few microseconds, and torch.device(...) alone costs about one.
+_SUPPORTED: dict[tuple[str, str, torch.dtype], bool] = {}
+
+
 def _use_fused(name: str, mode: str, weight: Tensor) -> bool:
-    dev, dtype = weight.device.type, weight.dtype
+    dtype = weight.dtype
+    dev = "cpu" if weight.is_cpu else weight.device.type
     if deploy.exporting_onnx():  # torch.nn's forward exports to ONNX (deploy.py)
         return False
     if torch._C._is_any_autocast_enabled():
         _warn_fallback(name, dev, dtype, "autocast is enabled")
         return False
-    if not fused_supported(mode, dev, dtype):
+    key = (mode, dev, dtype)
+    ok = _SUPPORTED.get(key)
+    if ok is None:
+        ok = _SUPPORTED[key] = fused_supported(mode, dev, dtype)
+    if not ok:
         _warn_fallback(name, dev, dtype, f"no fused kernel for {dtype} on {dev}")
-        return False
-    return True
+    return ok
 
 
 def _check_hx_type(name: str, hx, nstate: int) -> None:
@@ -335,11 +344,14 @@ class _FusedCellBase(nn.RNNCellBase):
     def _mode(self) -> str:
         raise NotImplementedError
 
-    def _prepare(self, input, hx, nstate: int):
-        """torch's cell preamble. Returns ``(input, [states] or None, is_batched)``."""
+    def _prepare(self, input, hx, nstate: int, w_ih: Tensor):
+        """torch's cell preamble. Returns ``(input, [states] or None, is_batched)``. The common
+        case (batched input, states of the right shape) is checked with one shape comparison
+        per tensor; anything else takes torch's checks, for its messages."""
         name = type(self).__name__
-        if input.dim() not in (1, 2):
-            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        dim = input.dim()
+        if dim not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {dim}D instead")
         states = None
         if hx is not None:
             _check_hx_type(name, hx, nstate)
@@ -350,29 +362,36 @@ class _FusedCellBase(nn.RNNCellBase):
                     raise ValueError(
                         f"{name}: Expected {what} to be 1D or 2D, got {value.dim()}D instead"
                     )
-        is_batched = input.dim() == 2
+        is_batched = dim == 2
         if not is_batched:
             input = input.unsqueeze(0)
             if states is not None:
                 states = [s.unsqueeze(0) for s in states]
-        if input.dtype != self.weight_ih.dtype and not torch._C._is_any_autocast_enabled():
-            raise RuntimeError(
-                f"{name}: expected input dtype {self.weight_ih.dtype}, got {input.dtype}"
-            )
-        _check_cell_input(input, self.input_size)
+        if input.dtype != w_ih.dtype and not torch._C._is_any_autocast_enabled():
+            raise RuntimeError(f"{name}: expected input dtype {w_ih.dtype}, got {input.dtype}")
+        shape = input.shape
+        if shape[1] != self.input_size:
+            _check_cell_input(input, self.input_size)
         if states is None:
-            zeros = input.new_zeros(input.size(0), self.hidden_size)
+            zeros = input.new_zeros(shape[0], self.hidden_size)
             states = [zeros] * nstate
         else:
+            want = (shape[0], self.hidden_size)
             for i, s in enumerate(states):
-                _check_cell_hidden(input, s, self.hidden_size, "" if nstate == 1 else str(i))
+                if s.shape != want:
+                    _check_cell_hidden(input, s, self.hidden_size, "" if nstate == 1 else str(i))
         # Contiguous operands: see _FusedRNNBase._stack (e.g. ``cell(x[:, t], h)``).
         return input.contiguous(), [s.contiguous() for s in states], is_batched
 
     def forward(self, input, hx=None):
-        if not _use_fused(type(self).__name__, self._mode(), self.weight_ih):
+        # Parameters read from _parameters (as nn.Module.__getattr__ does, and where
+        # torch.func.functional_call puts its tensors), once: each attribute lookup through
+        # __getattr__ costs ~0.7 us of a ~20 us step.
+        p = self._parameters
+        w_ih = p["weight_ih"]
+        if not _use_fused(type(self).__name__, self._mode(), w_ih):
             return self._torch_cls.forward(self, input, hx)
-        return self._fused_forward(input, hx)
+        return self._fused_forward(input, hx, w_ih, p["weight_hh"], p["bias_ih"], p["bias_hh"])
 
     def to_torch(self) -> nn.RNNCellBase:
         """A ``torch.nn`` copy of this cell with the same (copied) weights."""
@@ -398,12 +417,11 @@ class RNNCell(_FusedCellBase):
     def _mode(self) -> str:
         return "RNN_RELU" if self.nonlinearity == "relu" else "RNN_TANH"
 
-    def _fused_forward(self, input, hx):
+    def _fused_forward(self, input, hx, w_ih, w_hh, b_ih, b_hh):
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        input, (h,), is_batched = self._prepare(input, hx, 1)
-        ret = _ops.rnn_cell(input, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-                            nonlinearity=self.nonlinearity)  # fmt: skip
+        input, (h,), is_batched = self._prepare(input, hx, 1, w_ih)
+        ret = _ops.rnn_cell(input, h, w_ih, w_hh, b_ih, b_hh, nonlinearity=self.nonlinearity)
         return ret if is_batched else ret.squeeze(0)
 
 
@@ -419,10 +437,9 @@ class LSTMCell(_FusedCellBase):
     def _mode(self) -> str:
         return "LSTM"
 
-    def _fused_forward(self, input, hx):
-        input, (h, c), is_batched = self._prepare(input, hx, 2)
-        hy, cy = _ops.lstm_cell(input, h, c, self.weight_ih, self.weight_hh, self.bias_ih,
-                                self.bias_hh)  # fmt: skip
+    def _fused_forward(self, input, hx, w_ih, w_hh, b_ih, b_hh):
+        input, (h, c), is_batched = self._prepare(input, hx, 2, w_ih)
+        hy, cy = _ops.lstm_cell(input, h, c, w_ih, w_hh, b_ih, b_hh)
         return (hy, cy) if is_batched else (hy.squeeze(0), cy.squeeze(0))
 
 
@@ -438,9 +455,9 @@ class GRUCell(_FusedCellBase):
     def _mode(self) -> str:
         return "GRU"
 
-    def _fused_forward(self, input, hx):
-        input, (h,), is_batched = self._prepare(input, hx, 1)
-        ret = _ops.gru_cell(input, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+    def _fused_forward(self, input, hx, w_ih, w_hh, b_ih, b_hh):
+        input, (h,), is_batched = self._prepare(input, hx, 1, w_ih)
+        ret = _ops.gru_cell(input, h, w_ih, w_hh, b_ih, b_hh)
         return ret if is_batched else ret.squeeze(0)
 
 
