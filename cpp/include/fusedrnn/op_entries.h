@@ -24,6 +24,23 @@ namespace fusedrnn {
 using OptT = std::optional<at::Tensor>;
 using at::Tensor;
 
+// The cell ops' forward: cell_forward for float / double, the layer driver for half / bf16.
+template <class Tr, class Kern, class Backend>
+LayerFwdResult run_cell_forward(const LayerPlan& p) {
+  LayerFwdResult r;
+  c10::OptionalDeviceGuard guard;
+  if (!p.x.is_cpu()) guard.reset_device(p.x.device());
+  Backend::dispatch(p.x.scalar_type(), p.op.c_str(), [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (kWideCarry<T>) {
+      r = layer_forward<Tr, Kern, Backend, T>(p);
+    } else {
+      r = cell_forward<Tr, Kern, Backend, T>(p);
+    }
+  });
+  return r;
+}
+
 template <class Tr, class Kern, class Backend>
 LayerFwdResult run_forward(const LayerPlan& p) {
   LayerFwdResult r;
@@ -142,7 +159,7 @@ Tensor rnn_cell(const Tensor& input, const Tensor& hx, const Tensor& w_ih, const
   const auto p = make_plan<Tr>(Tr::kFamily == Family::RnnRelu ? "rnn_relu_cell" : "rnn_tanh_cell",
                                input, std::nullopt, hx, std::nullopt, w_ih, w_hh, b_ih, b_hh,
                                std::nullopt, false, /*is_cell=*/true);
-  return run_forward<Tr, Kern, Backend>(p).h_n;
+  return run_cell_forward<Tr, Kern, Backend>(p).h_n;
 }
 
 template <class Tr, class Kern, class Backend>
@@ -164,7 +181,7 @@ std::tuple<Tensor, Tensor> gru_cell(const Tensor& input, const Tensor& hx, const
                                     const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh) {
   const auto p = make_plan<Tr>("gru_cell", input, std::nullopt, hx, std::nullopt, w_ih, w_hh, b_ih,
                                b_hh, std::nullopt, false, true);
-  auto r = run_forward<Tr, Kern, Backend>(p);
+  auto r = run_cell_forward<Tr, Kern, Backend>(p);
   return {r.h_n, r.ws};
 }
 
@@ -188,7 +205,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell(const Tensor& input, const Tensor& 
                                              const OptT& b_hh) {
   const auto p = make_plan<Tr>("lstm_cell", input, std::nullopt, hx, cx, w_ih, w_hh, b_ih, b_hh,
                                std::nullopt, false, true);
-  auto r = run_forward<Tr, Kern, Backend>(p);
+  auto r = run_cell_forward<Tr, Kern, Backend>(p);
   return {r.h_n, r.c_n, r.ws};
 }
 

@@ -41,7 +41,8 @@ struct FwdStep {
   const Carry<T>* b_hh = nullptr;  // may be null (bias=False)
   T* h = nullptr;                  // running hidden state, ld = H (unprojected cells only)
   Carry<T>* c = nullptr;           // running cell state (LSTM), ld = H
-  T* out = nullptr;                // output rows (or the unprojected h buffer of a projected LSTM)
+  T* out = nullptr;  // output rows (or the unprojected h buffer of a projected LSTM); may be h
+                     // itself (the cell ops): an element of h is read before it is written
   int64_t ld_out = 0;
   bool write_h = true;  // false for a projected LSTM: h is written after the projection GEMM
   T* ws = nullptr;      // saved-for-backward rows (LSTM, GRU); null: not needed, skip
