@@ -214,6 +214,28 @@ def test_cell_parity(cell, H, bias, use_hx, unbatched, dtype):
         _assert_close(a, b, dtype, "grad")
 
 
+@pytest.mark.parametrize("bias", (True, False), ids=("bias", "nobias"))
+@pytest.mark.parametrize("B", (1, 3))
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_cell_parameter_gradients_only(cell, B, bias):
+    """The online-training case (bench ``stream``): input and state need no gradient, so the
+    cell backward skips dx and dh (hx_grad / input_grad false); B = 1 reads the bias
+    gradients off dG's single row."""
+    tcls, fcls, kw = CELLS[cell]
+    tmod = tcls(I_SIZE, 5, bias=bias, dtype=torch.float64, **kw)
+    fmod = fcls(I_SIZE, 5, bias=bias, dtype=torch.float64, **kw)
+    fmod.load_state_dict(tmod.state_dict())
+    x, h = torch.randn(B, I_SIZE, dtype=torch.float64), torch.randn(B, 5, dtype=torch.float64)
+    hx = (h, torch.randn(B, 5, dtype=torch.float64)) if cell == "lstm" else h
+    grads = []
+    for m in (tmod, fmod):
+        out = m(x, hx)
+        loss = sum((o * (k + 1)).sum() for k, o in enumerate(out)) if cell == "lstm" else out.sum()
+        grads.append(torch.autograd.grad(loss, list(m.parameters())))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
 def test_cell_noncontiguous_input_and_sequence_loop():
     """``cell(x[:, t], h)`` over a batch_first sequence (non-contiguous slices)."""
     torch.manual_seed(1)

@@ -566,6 +566,90 @@ void bias_grads(const LayerPlan& p, const BwdBuffers& b, LayerBwdResult& r) {
   }
 }
 
+// The cell ops' backward (T = 1, hx given, no projection), the counterpart of cell_forward:
+// one pointwise pass into dG, dh = dG W_hh, and the weight gradients as raw GEMMs on dG's
+// column blocks; a B = 1 step's bias gradients are dG's row itself. layer_backward spends
+// ~20 dispatched ATen calls (zeros, clones, narrows, mm, mv) on a step of ~1 us of arithmetic.
+// saved: RNN h' (its pointwise backward reads the output), LSTM / GRU the workspace.
+template <class Tr, class Kern, class Be, class T>
+LayerBwdResult cell_backward(const LayerPlan& p, const at::Tensor& gh, const at::Tensor& gc,
+                             const at::Tensor& saved, bool input_grad) {
+  static_assert(!kWideCarry<T>, "cell_backward: float / double only");
+  using Blas = typename Be::Blas;
+  const int64_t B = p.B, H = p.H, I = p.I, GH = Tr::kGates * H;
+  const int64_t LDG = Tr::kSplitHidden ? 4 * H : GH;
+  const auto opts = p.x.options();
+  BwdBuffers b;
+  b.LDG = LDG;
+  b.dG = at::empty({B, LDG}, opts);
+  T* dg = ptr<T>(b.dG);
+  LayerBwdResult r;
+  r.grad_h0 = at::empty({B, H}, opts);
+  r.grad_c0 = at::empty({0}, opts);
+  BwdStep<T> st;
+  st.rows = B;
+  st.H = H;
+  st.dh_a = ptr<T>(gh);
+  st.ld_a = H;
+  st.ws = ptr<T>(saved);
+  st.ld_ws = Tr::kWs ? Tr::kWs * H : H;
+  st.h_prev = ptr<T>(p.h0);
+  if constexpr (Tr::kHasCell) {
+    r.grad_c0 = gc.defined() ? state_copy<Blas, T>(gc, B, H, opts) : at::zeros({B, H}, opts);
+    st.c_prev = ptr<T>(p.c0);
+    st.ld_c = H;
+    st.dc = ptr<T>(r.grad_c0);  // dc in, dc_prev out
+  }
+  st.dgi = Tr::kSplitHidden ? nullptr : dg;
+  st.dgh = Tr::kSplitHidden ? dg : nullptr;
+  st.ld_dg = LDG;
+  st.dh_carry = Tr::kSplitHidden ? ptr<T>(r.grad_h0) : nullptr;  // GRU: z dh, then + dG W_hh
+  if (B > 0) Kern::template backward<T>(st);
+  if (!p.w_hh_used || B == 0) {
+    r.grad_h0.zero_();  // no hidden gradient asked for (w_hh may be a stand-in)
+  } else {
+    const typename Be::template WeightGemm<T> rec(false, H, GH, ptr<T>(p.w_hh), H, 1);
+    rec(B, dg, LDG, Tr::kSplitHidden ? T(1) : T(0), ptr<T>(r.grad_h0), H);
+  }
+  r.grad_w_ih = at::empty({GH, I}, opts);
+  r.grad_w_hh = at::empty({GH, H}, opts);
+  r.grad_input = input_grad ? at::empty({B, I}, opts) : at::empty({0}, opts);
+  if (B == 0) {
+    r.grad_w_ih.zero_();
+    r.grad_w_hh.zero_();
+  } else {
+    const T *x = ptr<T>(p.x), *h0 = ptr<T>(p.h0), *wih = ptr<T>(p.w_ih);
+    T *gwi = ptr<T>(r.grad_w_ih), *gi = ptr<T>(r.grad_input);
+    // Input side: GRU's gate columns (r, z) and n (dG's columns 0:2H and 3H:4H); else all.
+    const int64_t n0 = Tr::kSplitHidden ? 2 * H : GH;
+    Blas::template gemm<T>(true, false, n0, I, B, T(1), dg, LDG, x, I, T(0), gwi, I);
+    if (input_grad)
+      Blas::template gemm<T>(false, false, B, I, n0, T(1), dg, LDG, wih, I, T(0), gi, I);
+    if constexpr (Tr::kSplitHidden) {
+      const T* dn = dg + 3 * H;
+      Blas::template gemm<T>(true, false, H, I, B, T(1), dn, LDG, x, I, T(0), gwi + n0 * I, I);
+      if (input_grad)
+        Blas::template gemm<T>(false, false, B, I, H, T(1), dn, LDG, wih + n0 * I, I, T(1), gi, I);
+    }
+    // Hidden side: dG's first GH columns (GRU: r, z, hn).
+    Blas::template gemm<T>(true, false, GH, H, B, T(1), dg, LDG, h0, H, T(0), ptr<T>(r.grad_w_hh),
+                           H);
+  }
+  if (B != 1) {
+    bias_grads<Tr>(p, b, r);
+    return r;
+  }
+  r.grad_b_ih = at::empty({p.b_ih.defined() ? GH : 0}, opts);
+  r.grad_b_hh = at::empty({p.b_hh.defined() ? GH : 0}, opts);
+  if (p.b_ih.defined()) {
+    T* gb = ptr<T>(r.grad_b_ih);
+    Blas::template copy_rows<T>(1, Tr::kSplitHidden ? 2 * H : GH, dg, gb);
+    if constexpr (Tr::kSplitHidden) Blas::template copy_rows<T>(1, H, dg + 3 * H, gb + 2 * H);
+  }
+  if (p.b_hh.defined()) Blas::template copy_rows<T>(1, GH, dg, ptr<T>(r.grad_b_hh));
+  return r;
+}
+
 template <class Tr, class Kern, class Be, class T>
 LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P] or undef */,
                               const at::Tensor& grad_hn, const at::Tensor& grad_cn,

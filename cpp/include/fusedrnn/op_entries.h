@@ -53,6 +53,31 @@ LayerFwdResult run_forward(const LayerPlan& p) {
   return r;
 }
 
+// The cell ops' backward: cell_backward for float / double, the layer driver for half / bf16.
+// saved: RNN h' (checked as "output"), LSTM / GRU the workspace.
+template <class Tr, class Kern, class Backend>
+LayerBwdResult run_cell_backward(const LayerPlan& p, const OptT& grad_hn, const OptT& grad_cn,
+                                 const Tensor& saved, bool input_grad) {
+  const Tensor gh = grad_arg(p, "grad_hn", grad_hn, {p.B, p.P});
+  const Tensor gc = Tr::kHasCell ? grad_arg(p, "grad_cn", grad_cn, {p.B, p.H}) : Tensor();
+  const Tensor s = Tr::kWs ? saved_arg(p, "workspace", saved, {p.N, Tr::kWs * p.H})
+                           : saved_arg(p, "output", saved, {p.N, p.P});
+  LayerBwdResult r;
+  c10::OptionalDeviceGuard guard;
+  if (!p.x.is_cpu()) guard.reset_device(p.x.device());
+  Backend::dispatch(p.x.scalar_type(), p.op.c_str(), [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (kWideCarry<T>) {
+      const Tensor out = Tr::kWs ? p.h0 : s;  // read only by the RNN (its saved h')
+      r = layer_backward<Tr, Kern, Backend, T>(p, Tensor(), gh, gc, out, Tr::kWs ? s : Tensor(),
+                                               input_grad);
+    } else {
+      r = cell_backward<Tr, Kern, Backend, T>(p, gh, gc, s, input_grad);
+    }
+  });
+  return r;
+}
+
 template <class Tr, class Kern, class Backend>
 LayerBwdResult run_backward(const LayerPlan& p, const OptT& grad_output, const OptT& grad_hn,
                             const OptT& grad_cn, const Tensor& output, const Tensor& ws,
@@ -171,8 +196,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward(
       Tr::kFamily == Family::RnnRelu ? "rnn_relu_cell_backward" : "rnn_tanh_cell_backward", input,
       std::nullopt, hx, std::nullopt, w_ih, w_hh, b_ih, b_hh, std::nullopt, false, true, input_grad,
       hx_grad);
-  auto r = run_backward<Tr, Kern, Backend>(p, std::nullopt, grad_hy, std::nullopt, hy, Tensor(),
-                                           input_grad);
+  auto r = run_cell_backward<Tr, Kern, Backend>(p, grad_hy, std::nullopt, hy, input_grad);
   return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
 }
 
@@ -192,9 +216,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_cell_backward(
     bool input_grad, bool hx_grad) {
   const auto p = make_plan<Tr>("gru_cell_backward", input, std::nullopt, hx, std::nullopt, w_ih,
                                w_hh, b_ih, b_hh, std::nullopt, false, true, input_grad, hx_grad);
-  // GRU backward does not read the output; pass hx as a correctly-shaped placeholder.
-  auto r = run_backward<Tr, Kern, Backend>(p, std::nullopt, grad_hy, std::nullopt, hx, workspace,
-                                           input_grad);
+  auto r = run_cell_backward<Tr, Kern, Backend>(p, grad_hy, std::nullopt, workspace, input_grad);
   return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
 }
 
@@ -216,9 +238,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_bac
     const Tensor& workspace, bool input_grad, bool hx_grad) {
   const auto p = make_plan<Tr>("lstm_cell_backward", input, std::nullopt, hx, cx, w_ih, w_hh, b_ih,
                                b_hh, std::nullopt, false, true, input_grad, hx_grad);
-  // LSTM backward reads only the workspace; hx stands in for the (unused) output.
-  auto r =
-      run_backward<Tr, Kern, Backend>(p, std::nullopt, grad_hy, grad_cy, hx, workspace, input_grad);
+  auto r = run_cell_backward<Tr, Kern, Backend>(p, grad_hy, grad_cy, workspace, input_grad);
   return {r.grad_input, r.grad_h0, r.grad_c0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
 }
 
