@@ -64,6 +64,16 @@ inline void over_row_groups(int64_t rows, int64_t width, F&& f) {
   });
 }
 
+// Groups of kLnRowGroup rows, or one row at a time (grouped false: a workspace is involved).
+template <class F>
+inline void over_rows_grouped_if(bool grouped, int64_t rows, int64_t width, F&& f) {
+  if (grouped) {
+    over_row_groups(rows, width, f);
+  } else {
+    over_row_groups<1>(rows, width, f);
+  }
+}
+
 // Mean and 1/std of R rows of n (two-pass).
 template <int R, class T>
 inline void row_stats(const T* const (&v)[R], int64_t n, RowStats<T> (&out)[R]) {
@@ -145,12 +155,8 @@ struct LnRowsPass {
   }
   template <class T>
   static void forward(const LnRows<T>& s) {
-    auto f = [&]<int R>(int64_t b0) { forward_rows<R>(s, b0); };
-    if (s.xhat) {
-      over_row_groups<1>(s.rows, 2 * s.n, f);
-    } else {
-      over_row_groups(s.rows, 2 * s.n, f);
-    }
+    over_rows_grouped_if(!s.xhat, s.rows, 2 * s.n,
+                         [&]<int R>(int64_t b0) { forward_rows<R>(s, b0); });
   }
   template <class T>
   static void backward(const LnRowsBwd<T>& s) {
@@ -261,12 +267,8 @@ struct LnLstmPointwise {
 
   template <class T>
   static void forward(const LnFwdStep<T>& s) {
-    auto f = [&]<int R>(int64_t b0) { forward_rows<R>(s, b0); };
-    if (s.ws) {
-      over_row_groups<1>(s.rows, 8 * s.H, f);
-    } else {
-      over_row_groups(s.rows, 8 * s.H, f);
-    }
+    over_rows_grouped_if(!s.ws, s.rows, 8 * s.H,
+                         [&]<int R>(int64_t b0) { forward_rows<R>(s, b0); });
   }
 
   template <int R, class T>
@@ -378,12 +380,8 @@ struct LnGruPointwise {
 
   template <class T>
   static void forward(const LnFwdStep<T>& s) {
-    auto f = [&]<int R>(int64_t b0) { forward_rows<R>(s, b0); };
-    if (s.ws) {
-      over_row_groups<1>(s.rows, 6 * s.H, f);
-    } else {
-      over_row_groups(s.rows, 6 * s.H, f);
-    }
+    over_rows_grouped_if(!s.ws, s.rows, 6 * s.H,
+                         [&]<int R>(int64_t b0) { forward_rows<R>(s, b0); });
   }
 
   template <int R, class T>

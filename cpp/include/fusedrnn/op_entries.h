@@ -24,13 +24,20 @@ namespace fusedrnn {
 using OptT = std::optional<at::Tensor>;
 using at::Tensor;
 
+// Runs f(T{}) for the plan's scalar type with the input's device current (kernels launch on
+// the current device).
+template <class Backend, class F>
+void on_plan_device(const LayerPlan& p, F&& f) {
+  c10::OptionalDeviceGuard guard;
+  if (!p.x.is_cpu()) guard.reset_device(p.x.device());
+  Backend::dispatch(p.x.scalar_type(), p.op.c_str(), f);
+}
+
 // The cell ops' forward: cell_forward for float / double, the layer driver for half / bf16.
 template <class Tr, class Kern, class Backend>
 LayerFwdResult run_cell_forward(const LayerPlan& p) {
   LayerFwdResult r;
-  c10::OptionalDeviceGuard guard;
-  if (!p.x.is_cpu()) guard.reset_device(p.x.device());
-  Backend::dispatch(p.x.scalar_type(), p.op.c_str(), [&](auto tag) {
+  on_plan_device<Backend>(p, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (kWideCarry<T>) {
       r = layer_forward<Tr, Kern, Backend, T>(p);
@@ -44,12 +51,8 @@ LayerFwdResult run_cell_forward(const LayerPlan& p) {
 template <class Tr, class Kern, class Backend>
 LayerFwdResult run_forward(const LayerPlan& p) {
   LayerFwdResult r;
-  c10::OptionalDeviceGuard guard;  // kernels launch on the current device: make it the input's
-  if (!p.x.is_cpu()) guard.reset_device(p.x.device());
-  Backend::dispatch(p.x.scalar_type(), p.op.c_str(), [&](auto tag) {
-    using T = decltype(tag);
-    r = layer_forward<Tr, Kern, Backend, T>(p);
-  });
+  on_plan_device<Backend>(
+      p, [&](auto tag) { r = layer_forward<Tr, Kern, Backend, decltype(tag)>(p); });
   return r;
 }
 
@@ -63,9 +66,7 @@ LayerBwdResult run_cell_backward(const LayerPlan& p, const OptT& grad_hn, const 
   const Tensor s = Tr::kWs ? saved_arg(p, "workspace", saved, {p.N, Tr::kWs * p.H})
                            : saved_arg(p, "output", saved, {p.N, p.P});
   LayerBwdResult r;
-  c10::OptionalDeviceGuard guard;
-  if (!p.x.is_cpu()) guard.reset_device(p.x.device());
-  Backend::dispatch(p.x.scalar_type(), p.op.c_str(), [&](auto tag) {
+  on_plan_device<Backend>(p, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (kWideCarry<T>) {
       const Tensor out = Tr::kWs ? p.h0 : s;  // read only by the RNN (its saved h')
@@ -88,11 +89,8 @@ LayerBwdResult run_backward(const LayerPlan& p, const OptT& grad_output, const O
   const Tensor out = saved_arg(p, "output", output, {p.N, p.P});
   const Tensor w = Tr::kWs ? saved_arg(p, "workspace", ws, {p.N, Tr::kWs * p.H}) : Tensor();
   LayerBwdResult r;
-  c10::OptionalDeviceGuard guard;
-  if (!p.x.is_cpu()) guard.reset_device(p.x.device());
-  Backend::dispatch(p.x.scalar_type(), p.op.c_str(), [&](auto tag) {
-    using T = decltype(tag);
-    r = layer_backward<Tr, Kern, Backend, T>(p, go, gh, gc, out, w, input_grad);
+  on_plan_device<Backend>(p, [&](auto tag) {
+    r = layer_backward<Tr, Kern, Backend, decltype(tag)>(p, go, gh, gc, out, w, input_grad);
   });
   return r;
 }
