@@ -296,6 +296,18 @@ class History:
         return float(sum(self.epoch_time))
 
 
+def adam(params, **kwargs) -> torch.optim.Adam:
+    """``torch.optim.Adam`` with its fused implementation (one kernel per parameter) where
+    torch has one for these parameters (CPU and CUDA, float32 / float64), else the default
+    (a Python loop of small ops per parameter). At the main job's size the default step was
+    ~0.5 ms of a ~2.6 ms batch; fused, epochs run 5-10% faster for both implementations."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except (RuntimeError, ValueError):  # a device or dtype the fused kernel does not take
+        return torch.optim.Adam(params, **kwargs)
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -353,9 +365,7 @@ class Trainer:
         c = self.config
         set_seed(c.seed)
         if c.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(
-                model.parameters(), lr=c.lr, weight_decay=c.weight_decay
-            )
+            self.optimizer = adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         else:
             self.optimizer = torch.optim.SGD(
                 model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay

@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 import fusedrnn
+from fusedrnn import train
 
 from ._common import add_run_args, parse_choices, run_with_threads
 
@@ -374,7 +375,7 @@ def memory_task(cells, lengths, *, symbols=4, hidden=32, steps=1500, batch=32, l
             torch.manual_seed(seed)
             gen = torch.Generator().manual_seed(seed)
             model = _Recall(cell, symbols, hidden, T if chrono else 0)
-            opt = torch.optim.Adam(model.parameters(), lr=lr)
+            opt = train.adam(model.parameters(), lr=lr)
             for _ in range(steps):
                 x, y = recall_batch(T, batch, symbols, gen)
                 loss = nn.functional.cross_entropy(model(x), y)

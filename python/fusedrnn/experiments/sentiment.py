@@ -45,6 +45,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
+from fusedrnn import train
 
 from ._common import (
     add_config_args,
@@ -244,7 +245,7 @@ def train_epoch(model, opt, ids, labels, batch, gen, max_batches=None) -> float:
 def fit(model, data, cfg: SentimentConfig) -> dict:
     (tr_ids, tr_y), (va_ids, va_y) = data["train"], data["val"]
     k = model.head.out_features
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = train.adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     best, best_state, hist = -1.0, None, []
     for epoch in range(1, cfg.epochs + 1):
@@ -276,7 +277,7 @@ def time_backends(cell, vocab_size, data, cfg: SentimentConfig, classes: int = 3
         ref.rnn, other = fused.rnn.to_torch(), "torch.nn"
     for name, model in (("fused", fused), (other, ref)):
         torch.manual_seed(cfg.seed + 1)  # same dropout masks
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opt = train.adam(model.parameters(), lr=cfg.lr)
         gen = torch.Generator().manual_seed(cfg.seed + 2)
         t = time.perf_counter()
         loss = train_epoch(model, opt, tr_ids, tr_y, cfg.batch, gen, cfg.timing_batches)

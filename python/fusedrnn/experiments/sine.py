@@ -29,6 +29,7 @@ from torch import nn
 
 import fusedrnn
 from fusedrnn import reference
+from fusedrnn.train import adam
 
 from ._common import add_config_args, add_run_args, parse_choices, run_with_threads
 
@@ -97,7 +98,7 @@ def train(model: nn.Module, parts, cfg: SineConfig) -> dict:
     """Adam with early stopping on validation MSE; restores the best epoch's weights."""
     x, y, _ = parts["train"]
     xv, yv, _ = parts["val"]
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     best, best_state, best_epoch, waited = float("inf"), None, 0, 0
     hist = {"train": [], "val": []}
