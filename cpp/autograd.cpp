@@ -16,6 +16,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -35,13 +37,27 @@ using StackOut = std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>>;
 Tensor opt_or(const OptT& t) { return t.has_value() ? *t : Tensor(); }
 OptT as_opt(const Tensor& t) { return t.defined() ? OptT(t) : std::nullopt; }
 
+// A zero scalar of w's dtype and device, made once and kept: stand-ins then allocate nothing
+// on a training step (a cell step at B = 1 holds no more than torch.nn's). The map is never
+// freed, so no CUDA tensor is destroyed after the runtime at exit.
+Tensor zero_scalar(const Tensor& w) {
+  static std::mutex mu;
+  static auto* cache = new std::map<std::tuple<int, int, int>, Tensor>();
+  const auto key = std::make_tuple(static_cast<int>(w.scalar_type()),
+                                   static_cast<int>(w.device().type()), w.device().index());
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache->find(key);
+  if (it == cache->end()) it = cache->emplace(key, at::zeros({}, w.options())).first;
+  return it->second;
+}
+
 // What the backward op gets for a weight whose values it does not read: a tensor of its shape
 // (no memory), or, when the backward pass is recorded (create_graph), the weight itself, kept
 // outside save_for_backward (no version check, as torch.nn saves nothing): double backward
 // recomputes the forward from it.
 Tensor stand_in(const Tensor& w) {
   if (at::GradMode::is_enabled()) return w;
-  return at::zeros({}, w.options()).expand(w.sizes());
+  return zero_scalar(w).expand(w.sizes());
 }
 
 OptT bias_arg(const Tensor& b) { return b.defined() ? OptT(stand_in(b)) : std::nullopt; }

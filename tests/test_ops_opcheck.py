@@ -61,9 +61,10 @@ def test_opcheck_layer_and_backward(family, proj, packed, h0, bias, reverse, req
 
 @pytest.mark.parametrize("family", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_opcheck_cell_and_backward(family, bias):
+@pytest.mark.parametrize("B", [1, 3])
+def test_opcheck_cell_and_backward(family, bias, B):
     G = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}[family]
-    B, I, H = 3, 2, 5
+    I, H = 2, 5
     d = dict(dtype=torch.float64, requires_grad=True)
     x, hx, cx = torch.randn(B, I, **d), torch.randn(B, H, **d), torch.randn(B, H, **d)
     w_ih, w_hh = torch.randn(G * H, I, **d), torch.randn(G * H, H, **d)
@@ -86,3 +87,13 @@ def test_opcheck_cell_and_backward(family, bias):
     else:
         bargs = (g, *plain, out.detach())
     torch.library.opcheck(bwd, bargs)
+    # input_grad / hx_grad false: that gradient is skipped (an empty [0]), the rest unchanged.
+    full = bwd(*bargs)
+    for flags in ((False, True), (True, False), (False, False)):
+        torch.library.opcheck(bwd, (*bargs, *flags))
+        part = bwd(*bargs, *flags)
+        for k, (a, b) in enumerate(zip(full, part)):
+            if k < 2 and not flags[k]:  # grad_input, grad_hx
+                assert b.shape == (0,)
+            else:
+                torch.testing.assert_close(a, b, rtol=0, atol=0)

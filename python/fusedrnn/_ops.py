@@ -176,8 +176,8 @@ for _fam in (*STACK_FAMILIES, *LN_FAMILIES):
 
 def _register_backward_fake(name: str) -> None:
     """Every backward op, from its schema: ``grad_<x>`` is shaped like the forward input
-    ``<x>`` (a list of them for ``weights``); an absent input, or the input when
-    ``input_grad`` is false, gets an empty [0] tensor."""
+    ``<x>`` (a list of them for ``weights``); an absent input, or the input / hx when
+    ``input_grad`` / ``hx_grad`` is false, gets an empty [0] tensor."""
     schema = getattr(ops, name).default._schema
     defaults = {a.name: a.default_value for a in schema.arguments if a.has_default_value()}
     wanted = [r.name[len("grad_") :] for r in schema.returns]
@@ -189,7 +189,7 @@ def _register_backward_fake(name: str) -> None:
             v = a.get(n)
             if isinstance(v, (list, tuple)):
                 out.append([torch.empty_like(w) for w in v])
-            elif v is None or (n == "input" and not a.get("input_grad", True)):
+            elif v is None or not a.get(f"{n}_grad", True):  # input_grad, hx_grad
                 out.append(_empty0(a["input"]))
             else:
                 out.append(v.new_empty(v.shape))

@@ -112,9 +112,7 @@ def reference_backward(info, a: dict) -> tuple:
         g = grads.get(n)
         if g is None:
             g = empty
-        elif n == "input" and not a.get("input_grad", True):
+        elif not a.get(f"{n}_grad", True):  # input_grad, hx_grad
             g = empty
-        elif n == "hx" and not a.get("hx_grad", True):
-            g = torch.zeros_like(g)
         result.append(g)
     return tuple(result)

@@ -546,12 +546,16 @@ void weight_grads(const LayerPlan& p, const BwdBuffers& b, const at::Tensor& out
   r.grad_w_hr = p.proj ? at::mm(b.dR.t(), b.hraw) : at::empty({0}, opts);
 }
 
-// Bias gradients: one reduction of dG; GRU picks its two sides' columns from it.
+// Bias gradients: one reduction of dG; GRU picks its two sides' columns from it. One row (a
+// B = 1 cell step, a T = 1 layer call) is its own sum: dG's row itself, which nothing writes
+// after this, so a single step holds no buffer more than torch.nn's.
 template <class Tr>
 void bias_grads(const LayerPlan& p, const BwdBuffers& b, LayerBwdResult& r) {
   const int64_t H = p.H, GH = Tr::kGates * H;
   const auto opts = p.x.options();
-  const at::Tensor sums = (p.b_ih.defined() || p.b_hh.defined()) ? column_sums(b.dG) : at::Tensor();
+  at::Tensor sums;
+  if (p.b_ih.defined() || p.b_hh.defined())
+    sums = b.dG.size(0) == 1 ? b.dG.view({b.dG.size(1)}) : column_sums(b.dG);
   if (!p.b_ih.defined()) {
     r.grad_b_ih = at::empty({0}, opts);
   } else if (Tr::kSplitHidden) {
@@ -567,9 +571,9 @@ void bias_grads(const LayerPlan& p, const BwdBuffers& b, LayerBwdResult& r) {
 }
 
 // The cell ops' backward (T = 1, hx given, no projection), the counterpart of cell_forward:
-// one pointwise pass into dG, dh = dG W_hh, and the weight gradients as raw GEMMs on dG's
-// column blocks; a B = 1 step's bias gradients are dG's row itself. layer_backward spends
-// ~20 dispatched ATen calls (zeros, clones, narrows, mm, mv) on a step of ~1 us of arithmetic.
+// one pointwise pass into dG, dh = dG W_hh (only when hx needs it), and the weight gradients
+// as raw GEMMs on dG's column blocks. layer_backward spends ~20 dispatched ATen calls (zeros,
+// clones, narrows, mm, mv) on a step of ~1 us of arithmetic.
 // saved: RNN h' (its pointwise backward reads the output), LSTM / GRU the workspace.
 template <class Tr, class Kern, class Be, class T>
 LayerBwdResult cell_backward(const LayerPlan& p, const at::Tensor& gh, const at::Tensor& gc,
@@ -584,7 +588,11 @@ LayerBwdResult cell_backward(const LayerPlan& p, const at::Tensor& gh, const at:
   b.dG = at::empty({B, LDG}, opts);
   T* dg = ptr<T>(b.dG);
   LayerBwdResult r;
-  r.grad_h0 = at::empty({B, H}, opts);
+  const bool need_h = p.w_hh_used;  // else no hidden gradient is asked for
+  // GRU: z dh comes out of the pointwise pass (then + dG W_hh), so it needs a buffer anyway.
+  const at::Tensor carry_h =
+      need_h || Tr::kSplitHidden ? at::empty({B, H}, opts) : at::empty({0}, opts);
+  r.grad_h0 = need_h ? carry_h : at::empty({0}, opts);
   r.grad_c0 = at::empty({0}, opts);
   BwdStep<T> st;
   st.rows = B;
@@ -603,11 +611,9 @@ LayerBwdResult cell_backward(const LayerPlan& p, const at::Tensor& gh, const at:
   st.dgi = Tr::kSplitHidden ? nullptr : dg;
   st.dgh = Tr::kSplitHidden ? dg : nullptr;
   st.ld_dg = LDG;
-  st.dh_carry = Tr::kSplitHidden ? ptr<T>(r.grad_h0) : nullptr;  // GRU: z dh, then + dG W_hh
+  st.dh_carry = Tr::kSplitHidden ? ptr<T>(carry_h) : nullptr;  // GRU: z dh, then + dG W_hh
   if (B > 0) Kern::template backward<T>(st);
-  if (!p.w_hh_used || B == 0) {
-    r.grad_h0.zero_();  // no hidden gradient asked for (w_hh may be a stand-in)
-  } else {
+  if (need_h && B > 0) {  // (without need_h, w_hh may be a stand-in)
     const typename Be::template WeightGemm<T> rec(false, H, GH, ptr<T>(p.w_hh), H, 1);
     rec(B, dg, LDG, Tr::kSplitHidden ? T(1) : T(0), ptr<T>(r.grad_h0), H);
   }
@@ -635,18 +641,7 @@ LayerBwdResult cell_backward(const LayerPlan& p, const at::Tensor& gh, const at:
     Blas::template gemm<T>(true, false, GH, H, B, T(1), dg, LDG, h0, H, T(0), ptr<T>(r.grad_w_hh),
                            H);
   }
-  if (B != 1) {
-    bias_grads<Tr>(p, b, r);
-    return r;
-  }
-  r.grad_b_ih = at::empty({p.b_ih.defined() ? GH : 0}, opts);
-  r.grad_b_hh = at::empty({p.b_hh.defined() ? GH : 0}, opts);
-  if (p.b_ih.defined()) {
-    T* gb = ptr<T>(r.grad_b_ih);
-    Blas::template copy_rows<T>(1, Tr::kSplitHidden ? 2 * H : GH, dg, gb);
-    if constexpr (Tr::kSplitHidden) Blas::template copy_rows<T>(1, H, dg + 3 * H, gb + 2 * H);
-  }
-  if (p.b_hh.defined()) Blas::template copy_rows<T>(1, GH, dg, ptr<T>(r.grad_b_hh));
+  bias_grads<Tr>(p, b, r);
   return r;
 }
 

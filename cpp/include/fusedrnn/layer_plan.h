@@ -245,6 +245,9 @@ void plan_states(LayerPlan& p, const at::Tensor& input, const OptTensor& h0, con
 // Builds and validates the plan. `is_cell`: input [B, I] and hx required (the cell ops).
 // `need_w_ih` / `need_w_hh` false: that weight's values are never read (a backward op that
 // skips dx or dh), so it may be a stand-in of the right shape (e.g. an expanded scalar).
+// `need_biases` false (every backward op: bias gradients are column sums of dG): likewise for
+// the biases, which are then not copied to contiguous memory (a stand-in's copy would be a
+// fresh [G*H] buffer per layer and step).
 template <class Tr>
 LayerPlan make_plan(const char* opname, const at::Tensor& input,
                     const std::optional<at::Tensor>& batch_sizes_in,
@@ -253,7 +256,7 @@ LayerPlan make_plan(const char* opname, const at::Tensor& input,
                     const std::optional<at::Tensor>& b_ih_in,
                     const std::optional<at::Tensor>& b_hh_in,
                     const std::optional<at::Tensor>& w_hr_in, bool reverse, bool is_cell = false,
-                    bool need_w_ih = true, bool need_w_hh = true) {
+                    bool need_w_ih = true, bool need_w_hh = true, bool need_biases = true) {
   LayerPlan p;
   p.op = std::string("fusedrnn::") + opname;
   p.G = Tr::kGates;
@@ -275,8 +278,8 @@ LayerPlan make_plan(const char* opname, const at::Tensor& input,
   p.w_ih = need_w_ih ? w_ih.contiguous() : w_ih;
   p.w_hh = need_w_hh ? w_hh.contiguous() : w_hh;
   p.w_hh_used = need_w_hh;
-  if (b_ih) p.b_ih = b_ih->contiguous();
-  if (b_hh) p.b_hh = b_hh->contiguous();
+  if (b_ih) p.b_ih = need_biases ? b_ih->contiguous() : *b_ih;
+  if (b_hh) p.b_hh = need_biases ? b_hh->contiguous() : *b_hh;
   if (w_hr) p.w_hr = w_hr->contiguous();
   return p;
 }

@@ -8,8 +8,9 @@
 // false: the input of a first layer rarely needs a gradient, and dx = dG W_ih is one GEMM
 // of the size of the input projection.
 // Cell ops are a one-step layer (T = 1, hx required). Their backward ops also take
-// hx_grad: without it dh = dG W_hh is skipped and w_hh (like w_ih without input_grad) is
-// only read for its shape, so autograd need not save it (torch.nn does not either).
+// hx_grad: without it dh = dG W_hh is skipped (grad_hx is an empty [0] tensor) and w_hh (like
+// w_ih without input_grad) is only read for its shape, so autograd need not save it (torch.nn
+// does not either). No backward op reads the biases' values, only their shapes.
 #pragma once
 
 #include <c10/core/DeviceGuard.h>
@@ -117,7 +118,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
   const auto p = make_plan<Tr>(
       Tr::kFamily == Family::RnnRelu ? "rnn_relu_layer_backward" : "rnn_tanh_layer_backward", input,
       batch_sizes, h0, std::nullopt, w_ih, w_hh, b_ih, b_hh, std::nullopt, reverse, false,
-      input_grad);
+      input_grad, true, false);
   auto r = run_backward<Tr, Kern, Backend>(p, grad_output, grad_hn, std::nullopt, output, Tensor(),
                                            input_grad);
   return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
@@ -140,8 +141,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
     const OptT& grad_output, const OptT& grad_hn, const Tensor& input, const OptT& batch_sizes,
     const OptT& h0, const Tensor& w_ih, const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh,
     bool reverse, const Tensor& output, const Tensor& workspace, bool input_grad) {
-  const auto p = make_plan<Tr>("gru_layer_backward", input, batch_sizes, h0, std::nullopt, w_ih,
-                               w_hh, b_ih, b_hh, std::nullopt, reverse, false, input_grad);
+  const auto p =
+      make_plan<Tr>("gru_layer_backward", input, batch_sizes, h0, std::nullopt, w_ih, w_hh, b_ih,
+                    b_hh, std::nullopt, reverse, false, input_grad, true, false);
   auto r = run_backward<Tr, Kern, Backend>(p, grad_output, grad_hn, std::nullopt, output, workspace,
                                            input_grad);
   return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
@@ -168,7 +170,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const OptT& b_ih, const OptT& b_hh, const OptT& w_hr, bool reverse, const Tensor& output,
     const Tensor& workspace, bool input_grad) {
   const auto p = make_plan<Tr>("lstm_layer_backward", input, batch_sizes, h0, c0, w_ih, w_hh, b_ih,
-                               b_hh, w_hr, reverse, false, input_grad);
+                               b_hh, w_hr, reverse, false, input_grad, true, false);
   auto r = run_backward<Tr, Kern, Backend>(p, grad_output, grad_hn, grad_cn, output, workspace,
                                            input_grad);
   return {r.grad_input, r.grad_h0,   r.grad_c0,   r.grad_w_ih,
@@ -193,7 +195,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward(
   const auto p = make_plan<Tr>(
       Tr::kFamily == Family::RnnRelu ? "rnn_relu_cell_backward" : "rnn_tanh_cell_backward", input,
       std::nullopt, hx, std::nullopt, w_ih, w_hh, b_ih, b_hh, std::nullopt, false, true, input_grad,
-      hx_grad);
+      hx_grad, false);
   auto r = run_cell_backward<Tr, Kern, Backend>(p, grad_hy, std::nullopt, hy, input_grad);
   return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
 }
@@ -212,8 +214,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_cell_backward(
     const OptT& grad_hy, const Tensor& input, const Tensor& hx, const Tensor& w_ih,
     const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh, const Tensor& workspace,
     bool input_grad, bool hx_grad) {
-  const auto p = make_plan<Tr>("gru_cell_backward", input, std::nullopt, hx, std::nullopt, w_ih,
-                               w_hh, b_ih, b_hh, std::nullopt, false, true, input_grad, hx_grad);
+  const auto p =
+      make_plan<Tr>("gru_cell_backward", input, std::nullopt, hx, std::nullopt, w_ih, w_hh, b_ih,
+                    b_hh, std::nullopt, false, true, input_grad, hx_grad, false);
   auto r = run_cell_backward<Tr, Kern, Backend>(p, grad_hy, std::nullopt, workspace, input_grad);
   return {r.grad_input, r.grad_h0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
 }
@@ -235,7 +238,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_bac
     const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh,
     const Tensor& workspace, bool input_grad, bool hx_grad) {
   const auto p = make_plan<Tr>("lstm_cell_backward", input, std::nullopt, hx, cx, w_ih, w_hh, b_ih,
-                               b_hh, std::nullopt, false, true, input_grad, hx_grad);
+                               b_hh, std::nullopt, false, true, input_grad, hx_grad, false);
   auto r = run_cell_backward<Tr, Kern, Backend>(p, grad_hy, grad_cy, workspace, input_grad);
   return {r.grad_input, r.grad_h0, r.grad_c0, r.grad_w_ih, r.grad_w_hh, r.grad_b_ih, r.grad_b_hh};
 }

@@ -179,7 +179,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> run_stac
       const LayerWeights w = layer_weights(s, weights, idx);
       LayerPlan p = make_plan<Tr>(name, x, batch_sizes, state_slice(hx, op, "hx", s, idx, input),
                                   state_slice(cx, op, "cx", s, idx, input), w.w_ih, w.w_hh, w.b_ih,
-                                  w.b_hh, w.w_hr, d == 1, false, need_dx);
+                                  w.b_hh, w.w_hr, d == 1, false, need_dx, true, false);
       p.ln = w.ln;
       const int64_t P = p.P;
       std::optional<at::Tensor> go, ghn, gcn;
