@@ -306,18 +306,8 @@ TORCH_LIBRARY_FRAGMENT(fusedrnn, m) {
     m.def(fusedrnn::stack_schema(std::string(f) + "_stack_autograd", "").c_str(),
           {at::Tag::nondeterministic_seeded});
   }
-  m.def(
-      "rnn_tanh_cell_autograd(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-      "Tensor? b_hh) -> Tensor hy");
-  m.def(
-      "rnn_relu_cell_autograd(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-      "Tensor? b_hh) -> Tensor hy");
-  m.def(
-      "gru_cell_autograd(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-      "Tensor? b_hh) -> (Tensor hy, Tensor workspace)");
-  m.def(
-      "lstm_cell_autograd(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, "
-      "Tensor? b_ih, Tensor? b_hh) -> (Tensor hy, Tensor cy, Tensor workspace)");
+  for (const char* f : {"rnn_tanh", "rnn_relu", "lstm", "gru"})
+    m.def(fusedrnn::cell_schema(f, "_autograd").c_str());
 }
 
 TORCH_LIBRARY_IMPL(fusedrnn, CompositeImplicitAutograd, m) {

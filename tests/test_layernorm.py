@@ -359,14 +359,15 @@ def test_errors_name_the_argument():
         ops.ln_lstm_stack(torch.randn(2, 1, 3), None, None, None, w[:5], True, 1, False, 0.0, False)
 
 
-def test_half_precision_falls_back_to_the_reference_with_a_warning():
+def test_half_precision_falls_back_to_the_reference_with_a_warning(monkeypatch):
     m = _module("ln_gru", 3, 4, dtype=torch.float64)
     x = torch.randn(3, 2, 3, dtype=torch.float64)
     want, _ = m(x)
     m16 = m.to(torch.bfloat16)
-    layernorm._warned.clear()
-    with pytest.warns(UserWarning, match="reference implementation"):
+    monkeypatch.setattr(fusedrnn.modules, "_warned", set())
+    with pytest.warns(UserWarning, match="reference implementation") as caught:
         got, _ = m16(x.to(torch.bfloat16))
+    assert caught[0].filename == __file__  # points at the caller's line
     assert (got.double() - want).abs().max() < 0.05
 
 

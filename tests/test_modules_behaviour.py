@@ -355,8 +355,9 @@ def test_fallback_bfloat16_cpu_warns_once(kind, monkeypatch):
     monkeypatch.setattr(M, "_warned", set())
     t, f = _pair(kind, 3, 5, dtype=torch.bfloat16)
     x = torch.randn(2, 3, dtype=torch.bfloat16)
-    with pytest.warns(UserWarning, match="falling back"):
+    with pytest.warns(UserWarning, match="falling back") as caught:
         out = f(x)
+    assert caught[0].filename == __file__  # points at the caller's line
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         f(x)  # once only

@@ -18,19 +18,17 @@ one-time warning.
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import _ops, deploy, reference_torch
-from .modules import _FusedCellBase, _FusedRNNBase
+from .modules import _FusedCellBase, _FusedRNNBase, _warn_fallback
 
 __all__ = ["LayerNormGRU", "LayerNormGRUCell", "LayerNormLSTM", "LayerNormLSTMCell"]
 
 _FAMILY = {"LSTM": "ln_lstm", "GRU": "ln_gru"}
-_warned: set[tuple[str, str, torch.dtype]] = set()
 # (family, device type) pairs with a registered fused kernel, asked of the dispatcher once.
 _KERNELS = frozenset(
     (fam, dev)
@@ -53,13 +51,8 @@ def _fused_ok(name: str, fam: str, weight: Tensor) -> bool:
         why = f"no fused LayerNorm kernel on {dev}"
     if why is None:
         return True
-    if (name, dev, dtype) not in _warned:
-        _warned.add((name, dev, dtype))
-        warnings.warn(
-            f"fusedrnn.{name}: {why}; running the reference implementation (a Python loop over "
-            "time steps; this warning is shown once)",
-            stacklevel=4,
-        )
+    instead = "running the reference implementation, a Python loop over time steps"
+    _warn_fallback(name, dev, dtype, why, instead)
     return False
 
 

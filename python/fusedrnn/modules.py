@@ -19,6 +19,8 @@ Unlike ``torch.nn.LSTM`` (which Dynamo refuses to trace), these modules compile 
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import torch
@@ -81,14 +83,28 @@ def fused_supported(mode: str, device: torch.device | str, dtype: torch.dtype) -
     return (mode, dev) in _KERNELS and dtype in _BACKEND_DTYPES.get(dev, ())
 
 
-def _warn_fallback(name: str, dev: str, dtype: torch.dtype, why: str) -> None:
+_LIBRARY_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, _ops))
+
+
+def _user_stacklevel() -> int:
+    """warnings.warn's stacklevel, for its caller, of the first frame outside fusedrnn and
+    torch: the user's line, however deep the module call went (hooks, nn.Module.__call__)."""
+    frame, level = sys._getframe(1), 1  # level 1: the caller, _warn_fallback
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _warn_fallback(name: str, dev: str, dtype: torch.dtype, why: str, instead: str = "") -> None:
+    """Warns once per (module, device, dtype) that the fused kernels do not serve a call: why,
+    and what runs instead (default: torch.nn's implementation). It points at the user's line."""
     key = (name, dev, dtype)
     if key not in _warned:
         _warned.add(key)
+        instead = instead or f"falling back to torch.nn.{name}'s implementation"
         warnings.warn(
-            f"fusedrnn.{name}: {why}; falling back to torch.nn.{name}'s implementation "
-            "(this warning is shown once)",
-            stacklevel=3,
+            f"fusedrnn.{name}: {why}; {instead} (this warning is shown once)",
+            stacklevel=_user_stacklevel(),
         )
 
 

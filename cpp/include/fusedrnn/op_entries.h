@@ -57,24 +57,42 @@ LayerFwdResult run_forward(const LayerPlan& p) {
   return r;
 }
 
+// A backward op's incoming gradients and saved tensors, checked against the plan and made
+// contiguous: grad_output [N, P], grad_hn [B, P], grad_cn [B, H] (LSTM), the saved output
+// [N, P] and workspace [N, kWs*H] (families with one). Absent ones stay undefined.
+struct BwdArgs {
+  Tensor go, gh, gc, out, ws;
+};
+
+template <class Tr>
+BwdArgs backward_args(const LayerPlan& p, const OptT& grad_output, const OptT& grad_hn,
+                      const OptT& grad_cn, const OptT& output, const OptT& ws) {
+  BwdArgs a;
+  a.go = grad_arg(p, "grad_output", grad_output, {p.N, p.P});
+  a.gh = grad_arg(p, "grad_hn", grad_hn, {p.B, p.P});
+  if (Tr::kHasCell) a.gc = grad_arg(p, "grad_cn", grad_cn, {p.B, p.H});
+  if (output) a.out = saved_arg(p, "output", *output, {p.N, p.P});
+  if (Tr::kWs && ws) a.ws = saved_arg(p, "workspace", *ws, {p.N, Tr::kWs * p.H});
+  return a;
+}
+
 // The cell ops' backward: cell_backward for float / double, the layer driver for half / bf16.
 // saved: RNN h' (checked as "output"), LSTM / GRU the workspace.
 template <class Tr, class Kern, class Backend>
 LayerBwdResult run_cell_backward(const LayerPlan& p, const OptT& grad_hn, const OptT& grad_cn,
                                  const Tensor& saved, bool input_grad) {
-  const Tensor gh = grad_arg(p, "grad_hn", grad_hn, {p.B, p.P});
-  const Tensor gc = Tr::kHasCell ? grad_arg(p, "grad_cn", grad_cn, {p.B, p.H}) : Tensor();
-  const Tensor s = Tr::kWs ? saved_arg(p, "workspace", saved, {p.N, Tr::kWs * p.H})
-                           : saved_arg(p, "output", saved, {p.N, p.P});
+  const BwdArgs a = Tr::kWs
+                        ? backward_args<Tr>(p, std::nullopt, grad_hn, grad_cn, std::nullopt, saved)
+                        : backward_args<Tr>(p, std::nullopt, grad_hn, grad_cn, saved, std::nullopt);
+  const Tensor& s = Tr::kWs ? a.ws : a.out;
   LayerBwdResult r;
   on_plan_device<Backend>(p, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (kWideCarry<T>) {
       const Tensor out = Tr::kWs ? p.h0 : s;  // read only by the RNN (its saved h')
-      r = layer_backward<Tr, Kern, Backend, T>(p, Tensor(), gh, gc, out, Tr::kWs ? s : Tensor(),
-                                               input_grad);
+      r = layer_backward<Tr, Kern, Backend, T>(p, Tensor(), a.gh, a.gc, out, a.ws, input_grad);
     } else {
-      r = cell_backward<Tr, Kern, Backend, T>(p, gh, gc, s, input_grad);
+      r = cell_backward<Tr, Kern, Backend, T>(p, a.gh, a.gc, s, input_grad);
     }
   });
   return r;
@@ -84,14 +102,11 @@ template <class Tr, class Kern, class Backend>
 LayerBwdResult run_backward(const LayerPlan& p, const OptT& grad_output, const OptT& grad_hn,
                             const OptT& grad_cn, const Tensor& output, const Tensor& ws,
                             bool input_grad = true) {
-  const Tensor go = grad_arg(p, "grad_output", grad_output, {p.N, p.P});
-  const Tensor gh = grad_arg(p, "grad_hn", grad_hn, {p.B, p.P});
-  const Tensor gc = Tr::kHasCell ? grad_arg(p, "grad_cn", grad_cn, {p.B, p.H}) : Tensor();
-  const Tensor out = saved_arg(p, "output", output, {p.N, p.P});
-  const Tensor w = Tr::kWs ? saved_arg(p, "workspace", ws, {p.N, Tr::kWs * p.H}) : Tensor();
+  const BwdArgs a = backward_args<Tr>(p, grad_output, grad_hn, grad_cn, output, ws);
   LayerBwdResult r;
   on_plan_device<Backend>(p, [&](auto tag) {
-    r = layer_backward<Tr, Kern, Backend, decltype(tag)>(p, go, gh, gc, out, w, input_grad);
+    r = layer_backward<Tr, Kern, Backend, decltype(tag)>(p, a.go, a.gh, a.gc, a.out, a.ws,
+                                                         input_grad);
   });
   return r;
 }

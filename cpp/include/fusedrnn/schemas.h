@@ -18,6 +18,17 @@ inline std::string stack_schema(const std::string& name, const char* extra) {
          extra + ") -> (Tensor output, Tensor h_n, Tensor c_n, Tensor[] saved)";
 }
 
+// "<fam>_cell<suffix>(...) -> ...": the *_cell ops (no suffix) and autograd.cpp's
+// *_cell_autograd declare their arguments here. fam: rnn_tanh, rnn_relu, lstm, gru.
+inline std::string cell_schema(const std::string& fam, const char* suffix) {
+  const bool lstm = fam == "lstm";
+  const char* rets = lstm           ? "(Tensor hy, Tensor cy, Tensor workspace)"
+                     : fam == "gru" ? "(Tensor hy, Tensor workspace)"
+                                    : "Tensor hy";
+  return fam + "_cell" + suffix + "(Tensor input, Tensor hx, " + (lstm ? "Tensor cx, " : "") +
+         "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) -> " + rets;
+}
+
 inline void define_stack_schemas(torch::Library& m) {
   // Whole stacks (every layer and direction; stack_driver.h). The forward draws dropout masks
   // from the default generator: nondeterministic_seeded, as aten::dropout. ln_lstm / ln_gru:
@@ -50,9 +61,7 @@ inline void define_schemas(torch::Library& m) {
          "Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
          "Tensor grad_b_hh)")
             .c_str());
-    m.def((n + "_cell(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-               "Tensor? b_hh) -> Tensor hy")
-              .c_str());
+    m.def(cell_schema(n, "").c_str());
     m.def((n + "_cell_backward(Tensor? grad_hy, Tensor input, Tensor hx, Tensor w_ih, "
                "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor hy, bool input_grad=True, "
                "bool hx_grad=True) -> (Tensor grad_input, "
@@ -72,9 +81,7 @@ inline void define_schemas(torch::Library& m) {
       "bool input_grad=True) -> "
       "(Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, "
       "Tensor grad_b_ih, Tensor grad_b_hh, Tensor grad_w_hr)");
-  m.def(
-      "lstm_cell(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-      "Tensor? b_hh) -> (Tensor hy, Tensor cy, Tensor workspace)");
+  m.def(cell_schema("lstm", "").c_str());
   m.def(
       "lstm_cell_backward(Tensor? grad_hy, Tensor? grad_cy, Tensor input, Tensor hx, Tensor cx, "
       "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor workspace, "
@@ -92,9 +99,7 @@ inline void define_schemas(torch::Library& m) {
       "bool reverse, Tensor output, Tensor workspace, bool input_grad=True) -> "
       "(Tensor grad_input, Tensor grad_h0, "
       "Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
-  m.def(
-      "gru_cell(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
-      "-> (Tensor hy, Tensor workspace)");
+  m.def(cell_schema("gru", "").c_str());
   m.def(
       "gru_cell_backward(Tensor? grad_hy, Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, "
       "Tensor? b_ih, Tensor? b_hh, Tensor workspace, bool input_grad=True, bool hx_grad=True) -> "
