@@ -200,20 +200,23 @@ def test_rejects_half_precision(fam):
 
 
 @pytest.mark.parametrize("fam", list(CLS))
-def test_one_gemm_and_one_kernel_per_step(fam):
+@pytest.mark.parametrize("I", [3, 12])
+def test_one_gemm_and_one_kernel_per_step(fam, I):
     """The device calls of one layer (torch.ops.fusedrnn_emu.trace, emu_launch.h): the input
-    side's LN pass once (after the input GEMM, an ATen call, not traced), then per step one
-    recurrent GEMM and one fused kernel, with no allocation inside the loop; backward per step
-    one kernel and one GEMM."""
+    side once, then per step one recurrent GEMM and one fused kernel, with no allocation
+    inside the loop; backward per step one kernel and one GEMM. The input side: a wide input
+    (I*I > G*H) takes the LN pass (after the input GEMM, an ATen call, not traced); a narrow
+    one its closed form (ATen calls), whose normalised values for the workspace are one GEMM."""
     T = 9
-    a = _case(fam, 1, False, False, True, True, 3, 33, T=T)
+    a = _case(fam, 1, False, False, True, True, 3, 33 if I == 3 else 5, T=T, I=I)
     emu = torch.ops.fusedrnn_emu
     emu.trace(True)
     try:
         fwd = _forward(emu, fam, a)
     finally:
         events = emu.trace(False)
-    assert re.fullmatch(rf"A*K[AC]*(?:GK){{{T}}}A*", events), events
+    side = "G" if I == 3 else "K"
+    assert re.fullmatch(rf"A*{side}[AC]*(?:GK){{{T}}}A*", events), events
     emu.trace(True)
     try:
         _backward(emu, fam, a, fwd, _cotangents(fam, fwd))

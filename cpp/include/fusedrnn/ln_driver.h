@@ -43,18 +43,60 @@ void check_ln_weights(LayerPlan& p, bool has_biases) {
   }
 }
 
+// Whether the input side's LayerNorm takes its closed form (narrow_input_ln): its I x I
+// quadratic form per row costs less than the statistics over G*H values it replaces.
+inline bool narrow_input(const LayerPlan& p) { return p.I * p.I <= p.G * p.H; }
+
+// The input side, LN(x W_ih^T; ln_ih) + b_ih (+ b_hh for the LSTM), in closed form for a narrow
+// input. With U = W_ih less its column means ([GH, I]) and C = U^T U / GH ([I, I]), row n of
+// v = x W_ih^T has v_n - mean(v_n) = x_n U^T and var(v_n) = x_n C x_n^T, so
+//   LN(v_n) = (r_n x_n) U^T,  r_n = 1 / sqrt(x_n C x_n^T + eps)
+// and the side is one GEMM [N, I+1] x [I+1, GH]: rows [r_n x_n | 1] against [ln_ih * U^T ; b].
+// No [N, GH] statistics pass (the sine and stock inputs have I = 1: it was a fifth of the sine
+// LN-LSTM's inference). Training writes the same xhat and 1/std as the rows pass would.
+template <class Tr, class Be, class T>
+at::Tensor narrow_input_ln(const LayerPlan& p, const at::Tensor& ws, const LnWs& L) {
+  using Blas = typename Be::Blas;
+  const int64_t I = p.I, GH = Tr::kGates * p.H, N = p.N;
+  const auto opts = p.x.options();
+  const at::Tensor U = p.w_ih - p.w_ih.mean(0, true);
+  const at::Tensor C = at::mm(U.t(), U).div_(static_cast<double>(GH));
+  const at::Tensor r = (at::mm(p.x, C) * p.x).sum(1).add_(kLnEps).rsqrt_();
+  at::Tensor a = at::empty({N, I + 1}, opts);
+  a.narrow(1, 0, I).copy_(p.x * r.unsqueeze(1));
+  a.select(1, I).fill_(1);
+  at::Tensor wb = at::empty({I + 1, GH}, opts);
+  wb.narrow(0, 0, I).copy_(U.t() * p.ln[0]);
+  at::Tensor bias = wb.select(0, I);
+  if (!p.b_ih.defined()) {
+    bias.zero_();
+  } else if (Tr::kHasCell) {  // the LSTM's biases are all on this side
+    at::add_out(bias, p.b_ih, p.b_hh);
+  } else {
+    bias.copy_(p.b_ih);
+  }
+  at::Tensor xg = at::mm(a, wb);
+  if (p.keep_workspace && N > 0) {
+    Blas::template gemm<T>(false, true, N, GH, I, T(1), ptr<T>(a), I + 1, ptr<T>(U), I, T(0),
+                           ptr<T>(ws) + L.xhat(), ws.size(1));
+    ws.select(1, L.rstd_ih()).copy_(r);
+  }
+  return xg;
+}
+
 template <class Tr, class Kern, class Be, class T>
 LayerFwdResult ln_layer_forward(const LayerPlan& p) {
   using Blas = typename Be::Blas;
   const int64_t H = p.H, G = Tr::kGates, GH = G * H, WS = ln_ws_cols(G, H);
   const LnWs L{G, H};
   const auto opts = p.x.options();
-  at::Tensor xg = at::mm(p.x, p.w_ih.t());
   at::Tensor ws = at::empty({p.keep_workspace ? p.N : 0, WS}, opts);
   // The row padding (ln_ws_cols) is never read, but the saved tensor is an op result: defined.
   const int64_t used = L.rstd_ih() + 1;
   if (WS > used) ws.narrow(1, used, WS - used).zero_();
   T* ws_p = p.keep_workspace ? ptr<T>(ws) : nullptr;
+  const bool closed = narrow_input(p);
+  at::Tensor xg = closed ? narrow_input_ln<Tr, Be, T>(p, ws, L) : at::mm(p.x, p.w_ih.t());
   LnRows<T> in;  // the input side, normalised in place
   in.rows = p.N;
   in.n = GH;
@@ -67,7 +109,7 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
   in.xhat = ws_p ? ws_p + L.xhat() : nullptr;
   in.rstd = ws_p ? ws_p + L.rstd_ih() : nullptr;
   in.ld_ws = WS;
-  if (p.N > 0) Kern::template rows_forward<T>(in);
+  if (p.N > 0 && !closed) Kern::template rows_forward<T>(in);
 
   at::Tensor out = at::empty({p.N, H}, opts);
   at::Tensor h = state_copy<Blas, T>(p.h0, p.B, H, opts);
