@@ -36,6 +36,7 @@ void launch_ln(const typename P::Args& s, int64_t width) {
 
 template <bool kLstm>
 struct LnKernels {
+  static constexpr bool kScalarInput = false;  // the input side comes as xg
   // A LayerNorm weight's gradient (column sums of dy * xhat) with ATen ops (ln_driver.h).
   template <class T>
   static at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& xhat) {

@@ -74,9 +74,12 @@ def _inputs(fam, L, bidir, packed, hx, B, T, I, H, dtype=torch.float64):
 
 @pytest.mark.parametrize("case", GRID, ids=_id)
 # B = 6: one group of 4 rows in lockstep (ln_pointwise.h) and a tail of 2; packed, 6 to 1 rows.
-# The input side's two routes (ln_driver.h): I*I <= G*H takes the closed form (layer 0 of all
-# but (1, 1, 5, 1)), a wider input the LN rows pass (layers above, when D*H is wide enough).
-@pytest.mark.parametrize("B,T,I,H", [(3, 4, 2, 3), (1, 1, 5, 1), (2, 3, 3, 33), (6, 4, 2, 5)])
+# The input side's routes (ln_driver.h): I*I <= G*H takes the closed form (layer 0 of all
+# but (1, 1, 5, 1)), with I = 1 inside the CPU step (5, 3, 1, 7); a wider input the LN rows
+# pass (layers above, when D*H is wide enough).
+@pytest.mark.parametrize(
+    "B,T,I,H", [(3, 4, 2, 3), (1, 1, 5, 1), (2, 3, 3, 33), (6, 4, 2, 5), (5, 3, 1, 7)]
+)
 def test_stack_matches_reference_with_gradients(case, B, T, I, H):
     fam, L, bidir, packed, hx, bias = case
     m = _module(fam, I, H, L, bidir, bias)
@@ -86,6 +89,9 @@ def test_stack_matches_reference_with_gradients(case, B, T, I, H):
     outs = [t for t in got if t is not None]
     refs = [t for t in want if t is not None]
     torch.testing.assert_close(outs, refs, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # inference: no workspace, rows in groups of 4 (ln_pointwise.h)
+        inf = [t for t in m._stack(x, bs, h0, c0) if t is not None]
+    torch.testing.assert_close(inf, refs, rtol=1e-10, atol=1e-12)
     leaves = [t for t in (x, h0, c0, *m.parameters()) if t is not None]
     cots = [torch.randn_like(t) for t in outs]
     g1 = torch.autograd.grad(outs, leaves, cots)
@@ -201,9 +207,10 @@ def _op_args(fam, L, bidir, packed, hx, bias, B=2, T=3, I=2, H=3, dropout=0.0, t
 
 
 @pytest.mark.parametrize("case", GRID[::2], ids=_id)
-def test_stack_gradcheck(case):
+@pytest.mark.parametrize("I", [1, 2])  # the input side inside the step, the closed form's GEMM
+def test_stack_gradcheck(case, I):
     fam, L, bidir, packed, hx, bias = case
-    x, bs, h0, c0, w, *_ = _op_args(fam, L, bidir, packed, hx, bias, H=2)
+    x, bs, h0, c0, w, *_ = _op_args(fam, L, bidir, packed, hx, bias, I=I, H=2)
     n_w = len(w)
     states = [t for t in (h0, c0) if t is not None]
 
@@ -292,9 +299,10 @@ def test_dropout_under_seed_and_gradcheck(fam):
 
 
 @pytest.mark.parametrize("case", GRID[::3], ids=_id)
-def test_stack_opcheck(case):
+@pytest.mark.parametrize("I", [1, 2])
+def test_stack_opcheck(case, I):
     fam, L, bidir, packed, hx, bias = case
-    args = _op_args(fam, L, bidir, packed, hx, bias)
+    args = _op_args(fam, L, bidir, packed, hx, bias, I=I)
     fwd, bwd = getattr(ops, f"{fam}_stack"), getattr(ops, f"{fam}_stack_backward")
     torch.library.opcheck(fwd, args)
     out, h_n, c_n, saved = fwd(*args)
@@ -328,11 +336,12 @@ def test_compile_fullgraph_forward_and_backward(fam):
 
 @pytest.mark.parametrize("fam", list(CLS))
 @pytest.mark.parametrize("H", [16, 33, 64])
-def test_float32_close_to_float64(fam, H):
-    m64 = _module(fam, 7, H, 2, False)
-    m32 = _module(fam, 7, H, 2, False, dtype=torch.float32)
+@pytest.mark.parametrize("I", [1, 7])
+def test_float32_close_to_float64(fam, H, I):
+    m64 = _module(fam, I, H, 2, False)
+    m32 = _module(fam, I, H, 2, False, dtype=torch.float32)
     m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
-    x = torch.randn(20, 9, 7, dtype=torch.float64)
+    x = torch.randn(20, 9, I, dtype=torch.float64)
     out64, _ = m64(x)
     out32, _ = m32(x.float())
     out32.sum().backward()
@@ -425,3 +434,22 @@ def test_mid_size_float64_matches_reference(fam):
     r = torch.autograd.grad(ref.sum(), [x, *m.parameters()])
     for a, b in zip(g, r):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("fam", list(CLS))
+@pytest.mark.parametrize("I", [1, 3])
+def test_sine_size_float64_matches_reference(fam, I):
+    """A narrow input over at least 2^20 input-side values (N * G*H; the bench's sine shape has
+    H=32, B=784, T=20): the input side's backward takes its closed form (ln_driver.h,
+    closed_input_backward), x's gradient included; I = 1 also runs inside the CPU step."""
+    H, B, T = 32, 256, 44 if fam == "ln_lstm" else 60  # N * G*H >= 2^20
+    m = _module(fam, I, H)
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    out, _ = m(x)
+    ref = _reference(m, x, None, None, None)
+    torch.testing.assert_close(out, ref[0], rtol=1e-9, atol=1e-11)
+    cot = torch.randn_like(out)
+    g = torch.autograd.grad(out, [x, *m.parameters()], cot)
+    r = torch.autograd.grad(ref[0], [x, *m.parameters()], cot)
+    for a, b, n in zip(g, r, ["x", *[n for n, _ in m.named_parameters()]]):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10, msg=f"gradient of {n}")

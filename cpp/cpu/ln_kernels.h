@@ -11,6 +11,8 @@ namespace fusedrnn::cpu {
 
 template <bool kLstm>
 struct LnKernels {
+  // A one-feature input's side is computed inside the step (LnFwdStep::xs): no [N, G*H] xg.
+  static constexpr bool kScalarInput = true;
   template <class T>
   static void forward(const LnFwdStep<T>& s) {
     kLstm ? kernels_for<T>().ln_lstm_forward(s) : kernels_for<T>().ln_gru_forward(s);

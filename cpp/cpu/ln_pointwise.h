@@ -204,6 +204,18 @@ struct LnColDotPass {
   }
 };
 
+// The input side of row r at columns q: xg's, or a one-feature input's xs[r] xw + xb.
+template <class T, class V>
+inline V input_side(const LnFwdStep<T>& s, const T* xg, T xs, int64_t q) {
+  return s.xs ? V(xs) * ld<T, V>(s.xw + q) + ld<T, V>(s.xb + q) : ld<T, V>(xg + q);
+}
+
+// Rows' xs values (0 when the input side comes as xg).
+template <int R, class T>
+inline void row_scalars(const LnFwdStep<T>& s, int64_t b0, T (&out)[R]) {
+  for (int r = 0; r < R; ++r) out[r] = s.xs ? s.xs[b0 + r] : T(0);
+}
+
 struct LnLstmPointwise {
   template <int R, class T>
   static void forward_rows(const LnFwdStep<T>& s, int64_t b0) {
@@ -217,6 +229,8 @@ struct LnLstmPointwise {
     row_ptrs<R>(s.c, b0, H, c);
     row_ptrs<R>(s.out, b0, s.ld_out, out);
     row_ptrs<R>(s.h, b0, H, h);
+    T xs[R];
+    row_scalars<R>(s, b0, xs);
     RowStats<T> rh[R];
     row_stats<R>(hg, GH, rh);
     // Gates and the new cell state; o waits in out for the normalised c.
@@ -228,7 +242,8 @@ struct LnLstmPointwise {
           const int64_t q = k * H + j;
           const V hh = (ld<T, V>(hg[r] + q) - V(rh[r].mean)) * V(rh[r].rstd);
           if (ws[r]) st<T, V>(ws[r] + L.hhat() + q, hh);
-          a[k] = ld<T, V>(xg[r] + q) + ld<T, V>(s.ln_hh + q) * hh;
+          if (ws[r] && s.xs) st<T, V>(ws[r] + L.xhat() + q, V(xs[r]) * ld<T, V>(s.xu + q));
+          a[k] = input_side<T, V>(s, xg[r], xs[r], q) + ld<T, V>(s.ln_hh + q) * hh;
         }
         const V i = math::sigmoid(a[0]), f = math::sigmoid(a[1]), g = math::tanh_(a[2]);
         const V o = math::sigmoid(a[3]);
@@ -349,6 +364,8 @@ struct LnGruPointwise {
     row_ptrs<R>(s.ws, b0, s.ld_ws, ws);
     row_ptrs<R>(s.out, b0, s.ld_out, out);
     row_ptrs<R>(s.h, b0, H, h);
+    T xs[R];
+    row_scalars<R>(s, b0, xs);
     RowStats<T> rh[R];
     row_stats<R>(hg, GH, rh);
     for (int r = 0; r < R; ++r)
@@ -361,11 +378,12 @@ struct LnGruPointwise {
           const int64_t q = k * H + j;
           const V hh = (ld<T, V>(hg[r] + q) - V(rh[r].mean)) * V(rh[r].rstd);
           if (ws[r]) st<T, V>(ws[r] + L.hhat() + q, hh);
+          if (ws[r] && s.xs) st<T, V>(ws[r] + L.xhat() + q, V(xs[r]) * ld<T, V>(s.xu + q));
           gh[k] = ld<T, V>(s.ln_hh + q) * hh + ld_or0<T, V>(s.b_hh, q);
         }
-        const auto o = math::gru_forward<V>(ld<T, V>(xg[r] + j), ld<T, V>(xg[r] + H + j),
-                                            ld<T, V>(xg[r] + 2 * H + j), gh[0], gh[1], gh[2],
-                                            ld<T, V>(h[r] + j));
+        const auto o = math::gru_forward<V>(
+            input_side<T, V>(s, xg[r], xs[r], j), input_side<T, V>(s, xg[r], xs[r], H + j),
+            input_side<T, V>(s, xg[r], xs[r], 2 * H + j), gh[0], gh[1], gh[2], ld<T, V>(h[r] + j));
         if (ws[r]) {
           st<T, V>(ws[r] + j, o.r);
           st<T, V>(ws[r] + H + j, o.z);

@@ -49,6 +49,7 @@ void run_program(const typename P::Args& s, int64_t width) {
 
 template <bool kLstm>
 struct LnKernels {
+  static constexpr bool kScalarInput = false;  // the input side comes as xg (as on the GPU)
   static constexpr int G = kLstm ? 4 : 3;
   // A LayerNorm weight's gradient (column sums of dy * xhat) with ATen ops (ln_driver.h).
   template <class T>

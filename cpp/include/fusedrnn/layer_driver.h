@@ -509,13 +509,13 @@ void backward_steps(const LayerPlan& p, BwdBuffers& b, const at::Tensor& gout,
   }
 }
 
-// After the loop, one GEMM each: dx = dGi W_ih (if asked), dW_ih = dGi^T x, dW_hh = dGh^T
-// h_prev (h_prev read in place unless packed), dW_hr = dR^T h_raw.
+// The input side's gradients after the loop, one GEMM each: dx = dGi W_ih (if asked, else an
+// empty [0]) and dW_ih = dGi^T x.
 template <class Tr>
-void weight_grads(const LayerPlan& p, const BwdBuffers& b, const at::Tensor& out, bool input_grad,
-                  LayerBwdResult& r) {
-  const int64_t H = p.H, P = p.P, GH = Tr::kGates * H;
+void input_side_grads(const LayerPlan& p, const BwdBuffers& b, bool input_grad, LayerBwdResult& r) {
+  const int64_t H = p.H, GH = Tr::kGates * H;
   const auto opts = p.x.options();
+  r.grad_input = at::empty({0}, opts);
   if constexpr (Tr::kSplitHidden) {  // input side in two column blocks: (r, z) and n
     const at::Tensor drz = b.dG.narrow(1, 0, 2 * H), dn = b.dG.narrow(1, 3 * H, H);
     if (input_grad) {
@@ -531,7 +531,17 @@ void weight_grads(const LayerPlan& p, const BwdBuffers& b, const at::Tensor& out
     if (input_grad) r.grad_input = at::mm(b.dG, p.w_ih).view(p.in_shape);
     r.grad_w_ih = at::mm(b.dG.t(), p.x);
   }
-  if (!input_grad) r.grad_input = at::empty({0}, opts);
+}
+
+// After the loop: the input side (input_side_grads; false: the caller has them, ln_driver.h's
+// closed form), then one GEMM each: dW_hh = dGh^T h_prev (h_prev read in place unless
+// packed), dW_hr = dR^T h_raw.
+template <class Tr>
+void weight_grads(const LayerPlan& p, const BwdBuffers& b, const at::Tensor& out, bool input_grad,
+                  LayerBwdResult& r, bool input_side = true) {
+  const int64_t P = p.P, GH = Tr::kGates * p.H;
+  const auto opts = p.x.options();
+  if (input_side) input_side_grads<Tr>(p, b, input_grad, r);
   if (p.T == 0) {
     r.grad_w_hh = at::zeros({GH, P}, opts);
   } else if (b.direct) {  // the steps after the first read out's rows; the first read h0

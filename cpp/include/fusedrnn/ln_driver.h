@@ -7,19 +7,23 @@
 //         c' (not normalised) is the carried state.
 //   GRU : gi = LN(x W_ih^T; ln_ih) + b_ih; gh = LN(h W_hh^T; ln_hh) + b_hh;
 //         r, z = sigmoid(gi + gh); n = tanh(gi_n + r gh_n); h' = (1 - z) n + z h.
-// Forward: one GEMM x W_ih^T over all N rows and the input side's LN in place (one pass, rows
-// in parallel); per step one recurrent GEMM hg = h W_hh^T and one fused pass (Kern::forward:
-// LN of hg, gates, LN of c'). Saved for backward: output [N, H] and the workspace [N,
-// ln_ws_cols] (ln_step_args.h: gates, c, normalised values, 1/std per row), none at inference.
-// Backward: per step in reverse one fused pass (Kern::backward: d LN(c'), gates, d LN(hg)) and
-// dh_{t-1} = dgh W_hh; after the loop the input side's LN backward over all rows, then the
-// plain driver's weight GEMMs, and the LN weights' gradients as column sums.
+// Forward: the input side first: one GEMM x W_ih^T over all N rows and its LN in place (one
+// pass, rows in parallel), or for a narrow input (I*I <= G*H) its closed form (one GEMM; with
+// one feature on the CPU, inside the step); per step one recurrent GEMM hg = h W_hh^T and one
+// fused pass (Kern::forward: LN of hg, gates, LN of c'). Saved for backward: output [N, H] and
+// the workspace [N, ln_ws_cols] (ln_step_args.h: gates, c, normalised values, 1/std per row),
+// none at inference. Backward: per step in reverse one fused pass (Kern::backward: d LN(c'),
+// gates, d LN(hg)) and dh_{t-1} = dgh W_hh; after the loop the input side's LN backward over
+// all rows (or its closed form), then the plain driver's weight GEMMs, and the LN weights'
+// gradients as column sums.
 // Kern: forward(LnFwdStep), backward(LnBwdStep), rows_forward(LnRows), rows_backward(LnRowsBwd),
-// weight_grad(dy, xhat) (column sums of dy * xhat: ln_weight_grad, or a fused pass).
+// weight_grad(dy, xhat) (column sums of dy * xhat: ln_weight_grad, or a fused pass),
+// kScalarInput (whether forward takes a one-feature input side as LnFwdStep::xs).
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -50,38 +54,117 @@ inline bool narrow_input(const LayerPlan& p) { return p.I * p.I <= p.G * p.H; }
 // The input side, LN(x W_ih^T; ln_ih) + b_ih (+ b_hh for the LSTM), in closed form for a narrow
 // input. With U = W_ih less its column means ([GH, I]) and C = U^T U / GH ([I, I]), row n of
 // v = x W_ih^T has v_n - mean(v_n) = x_n U^T and var(v_n) = x_n C x_n^T, so
-//   LN(v_n) = (r_n x_n) U^T,  r_n = 1 / sqrt(x_n C x_n^T + eps)
-// and the side is one GEMM [N, I+1] x [I+1, GH]: rows [r_n x_n | 1] against [ln_ih * U^T ; b].
+//   LN(v_n) = (r_n x_n) U^T,  r_n = 1 / sqrt(x_n C x_n^T + eps).
 // No [N, GH] statistics pass (the sine and stock inputs have I = 1: it was a fifth of the sine
-// LN-LSTM's inference). Training writes the same xhat and 1/std as the rows pass would.
+// LN-LSTM's inference). Training writes 1/std and the normalised values xhat, as the rows pass
+// does: the backward reads 1/std with x in its closed form, or both in the rows pass.
+struct NarrowInput {
+  at::Tensor U, r;  // [GH, I], [N]
+};
+
+inline NarrowInput narrow_input_terms(const LayerPlan& p, const at::Tensor& ws, const LnWs& L) {
+  NarrowInput t;
+  t.U = p.w_ih - p.w_ih.mean(0, true);
+  const at::Tensor C = at::mm(t.U.t(), t.U).div_(static_cast<double>(t.U.size(0)));
+  t.r = (at::mm(p.x, C) * p.x).sum(1).add_(kLnEps).rsqrt_();
+  if (p.keep_workspace) ws.select(1, L.rstd_ih()).copy_(t.r);
+  return t;
+}
+
+// The input side's bias [GH]: b_ih, plus b_hh for the LSTM (all its biases are on this side).
+template <class Tr>
+at::Tensor input_bias(const LayerPlan& p) {
+  if (!p.b_ih.defined()) return at::zeros({Tr::kGates * p.H}, p.x.options());
+  return Tr::kHasCell ? p.b_ih + p.b_hh : p.b_ih;
+}
+
+// Materialised (kernels without kScalarInput, or I > 1): one GEMM [N, I+1] x [I+1, GH], rows
+// [r_n x_n | 1] against [ln_ih * U^T ; bias]; xhat for the workspace is one more GEMM.
 template <class Tr, class Be, class T>
 at::Tensor narrow_input_ln(const LayerPlan& p, const at::Tensor& ws, const LnWs& L) {
   using Blas = typename Be::Blas;
-  const int64_t I = p.I, GH = Tr::kGates * p.H, N = p.N;
-  const auto opts = p.x.options();
+  const int64_t I = p.I, N = p.N;
+  const NarrowInput t = narrow_input_terms(p, ws, L);
+  const at::Tensor a = at::cat({p.x * t.r.unsqueeze(1), at::ones({N, 1}, p.x.options())}, 1);
+  const at::Tensor wb = at::cat({t.U.t() * p.ln[0], input_bias<Tr>(p).unsqueeze(0)}, 0);
+  if (p.keep_workspace && N > 0)
+    Blas::template gemm<T>(false, true, N, wb.size(1), I, T(1), ptr<T>(a), I + 1, ptr<T>(t.U), I,
+                           T(0), ptr<T>(ws) + L.xhat(), ws.size(1));
+  return at::mm(a, wb);
+}
+
+// One feature (I = 1) on kernels with kScalarInput (the CPU's, so host memory): the step
+// computes row n's input side as xs_n (ln_ih * u) + bias from xs_n = r_n x_n (LnFwdStep::xs),
+// with no [N, GH] xg written and read back (the sine LN models' largest buffer). With one
+// feature, C is the variance of w_ih's column, so r_n = 1 / sqrt(x_n^2 var + eps). Plain loops
+// over N + GH values: a dozen ATen calls on these vectors cost more than the layer's step
+// passes at the stock size. Returns [xs (N) | ln_ih * u | bias | u (GH each)].
+template <class Tr, class T>
+at::Tensor scalar_input(const LayerPlan& p, const at::Tensor& ws, const LnWs& L) {
+  const int64_t N = p.N, GH = Tr::kGates * p.H;
+  at::Tensor out = at::empty({N + 3 * GH}, p.x.options());
+  T *xs = ptr<T>(out), *xw = xs + N, *xb = xw + GH, *u = xb + GH;
+  const T *w = ptr<T>(p.w_ih), *ln = ptr<T>(p.ln[0]), *x = ptr<T>(p.x);
+  const T *b_ih = ptr<T>(p.b_ih), *b_hh = Tr::kHasCell ? ptr<T>(p.b_hh) : nullptr;
+  double mean = 0, var = 0;  // two passes, as the rows pass
+  for (int64_t j = 0; j < GH; ++j) mean += w[j];
+  mean /= double(GH);
+  for (int64_t j = 0; j < GH; ++j) {
+    u[j] = T(w[j] - mean);
+    var += double(u[j]) * double(u[j]);
+    xw[j] = ln[j] * u[j];
+    xb[j] = (b_ih ? b_ih[j] : T(0)) + (b_hh ? b_hh[j] : T(0));
+  }
+  var /= double(GH);
+  T* rstd = p.keep_workspace ? ptr<T>(ws) + L.rstd_ih() : nullptr;
+  const int64_t ld = ws.size(1);
+  for (int64_t n = 0; n < N; ++n) {
+    const T r = T(1.0 / std::sqrt(double(x[n]) * double(x[n]) * var + kLnEps));
+    xs[n] = x[n] * r;
+    if (rstd) rstd[n * ld] = r;
+  }
+  return out;
+}
+
+// The backward of narrow_input_ln. With A = diag(r) X (rows a_n = r_n x_n), w = ln_ih and dY
+// the input side's output gradient, the LN backward of row n is
+//   dv_n = r_n (g_n - m1_n - m2_n U a_n),  g_n = dy_n * w,  m1_n = mean(g_n),
+//   m2_n = mean(g_n * U a_n) = (dy_n (w * U)) . a_n / GH,
+// and summed over rows, with P = dY^T A ([GH, I]):
+//   d ln_ih = rowsum(U * P),   dW_ih = w * P - 1 (A^T m1)^T - U (A^T diag(m2) A),
+//   dx = diag(r) (dY (w * W_ih) - m1 colsum(W_ih)^T - diag(m2) A (U^T W_ih)).
+// Two passes over dY (P, and [m1 | dY (w * U) | dY (w * W_ih)] as one GEMM) instead of the
+// rows pass, the ln_ih column sums of dY * xhat and the dW_ih GEMM: each a pass over [N, GH].
+// Its ~15 small ATen calls cost ~0.2 ms (2 threads here); the passes over [N, GH] it saves cost
+// as much near 2^20 values (sine: 2.0M and 1.5M; stock: 0.25M and 0.18M), so below that the
+// rows pass backward runs (the forward wrote the xhat it reads).
+inline bool closed_input_backward(const LayerPlan& p) {
+  return narrow_input(p) && p.N * p.G * p.H >= (int64_t(1) << 20);
+}
+
+template <class Tr>
+at::Tensor narrow_input_ln_backward(const LayerPlan& p, const at::Tensor& dY, const at::Tensor& ws,
+                                    const LnWs& L, bool input_grad, LayerBwdResult& r) {
+  const int64_t I = p.I, GH = Tr::kGates * p.H;
+  const at::Tensor w = p.ln[0].unsqueeze(1);  // [GH, 1]
   const at::Tensor U = p.w_ih - p.w_ih.mean(0, true);
-  const at::Tensor C = at::mm(U.t(), U).div_(static_cast<double>(GH));
-  const at::Tensor r = (at::mm(p.x, C) * p.x).sum(1).add_(kLnEps).rsqrt_();
-  at::Tensor a = at::empty({N, I + 1}, opts);
-  a.narrow(1, 0, I).copy_(p.x * r.unsqueeze(1));
-  a.select(1, I).fill_(1);
-  at::Tensor wb = at::empty({I + 1, GH}, opts);
-  wb.narrow(0, 0, I).copy_(U.t() * p.ln[0]);
-  at::Tensor bias = wb.select(0, I);
-  if (!p.b_ih.defined()) {
-    bias.zero_();
-  } else if (Tr::kHasCell) {  // the LSTM's biases are all on this side
-    at::add_out(bias, p.b_ih, p.b_hh);
+  const at::Tensor rstd = ws.select(1, L.rstd_ih()).unsqueeze(1);  // [N, 1]
+  const at::Tensor A = p.x * rstd;
+  const at::Tensor P = at::mm(dY.t(), A);
+  std::vector<at::Tensor> rhs = {w, U * w};
+  if (input_grad) rhs.push_back(p.w_ih * w);
+  const at::Tensor S = at::mm(dY, at::cat(rhs, 1));  // [N, 1 + I (+ I)]
+  const at::Tensor m1 = S.narrow(1, 0, 1).div(static_cast<double>(GH));
+  const at::Tensor m2 = (S.narrow(1, 1, I) * A).sum(1, true).div_(static_cast<double>(GH));
+  r.grad_w_ih = P * w - at::mm(m1.t(), A) - at::mm(U, at::mm(A.t(), A * m2));
+  if (input_grad) {
+    const at::Tensor dx =
+        S.narrow(1, 1 + I, I) - m1 * p.w_ih.sum(0, true) - at::mm(A * m2, at::mm(U.t(), p.w_ih));
+    r.grad_input = (dx * rstd).view(p.in_shape);
   } else {
-    bias.copy_(p.b_ih);
+    r.grad_input = at::empty({0}, p.x.options());
   }
-  at::Tensor xg = at::mm(a, wb);
-  if (p.keep_workspace && N > 0) {
-    Blas::template gemm<T>(false, true, N, GH, I, T(1), ptr<T>(a), I + 1, ptr<T>(U), I, T(0),
-                           ptr<T>(ws) + L.xhat(), ws.size(1));
-    ws.select(1, L.rstd_ih()).copy_(r);
-  }
-  return xg;
+  return (U * P).sum(1);
 }
 
 template <class Tr, class Kern, class Be, class T>
@@ -95,8 +178,13 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
   const int64_t used = L.rstd_ih() + 1;
   if (WS > used) ws.narrow(1, used, WS - used).zero_();
   T* ws_p = p.keep_workspace ? ptr<T>(ws) : nullptr;
-  const bool closed = narrow_input(p);
-  at::Tensor xg = closed ? narrow_input_ln<Tr, Be, T>(p, ws, L) : at::mm(p.x, p.w_ih.t());
+  const bool closed = narrow_input(p), scalar = Kern::kScalarInput && p.I == 1;
+  at::Tensor xg, xs;
+  if (scalar) {
+    xs = scalar_input<Tr, T>(p, ws, L);
+  } else {
+    xg = closed ? narrow_input_ln<Tr, Be, T>(p, ws, L) : at::mm(p.x, p.w_ih.t());
+  }
   LnRows<T> in;  // the input side, normalised in place
   in.rows = p.N;
   in.n = GH;
@@ -109,13 +197,13 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
   in.xhat = ws_p ? ws_p + L.xhat() : nullptr;
   in.rstd = ws_p ? ws_p + L.rstd_ih() : nullptr;
   in.ld_ws = WS;
-  if (p.N > 0 && !closed) Kern::template rows_forward<T>(in);
+  if (p.N > 0 && !closed && !scalar) Kern::template rows_forward<T>(in);
 
   at::Tensor out = at::empty({p.N, H}, opts);
   at::Tensor h = state_copy<Blas, T>(p.h0, p.B, H, opts);
   at::Tensor c = Tr::kHasCell ? state_copy<Blas, T>(p.c0, p.B, H, opts) : at::Tensor();
   at::Tensor hg = at::empty({p.B, GH}, opts);
-  const T *xg_p = ptr<T>(xg), *whh = ptr<T>(p.w_hh);
+  const T *xg_p = ptr<T>(xg), *xs_p = ptr<T>(xs), *xv_p = xs_p + p.N, *whh = ptr<T>(p.w_hh);
   T *out_p = ptr<T>(out), *h_p = ptr<T>(h), *c_p = ptr<T>(c), *hg_p = ptr<T>(hg);
   const typename Be::template WeightGemm<T> rec(true, GH, H, whh, H, p.T);  // h W_hh^T
   auto rows_loop = [&](int64_t b0, int64_t b1) {
@@ -127,7 +215,13 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
       LnFwdStep<T> st;
       st.rows = rows;
       st.H = H;
-      st.xg = xg_p + off * GH;
+      st.xg = scalar ? nullptr : xg_p + off * GH;
+      if (scalar) {
+        st.xs = xs_p + off;
+        st.xw = xv_p;
+        st.xb = xv_p + GH;
+        st.xu = xv_p + 2 * GH;
+      }
       st.hg = hg_p + b0 * GH;
       st.ln_hh = ptr<T>(p.ln[1]);
       st.b_hh = Tr::kHasCell ? nullptr : ptr<T>(p.b_hh);
@@ -217,8 +311,10 @@ LayerBwdResult ln_layer_backward(const LayerPlan& p, const at::Tensor& gout,
   ln_backward_steps<Tr, Kern, Be, T>(p, b, gout, out, ws, dgn, dcn);
 
   LayerBwdResult r;
+  const bool closed = closed_input_backward(p);
   const at::Tensor xhat = ws.narrow(1, L.xhat(), GH), hhat = ws.narrow(1, L.hhat(), GH);
-  r.grad_ln.push_back(Kern::template weight_grad<T>(b.dG, xhat));
+  r.grad_ln.push_back(closed ? narrow_input_ln_backward<Tr>(p, b.dG, ws, L, input_grad, r)
+                             : Kern::template weight_grad<T>(b.dG, xhat));
   r.grad_ln.push_back(Kern::template weight_grad<T>(dgn, hhat));
   if constexpr (Tr::kHasCell) {
     r.grad_ln.push_back(Kern::template weight_grad<T>(dcn, ws.narrow(1, L.chat(), H)));
@@ -244,8 +340,8 @@ LayerBwdResult ln_layer_backward(const LayerPlan& p, const at::Tensor& gout,
   rb.rstd = ptr<T>(ws) + L.rstd_ih();
   rb.ld_ws = WS;
   rb.dv = ptr<T>(b.dG);
-  if (p.N > 0) Kern::template rows_backward<T>(rb);
-  weight_grads<Tr>(p, b, out, input_grad, r);
+  if (p.N > 0 && !closed) Kern::template rows_backward<T>(rb);
+  weight_grads<Tr>(p, b, out, input_grad, r, !closed);
   r.grad_h0 = p.h0.defined() ? b.carry_h : at::empty({0}, opts);
   r.grad_c0 = Tr::kHasCell && p.c0.defined() ? b.carry_c : at::empty({0}, opts);
   return r;

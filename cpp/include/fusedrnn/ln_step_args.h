@@ -92,6 +92,11 @@ struct LnFwdStep {
   int64_t ld_out = 0;
   T* ws = nullptr;
   int64_t ld_ws = 0;
+  // A one-feature input (I = 1) in closed form, for kernels with kScalarInput (ln_driver.h):
+  // xg is null and row b's input side is xs[b] xw + xb; with ws, its normalised values
+  // xs[b] xu go to ws's xhat columns.
+  const T* xs = nullptr;                                // [rows]
+  const T *xw = nullptr, *xb = nullptr, *xu = nullptr;  // [GH]
 };
 
 // One backward step. dh = dh_a + dh_b (either may be null). Writes (=) dgi [rows, GH], the
