@@ -62,9 +62,12 @@ struct NarrowInput {
   at::Tensor U, r;  // [GH, I], [N]
 };
 
+// U: W_ih less its column means (forward and backward of the closed form).
+inline at::Tensor centred_w_ih(const LayerPlan& p) { return p.w_ih - p.w_ih.mean(0, true); }
+
 inline NarrowInput narrow_input_terms(const LayerPlan& p, const at::Tensor& ws, const LnWs& L) {
   NarrowInput t;
-  t.U = p.w_ih - p.w_ih.mean(0, true);
+  t.U = centred_w_ih(p);
   const at::Tensor C = at::mm(t.U.t(), t.U).div_(static_cast<double>(t.U.size(0)));
   t.r = (at::mm(p.x, C) * p.x).sum(1).add_(kLnEps).rsqrt_();
   if (p.keep_workspace) ws.select(1, L.rstd_ih()).copy_(t.r);
@@ -147,7 +150,7 @@ at::Tensor narrow_input_ln_backward(const LayerPlan& p, const at::Tensor& dY, co
                                     const LnWs& L, bool input_grad, LayerBwdResult& r) {
   const int64_t I = p.I, GH = Tr::kGates * p.H;
   const at::Tensor w = p.ln[0].unsqueeze(1);  // [GH, 1]
-  const at::Tensor U = p.w_ih - p.w_ih.mean(0, true);
+  const at::Tensor U = centred_w_ih(p);
   const at::Tensor rstd = ws.select(1, L.rstd_ih()).unsqueeze(1);  // [N, 1]
   const at::Tensor A = p.x * rstd;
   const at::Tensor P = at::mm(dY.t(), A);
@@ -178,26 +181,28 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
   const int64_t used = L.rstd_ih() + 1;
   if (WS > used) ws.narrow(1, used, WS - used).zero_();
   T* ws_p = p.keep_workspace ? ptr<T>(ws) : nullptr;
-  const bool closed = narrow_input(p), scalar = Kern::kScalarInput && p.I == 1;
+  const bool scalar = Kern::kScalarInput && p.I == 1;
   at::Tensor xg, xs;
   if (scalar) {
     xs = scalar_input<Tr, T>(p, ws, L);
+  } else if (narrow_input(p)) {
+    xg = narrow_input_ln<Tr, Be, T>(p, ws, L);
   } else {
-    xg = closed ? narrow_input_ln<Tr, Be, T>(p, ws, L) : at::mm(p.x, p.w_ih.t());
+    xg = at::mm(p.x, p.w_ih.t());
+    LnRows<T> in;  // the input side, normalised in place
+    in.rows = p.N;
+    in.n = GH;
+    in.v = ptr<T>(xg);
+    in.ld_v = in.ld_y = GH;
+    in.w = ptr<T>(p.ln[0]);
+    in.b1 = ptr<T>(p.b_ih);
+    in.b2 = Tr::kHasCell ? ptr<T>(p.b_hh) : nullptr;  // the LSTM's biases are all on this side
+    in.y = ptr<T>(xg);
+    in.xhat = ws_p ? ws_p + L.xhat() : nullptr;
+    in.rstd = ws_p ? ws_p + L.rstd_ih() : nullptr;
+    in.ld_ws = WS;
+    if (p.N > 0) Kern::template rows_forward<T>(in);
   }
-  LnRows<T> in;  // the input side, normalised in place
-  in.rows = p.N;
-  in.n = GH;
-  in.v = ptr<T>(xg);
-  in.ld_v = in.ld_y = GH;
-  in.w = ptr<T>(p.ln[0]);
-  in.b1 = ptr<T>(p.b_ih);
-  in.b2 = Tr::kHasCell ? ptr<T>(p.b_hh) : nullptr;  // the LSTM's biases are all on this side
-  in.y = ptr<T>(xg);
-  in.xhat = ws_p ? ws_p + L.xhat() : nullptr;
-  in.rstd = ws_p ? ws_p + L.rstd_ih() : nullptr;
-  in.ld_ws = WS;
-  if (p.N > 0 && !closed && !scalar) Kern::template rows_forward<T>(in);
 
   at::Tensor out = at::empty({p.N, H}, opts);
   at::Tensor h = state_copy<Blas, T>(p.h0, p.B, H, opts);

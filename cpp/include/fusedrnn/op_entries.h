@@ -81,9 +81,9 @@ BwdArgs backward_args(const LayerPlan& p, const OptT& grad_output, const OptT& g
 template <class Tr, class Kern, class Backend>
 LayerBwdResult run_cell_backward(const LayerPlan& p, const OptT& grad_hn, const OptT& grad_cn,
                                  const Tensor& saved, bool input_grad) {
-  const BwdArgs a = Tr::kWs
-                        ? backward_args<Tr>(p, std::nullopt, grad_hn, grad_cn, std::nullopt, saved)
-                        : backward_args<Tr>(p, std::nullopt, grad_hn, grad_cn, saved, std::nullopt);
+  const OptT none, given = saved;
+  const BwdArgs a =
+      backward_args<Tr>(p, none, grad_hn, grad_cn, Tr::kWs ? none : given, Tr::kWs ? given : none);
   const Tensor& s = Tr::kWs ? a.ws : a.out;
   LayerBwdResult r;
   on_plan_device<Backend>(p, [&](auto tag) {
