@@ -7,6 +7,7 @@
 
 #include "cpu/kernel_table.h"
 #include "cpu/tuning.h"
+#include "fusedrnn/dropout_mask.h"
 
 #ifndef FUSEDRNN_VERSION
 #define FUSEDRNN_VERSION "0.0.0"
@@ -63,6 +64,9 @@ PYBIND11_MODULE(_C, m) {
     d["cpu_kernels"] = fusedrnn::cpu::kernels().isa;  // the SIMD table the CPU ops use
     d["parallel_backend"] = at::get_parallel_info();
     d["tuning"] = get_tuning();
+    // How CPU dropout masks are drawn: "fused" (dropout_mask.cpp's loop, checked equal to
+    // at::bernoulli_ on this torch) or "bernoulli_" (torch's own, where they differ).
+    d["cpu_dropout_sampler"] = fusedrnn::cpu_mask_sampler_exact() ? "fused" : "bernoulli_";
     return d;
   });
 }

@@ -1,5 +1,6 @@
 """Every CPU kernel table (DEFAULT, AVX2, AVX-512: picked at run time, ATEN_CPU_CAPABILITY
-forces one) gives torch.nn's results (the LayerNorm families: the reference's). Each runs in a fresh process, since the table is
+forces one) gives torch.nn's results (the LayerNorm families: the reference's), and its dropout
+sampler torch.nn's masks. Each runs in a fresh process, since the table is
 chosen once per process."""
 
 import os
@@ -48,7 +49,22 @@ for dtype in (torch.float32, torch.float64):
         y_f = y_f.double()
         errs[f"{name}-{dtype}"] = max(
             [rel_err(y_f, y_t)] + [rel_err(a, b) for a, b in zip(gf, gt)])
-print(json.dumps({"isa": fusedrnn.build_info()["cpu_kernels"], "errs": errs}))
+# dropout masks (mask_sampler.h): torch.nn's, from a generator left where torch.nn leaves it;
+# 2 x 64 rows of 37 x 2 features: thousands of draws, several engine refills
+masks = []
+for dtype in (torch.float32, torch.float64):
+    m = torch.nn.GRU(3, 37, num_layers=3, dropout=0.3, bidirectional=True).to(dtype)
+    f = fusedrnn.from_torch(m)
+    x = torch.randn(2, 64, 3, dtype=dtype)
+    torch.manual_seed(11)
+    y_t, r_t = m(x)[0], torch.rand(4)
+    torch.manual_seed(11)
+    y_f, r_f = f(x)[0], torch.rand(4)
+    masks.append(rel_err(y_f, y_t) < (1e-5 if dtype == torch.float32 else 1e-11)
+                 and torch.equal(r_t, r_f))
+info = fusedrnn.build_info()
+print(json.dumps({"isa": info["cpu_kernels"], "errs": errs, "masks": masks,
+                  "sampler": info["cpu_dropout_sampler"]}))
 """
 
 
@@ -69,6 +85,7 @@ def test_kernel_table_matches_torch(cap):
     env = dict(os.environ, ATEN_CPU_CAPABILITY=cap, OMP_NUM_THREADS="1")
     res = run_script(SCRIPT, env, timeout=300)
     assert res["isa"] == cap.upper()
+    assert res["sampler"] == "fused" and all(res["masks"]), res
     for key, err in res["errs"].items():
         tol = (5e-5 if key.startswith("ln") else 1e-5) if "float32" in key else 1e-11
         assert err < tol, (cap, key, err)

@@ -115,6 +115,40 @@ def test_training_dropout_same_masks_as_torch(kind):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_training_dropout_masks_and_generator_state_as_torch(dtype):
+    """At the stock model's size (2 layers x 64, batch 32, 30 steps: 61440 mask elements, two
+    mt19937 draws each) the fused sampler (mask_sampler.h) gives torch.nn's masks and leaves the
+    default generator where torch.nn's bernoulli_ leaves it, on every training step."""
+    assert fusedrnn.build_info()["cpu_dropout_sampler"] == "fused"
+    t, f = _pair("lstm", 1, 64, num_layers=2, dropout=0.2, dtype=dtype)
+    x = torch.randn(30, 32, 1, dtype=dtype)
+    torch.manual_seed(2026)
+    ys_t = [t(x)[0] for _ in range(3)] + [torch.rand(5, dtype=dtype)]
+    torch.manual_seed(2026)
+    ys_f = [f(x)[0] for _ in range(3)] + [torch.rand(5, dtype=dtype)]
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    for a, b in zip(ys_f[:3], ys_t[:3]):
+        torch.testing.assert_close(a, b, **tol)
+    assert torch.equal(ys_f[3], ys_t[3])
+    # The masks differ between the three steps (the generator moved on).
+    assert not torch.equal(ys_f[0], ys_f[1])
+
+
+def test_dropout_mask_of_a_seeded_generator_fork():
+    """torch.random.fork_rng restores the default generator around a fused step, as around a
+    torch.nn one: the sampler reads and writes the generator's state, not a private copy."""
+    m = fusedrnn.GRU(2, 5, num_layers=2, dropout=0.5)
+    x = torch.randn(4, 3, 2)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    with torch.random.fork_rng():
+        a = m(x)[0]
+    assert torch.equal(torch.get_rng_state(), before)
+    b = m(x)[0]
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_training_dropout_statistics():
     """Layer 2 made a pass-through (relu, identity input weights, no recurrence): its output is
     exactly dropout(layer 1 output), so the zero rate is p and survivors are scaled 1/(1-p)."""

@@ -5,6 +5,7 @@
 #include "kernel_table.h"
 #include "ln_pointwise.h"
 #include "lstm_fused.h"
+#include "mask_sampler.h"
 #include "pointwise.h"
 
 #define FUSEDRNN_CAT2(a, b) a##b
@@ -32,6 +33,7 @@ constexpr KernelTable<T> make_table() {
       &LnRowsPass::forward<T>,
       &LnRowsPass::backward<T>,
       &LnColDotPass::run<T>,
+      &bernoulli_mask<T>,
   };
 }
 

@@ -1,8 +1,11 @@
-// The CPU pointwise kernels of every family, as one table of function pointers per scalar
-// type. capability.cpp is compiled once per instruction set (DEFAULT, and AVX2 / AVX512 on
-// x86-64) and defines one table each; kernels() picks the table for this machine at run
-// time (at::get_cpu_capability(), so ATEN_CPU_CAPABILITY=default forces the portable one).
+// The CPU pointwise kernels of every family (and the dropout mask sampler), as one table of
+// function pointers per scalar type. capability.cpp is compiled once per instruction set (DEFAULT,
+// and AVX2 / AVX512 on x86-64) and defines one table each; kernels() picks the table for this
+// machine at run time (at::get_cpu_capability(), so ATEN_CPU_CAPABILITY=default forces the portable
+// one).
 #pragma once
+
+#include <ATen/core/MT19937RNGEngine.h>
 
 #include <cstdint>
 #include <type_traits>
@@ -29,6 +32,8 @@ struct KernelTable {
   void (*ln_rows_forward)(const LnRows<T>&);
   void (*ln_rows_backward)(const LnRowsBwd<T>&);
   void (*ln_col_dot)(const LnColDot<T>&);
+  // n draws of at::bernoulli_(p) from the engine state `mt`, advanced (mask_sampler.h).
+  void (*bernoulli_mask)(at::mt19937_data_pod& mt, double p, T* out, int64_t n);
 };
 
 // One step of the fused small-H LSTM (lstm_fused.h): rows of the running h [rows, P] (read as

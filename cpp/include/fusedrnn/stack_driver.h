@@ -26,6 +26,7 @@
 #include <tuple>
 #include <vector>
 
+#include "fusedrnn/dropout_mask.h"
 #include "fusedrnn/layer_plan.h"
 
 namespace fusedrnn {
@@ -98,14 +99,6 @@ inline std::optional<at::Tensor> state_slice(const std::optional<at::Tensor>& st
               " of shape [L*D, B, *] with L*D = ", s.L * s.D, ", got ",
               detail::shape_str(st->sizes()));
   return st->select(0, idx);
-}
-
-// Dropout between layers, drawn as at::dropout draws it (see the header comment).
-inline at::Tensor dropout_mask(const at::Tensor& y, double p) {
-  if (p >= 1) return at::zeros_like(y);
-  at::Tensor noise = at::empty_like(y).bernoulli_(1 - p);
-  noise.div_(1 - p);
-  return noise;
 }
 
 template <class Tr, class Run>
