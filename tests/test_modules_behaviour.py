@@ -131,6 +131,15 @@ def test_training_dropout_masks_and_generator_state_as_torch(dtype):
     for a, b in zip(ys_f[:3], ys_t[:3]):
         torch.testing.assert_close(a, b, **tol)
     assert torch.equal(ys_f[3], ys_t[3])
+    # The whole generator state (engine and cached normal samples) ends where torch.nn's does.
+    torch.manual_seed(5)
+    torch.randn(1, dtype=dtype)  # leaves a cached normal sample in the generator
+    t(x)
+    after_t = torch.get_rng_state()
+    torch.manual_seed(5)
+    torch.randn(1, dtype=dtype)
+    f(x)
+    assert torch.equal(torch.get_rng_state(), after_t)
     # The masks differ between the three steps (the generator moved on).
     assert not torch.equal(ys_f[0], ys_f[1])
 
