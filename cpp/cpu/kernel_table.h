@@ -32,8 +32,9 @@ struct KernelTable {
   void (*ln_rows_forward)(const LnRows<T>&);
   void (*ln_rows_backward)(const LnRowsBwd<T>&);
   void (*ln_col_dot)(const LnColDot<T>&);
-  // n draws of at::bernoulli_(p) from the engine state `mt`, advanced (mask_sampler.h).
-  void (*bernoulli_mask)(at::mt19937_data_pod& mt, double p, T* out, int64_t n);
+  // n draws of at::bernoulli_(p) from the engine state `mt`, advanced, ones written as `keep`
+  // (mask_sampler.h).
+  void (*bernoulli_mask)(at::mt19937_data_pod& mt, double p, T keep, T* out, int64_t n);
 };
 
 // One step of the fused small-H LSTM (lstm_fused.h): rows of the running h [rows, P] (read as

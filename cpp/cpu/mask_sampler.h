@@ -57,9 +57,10 @@ inline void mt_draws(at::mt19937_data_pod& d, uint32_t* dst, int64_t count) {
   }
 }
 
-// out[i] = 1 with probability p, else 0: at::bernoulli_(p)'s values and generator advance.
+// out[i] = keep with probability p, else 0: at::bernoulli_(p)'s draws and generator advance,
+// with its ones written as `keep` (a dropout mask's 1/p: no second pass to scale them).
 template <class T>
-void bernoulli_mask(at::mt19937_data_pod& d, double p, T* out, int64_t n) {
+void bernoulli_mask(at::mt19937_data_pod& d, double p, T keep, T* out, int64_t n) {
   constexpr int64_t kBlock = 512;
   constexpr uint64_t kLow53 = (uint64_t(1) << 53) - 1;
   const double scaled = std::ceil(p * 9007199254740992.0);  // p 2^53, p in [0, 1]
@@ -71,7 +72,7 @@ void bernoulli_mask(at::mt19937_data_pod& d, double p, T* out, int64_t n) {
     T* o = out + i0;
     for (int64_t i = 0; i < m; ++i) {
       const uint64_t v = ((uint64_t(buf[2 * i]) << 32) | buf[2 * i + 1]) & kLow53;
-      o[i] = v < thr ? T(1) : T(0);
+      o[i] = v < thr ? keep : T(0);
     }
   }
 }
