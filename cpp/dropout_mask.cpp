@@ -15,6 +15,7 @@
 #include <mutex>
 
 #include "cpu/kernel_table.h"
+#include "fusedrnn/buffers.h"
 
 namespace fusedrnn {
 namespace {
@@ -70,7 +71,8 @@ bool cpu_mask_sampler_exact() {
 
 at::Tensor dropout_mask(const at::Tensor& y, double p) {
   if (p >= 1) return at::zeros_like(y);
-  at::Tensor noise = at::empty_like(y);
+  // empty_like keeps a non-contiguous y's strides, as torch.nn's mask has them.
+  at::Tensor noise = y.is_contiguous() ? buffer_empty(y.sizes(), y.options()) : at::empty_like(y);
   // Memory order is bernoulli_'s draw order only for a contiguous mask.
   const bool fast = y.device().is_cpu() && noise.is_contiguous() && cpu_mask_sampler_exact() &&
                     fill_from(at::detail::getDefaultCPUGenerator(), noise, 1 - p);

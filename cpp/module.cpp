@@ -7,6 +7,7 @@
 
 #include "cpu/kernel_table.h"
 #include "cpu/tuning.h"
+#include "fusedrnn/buffers.h"
 #include "fusedrnn/dropout_mask.h"
 
 #ifndef FUSEDRNN_VERSION
@@ -49,6 +50,18 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "fusedrnn fused RNN/LSTM/GRU kernels (ops live in torch.ops.fusedrnn)";
   m.def("get_tuning", &get_tuning);
   m.def("set_tuning", &set_tuning);
+  m.def("cpu_cache_info", [] {
+    const auto i = fusedrnn::buffer_cache_info();
+    py::dict d;
+    d["limit_bytes"] = i.limit_bytes;
+    d["cached_bytes"] = i.cached_bytes;
+    d["cached_blocks"] = i.cached_blocks;
+    d["hits"] = i.hits;
+    d["misses"] = i.misses;
+    return d;
+  });
+  m.def("empty_cpu_cache", &fusedrnn::buffer_cache_empty);
+  m.def("set_cpu_cache_limit", &fusedrnn::buffer_cache_set_limit);
   m.def("build_info", [] {
     py::dict d;
     d["version"] = FUSEDRNN_VERSION;

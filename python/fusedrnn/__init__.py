@@ -18,12 +18,15 @@ _torch_check.check_build()
 from . import _ops  # noqa: E402
 from ._ops import (  # noqa: E402
     build_info,
+    cpu_cache_info,
+    empty_cpu_cache,
     gru_cell,
     gru_layer,
     lstm_cell,
     lstm_layer,
     rnn_cell,
     rnn_layer,
+    set_cpu_cache_limit,
 )
 from .deploy import safe_globals  # noqa: E402
 from .layernorm import (  # noqa: E402
@@ -81,6 +84,8 @@ __all__ = [
     "_ops",
     "build_info",
     "convert",
+    "cpu_cache_info",
+    "empty_cpu_cache",
     "from_torch",
     "gru_cell",
     "gru_layer",
@@ -89,4 +94,5 @@ __all__ = [
     "rnn_cell",
     "rnn_layer",
     "safe_globals",
+    "set_cpu_cache_limit",
 ]

@@ -343,3 +343,27 @@ def build_info() -> dict:
     info["threads"] = torch.get_num_threads()
     info["cuda_available"] = torch.cuda.is_available()
     return info
+
+
+def cpu_cache_info() -> dict:
+    """The CPU buffer cache: ``limit_bytes``, ``cached_bytes`` and ``cached_blocks`` (freed
+    blocks kept for reuse), ``hits`` and ``misses`` (allocations served from it or not).
+
+    The ops take their large CPU buffers (64 KiB and up: workspaces, outputs, gate gradients)
+    from this cache, so repeated training steps reuse mapped pages instead of page-faulting
+    fresh ones. Cached blocks are free memory to ``torch.profiler`` but stay in the process's
+    resident set; the limit (default 512 MiB, or ``FUSEDRNN_CPU_CACHE_MB`` at import) bounds them.
+    """
+    return dict(_C.cpu_cache_info())
+
+
+def empty_cpu_cache() -> None:
+    """Free every block the CPU buffer cache holds (buffers in use stay valid)."""
+    _C.empty_cpu_cache()
+
+
+def set_cpu_cache_limit(limit_bytes: int) -> None:
+    """Keep at most ``limit_bytes`` of freed CPU buffers for reuse; 0 turns the cache off."""
+    if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes < 0:
+        raise ValueError(f"limit_bytes: expected an int >= 0, got {limit_bytes!r}")
+    _C.set_cpu_cache_limit(limit_bytes)

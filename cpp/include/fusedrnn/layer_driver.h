@@ -32,6 +32,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "fusedrnn/buffers.h"
 #include "fusedrnn/layer_plan.h"
 #include "fusedrnn/step_args.h"
 
@@ -103,7 +104,7 @@ inline int64_t previous_step(const LayerPlan& p, int64_t t) {
 inline at::Tensor previous_states(const LayerPlan& p, const at::Tensor& seq,
                                   const at::Tensor& init) {
   const int64_t W = seq.size(1);
-  at::Tensor prev = at::empty({p.N, W}, seq.options());
+  at::Tensor prev = buffer_empty({p.N, W}, seq.options());
   if (p.N == 0) return prev;
   if (!p.packed) {
     const int64_t rest = p.N - p.B;
@@ -132,8 +133,8 @@ inline at::Tensor previous_states(const LayerPlan& p, const at::Tensor& seq,
 template <class Blas, class T>
 at::Tensor state_copy(const at::Tensor& init, int64_t rows, int64_t cols,
                       const at::TensorOptions& opts) {
-  if (!init.defined()) return at::zeros({rows, cols}, opts);
-  at::Tensor s = at::empty({rows, cols}, opts);
+  if (!init.defined()) return buffer_zeros({rows, cols}, opts);
+  at::Tensor s = buffer_empty({rows, cols}, opts);
   Blas::template copy_rows<T>(rows, cols, ptr<T>(init), ptr<T>(s));
   return s;
 }
@@ -145,7 +146,7 @@ at::Tensor wide_carry(const at::Tensor& init, int64_t rows, int64_t cols,
                       const at::TensorOptions& opts) {
   const auto co = opts.dtype(c10::CppTypeToScalarType<Carry<T>>::value);
   return init.defined() ? init.to(co, false, /*copy=*/true).contiguous()
-                        : at::zeros({rows, cols}, co);
+                        : buffer_zeros({rows, cols}, co);
 }
 
 template <class T>
@@ -193,7 +194,7 @@ FwdInput forward_input(const LayerPlan& p) {
   } else if (!in.bias_in_xg && p.b_ih.defined()) {
     in.step_bias = p.b_ih;
     if (p.b_hh.defined()) {  // raw backend call: a dispatched add costs ~1 us of a cell step
-      in.step_bias = at::empty({GH}, opts);
+      in.step_bias = buffer_empty({GH}, opts);
       Blas::template add_rows<T>(1, GH, ptr<T>(p.b_ih), ptr<T>(p.b_hh), ptr<T>(in.step_bias));
     }
   }
@@ -282,22 +283,23 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   const bool fuse = fused.active();  // then no hg and no per-step xg buffer
   FwdBuffers f;
   if (in.per_step) {
-    f.xg = at::empty({fuse ? 0 : p.B, GH}, opts);
+    f.xg = buffer_empty({fuse ? 0 : p.B, GH}, opts);
   } else if (in.bias_in_xg) {
-    f.xg = at::addmm(p.b_ih, p.x, p.w_ih.t());
+    f.xg = buffer_empty({p.N, GH}, opts);
+    at::addmm_out(f.xg, p.b_ih, p.x, p.w_ih.t());
   } else {
-    f.xg = at::mm(p.x, p.w_ih.t());
+    f.xg = buffer_mm(p.x, p.w_ih.t());
   }
-  f.out = at::empty({p.N, P}, opts);
+  f.out = buffer_empty({p.N, P}, opts);
   f.h = state_copy<Blas, T>(p.h0, p.B, P, opts);
   if constexpr (Tr::kHasCell && kWideCarry<T>) {
     f.c = wide_carry<T>(p.c0, p.B, H, opts);
   } else if constexpr (Tr::kHasCell) {
     f.c = state_copy<Blas, T>(p.c0, p.B, H, opts);
   }
-  f.hg = at::empty({fuse ? 0 : p.B, GH}, opts);
-  f.ws = at::empty({p.keep_workspace ? p.N : 0, WS}, opts);  // inference: none
-  if (p.proj) f.hraw = at::empty({p.B, H}, opts);
+  f.hg = buffer_empty({fuse ? 0 : p.B, GH}, opts);
+  f.ws = buffer_empty({p.keep_workspace ? p.N : 0, WS}, opts);  // inference: none
+  if (p.proj) f.hraw = buffer_empty({p.B, H}, opts);
   forward_steps<Tr, Kern, Be, T>(p, in, fused, f);
   LayerFwdResult r;
   r.output = f.out.view(p.out_shape(P));
@@ -320,7 +322,7 @@ LayerFwdResult cell_forward(const LayerPlan& p) {
   using WeightGemm = typename Be::template WeightGemm<T>;
   const int64_t B = p.B, H = p.H, GH = Tr::kGates * H, WS = Tr::kWs * H;
   const auto opts = p.x.options();
-  at::Tensor scratch = at::empty({2 * B * GH}, opts);
+  at::Tensor scratch = buffer_empty({2 * B * GH}, opts);
   T *xg = ptr<T>(scratch), *hg = xg + B * GH;
   if (p.b_ih.defined())
     for (int64_t b = 0; b < B; ++b) Blas::template copy_rows<T>(1, GH, ptr<T>(p.b_ih), xg + b * GH);
@@ -328,10 +330,10 @@ LayerFwdResult cell_forward(const LayerPlan& p) {
                                                     p.b_ih.defined() ? T(1) : T(0), xg, GH);
   WeightGemm(true, GH, H, ptr<T>(p.w_hh), H, 1)(B, ptr<T>(p.h0), H, T(0), hg, GH);
   LayerFwdResult r;
-  r.h_n = at::empty({B, H}, opts);
+  r.h_n = buffer_empty({B, H}, opts);
   if constexpr (Tr::kSplitHidden) Blas::template copy_rows<T>(B, H, ptr<T>(p.h0), ptr<T>(r.h_n));
   if constexpr (Tr::kHasCell) r.c_n = state_copy<Blas, T>(p.c0, B, H, opts);
-  r.ws = at::empty({p.keep_workspace ? B : 0, WS}, opts);
+  r.ws = buffer_empty({p.keep_workspace ? B : 0, WS}, opts);
   r.output = r.h_n;  // not an op result of the cell ops (they return h', c', ws)
   FwdStep<T> st;
   st.rows = B;
@@ -383,21 +385,21 @@ BwdBuffers backward_buffers(const LayerPlan& p, const at::Tensor& out, const at:
   const auto opts = p.x.options();
   BwdBuffers b;
   b.direct = !p.packed;
-  b.h0 = p.h0.defined() ? p.h0 : at::zeros({p.B, P}, opts);
+  b.h0 = p.h0.defined() ? p.h0 : buffer_zeros({p.B, P}, opts);
   if (!b.direct) b.hprev = previous_states(p, out, b.h0);
   if constexpr (Tr::kHasCell) {
-    b.c0 = p.c0.defined() ? p.c0 : at::zeros({p.B, H}, opts);
+    b.c0 = p.c0.defined() ? p.c0 : buffer_zeros({p.B, H}, opts);
     if (!b.direct) b.cprev = previous_states(p, ws.narrow(1, 4 * H, H), b.c0);
-    b.carry_c = grad_cn.defined() ? grad_cn.clone() : at::zeros({p.B, H}, opts);
+    b.carry_c = grad_cn.defined() ? grad_cn.clone() : buffer_zeros({p.B, H}, opts);
   }
-  b.carry_h = grad_hn.defined() ? grad_hn.clone() : at::zeros({p.B, P}, opts);
+  b.carry_h = grad_hn.defined() ? grad_hn.clone() : buffer_zeros({p.B, P}, opts);
   b.LDG = Tr::kSplitHidden ? 4 * H : GH;
-  b.dG = at::empty({p.N, b.LDG}, opts);
+  b.dG = buffer_empty({p.N, b.LDG}, opts);
   b.dgh = Tr::kSplitHidden ? b.dG.narrow(1, 0, GH) : b.dG;
   if (p.proj) {
-    b.dR = at::empty({p.N, P}, opts);
-    b.hraw = at::empty({p.N, H}, opts);
-    b.dhraw = at::empty({p.B, H}, opts);
+    b.dR = buffer_empty({p.N, P}, opts);
+    b.hraw = buffer_empty({p.N, H}, opts);
+    b.dhraw = buffer_empty({p.B, H}, opts);
   }
   return b;
 }
@@ -515,21 +517,21 @@ template <class Tr>
 void input_side_grads(const LayerPlan& p, const BwdBuffers& b, bool input_grad, LayerBwdResult& r) {
   const int64_t H = p.H, GH = Tr::kGates * H;
   const auto opts = p.x.options();
-  r.grad_input = at::empty({0}, opts);
+  r.grad_input = buffer_empty({0}, opts);
   if constexpr (Tr::kSplitHidden) {  // input side in two column blocks: (r, z) and n
     const at::Tensor drz = b.dG.narrow(1, 0, 2 * H), dn = b.dG.narrow(1, 3 * H, H);
     if (input_grad) {
-      r.grad_input = at::mm(drz, p.w_ih.narrow(0, 0, 2 * H));
+      r.grad_input = buffer_mm(drz, p.w_ih.narrow(0, 0, 2 * H));
       r.grad_input.addmm_(dn, p.w_ih.narrow(0, 2 * H, H));
       r.grad_input = r.grad_input.view(p.in_shape);
     }
-    r.grad_w_ih = at::empty({GH, p.I}, opts);
+    r.grad_w_ih = buffer_empty({GH, p.I}, opts);
     at::Tensor w_rz = r.grad_w_ih.narrow(0, 0, 2 * H), w_n = r.grad_w_ih.narrow(0, 2 * H, H);
     at::mm_out(w_rz, drz.t(), p.x);
     at::mm_out(w_n, dn.t(), p.x);
   } else {
-    if (input_grad) r.grad_input = at::mm(b.dG, p.w_ih).view(p.in_shape);
-    r.grad_w_ih = at::mm(b.dG.t(), p.x);
+    if (input_grad) r.grad_input = buffer_mm(b.dG, p.w_ih).view(p.in_shape);
+    r.grad_w_ih = buffer_mm(b.dG.t(), p.x);
   }
 }
 
@@ -543,17 +545,17 @@ void weight_grads(const LayerPlan& p, const BwdBuffers& b, const at::Tensor& out
   const auto opts = p.x.options();
   if (input_side) input_side_grads<Tr>(p, b, input_grad, r);
   if (p.T == 0) {
-    r.grad_w_hh = at::zeros({GH, P}, opts);
+    r.grad_w_hh = buffer_zeros({GH, P}, opts);
   } else if (b.direct) {  // the steps after the first read out's rows; the first read h0
     const int64_t rest = p.N - p.B;
     const int64_t first = p.reverse ? rest : 0, later = p.reverse ? 0 : p.B;
     const int64_t src = p.reverse ? p.B : 0;
-    r.grad_w_hh = at::mm(b.dgh.narrow(0, later, rest).t(), out.narrow(0, src, rest));
+    r.grad_w_hh = buffer_mm(b.dgh.narrow(0, later, rest).t(), out.narrow(0, src, rest));
     if (p.h0.defined()) r.grad_w_hh.addmm_(b.dgh.narrow(0, first, p.B).t(), p.h0);
   } else {
-    r.grad_w_hh = at::mm(b.dgh.t(), b.hprev);
+    r.grad_w_hh = buffer_mm(b.dgh.t(), b.hprev);
   }
-  r.grad_w_hr = p.proj ? at::mm(b.dR.t(), b.hraw) : at::empty({0}, opts);
+  r.grad_w_hr = p.proj ? buffer_mm(b.dR.t(), b.hraw) : buffer_empty({0}, opts);
 }
 
 // Bias gradients: one reduction of dG; GRU picks its two sides' columns from it. One row (a
@@ -567,14 +569,14 @@ void bias_grads(const LayerPlan& p, const BwdBuffers& b, LayerBwdResult& r) {
   if (p.b_ih.defined() || p.b_hh.defined())
     sums = b.dG.size(0) == 1 ? b.dG.view({b.dG.size(1)}) : column_sums(b.dG);
   if (!p.b_ih.defined()) {
-    r.grad_b_ih = at::empty({0}, opts);
+    r.grad_b_ih = buffer_empty({0}, opts);
   } else if (Tr::kSplitHidden) {
     r.grad_b_ih = at::cat({sums.narrow(0, 0, 2 * H), sums.narrow(0, 3 * H, H)});
   } else {
     r.grad_b_ih = sums;
   }
   if (!p.b_hh.defined()) {
-    r.grad_b_hh = at::empty({0}, opts);
+    r.grad_b_hh = buffer_empty({0}, opts);
   } else {  // RNN/LSTM: the same sums as b_ih, in their own tensor
     r.grad_b_hh = Tr::kSplitHidden ? sums.narrow(0, 0, GH).clone() : sums.clone();
   }
@@ -595,15 +597,15 @@ LayerBwdResult cell_backward(const LayerPlan& p, const at::Tensor& gh, const at:
   const auto opts = p.x.options();
   BwdBuffers b;
   b.LDG = LDG;
-  b.dG = at::empty({B, LDG}, opts);
+  b.dG = buffer_empty({B, LDG}, opts);
   T* dg = ptr<T>(b.dG);
   LayerBwdResult r;
   const bool need_h = p.w_hh_used;  // else no hidden gradient is asked for
   // GRU: z dh comes out of the pointwise pass (then + dG W_hh), so it needs a buffer anyway.
   const at::Tensor carry_h =
-      need_h || Tr::kSplitHidden ? at::empty({B, H}, opts) : at::empty({0}, opts);
-  r.grad_h0 = need_h ? carry_h : at::empty({0}, opts);
-  r.grad_c0 = at::empty({0}, opts);
+      need_h || Tr::kSplitHidden ? buffer_empty({B, H}, opts) : buffer_empty({0}, opts);
+  r.grad_h0 = need_h ? carry_h : buffer_empty({0}, opts);
+  r.grad_c0 = buffer_empty({0}, opts);
   BwdStep<T> st;
   st.rows = B;
   st.H = H;
@@ -613,7 +615,7 @@ LayerBwdResult cell_backward(const LayerPlan& p, const at::Tensor& gh, const at:
   st.ld_ws = Tr::kWs ? Tr::kWs * H : H;
   st.h_prev = ptr<T>(p.h0);
   if constexpr (Tr::kHasCell) {
-    r.grad_c0 = gc.defined() ? state_copy<Blas, T>(gc, B, H, opts) : at::zeros({B, H}, opts);
+    r.grad_c0 = gc.defined() ? state_copy<Blas, T>(gc, B, H, opts) : buffer_zeros({B, H}, opts);
     st.c_prev = ptr<T>(p.c0);
     st.ld_c = H;
     st.dc = ptr<T>(r.grad_c0);  // dc in, dc_prev out
@@ -627,9 +629,9 @@ LayerBwdResult cell_backward(const LayerPlan& p, const at::Tensor& gh, const at:
     const typename Be::template WeightGemm<T> rec(false, H, GH, ptr<T>(p.w_hh), H, 1);
     rec(B, dg, LDG, Tr::kSplitHidden ? T(1) : T(0), ptr<T>(r.grad_h0), H);
   }
-  r.grad_w_ih = at::empty({GH, I}, opts);
-  r.grad_w_hh = at::empty({GH, H}, opts);
-  r.grad_input = input_grad ? at::empty({B, I}, opts) : at::empty({0}, opts);
+  r.grad_w_ih = buffer_empty({GH, I}, opts);
+  r.grad_w_hh = buffer_empty({GH, H}, opts);
+  r.grad_input = input_grad ? buffer_empty({B, I}, opts) : buffer_empty({0}, opts);
   if (B == 0) {
     r.grad_w_ih.zero_();
     r.grad_w_hh.zero_();
@@ -668,8 +670,8 @@ LayerBwdResult layer_backward(const LayerPlan& p, const at::Tensor& gout /* [N,P
   bias_grads<Tr>(p, b, r);
   // Absent initial states get an empty [0] gradient, like every absent optional input.
   const auto opts = p.x.options();
-  r.grad_h0 = p.h0.defined() ? b.carry_h : at::empty({0}, opts);
-  r.grad_c0 = Tr::kHasCell && p.c0.defined() ? to_storage<T>(b.carry_c) : at::empty({0}, opts);
+  r.grad_h0 = p.h0.defined() ? b.carry_h : buffer_empty({0}, opts);
+  r.grad_c0 = Tr::kHasCell && p.c0.defined() ? to_storage<T>(b.carry_c) : buffer_empty({0}, opts);
   return r;
 }
 

@@ -68,8 +68,8 @@ inline at::Tensor centred_w_ih(const LayerPlan& p) { return p.w_ih - p.w_ih.mean
 inline NarrowInput narrow_input_terms(const LayerPlan& p, const at::Tensor& ws, const LnWs& L) {
   NarrowInput t;
   t.U = centred_w_ih(p);
-  const at::Tensor C = at::mm(t.U.t(), t.U).div_(static_cast<double>(t.U.size(0)));
-  t.r = (at::mm(p.x, C) * p.x).sum(1).add_(kLnEps).rsqrt_();
+  const at::Tensor C = buffer_mm(t.U.t(), t.U).div_(static_cast<double>(t.U.size(0)));
+  t.r = (buffer_mm(p.x, C) * p.x).sum(1).add_(kLnEps).rsqrt_();
   if (p.keep_workspace) ws.select(1, L.rstd_ih()).copy_(t.r);
   return t;
 }
@@ -77,7 +77,7 @@ inline NarrowInput narrow_input_terms(const LayerPlan& p, const at::Tensor& ws, 
 // The input side's bias [GH]: b_ih, plus b_hh for the LSTM (all its biases are on this side).
 template <class Tr>
 at::Tensor input_bias(const LayerPlan& p) {
-  if (!p.b_ih.defined()) return at::zeros({Tr::kGates * p.H}, p.x.options());
+  if (!p.b_ih.defined()) return buffer_zeros({Tr::kGates * p.H}, p.x.options());
   return Tr::kHasCell ? p.b_ih + p.b_hh : p.b_ih;
 }
 
@@ -93,7 +93,7 @@ at::Tensor narrow_input_ln(const LayerPlan& p, const at::Tensor& ws, const LnWs&
   if (p.keep_workspace && N > 0)
     Blas::template gemm<T>(false, true, N, wb.size(1), I, T(1), ptr<T>(a), I + 1, ptr<T>(t.U), I,
                            T(0), ptr<T>(ws) + L.xhat(), ws.size(1));
-  return at::mm(a, wb);
+  return buffer_mm(a, wb);
 }
 
 // One feature (I = 1) on kernels with kScalarInput (the CPU's, so host memory): the step
@@ -105,7 +105,7 @@ at::Tensor narrow_input_ln(const LayerPlan& p, const at::Tensor& ws, const LnWs&
 template <class Tr, class T>
 at::Tensor scalar_input(const LayerPlan& p, const at::Tensor& ws, const LnWs& L) {
   const int64_t N = p.N, GH = Tr::kGates * p.H;
-  at::Tensor out = at::empty({N + 3 * GH}, p.x.options());
+  at::Tensor out = buffer_empty({N + 3 * GH}, p.x.options());
   T *xs = ptr<T>(out), *xw = xs + N, *xb = xw + GH, *u = xb + GH;
   const T *w = ptr<T>(p.w_ih), *ln = ptr<T>(p.ln[0]), *x = ptr<T>(p.x);
   const T *b_ih = ptr<T>(p.b_ih), *b_hh = Tr::kHasCell ? ptr<T>(p.b_hh) : nullptr;
@@ -153,19 +153,19 @@ at::Tensor narrow_input_ln_backward(const LayerPlan& p, const at::Tensor& dY, co
   const at::Tensor U = centred_w_ih(p);
   const at::Tensor rstd = ws.select(1, L.rstd_ih()).unsqueeze(1);  // [N, 1]
   const at::Tensor A = p.x * rstd;
-  const at::Tensor P = at::mm(dY.t(), A);
+  const at::Tensor P = buffer_mm(dY.t(), A);
   std::vector<at::Tensor> rhs = {w, U * w};
   if (input_grad) rhs.push_back(p.w_ih * w);
-  const at::Tensor S = at::mm(dY, at::cat(rhs, 1));  // [N, 1 + I (+ I)]
+  const at::Tensor S = buffer_mm(dY, at::cat(rhs, 1));  // [N, 1 + I (+ I)]
   const at::Tensor m1 = S.narrow(1, 0, 1).div(static_cast<double>(GH));
   const at::Tensor m2 = (S.narrow(1, 1, I) * A).sum(1, true).div_(static_cast<double>(GH));
-  r.grad_w_ih = P * w - at::mm(m1.t(), A) - at::mm(U, at::mm(A.t(), A * m2));
+  r.grad_w_ih = P * w - buffer_mm(m1.t(), A) - buffer_mm(U, buffer_mm(A.t(), A * m2));
   if (input_grad) {
-    const at::Tensor dx =
-        S.narrow(1, 1 + I, I) - m1 * p.w_ih.sum(0, true) - at::mm(A * m2, at::mm(U.t(), p.w_ih));
+    const at::Tensor dx = S.narrow(1, 1 + I, I) - m1 * p.w_ih.sum(0, true) -
+                          buffer_mm(A * m2, buffer_mm(U.t(), p.w_ih));
     r.grad_input = (dx * rstd).view(p.in_shape);
   } else {
-    r.grad_input = at::empty({0}, p.x.options());
+    r.grad_input = buffer_empty({0}, p.x.options());
   }
   return (U * P).sum(1);
 }
@@ -176,7 +176,7 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
   const int64_t H = p.H, G = Tr::kGates, GH = G * H, WS = ln_ws_cols(G, H);
   const LnWs L{G, H};
   const auto opts = p.x.options();
-  at::Tensor ws = at::empty({p.keep_workspace ? p.N : 0, WS}, opts);
+  at::Tensor ws = buffer_empty({p.keep_workspace ? p.N : 0, WS}, opts);
   // The row padding (ln_ws_cols) is never read, but the saved tensor is an op result: defined.
   const int64_t used = L.rstd_ih() + 1;
   if (WS > used) ws.narrow(1, used, WS - used).zero_();
@@ -188,7 +188,7 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
   } else if (narrow_input(p)) {
     xg = narrow_input_ln<Tr, Be, T>(p, ws, L);
   } else {
-    xg = at::mm(p.x, p.w_ih.t());
+    xg = buffer_mm(p.x, p.w_ih.t());
     LnRows<T> in;  // the input side, normalised in place
     in.rows = p.N;
     in.n = GH;
@@ -204,10 +204,10 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
     if (p.N > 0) Kern::template rows_forward<T>(in);
   }
 
-  at::Tensor out = at::empty({p.N, H}, opts);
+  at::Tensor out = buffer_empty({p.N, H}, opts);
   at::Tensor h = state_copy<Blas, T>(p.h0, p.B, H, opts);
   at::Tensor c = Tr::kHasCell ? state_copy<Blas, T>(p.c0, p.B, H, opts) : at::Tensor();
-  at::Tensor hg = at::empty({p.B, GH}, opts);
+  at::Tensor hg = buffer_empty({p.B, GH}, opts);
   const T *xg_p = ptr<T>(xg), *xs_p = ptr<T>(xs), *xv_p = xs_p + p.N, *whh = ptr<T>(p.w_hh);
   T *out_p = ptr<T>(out), *h_p = ptr<T>(h), *c_p = ptr<T>(c), *hg_p = ptr<T>(hg);
   const typename Be::template WeightGemm<T> rec(true, GH, H, whh, H, p.T);  // h W_hh^T
@@ -309,10 +309,10 @@ LayerBwdResult ln_layer_backward(const LayerPlan& p, const at::Tensor& gout,
   const int64_t H = p.H, G = Tr::kGates, GH = G * H, WS = ln_ws_cols(G, H);
   const LnWs L{G, H};
   const auto opts = p.x.options();
-  BwdBuffers b = backward_buffers<Tr>(p, out, ws, grad_hn, grad_cn);  // b.dG: d(input side)
-  b.dgh = at::empty({p.N, GH}, opts);                                 // d(h W_hh^T)
-  at::Tensor dgn = Tr::kHasCell ? b.dG : at::empty({p.N, GH}, opts);  // d(hidden side)
-  at::Tensor dcn = Tr::kHasCell ? at::empty({p.N, H}, opts) : at::Tensor();
+  BwdBuffers b = backward_buffers<Tr>(p, out, ws, grad_hn, grad_cn);     // b.dG: d(input side)
+  b.dgh = buffer_empty({p.N, GH}, opts);                                 // d(h W_hh^T)
+  at::Tensor dgn = Tr::kHasCell ? b.dG : buffer_empty({p.N, GH}, opts);  // d(hidden side)
+  at::Tensor dcn = Tr::kHasCell ? buffer_empty({p.N, H}, opts) : at::Tensor();
   ln_backward_steps<Tr, Kern, Be, T>(p, b, gout, out, ws, dgn, dcn);
 
   LayerBwdResult r;
@@ -329,8 +329,8 @@ LayerBwdResult ln_layer_backward(const LayerPlan& p, const at::Tensor& gout,
     r.grad_b_ih = column_sums(b.dG);
     r.grad_b_hh = Tr::kHasCell ? r.grad_b_ih.clone() : column_sums(dgn);
   } else {
-    r.grad_b_ih = at::empty({0}, opts);
-    r.grad_b_hh = at::empty({0}, opts);
+    r.grad_b_ih = buffer_empty({0}, opts);
+    r.grad_b_hh = buffer_empty({0}, opts);
   }
   // The input side's LN backward, in place (each row is read before it is written): dG
   // becomes d(x W_ih^T) for the plain driver's weight GEMMs. Everything that reads dG as the
@@ -347,8 +347,8 @@ LayerBwdResult ln_layer_backward(const LayerPlan& p, const at::Tensor& gout,
   rb.dv = ptr<T>(b.dG);
   if (p.N > 0 && !closed) Kern::template rows_backward<T>(rb);
   weight_grads<Tr>(p, b, out, input_grad, r, !closed);
-  r.grad_h0 = p.h0.defined() ? b.carry_h : at::empty({0}, opts);
-  r.grad_c0 = Tr::kHasCell && p.c0.defined() ? b.carry_c : at::empty({0}, opts);
+  r.grad_h0 = p.h0.defined() ? b.carry_h : buffer_empty({0}, opts);
+  r.grad_c0 = Tr::kHasCell && p.c0.defined() ? b.carry_c : buffer_empty({0}, opts);
   return r;
 }
 

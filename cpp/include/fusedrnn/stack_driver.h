@@ -26,6 +26,7 @@
 #include <tuple>
 #include <vector>
 
+#include "fusedrnn/buffers.h"
 #include "fusedrnn/dropout_mask.h"
 #include "fusedrnn/layer_plan.h"
 
@@ -128,19 +129,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> run_stac
       outs.push_back(r.output);
       hs.push_back(r.h_n);
       if (Tr::kHasCell) cs.push_back(r.c_n);
-      saved[s.out_at(l, d)] = s.out_is_output(l) ? at::empty({0}, r.output.options()) : r.output;
+      saved[s.out_at(l, d)] = s.out_is_output(l) ? buffer_empty({0}, r.output.options()) : r.output;
       saved[s.out_at(l, d) + 1] = r.ws;
     }
-    x = s.D == 1 ? outs[0] : at::cat(outs, -1);
+    if (s.D == 1) {
+      x = outs[0];
+    } else {
+      auto sizes = outs[0].sizes().vec();
+      sizes.back() *= s.D;
+      x = buffer_empty(sizes, outs[0].options());
+      at::cat_out(x, outs, -1);
+    }
     if (l + 1 < s.L) {
-      at::Tensor mask = drop ? dropout_mask(x, dropout) : at::empty({0}, x.options());
-      if (drop) x = x * mask;
-      saved[s.input_at(l + 1)] = drop || s.D > 1 ? x : at::empty({0}, x.options());
+      at::Tensor mask = drop ? dropout_mask(x, dropout) : buffer_empty({0}, x.options());
+      if (drop) {
+        at::Tensor kept = buffer_empty(x.sizes(), x.options());
+        x = at::mul_out(kept, x, mask);
+      }
+      saved[s.input_at(l + 1)] = drop || s.D > 1 ? x : buffer_empty({0}, x.options());
       saved[s.mask_at(l + 1)] = mask;
     }
   }
   at::Tensor h_n = at::stack(hs, 0);
-  at::Tensor c_n = Tr::kHasCell ? at::stack(cs, 0) : at::empty({0}, input.options());
+  at::Tensor c_n = Tr::kHasCell ? at::stack(cs, 0) : buffer_empty({0}, input.options());
   return {x, h_n, c_n, saved};
 }
 
@@ -198,12 +209,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> run_stac
       const at::Tensor& mask = saved[s.mask_at(l)];
       g_top = mask.numel() ? gx.mul_(mask) : gx;
     } else {
-      grad_input = input_grad ? gx : at::empty({0}, input.options());
+      grad_input = input_grad ? gx : buffer_empty({0}, input.options());
     }
   }
   // Absent states get their own empty tensors: results must not alias each other.
-  at::Tensor grad_hx = opt(hx) ? at::stack(gh, 0) : at::empty({0}, input.options());
-  at::Tensor grad_cx = Tr::kHasCell && opt(cx) ? at::stack(gc, 0) : at::empty({0}, input.options());
+  at::Tensor grad_hx = opt(hx) ? at::stack(gh, 0) : buffer_empty({0}, input.options());
+  at::Tensor grad_cx =
+      Tr::kHasCell && opt(cx) ? at::stack(gc, 0) : buffer_empty({0}, input.options());
   return {grad_input, grad_hx, grad_cx, gw};
 }
 
