@@ -44,10 +44,11 @@ def _max_error(H, I, B, T=5, bias=True, layers=1, bidirectional=False, lengths=N
     return max(errs)
 
 
-# H = 24 and 40 are fused only on AVX2 (8 lanes), 144 never (above 128); I = 1 and 3 project
-# the input inside the fused loop, I = 40 (and layer 2 of the stacked cases) before it.
+# H = 24 and 40 are fused only on AVX2 (8 lanes), 144 never (above 128); inputs up to 256
+# wide (I = 1, 3, 40, layer 2 of the stacked cases) are projected inside the fused loop,
+# I = 300 by one GEMM before it.
 @pytest.mark.parametrize("H", [16, 24, 32, 40, 128, 144])
-@pytest.mark.parametrize("I", [1, 3, 40])
+@pytest.mark.parametrize("I", [1, 3, 40, 300])
 @pytest.mark.parametrize("B", [1, 7, 13])
 def test_fused_lstm_matches_torch(H, I, B):
     assert _max_error(H, I, B) < 2e-5

@@ -32,11 +32,19 @@ struct LstmKernels {
 // tuning().fuse = false (fusedrnn.tuning, or FUSEDRNN_NO_FUSE=1) turns it off.
 template <>
 struct FusedStepOf<LstmKernels, float> {
-  FusedStepOf(const LayerPlan& p, const float* w_in, int64_t KI, bool per_step) {
+  static bool applies(const LayerPlan& p) {
     const cpu::LstmFused& f = cpu::kernels().lstm_fused;
-    if (!cpu::tuning().fuse || !f.step || p.proj || p.T < 2 || p.H > cpu::kLstmFusedMaxH ||
-        p.H % f.lanes)
-      return;
+    return cpu::tuning().fuse && f.step && !p.proj && p.T >= 2 && p.H <= cpu::kLstmFusedMaxH &&
+           p.H % f.lanes == 0;
+  }
+  // The input projection of a stacked layer (I = H or 2H) in registers with the recurrent
+  // one: no [N, 4H] buffer written by a GEMM and read back per step.
+  static bool takes_wide_input(const LayerPlan& p) {
+    return applies(p) && p.I <= 2 * cpu::kLstmFusedMaxH;
+  }
+  FusedStepOf(const LayerPlan& p, const float* w_in, int64_t KI, bool per_step) {
+    if (!applies(p)) return;
+    const cpu::LstmFused& f = cpu::kernels().lstm_fused;
     s_.H = p.H;
     s_.P = p.P;
     s_.I = per_step ? KI : 0;

@@ -5,7 +5,8 @@
 // pass (Kern::forward). Projected LSTM: one extra GEMM per step out = h_raw W_hr^T.
 // Narrow inputs (I <= kStepInputMaxI) instead project each step's rows into a [B, GH] buffer
 // just before its pointwise pass (see input_per_step). Rows run in chunks (RowChunks). A
-// backend may run the recurrent GEMM inside the pointwise pass instead (FusedStep).
+// backend may run the recurrent GEMM inside the pointwise pass instead (FusedStep), and then
+// may take wider inputs per step as well (FusedStep::takes_wide_input).
 // Saved for backward: output [N, P] and the workspace ws [N, kWs*H] (see cell_math.h).
 // Backward: per step in reverse, one fused pointwise pass (Kern::backward) yields the gate
 // gradients dG [N, GH] (GRU: [N, 4H], both sides in one buffer); the hidden gradient flows
@@ -84,6 +85,9 @@ struct OneRange {
 template <class Kern, class T>
 struct NoFusedStep {
   NoFusedStep(const LayerPlan&, const T* /*w_in*/, int64_t /*KI*/, bool /*per_step*/) {}
+  // Whether the step takes layer p's input rows itself even when they are wide (see
+  // forward_input), instead of one GEMM over all N rows before the loop.
+  static bool takes_wide_input(const LayerPlan&) { return false; }
   bool active() const { return false; }
   void operator()(const FwdStep<T>&, const T* /*x_t*/) const {}
 };
@@ -174,12 +178,13 @@ struct FwdInput {
   int64_t KI = 0;  // columns of xin
 };
 
-template <class Tr, class Blas, class T>
+template <class Tr, class Kern, class Be, class T>
 FwdInput forward_input(const LayerPlan& p) {
+  using Blas = typename Be::Blas;
   const int64_t GH = Tr::kGates * p.H;
   const auto opts = p.x.options();
   FwdInput in;
-  in.per_step = input_per_step(p);
+  in.per_step = input_per_step(p) || Be::template FusedStep<Kern, T>::takes_wide_input(p);
   in.bias_in_xg = p.b_ih.defined() && (Tr::kSplitHidden || p.T == 1);
   in.step_bias = p.b_hh;
   in.xin = p.x;
@@ -278,7 +283,7 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   using Blas = typename Be::Blas;
   const int64_t H = p.H, P = p.P, GH = Tr::kGates * H, WS = Tr::kWs * H;
   const auto opts = p.x.options();
-  const FwdInput in = forward_input<Tr, Blas, T>(p);
+  const FwdInput in = forward_input<Tr, Kern, Be, T>(p);
   const typename Be::template FusedStep<Kern, T> fused(p, ptr<T>(in.win), in.KI, in.per_step);
   const bool fuse = fused.active();  // then no hg and no per-step xg buffer
   FwdBuffers f;
