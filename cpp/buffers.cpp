@@ -189,6 +189,13 @@ at::Tensor buffer_mm(const at::Tensor& a, const at::Tensor& b) {
   return out;
 }
 
+at::Tensor buffer_contiguous(const at::Tensor& t) {
+  if (t.is_contiguous()) return t;
+  at::Tensor out = buffer_empty(t.sizes(), t.options());
+  out.copy_(t);
+  return out;
+}
+
 BufferCacheInfo buffer_cache_info() { return BufferCache::instance().info(); }
 void buffer_cache_empty() { BufferCache::instance().empty(); }
 void buffer_cache_set_limit(int64_t bytes) {

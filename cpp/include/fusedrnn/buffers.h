@@ -29,6 +29,9 @@ at::Tensor buffer_empty(at::IntArrayRef sizes, const at::TensorOptions& opts);
 at::Tensor buffer_zeros(at::IntArrayRef sizes, const at::TensorOptions& opts);
 // at::mm(a, b) written into a buffer_empty result.
 at::Tensor buffer_mm(const at::Tensor& a, const at::Tensor& b);
+// t itself when contiguous, else a contiguous copy in a buffer_empty result (an incoming
+// gradient is often an expanded or transposed view).
+at::Tensor buffer_contiguous(const at::Tensor& t);
 
 struct BufferCacheInfo {
   int64_t limit_bytes, cached_bytes, cached_blocks, hits, misses;

@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "fusedrnn/buffers.h"
+
 namespace fusedrnn {
 
 enum class Family { RnnTanh, RnnRelu, Lstm, Gru, LnLstm, LnGru };
@@ -274,7 +276,7 @@ LayerPlan make_plan(const char* opname, const at::Tensor& input,
   detail::plan_sequence(p, input, batch_sizes, h0, is_cell);
   detail::plan_states<Tr>(p, input, h0, c0, is_cell);
 
-  p.x = input.contiguous().view({p.N, p.I});
+  p.x = buffer_contiguous(input).view({p.N, p.I});
   p.w_ih = need_w_ih ? w_ih.contiguous() : w_ih;
   p.w_hh = need_w_hh ? w_hh.contiguous() : w_hh;
   p.w_hh_used = need_w_hh;
@@ -291,7 +293,7 @@ inline at::Tensor grad_arg(const LayerPlan& p, const char* name, const std::opti
   detail::check_like(p.op, name, *g, p.x);
   TORCH_CHECK(g->numel() == c10::multiply_integers(shape), p.op, ": expected ", name,
               " with shape ", detail::shape_str(shape), ", got ", detail::shape_str(g->sizes()));
-  return g->contiguous().view(shape);
+  return buffer_contiguous(*g).view(shape);
 }
 
 inline at::Tensor saved_arg(const LayerPlan& p, const char* name, const at::Tensor& t,
@@ -300,7 +302,7 @@ inline at::Tensor saved_arg(const LayerPlan& p, const char* name, const at::Tens
   TORCH_CHECK(t.numel() == c10::multiply_integers(shape), p.op, ": expected saved ", name, " with ",
               c10::multiply_integers(shape), " elements ", detail::shape_str(shape), ", got ",
               detail::shape_str(t.sizes()));
-  return t.contiguous().view(shape);
+  return buffer_contiguous(t).view(shape);
 }
 
 }  // namespace fusedrnn
