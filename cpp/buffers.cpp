@@ -32,7 +32,7 @@ int64_t limit_from_env() {
   if (v == nullptr || *v == '\0') return int64_t(512) << 20;
   char* end = nullptr;
   const long long mb = std::strtoll(v, &end, 10);
-  TORCH_CHECK(end != v && *end == '\0' && mb >= 0,
+  TORCH_CHECK(end != v && *end == '\0' && mb >= 0 && mb < (1LL << 40),
               "FUSEDRNN_CPU_CACHE_MB: expected a whole number of MiB >= 0, got '", v, "'");
   return static_cast<int64_t>(mb) << 20;
 }

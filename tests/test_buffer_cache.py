@@ -134,7 +134,7 @@ def test_concurrent_steps_in_threads_match_serial():
 
 
 def test_limit_argument_is_checked():
-    for bad in (-1, 1.5, True, "1"):
+    for bad in (-1, 2**63, 1.5, True, "1"):
         with pytest.raises(ValueError, match="limit_bytes"):
             fusedrnn.set_cpu_cache_limit(bad)
 
@@ -165,9 +165,10 @@ def test_environment_variable_sets_the_limit():
     assert r.returncode == 0, r.stderr
     limit, cached = map(int, r.stdout.split())
     assert limit == 3 << 20 and 0 < cached <= limit
-    r = run_child(CHILD, FUSEDRNN_CPU_CACHE_MB="lots")
-    assert r.returncode != 0
-    assert "FUSEDRNN_CPU_CACHE_MB" in r.stderr and "'lots'" in r.stderr
+    for bad in ("lots", "-1", "99999999999999999"):
+        r = run_child(CHILD, FUSEDRNN_CPU_CACHE_MB=bad)
+        assert r.returncode != 0
+        assert "FUSEDRNN_CPU_CACHE_MB" in r.stderr and f"'{bad}'" in r.stderr
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

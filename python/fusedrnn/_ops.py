@@ -364,6 +364,10 @@ def empty_cpu_cache() -> None:
 
 def set_cpu_cache_limit(limit_bytes: int) -> None:
     """Keep at most ``limit_bytes`` of freed CPU buffers for reuse; 0 turns the cache off."""
-    if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes < 0:
-        raise ValueError(f"limit_bytes: expected an int >= 0, got {limit_bytes!r}")
+    if (
+        isinstance(limit_bytes, bool)
+        or not isinstance(limit_bytes, int)
+        or not 0 <= limit_bytes < 2**63
+    ):
+        raise ValueError(f"limit_bytes: expected an int in [0, 2**63), got {limit_bytes!r}")
     _C.set_cpu_cache_limit(limit_bytes)
