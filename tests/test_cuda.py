@@ -433,9 +433,13 @@ def test_second_gpu(family):
 @pytest.mark.parametrize("family", ["lstm", "gru"])
 def test_persistent_kernel_matches_layer_op(family, dtype):
     """The persistent small-H forward (cuda/PERSISTENT.md: one cooperative launch, grid
-    barrier per step) against the alternating layer op, H = 192 over the default grid."""
+    barrier per step) against the alternating layer op, H = 192 over the default grid.
+
+    Weights at torch.nn's scale (1/sqrt(H)): at scale 0.5 this recurrence is chaotic, and the
+    two dot-product orders (k order here, cuBLAS's there) drift apart by 1e8x over 40 steps,
+    on the host emulation exactly as on the GPU (GRU float32: 2.0 at the last step)."""
     T, B, I, H = 40, 16, 24, 192
-    w = _weights(family, I, H, H, True, dtype, DEV)
+    w = _weights(family, I, H, H, True, dtype, DEV, scale=H**-0.5)
     x = torch.randn(T, B, I, dtype=dtype, device=DEV)
     h0 = torch.randn(B, H, dtype=dtype, device=DEV)
     c0 = torch.randn(B, H, dtype=dtype, device=DEV) if family == "lstm" else None
@@ -454,21 +458,30 @@ def test_persistent_kernel_matches_layer_op(family, dtype):
 @pytest.mark.parametrize("cls", ["LayerNormLSTM", "LayerNormGRU"])
 def test_layernorm_module_matches_cpu(cls, H, dtype):
     """fusedrnn.LayerNormLSTM / GRU on CUDA run the fused CUDA ops (no fallback warning) and
-    match the CPU module: outputs, states and every gradient, packed and bidirectional."""
+    match the CPU module: outputs, states and every gradient, packed and bidirectional.
+
+    float64: GPU and CPU agree to 1e-9. float32: both are compared with the CPU module in
+    float64, and the GPU's error may be at most twice the CPU's (plus 1e-6 of the tensor's
+    scale). A fixed float32 tolerance between the two devices does not hold at H = 300: the
+    CPU's own float32 error against float64 exceeds rtol 1e-3 by up to 4.4e-4 there."""
     fam = "ln_lstm" if cls == "LayerNormLSTM" else "ln_gru"
     assert (fam, "cuda") in layernorm._KERNELS
     torch.manual_seed(0)
-    cpu = getattr(fusedrnn, cls)(7, H, num_layers=2, bidirectional=True, dtype=dtype)
+    cpu = getattr(fusedrnn, cls)(7, H, num_layers=2, bidirectional=True, dtype=torch.float64)
     with torch.no_grad():
         for n, p in cpu.named_parameters():
             if n.startswith("layernorm_"):
                 p.add_(0.3 * torch.randn_like(p))
-    gpu = copy.deepcopy(cpu).to(DEV)
-    x = torch.randn(6, 5, 7, dtype=dtype)
+    x = torch.randn(6, 5, 7, dtype=torch.float64)
     lengths = torch.tensor([6, 2, 5, 6, 1])
+    runs = [(cpu, "cpu", torch.float64)] if dtype != torch.float64 else []
+    runs += [
+        (copy.deepcopy(cpu).to(dtype), "cpu", dtype),
+        (copy.deepcopy(cpu).to(DEV, dtype), DEV, dtype),
+    ]
     results = []
-    for m, dev in ((cpu, "cpu"), (gpu, DEV)):
-        xd = x.to(dev).detach().requires_grad_()
+    for m, dev, dt in runs:
+        xd = x.to(dev, dt).detach().requires_grad_()
         packed = pack_padded_sequence(xd, lengths, enforce_sorted=False)
         with warnings.catch_warnings():
             warnings.filterwarnings("error", message=".*running the reference implementation")
@@ -476,9 +489,15 @@ def test_layernorm_module_matches_cpu(cls, H, dtype):
         states = list(hid) if isinstance(hid, tuple) else [hid]
         ys = [out.data, *states]
         g = torch.Generator().manual_seed(1)
-        cots = [torch.randn(y.shape, generator=g, dtype=dtype).to(dev) for y in ys]
+        cots = [torch.randn(y.shape, generator=g, dtype=torch.float64).to(dev, dt) for y in ys]
         grads = torch.autograd.grad(ys, [xd, *m.parameters()], cots)
-        results.append([t.detach().cpu() for t in (*ys, *grads)])
-    tol = dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-3, atol=1e-4)
-    for a, b in zip(results[1], results[0]):
-        torch.testing.assert_close(a, b, **tol)
+        results.append([t.detach().cpu().double() for t in (*ys, *grads)])
+    if dtype == torch.float64:
+        for a, b in zip(results[1], results[0]):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+        return
+    truth, on_cpu, on_gpu = results
+    for i, (t, c, g) in enumerate(zip(truth, on_cpu, on_gpu)):
+        err_cpu, err_gpu = (c - t).abs().max().item(), (g - t).abs().max().item()
+        bound = 2 * err_cpu + 1e-6 * (1 + t.abs().max().item())
+        assert err_gpu <= bound, f"tensor {i}: GPU error {err_gpu:.3g}, CPU error {err_cpu:.3g}"
