@@ -5,7 +5,8 @@
 #              sine at 1 thread.
 # make cuda-check : builds with CUDA in .venv-cuda and runs the CPU suite against that build.
 # make wheel-check : builds a wheel in a fresh venv, installs it outside the tree, smoke-tests it.
-# make gpu-check  : on a GPU machine: build, CUDA tests, cuDNN benchmark, one summary table.
+# make gpu-check  : on a GPU machine: build, CUDA tests, cuDNN benchmark, one summary table
+#                   (GPU_PY=python3: with that interpreter's CUDA torch, no venv, no downloads).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -64,11 +65,13 @@ $(CUDA_VENV)/.deps:
 	$(CUDA_PY) -m pip install -q $(BUILD_REQS) pytest numba numpy
 	touch $@
 
-# $(call cuda_build,DIR): one shell command, the CUDA build in DIR installed into .venv-cuda,
-# its log in DIR/build.log (the tail shown on failure); one build job per core.
+# $(call cuda_build,DIR[,PY,TARGET]): one shell command, the CUDA build in DIR installed into
+# PY's environment (default .venv-cuda, target ".[test,apps]"), its log in DIR/build.log (the
+# tail shown on failure); one build job per core.
+CUDA_TARGET := ".[test,apps]"
 cuda_build = mkdir -p $(1) && start=$$SECONDS && FUSEDRNN_CUDA=1 CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(CUDA_PY) -m pip install -v --no-build-isolation -C build-dir=$(1)/{wheel_tag} \
-	  ".[test,apps]" > $(1)/build.log 2>&1 || { tail -n 60 $(1)/build.log; exit 1; }; \
+	  $(or $(2),$(CUDA_PY)) -m pip install -v --no-build-isolation -C build-dir=$(1)/{wheel_tag} \
+	  $(or $(3),$(CUDA_TARGET)) > $(1)/build.log 2>&1 || { tail -n 60 $(1)/build.log; exit 1; }; \
 	  echo "CUDA build took $$((SECONDS - start)) s (log: $(1)/build.log)"
 
 cuda-check: $(CUDA_VENV)/.deps
@@ -86,13 +89,17 @@ wheel-check:
 # only (build-gpu/), the CUDA tests, bench/cuda_vs_cudnn.py on H <= 192 workloads (TF32 off)
 # in float32/float16/bfloat16, one summary table (also saved under bench/results/). Stops at
 # once, before any install or build, where no GPU is visible (cuda/gpu_check.py --probe).
+# GPU_PY=python3: use that interpreter's CUDA torch and packages (pytest, numpy) instead of
+# making .venv-cuda, with nothing downloaded (GPU machines without a package index).
 GPU_BUILD ?= build-gpu
+GPU_PY ?=
 gpu-check:
 	@$(PYTHON) cuda/gpu_check.py --probe
-	$(MAKE) --no-print-directory $(CUDA_VENV)/.deps
-	arch=$$($(CUDA_PY) cuda/gpu_check.py --arch) || exit 1; export TORCH_CUDA_ARCH_LIST=$$arch; \
-	  echo "gpu-check: building for TORCH_CUDA_ARCH_LIST=$$arch"; $(call cuda_build,$(GPU_BUILD))
-	$(CUDA_PY) cuda/gpu_check.py --run --results bench/results
+	$(if $(GPU_PY),,$(MAKE) --no-print-directory $(CUDA_VENV)/.deps)
+	arch=$$($(or $(GPU_PY),$(CUDA_PY)) cuda/gpu_check.py --arch) || exit 1; \
+	  export TORCH_CUDA_ARCH_LIST=$$arch; echo "gpu-check: building for TORCH_CUDA_ARCH_LIST=$$arch"; \
+	  $(call cuda_build,$(GPU_BUILD),$(GPU_PY),$(if $(GPU_PY),--no-deps --no-index .))
+	$(or $(GPU_PY),$(CUDA_PY)) cuda/gpu_check.py --run --results bench/results
 
 format:
 	$(VENV)/bin/ruff format python tests bench
