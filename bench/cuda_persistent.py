@@ -1,12 +1,15 @@
 """On a GPU: the persistent small-H forward (torch.ops.fusedrnn_cuda.persistent_forward,
 cuda/PERSISTENT.md) against the fused layer op and cuDNN (inference, float32, TF32 off,
 medians of 20 CUDA-event timings), then a torch.profiler table of one fused forward: where its
-per-step time goes. Results: bench/results/gpu-persistent-<gpu>.md.
+per-step time goes. With --graph instead: the fused module's forward captured in a CUDA graph
+and replayed, against eager and cuDNN (how much of the eager time is the host's launches).
+Results: bench/results/gpu-persistent-<gpu>.md.
 
-    python bench/cuda_persistent.py      # needs a CUDA build of fusedrnn and a GPU
+    python bench/cuda_persistent.py [--graph]   # needs a CUDA build of fusedrnn and a GPU
 """
 
 import statistics
+import sys
 
 import torch
 from torch import nn
@@ -35,6 +38,39 @@ def t_ms(fn, reps=20):
         ts.append(a.elapsed_time(b))
     return statistics.median(ts)
 
+
+def graph_table():
+    print(
+        "| cell | T | B | H | cuDNN ms | fused eager ms | fused CUDA-graph replay ms | err vs cuDNN |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for cell, T, B, H in [("lstm", 100, 64, 64), ("lstm", 200, 32, 128), ("gru", 100, 64, 128),
+                          ("lstm", 30, 32, 64)]:  # fmt: skip
+        torch.manual_seed(0)
+        m = (nn.LSTM if cell == "lstm" else nn.GRU)(H, H).to(dev)
+        f = (fusedrnn.LSTM if cell == "lstm" else fusedrnn.GRU)(H, H).to(dev)
+        f.load_state_dict(m.state_dict())
+        x = torch.randn(T, B, H, device=dev)
+        with torch.no_grad():
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up off the capture stream, as torch advises
+                for _ in range(3):
+                    f(x)
+            torch.cuda.current_stream().wait_stream(side)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                y = f(x)[0]
+            g.replay()
+            torch.cuda.synchronize()
+            err = (y - m(x)[0]).abs().max().item()
+            r = [t_ms(lambda: m(x)), t_ms(lambda: f(x)), t_ms(g.replay)]
+        print(f"| {cell} | {T} | {B} | {H} | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} | {err:.1e} |")
+
+
+if "--graph" in sys.argv[1:]:
+    graph_table()
+    raise SystemExit(0)
 
 print("| cell | T | B | H | cuDNN ms | fused layer ms | persistent ms | persistent err vs cuDNN |")
 print("|---|---|---|---|---|---|---|---|")
