@@ -194,6 +194,21 @@ def test_a_command_whose_extra_is_missing_says_which_to_install():
     assert r.stdout == ""
 
 
+def test_the_main_job_runs_without_yfinance_on_the_bundled_prices(tmp_path):
+    """yfinance is the one package of 'apps' the main job can do without: --source auto then
+    says it is not installed and falls back to the bundled prices (as when offline)."""
+    code = _BLOCK.format(mods=["yfinance"]) + (
+        "from fusedrnn.cli import main\n"
+        "sys.exit(main(['stock', '--source', 'auto', '--period', '1y', '--window', '10', "
+        "'--hidden', '4', '--layers', '1', '--epochs', '1', '--cell', 'rnn', '--no-plots', "
+        f"'--out', {str(tmp_path / 'out')!r}]))\n"
+    )
+    r = _python(code)
+    assert r.returncode == 0, r.stderr
+    assert "yfinance is not installed" in r.stdout + r.stderr
+    assert "data: bundled" in r.stdout
+
+
 def test_a_missing_extra_found_while_running_is_one_line_too(monkeypatch, capsys):
     mod = type(sys)("fake_command")
     mod.configure = lambda parser: None

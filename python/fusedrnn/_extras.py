@@ -18,6 +18,10 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 }
 # import name -> distribution name, where they differ
 DISTRIBUTIONS = {"sklearn": "scikit-learn"}
+# Packages of an extra that a command can run without, so they are not checked up front:
+# without yfinance, fusedrnn.data falls back to the cache / bundled prices (--source auto) or
+# fails naming it (--source yfinance), as it does when the network is down.
+OPTIONAL = frozenset({"yfinance"})
 _EXTRA_OF = {module: extra for extra, modules in EXTRAS.items() for module in modules}
 
 
@@ -32,11 +36,11 @@ def install_hint(module: str, extra: str) -> str:
 
 
 def first_missing(extras) -> tuple[str, str] | None:
-    """(module, extra) for the first package of ``extras`` that is not installed, or None.
-    Looks the packages up without importing them."""
+    """(module, extra) for the first package of ``extras`` that is not installed, or None
+    (packages in OPTIONAL are not required). Looks the packages up without importing them."""
     for extra in extras:
         for module in EXTRAS[extra]:
-            if importlib.util.find_spec(module) is None:
+            if module not in OPTIONAL and importlib.util.find_spec(module) is None:
                 return module, extra
     return None
 
