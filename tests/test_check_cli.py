@@ -28,3 +28,28 @@ def test_check_catches_a_wrong_kernel(monkeypatch, capsys):
     assert not any(r["ok"] for r in rows if "vs torch.nn" in r["check"])
     assert main(["check", "--quick"]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_check_compares_in_true_float32_and_restores_the_tf32_flags(monkeypatch, capsys):
+    """cuDNN's RNNs default to TF32 (~1e-3 off in float32 on Ampere and later): on an H200
+    every float32 sequence check failed until the check turned it off for both sides."""
+    seen = []
+    monkeypatch.setattr(
+        check,
+        "run_checks",
+        lambda device, quick: (
+            seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+            or []
+        ),
+    )
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = True, True
+    try:
+        assert main(["check", "--quick"]) == 0
+        assert seen == [(False, False)]
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (
+            True,
+            True,
+        )
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
