@@ -8,10 +8,10 @@ Results: bench/results/gpu-persistent-<gpu>.md.
     python bench/cuda_persistent.py [--graph]   # needs a CUDA build of fusedrnn and a GPU
 """
 
-import statistics
 import sys
 
 import torch
+from cuda_vs_cudnn import SMALL_H_WORKLOADS, _time  # the script's folder is on sys.path
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
@@ -25,18 +25,8 @@ dev = "cuda"
 
 
 def t_ms(fn, reps=20):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b))
-    return statistics.median(ts)
+    """Median milliseconds (CUDA events), cuda_vs_cudnn's timer."""
+    return _time(fn, reps, "cuda") * 1e3
 
 
 def graph_table():
@@ -74,14 +64,9 @@ if "--graph" in sys.argv[1:]:
 
 print("| cell | T | B | H | cuDNN ms | fused layer ms | persistent ms | persistent err vs cuDNN |")
 print("|---|---|---|---|---|---|---|---|")
-for cell, T, B, I, H in [
-    ("lstm", 100, 64, 64, 64),
-    ("lstm", 200, 32, 128, 128),
-    ("lstm", 100, 64, 192, 192),
-    ("gru", 100, 64, 128, 128),
-    ("gru", 100, 64, 192, 192),
-    ("lstm", 30, 32, 64, 64),
-]:
+# cuda_vs_cudnn's small-H LSTM / GRU workloads (the persistent kernel's families), then stock's
+PERSIST_WORKLOADS = [w for w in SMALL_H_WORKLOADS if w[0] in ("lstm", "gru")]
+for cell, T, B, I, H in [*PERSIST_WORKLOADS, ("lstm", 30, 32, 64, 64)]:
     torch.manual_seed(0)
     m = (nn.LSTM if cell == "lstm" else nn.GRU)(I, H).to(dev)
     f = (fusedrnn.LSTM if cell == "lstm" else fusedrnn.GRU)(I, H).to(dev)
