@@ -14,6 +14,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/graph_task.h>
 #include <torch/library.h>
 
 #include <map>
@@ -23,6 +24,7 @@
 #include <tuple>
 #include <vector>
 
+#include "fusedrnn/saved_release.h"
 #include "fusedrnn/schemas.h"
 
 namespace fusedrnn {
@@ -154,32 +156,65 @@ StackOut stack_autograd(const Tensor& input, const OptT& batch_sizes, const OptT
 
 // ---- the cell ops ------------------------------------------------------------------------
 // Saves the weights backward reads (w_ih for dx, w_hh for dh) and the shapes of the others.
+// The RNN's `ws` is its output h' (save_for_backward: a differentiable output); LSTM / GRU
+// pass their workspace as `own_ws` instead, kept in saved_data with its version so that
+// backward can let go of it halfway (saved_release.h), checked as save_for_backward would.
 void save_cell(AutogradContext* ctx, std::vector<Tensor> states, const Tensor& input,
-               const Tensor& w_ih, const Tensor& w_hh, const Tensor& ws, bool need_x, bool need_h) {
+               const Tensor& w_ih, const Tensor& w_hh, const Tensor& ws, bool need_x, bool need_h,
+               const Tensor& own_ws = Tensor()) {
   std::vector<Tensor> keep = {input, need_x ? w_ih : Tensor(), need_h ? w_hh : Tensor(), ws};
   keep.insert(keep.end(), states.begin(), states.end());
   ctx->save_for_backward(keep);
   ctx->saved_data["w_ih"] = need_x ? Tensor() : w_ih;
   ctx->saved_data["w_hh"] = need_h ? Tensor() : w_hh;
+  if (own_ws.defined()) {
+    ctx->saved_data["ws"] = own_ws;
+    ctx->saved_data["ws_version"] = static_cast<int64_t>(own_ws._version());
+  }
 }
 
 struct CellSaved {
+  AutogradContext* ctx = nullptr;
   Tensor input, w_ih, w_hh, ws;
   std::vector<Tensor> states;
   bool need_x, need_h;
 };
 
 CellSaved load_cell(AutogradContext* ctx) {
-  const variable_list s = ctx->get_saved_variables();
+  const variable_list s = ctx->get_saved_variables();  // first: throws if already freed
   CellSaved c;
+  c.ctx = ctx;
   c.input = s[0];
   c.need_x = ctx->needs_input_grad(0);
   c.need_h = ctx->needs_input_grad(1);
   c.w_ih = c.need_x ? s[1] : stand_in(ctx->saved_data["w_ih"].toTensor());
   c.w_hh = c.need_h ? s[2] : stand_in(ctx->saved_data["w_hh"].toTensor());
   c.ws = s[3];
+  if (!c.ws.defined()) {
+    c.ws = ctx->saved_data.at("ws").toTensor();
+    const int64_t saved_version = ctx->saved_data.at("ws_version").toInt();
+    TORCH_CHECK(c.ws._version() == saved_version,
+                "one of the variables needed for gradient computation has been modified by an "
+                "inplace operation: the cell's workspace (its last output) is at version ",
+                c.ws._version(), "; expected version ", saved_version, " instead");
+  }
   c.states.assign(s.begin() + 4, s.end());
   return c;
+}
+
+// The callback of saved_release.h: the node's references to the workspace, dropped.
+void release_cell_ws(void* p) {
+  auto* c = static_cast<CellSaved*>(p);
+  c->ctx->saved_data.erase("ws");
+  c->ws.reset();
+}
+
+// release_cell_ws where the node may let go of the workspace during its backward: only when
+// the graph is not kept (retain_graph) and the backward is not recorded (create_graph).
+void (*cell_release_fn())(void*) {
+  if (at::GradMode::is_enabled() || torch::autograd::get_current_graph_task_keep_graph())
+    return nullptr;
+  return &release_cell_ws;
 }
 
 // rnn_tanh / rnn_relu / gru: (input, hx, weights) -> hy; gru also returns its workspace.
@@ -209,7 +244,13 @@ struct HCellFunction : torch::autograd::Function<HCellFunction<kFam, kGru>> {
       hy = fwd.call(input, hx, w_ih, w_hh, b_ih, b_hh);
       ws = hy;  // the Elman backward reads h' itself
     }
-    save_cell(ctx, {hx}, input, w_ih, w_hh, ws, ctx->needs_input_grad(0), ctx->needs_input_grad(1));
+    if constexpr (kGru) {
+      save_cell(ctx, {hx}, input, w_ih, w_hh, Tensor(), ctx->needs_input_grad(0),
+                ctx->needs_input_grad(1), ws);
+    } else {
+      save_cell(ctx, {hx}, input, w_ih, w_hh, ws, ctx->needs_input_grad(0),
+                ctx->needs_input_grad(1));
+    }
     ctx->saved_data["b_ih"] = b_ih.has_value() ? *b_ih : Tensor();
     ctx->saved_data["b_hh"] = b_hh.has_value() ? *b_hh : Tensor();
     if constexpr (kGru) return {hy, ws};
@@ -218,9 +259,10 @@ struct HCellFunction : torch::autograd::Function<HCellFunction<kFam, kGru>> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto bwd = op<HCellBwdSig>(std::string(kFam) + "_cell_backward");
-    const CellSaved c = load_cell(ctx);
+    CellSaved c = load_cell(ctx);
     const OptT b_ih = bias_arg(ctx->saved_data["b_ih"].toTensor());
     const OptT b_hh = bias_arg(ctx->saved_data["b_hh"].toTensor());
+    const SavedReleaseScope release(kGru ? cell_release_fn() : nullptr, &c);
     auto [gi, ghx, gwi, gwh, gbi, gbh] = run_backward([&] {
       return bwd.call(as_opt(grads[0]), c.input, c.states[0], c.w_ih, c.w_hh, b_ih, b_hh, c.ws,
                       c.need_x, c.need_h);
@@ -261,8 +303,8 @@ struct LstmCellFunction : torch::autograd::Function<LstmCellFunction> {
     ctx->set_materialize_grads(false);
     auto [hy, cy, ws] = fwd.call(input, hx, cx, w_ih, w_hh, b_ih, b_hh);
     ctx->mark_non_differentiable({ws});
-    save_cell(ctx, {hx, cx}, input, w_ih, w_hh, ws, ctx->needs_input_grad(0),
-              ctx->needs_input_grad(1));
+    save_cell(ctx, {hx, cx}, input, w_ih, w_hh, Tensor(), ctx->needs_input_grad(0),
+              ctx->needs_input_grad(1), ws);
     ctx->saved_data["b_ih"] = b_ih.has_value() ? *b_ih : Tensor();
     ctx->saved_data["b_hh"] = b_hh.has_value() ? *b_hh : Tensor();
     return {hy, cy, ws};
@@ -270,10 +312,11 @@ struct LstmCellFunction : torch::autograd::Function<LstmCellFunction> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto bwd = op<LstmCellBwdSig>("lstm_cell_backward");
-    const CellSaved c = load_cell(ctx);
+    CellSaved c = load_cell(ctx);
     const OptT b_ih = bias_arg(ctx->saved_data["b_ih"].toTensor());
     const OptT b_hh = bias_arg(ctx->saved_data["b_hh"].toTensor());
     const bool need_c = ctx->needs_input_grad(2);
+    const SavedReleaseScope release(cell_release_fn(), &c);
     auto [gi, ghx, gcx, gwi, gwh, gbi, gbh] = run_backward([&] {
       return bwd.call(as_opt(grads[0]), as_opt(grads[1]), c.input, c.states[0], c.states[1], c.w_ih,
                       c.w_hh, b_ih, b_hh, c.ws, c.need_x, c.need_h);
@@ -299,6 +342,12 @@ constexpr char kLnLstm[] = "ln_lstm";
 constexpr char kLnGru[] = "ln_gru";
 
 }  // namespace
+
+SavedRelease& saved_release_slot() {
+  static thread_local SavedRelease slot;
+  return slot;
+}
+
 }  // namespace fusedrnn
 
 TORCH_LIBRARY_FRAGMENT(fusedrnn, m) {

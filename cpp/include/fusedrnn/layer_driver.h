@@ -35,6 +35,7 @@
 
 #include "fusedrnn/buffers.h"
 #include "fusedrnn/layer_plan.h"
+#include "fusedrnn/saved_release.h"
 #include "fusedrnn/step_args.h"
 
 namespace fusedrnn {
@@ -582,8 +583,10 @@ void bias_grads(const LayerPlan& p, const BwdBuffers& b, LayerBwdResult& r) {
   }
   if (!p.b_hh.defined()) {
     r.grad_b_hh = buffer_empty({0}, opts);
+  } else if (Tr::kSplitHidden) {  // GRU: b_ih's gradient is a new tensor (cat), so no copy
+    r.grad_b_hh = sums.narrow(0, 0, GH);
   } else {  // RNN/LSTM: the same sums as b_ih, in their own tensor
-    r.grad_b_hh = Tr::kSplitHidden ? sums.narrow(0, 0, GH).clone() : sums.clone();
+    r.grad_b_hh = sums.clone();
   }
 }
 
@@ -591,10 +594,13 @@ void bias_grads(const LayerPlan& p, const BwdBuffers& b, LayerBwdResult& r) {
 // one pointwise pass into dG, dh = dG W_hh (only when hx needs it), and the weight gradients
 // as raw GEMMs on dG's column blocks. layer_backward spends ~20 dispatched ATen calls (zeros,
 // clones, narrows, mm, mv) on a step of ~1 us of arithmetic.
-// saved: RNN h' (its pointwise backward reads the output), LSTM / GRU the workspace.
+// saved: RNN h' (its pointwise backward reads the output), LSTM / GRU the workspace, which
+// is let go of (saved reset, then release_saved(), saved_release.h) once the gate pass and
+// dh are done, before the weight gradients are allocated; so is a GRU's z dh buffer when no
+// hidden gradient is asked for.
 template <class Tr, class Kern, class Be, class T>
 LayerBwdResult cell_backward(const LayerPlan& p, const at::Tensor& gh, const at::Tensor& gc,
-                             const at::Tensor& saved, bool input_grad) {
+                             at::Tensor& saved, bool input_grad) {
   static_assert(!kWideCarry<T>, "cell_backward: float / double only");
   using Blas = typename Be::Blas;
   const int64_t B = p.B, H = p.H, I = p.I, GH = Tr::kGates * H;
@@ -607,7 +613,7 @@ LayerBwdResult cell_backward(const LayerPlan& p, const at::Tensor& gh, const at:
   LayerBwdResult r;
   const bool need_h = p.w_hh_used;  // else no hidden gradient is asked for
   // GRU: z dh comes out of the pointwise pass (then + dG W_hh), so it needs a buffer anyway.
-  const at::Tensor carry_h =
+  at::Tensor carry_h =
       need_h || Tr::kSplitHidden ? buffer_empty({B, H}, opts) : buffer_empty({0}, opts);
   r.grad_h0 = need_h ? carry_h : buffer_empty({0}, opts);
   r.grad_c0 = buffer_empty({0}, opts);
@@ -633,6 +639,11 @@ LayerBwdResult cell_backward(const LayerPlan& p, const at::Tensor& gh, const at:
   if (need_h && B > 0) {  // (without need_h, w_hh may be a stand-in)
     const typename Be::template WeightGemm<T> rec(false, H, GH, ptr<T>(p.w_hh), H, 1);
     rec(B, dg, LDG, Tr::kSplitHidden ? T(1) : T(0), ptr<T>(r.grad_h0), H);
+  }
+  carry_h = at::Tensor();        // r.grad_h0 keeps it where it is the hidden gradient
+  if constexpr (Tr::kWs != 0) {  // the workspace is read no more
+    saved = at::Tensor();
+    release_saved();
   }
   r.grad_w_ih = buffer_empty({GH, I}, opts);
   r.grad_w_hh = buffer_empty({GH, H}, opts);

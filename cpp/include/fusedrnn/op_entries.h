@@ -81,10 +81,12 @@ BwdArgs backward_args(const LayerPlan& p, const OptT& grad_output, const OptT& g
 template <class Tr, class Kern, class Backend>
 LayerBwdResult run_cell_backward(const LayerPlan& p, const OptT& grad_hn, const OptT& grad_cn,
                                  const Tensor& saved, bool input_grad) {
-  const OptT none, given = saved;
-  const BwdArgs a =
-      backward_args<Tr>(p, none, grad_hn, grad_cn, Tr::kWs ? none : given, Tr::kWs ? given : none);
-  const Tensor& s = Tr::kWs ? a.ws : a.out;
+  // No copy of `saved` outlives this statement but a's: cell_backward resets that one when it
+  // lets go of the workspace (saved_release.h).
+  const OptT none;
+  BwdArgs a = backward_args<Tr>(p, none, grad_hn, grad_cn, Tr::kWs ? none : OptT(saved),
+                                Tr::kWs ? OptT(saved) : none);
+  Tensor& s = Tr::kWs ? a.ws : a.out;
   LayerBwdResult r;
   on_plan_device<Backend>(p, [&](auto tag) {
     using T = decltype(tag);
