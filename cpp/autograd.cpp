@@ -5,9 +5,11 @@
 // They save what the Python autograd.Function of _autograd.py saves (the stack op: input,
 // batch_sizes, hx, cx, the weights but the biases, output and `saved`; a cell: input, hx, cx,
 // and w_ih / w_hh only when input / hx need a gradient; of the rest only shapes, as torch.nn),
-// and give the same results. The Python Function stays the ops' Autograd kernel (torch.func
-// transforms, forward-mode AD, torch.compile, double backward); these entry points only skip
-// its Python work on every training step (~50-100 us, more than the maths of a small cell).
+// and give the same results; an LSTM / GRU cell node also lets go of its workspace halfway
+// through its backward, as torch.nn's graph does (saved_release.h). The Python Function stays
+// the ops' Autograd kernel (torch.func transforms, forward-mode AD, torch.compile, double
+// backward); these entry points only skip its Python work on every training step (~50-100 us,
+// more than the maths of a small cell).
 // The backward op runs below autograd unless a graph of the gradient is being built.
 // The LayerNorm stacks (ln_lstm, ln_gru) share the stack schema: their LayerNorm weights
 // follow the biases in each layer's slice of `weights`, so the bias positions (2, 3) hold.
