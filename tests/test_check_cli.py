@@ -53,3 +53,13 @@ def test_check_compares_in_true_float32_and_restores_the_tf32_flags(monkeypatch,
         )
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def test_check_tolerances_per_device():
+    """float32 on CUDA is held to cuDNN parity (1e-4, as tests/test_cuda.py), the CPU to 1e-5;
+    both far below the 1e-3 of a kernel that is off by a little."""
+    assert check.tolerance(torch.float32, "cpu") == 1e-5
+    assert (
+        check.tolerance(torch.float32, "cuda") == check.tolerance(torch.float32, "cuda:1") == 1e-4
+    )
+    assert check.tolerance(torch.float64, "cuda") == check.tolerance(torch.float64, "cpu") == 1e-10

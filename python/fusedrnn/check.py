@@ -38,6 +38,15 @@ CELLS = {
 # (T, B, I, H, layers, bidirectional, batch_first)
 SHAPES = [(1, 1, 1, 5, 1, False, False), (7, 3, 4, 33, 2, True, True), (40, 8, 16, 64, 1, False, False)]  # fmt: skip
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+# On CUDA, cuDNN and cuBLAS sum in other orders than each other (and than the CPU's GEMMs): the
+# float32 rows of make gpu-check's table (T = 100-200) differ from cuDNN by 7e-6 to 9e-6, and
+# tests/test_cuda.py holds cuDNN parity to 1e-4. A wrong kernel is off by far more (1e-3 for
+# weights scaled by 1.001).
+TOL_CUDA = {torch.float32: 1e-4, torch.float64: 1e-10}
+
+
+def tolerance(dtype: torch.dtype, device: str) -> float:
+    return (TOL_CUDA if str(device).startswith("cuda") else TOL)[dtype]
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -101,13 +110,13 @@ def run_checks(device: str = "cpu", quick: bool = False) -> list[dict]:
                 x = torch.randn(B, T, I) if bf else torch.randn(T, B, I)
                 worst = max(worst, compare(m, x.to(device=device, dtype=dtype)))
             rows.append({"check": f"{name} vs torch.nn", "dtype": str(dtype).split(".")[-1],
-                         "max_rel_err": worst, "ok": worst <= TOL[dtype]})  # fmt: skip
+                         "max_rel_err": worst, "ok": worst <= tolerance(dtype, device)})  # fmt: skip
         for name, (cls, kw) in CELLS.items():
             m = cls(5, 33, **kw).to(device=device, dtype=dtype)
             x = torch.randn(4, 5, device=device, dtype=dtype)
             err = compare(m, x)
             rows.append({"check": f"{name} vs torch.nn", "dtype": str(dtype).split(".")[-1],
-                         "max_rel_err": err, "ok": err <= TOL[dtype]})  # fmt: skip
+                         "max_rel_err": err, "ok": err <= tolerance(dtype, device)})  # fmt: skip
     if device == "cpu":
         for name in MODULES:
             ok = gradcheck_op(name)
