@@ -36,7 +36,7 @@ def test_check_compares_in_true_float32_and_restores_the_tf32_flags(monkeypatch,
     seen = []
     monkeypatch.setattr(
         check,
-        "run_checks",
+        "_checks",
         lambda device, quick: (
             seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
             or []

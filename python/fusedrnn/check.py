@@ -95,7 +95,28 @@ def gradcheck_op(name: str) -> bool:
     return torch.autograd.gradcheck(fn, (x, *w), eps=1e-6, atol=1e-7, raise_exception=False)
 
 
+@contextlib.contextmanager
+def _true_float32():
+    """TF32 off for cuDNN and cuBLAS while checking. cuDNN's RNNs use TF32 by default on
+    Ampere and later, so torch.nn's float32 results there are ~1e-3 off true float32 (seen on
+    an H200: every float32 sequence check failed, rnn_relu at 0.3), while the fused CUDA ops
+    follow torch.backends.cuda.matmul.allow_tf32, which is off by default."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
 def run_checks(device: str = "cpu", quick: bool = False) -> list[dict]:
+    """One row per check: ``check``, ``dtype``, ``max_rel_err``, ``ok``."""
+    with _true_float32():
+        return _checks(device, quick)
+
+
+def _checks(device: str, quick: bool) -> list[dict]:
     rows = []
     torch.manual_seed(0)
     shapes = SHAPES[:2] if quick else SHAPES
@@ -131,27 +152,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
-@contextlib.contextmanager
-def _true_float32():
-    """TF32 off for cuDNN and cuBLAS while checking. cuDNN's RNNs use TF32 by default on
-    Ampere and later, so torch.nn's float32 results there are ~1e-3 off true float32 (seen on
-    an H200: every float32 sequence check failed, rnn_relu at 0.3), while the fused CUDA ops
-    follow torch.backends.cuda.matmul.allow_tf32, which is off by default."""
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
-
-
 def run(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("fusedrnn check: --device cuda asked for, but CUDA is not available", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    with warnings.catch_warnings(), _true_float32():
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "LSTM with projections is not supported with oneDNN")
         rows = run_checks(args.device, args.quick)
     if args.json:
