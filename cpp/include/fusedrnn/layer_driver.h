@@ -626,7 +626,7 @@ LayerBwdResult cell_backward(const LayerPlan& p, const at::Tensor& gh, const at:
   st.ld_ws = Tr::kWs ? Tr::kWs * H : H;
   st.h_prev = ptr<T>(p.h0);
   if constexpr (Tr::kHasCell) {
-    r.grad_c0 = gc.defined() ? state_copy<Blas, T>(gc, B, H, opts) : buffer_zeros({B, H}, opts);
+    r.grad_c0 = state_copy<Blas, T>(gc, B, H, opts);  // zeros when gc is undefined
     st.c_prev = ptr<T>(p.c0);
     st.ld_c = H;
     st.dc = ptr<T>(r.grad_c0);  // dc in, dc_prev out
