@@ -8,6 +8,7 @@ import importlib.metadata
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 import fusedrnn
-from fusedrnn import _build_config, _extras, cli
+from fusedrnn import _build_config, _extras, _ops, cli
 from fusedrnn._torch_check import torch_mismatch
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
@@ -347,3 +348,26 @@ def test_build_folders():
     assert "build-dir" not in skb  # pip install . builds in a temporary folder
     (editable,) = [o for o in skb["overrides"] if o["if"].get("state") == "editable"]
     assert editable["build-dir"] == "build/{wheel_tag}"
+
+
+# What only the C++ runtime library itself defines (operator new, exceptions, locales, streams).
+_CXX_RUNTIME = re.compile(
+    r"(_Znwm|_ZdlPv|__cxa_\w+|__gxx_personality_v0|_ZNSt6locale\w*|_ZNSt8ios_base\w*)"
+)
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or shutil.which("nm") is None,
+    reason="reads the ELF symbol table with binutils' nm",
+)
+def test_the_extension_exports_no_copy_of_the_cxx_runtime():
+    """A toolchain that links libstdc++ statically (the H200 machine's g++ 13) must not leave
+    that copy exported: torch's libstdc++.so takes over half of its calls, and there the first
+    C++ error message with a number in it segfaulted (CMakeLists.txt, --exclude-libs)."""
+    nm = subprocess.run(
+        ["nm", "-D", "--defined-only", _ops._C.__file__], capture_output=True, text=True, check=True
+    )
+    exported = [line.split()[-1] for line in nm.stdout.splitlines() if line.strip()]
+    assert exported, "nm listed no exported symbol at all"
+    leaked = [s for s in exported if _CXX_RUNTIME.fullmatch(s)]
+    assert not leaked, f"{len(leaked)} C++ runtime symbols exported, e.g. {leaked[:5]}"
