@@ -7,6 +7,7 @@
 #include "lstm_fused.h"
 #include "mask_sampler.h"
 #include "pointwise.h"
+#include "rnn_fused.h"
 
 #define FUSEDRNN_CAT2(a, b) a##b
 #define FUSEDRNN_CAT(a, b) FUSEDRNN_CAT2(a, b)
@@ -37,15 +38,17 @@ constexpr KernelTable<T> make_table() {
   };
 }
 
-// The fused LSTM step needs real vectors: the portable table has none.
+// The fused steps need real vectors: the portable table has none.
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 constexpr LstmFused kLstmFused{FVec::size(), &lstm_fused_pack, &lstm_fused_step};
+constexpr RnnFused kRnnFused{FVec::size(), &rnn_fused_pack, &rnn_fused_step};
 #else
 constexpr LstmFused kLstmFused{0, nullptr, nullptr};
+constexpr RnnFused kRnnFused{0, nullptr, nullptr};
 #endif
 
 extern const KernelTables FUSEDRNN_CAT(kernels_, CPU_CAPABILITY);
 const KernelTables FUSEDRNN_CAT(kernels_, CPU_CAPABILITY) = {
-    FUSEDRNN_STR(CPU_CAPABILITY), make_table<float>(), make_table<double>(), kLstmFused};
+    FUSEDRNN_STR(CPU_CAPABILITY), make_table<float>(), make_table<double>(), kLstmFused, kRnnFused};
 
 }  // namespace fusedrnn::cpu

@@ -20,6 +20,7 @@
 #include "fusedrnn/aten_gemm.h"
 #include "fusedrnn/dtype_dispatch.h"
 #include "fusedrnn/layer_driver.h"
+#include "kernel_table.h"
 #include "tuning.h"
 
 extern "C" {
@@ -149,15 +150,65 @@ struct ThreadRowChunks {
 };
 
 // The fused step of a family (FusedStep in layer_driver.h): none, except where specialised
-// (the float32 small-H LSTM, cpp/cpu/lstm_kernels.h).
+// (the float32 small-H LSTM and Elman RNN, cpp/cpu/lstm_kernels.h and rnn_kernels.h).
 template <class Kern, class T>
 struct FusedStepOf : NoFusedStep<Kern, T> {
   using NoFusedStep<Kern, T>::NoFusedStep;
 };
 
+// What the fused small-H float32 steps (LSTM: lstm_fused.h, Elman RNN: rnn_fused.h) share as a
+// layer driver's FusedStep: where they apply, and [W_hh | W_ih] packed once per layer call
+// (kGates H rows), so single steps (the cell ops, T = 1) keep the BLAS path. tuning().fuse =
+// false (fusedrnn.tuning, or FUSEDRNN_NO_FUSE=1) turns them off.
+template <class Step, int kGates>
+class FusedLayerStep {
+ public:
+  static bool applies(const LayerPlan& p, const cpu::FusedKernels<Step>& f) {
+    return cpu::tuning().fuse && f.step && !p.proj && p.T >= 2 && p.H <= cpu::kFusedMaxH &&
+           p.H % f.lanes == 0;
+  }
+  // The input projection of a stacked layer (I = H or 2H) in registers with the recurrent
+  // one: no [N, kGates H] buffer written by a GEMM and read back per step.
+  static bool takes_wide_input(const LayerPlan& p, const cpu::FusedKernels<Step>& f) {
+    return applies(p, f) && p.I <= 2 * cpu::kFusedMaxH;
+  }
+  FusedLayerStep(const LayerPlan& p, const float* w_in, int64_t KI, bool per_step,
+                 const cpu::FusedKernels<Step>& f) {
+    if (!applies(p, f)) return;
+    s_.H = p.H;
+    s_.P = p.P;
+    s_.I = per_step ? KI : 0;
+    wp_ = at::empty({kGates * p.H * (p.P + s_.I)}, at::kFloat);
+    f.pack(p.w_hh.data_ptr<float>(), p.P, w_in, s_.I, p.H, wp_.data_ptr<float>());
+    s_.wp = wp_.data_ptr<float>();
+    s_.ldx = KI;
+    step_ = f.step;
+  }
+  bool active() const { return step_ != nullptr; }
+
+ protected:
+  // The step's arguments from the driver's: those of FusedStepRows (x_t: the step's input
+  // rows when the step projects it, else null); the family sets its own.
+  Step args(const FwdStep<float>& st, const float* x_t) const {
+    Step s = s_;
+    s.rows = st.rows;
+    s.xg = st.xg;
+    s.x = x_t;
+    s.b = st.b_hh;
+    s.h = st.h;
+    s.out = st.out;
+    s.ld_out = st.ld_out;
+    return s;
+  }
+
+  Step s_;  // H, P, I, wp, ldx: fixed for the layer call
+  at::Tensor wp_;
+  void (*step_)(const Step&) = nullptr;
+};
+
 // The CPU's policy for the layer drivers (layer_driver.h): BLAS called directly, the float
 // recurrent weight packed once per layer call, row-parallel time loops, the fused small-H
-// LSTM step, float and double.
+// LSTM and RNN steps, float and double.
 struct Backend {
   using Blas = fusedrnn::cpu::Blas;
   template <class T>

@@ -37,11 +37,11 @@ struct KernelTable {
   void (*bernoulli_mask)(at::mt19937_data_pod& mt, double p, T keep, T* out, int64_t n);
 };
 
-// One step of the fused small-H LSTM (lstm_fused.h): rows of the running h [rows, P] (read as
-// the GEMM input, then overwritten), c [rows, H]; xg [rows, 4H] or null; x [rows, ldx] with I
-// in-loop input columns (I = 0: none); b [4H] or null; out rows (ld_out); ws rows (ld_ws) or
-// null; wp the packed [W_hh | W_ih] (lstm_fused_pack). No projection: P == H.
-struct LstmFusedStep {
+// One step of a fused small-H layer (lstm_fused.h, rnn_fused.h), what both families read:
+// rows of the running h [rows, P] (read as the GEMM input, then overwritten); xg [rows, G H]
+// or null; x [rows, ldx] with I in-loop input columns (I = 0: none); b [G H] or null; out
+// rows (ld_out); wp the packed [W_hh | W_ih]. No projection: P == H.
+struct FusedStepRows {
   int64_t rows = 0, H = 0, P = 0, I = 0;
   const float* wp = nullptr;
   const float* xg = nullptr;
@@ -49,27 +49,42 @@ struct LstmFusedStep {
   int64_t ldx = 0;
   const float* b = nullptr;
   float* h = nullptr;
-  float* c = nullptr;
   float* out = nullptr;
   int64_t ld_out = 0;
+};
+
+// The LSTM's (G = 4): c [rows, H] in place; ws rows (ld_ws) or null.
+struct LstmFusedStep : FusedStepRows {
+  float* c = nullptr;
   float* ws = nullptr;
   int64_t ld_ws = 0;
 };
 
-// Largest H of the fused step: its [W_hh | W_ih] stays in L2 and a row group's h on the stack.
-constexpr int64_t kLstmFusedMaxH = 128;
+// The Elman RNN's (G = 1): relu, the activation (else tanh).
+struct RnnFusedStep : FusedStepRows {
+  bool relu = false;
+};
 
-struct LstmFused {
+// Largest H of the fused steps: [W_hh | W_ih] stays in L2 and a row group's h on the stack.
+constexpr int64_t kFusedMaxH = 128;
+
+// A fused step's entry points in one table: pack [W_hh | W_ih] (into the size the step's
+// header names), then one call per time step.
+template <class Step>
+struct FusedKernels {
   int64_t lanes = 0;  // H must be a multiple; 0: this table has no fused step
   void (*pack)(const float* whh, int64_t P, const float* wih, int64_t I, int64_t H, float* dst);
-  void (*step)(const LstmFusedStep&);
+  void (*step)(const Step&);
 };
+using LstmFused = FusedKernels<LstmFusedStep>;
+using RnnFused = FusedKernels<RnnFusedStep>;
 
 struct KernelTables {
   const char* isa;
   KernelTable<float> f32;
   KernelTable<double> f64;
   LstmFused lstm_fused;
+  RnnFused rnn_fused;
 };
 
 extern const KernelTables kernels_DEFAULT;

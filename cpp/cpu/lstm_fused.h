@@ -10,14 +10,12 @@
 // Step (lstm_fused_step): a_g = xg_g (if given) + b_g (if given) + sum_k [h_prev | x_t]_k Wp,
 // then the gate math of cell_math.h; writes out, c (in place), ws [i f g o c] (if given) like
 // LstmPointwise::forward, and h once a row group's blocks are all done (h is the GEMM input).
-// Row groups of kFusedRows rows keep 4 kFusedRows accumulators in registers.
+// Row groups of kFusedRows rows keep 4 kFusedRows accumulators in registers (fused_gemm.h).
 #pragma once
 
-#include <ATen/cpu/vec/vec.h>
-
 #include <algorithm>
-#include <cstring>
 
+#include "fused_gemm.h"
 #include "fusedrnn/cell_math.h"
 #include "kernel_table.h"
 #include "pointwise.h"
@@ -26,32 +24,13 @@
 namespace fusedrnn::cpu {
 inline namespace CPU_CAPABILITY {
 
-using FVec = at::vec::Vectorized<float>;
-
 // The portable table has no fused step (the kernel needs real vector registers).
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 
-// The accumulators are raw vector registers: an array of Vectorized (whose operators take
-// references) made GCC store all of them to the stack on every reduction step.
-#if defined(CPU_CAPABILITY_AVX512)
-using FRaw = __m512;
-inline FRaw raw_fma(FRaw a, FRaw b, FRaw c) { return _mm512_fmadd_ps(a, b, c); }
-inline FRaw raw_bcast(const float* p) { return _mm512_set1_ps(*p); }
-inline FRaw raw_load(const float* p) { return _mm512_loadu_ps(p); }
-#elif defined(CPU_CAPABILITY_AVX2)
-using FRaw = __m256;
-inline FRaw raw_fma(FRaw a, FRaw b, FRaw c) { return _mm256_fmadd_ps(a, b, c); }
-inline FRaw raw_bcast(const float* p) { return _mm256_set1_ps(*p); }
-inline FRaw raw_load(const float* p) { return _mm256_loadu_ps(p); }
-#endif
-
-// 4 kFusedRows accumulators + 4 weight vectors + a broadcast must fit the register file
-// (32 zmm on AVX-512, 16 ymm on AVX2).
-#if defined(CPU_CAPABILITY_AVX512)
-constexpr int kFusedRows = 6;
-#else
-constexpr int kFusedRows = 2;
-#endif
+// 4 kFusedRows accumulators (one per gate) + 4 weight vectors + a broadcast fit the register
+// file (fused_gemm.h).
+constexpr int kFusedRows = fused_rows_for(4);
+static_assert(kFusedRows == (kVecRegs == 32 ? 6 : 2));
 
 inline void lstm_fused_pack(const float* whh, int64_t P, const float* wih, int64_t I, int64_t H,
                             float* dst) {
@@ -66,41 +45,16 @@ inline void lstm_fused_pack(const float* whh, int64_t P, const float* wih, int64
         }
 }
 
-// acc[r][g] += sum_{k < n} src[r][k] w[k][g] for the R rows; returns w past its n rows.
-// Always inlined: the accumulators must stay in the caller's registers.
-template <int R>
-__attribute__((always_inline)) inline const float* accumulate(FRaw (&acc)[R][4],
-                                                              const float* const (&src)[R],
-                                                              int64_t n, const float* w) {
-  constexpr int64_t L = FVec::size();
-  for (int64_t k = 0; k < n; ++k, w += 4 * L) {
-    const FRaw w0 = raw_load(w), w1 = raw_load(w + L), w2 = raw_load(w + 2 * L),
-               w3 = raw_load(w + 3 * L);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const FRaw a = raw_bcast(src[r] + k);
-      acc[r][0] = raw_fma(a, w0, acc[r][0]);
-      acc[r][1] = raw_fma(a, w1, acc[r][1]);
-      acc[r][2] = raw_fma(a, w2, acc[r][2]);
-      acc[r][3] = raw_fma(a, w3, acc[r][3]);
-    }
-  }
-  return w;
-}
-
 // Rows [b0, b0 + R) of one step.
 template <int R>
 inline void lstm_fused_rows(const LstmFusedStep& s, int64_t b0) {
   using V = FVec;
   constexpr int64_t L = V::size();
   const int64_t H = s.H, P = s.P, I = s.I, K = P + I;
-  float hnew[R * kLstmFusedMaxH];
+  float hnew[R * kFusedMaxH];
   const float* hp[R];
   const float* xp[R];
-  for (int r = 0; r < R; ++r) {
-    hp[r] = s.h + (b0 + r) * P;
-    xp[r] = I ? s.x + (b0 + r) * s.ldx : nullptr;
-  }
+  fused_row_inputs<R>(s, b0, hp, xp);
   for (int64_t jb = 0; jb < H / L; ++jb) {
     const int64_t j = jb * L;
     FRaw acc[R][4];
@@ -111,8 +65,8 @@ inline void lstm_fused_rows(const LstmFusedStep& s, int64_t b0) {
         acc[r][g] = s.xg ? FRaw(V(bias) + V::loadu(s.xg + (b0 + r) * 4 * H + g * H + j)) : bias;
     }
     const float* w = s.wp + jb * K * 4 * L;
-    w = accumulate<R>(acc, hp, P, w);  // h_prev W_hh^T
-    accumulate<R>(acc, xp, I, w);      // x_t W_ih^T (narrow input; I may be 0)
+    w = accumulate<4, R>(acc, hp, P, w);  // h_prev W_hh^T
+    accumulate<4, R>(acc, xp, I, w);      // x_t W_ih^T (narrow input; I may be 0)
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const int64_t b = b0 + r;
@@ -132,7 +86,7 @@ inline void lstm_fused_rows(const LstmFusedStep& s, int64_t b0) {
       o.h.store(hnew + r * H + j);
     }
   }
-  for (int r = 0; r < R; ++r) std::memcpy(s.h + (b0 + r) * P, hnew + r * H, sizeof(float) * H);
+  fused_store_h<R>(s, b0, hnew);
 }
 
 inline void lstm_fused_group(const LstmFusedStep& s, int64_t b0) {

@@ -27,53 +27,21 @@ struct LstmKernels {
 };
 
 // float32 LSTMs without projection and with H a multiple of the vector width, up to
-// kLstmFusedMaxH, run the fused step (lstm_fused.h) on the AVX2 / AVX-512 tables; the weights
-// are packed once per layer call, so single steps (the cell ops) keep the BLAS path.
-// tuning().fuse = false (fusedrnn.tuning, or FUSEDRNN_NO_FUSE=1) turns it off.
+// kFusedMaxH, run the fused step (lstm_fused.h) on the AVX2 / AVX-512 tables (FusedLayerStep).
 template <>
-struct FusedStepOf<LstmKernels, float> {
-  static bool applies(const LayerPlan& p) {
-    const cpu::LstmFused& f = cpu::kernels().lstm_fused;
-    return cpu::tuning().fuse && f.step && !p.proj && p.T >= 2 && p.H <= cpu::kLstmFusedMaxH &&
-           p.H % f.lanes == 0;
-  }
-  // The input projection of a stacked layer (I = H or 2H) in registers with the recurrent
-  // one: no [N, 4H] buffer written by a GEMM and read back per step.
+struct FusedStepOf<LstmKernels, float> : FusedLayerStep<cpu::LstmFusedStep, 4> {
   static bool takes_wide_input(const LayerPlan& p) {
-    return applies(p) && p.I <= 2 * cpu::kLstmFusedMaxH;
+    return FusedLayerStep::takes_wide_input(p, cpu::kernels().lstm_fused);
   }
-  FusedStepOf(const LayerPlan& p, const float* w_in, int64_t KI, bool per_step) {
-    if (!applies(p)) return;
-    const cpu::LstmFused& f = cpu::kernels().lstm_fused;
-    s_.H = p.H;
-    s_.P = p.P;
-    s_.I = per_step ? KI : 0;
-    wp_ = at::empty({4 * p.H * (p.P + s_.I)}, at::kFloat);
-    f.pack(ptr<float>(p.w_hh), p.P, w_in, s_.I, p.H, wp_.data_ptr<float>());
-    s_.wp = wp_.data_ptr<float>();
-    s_.ldx = KI;
-    step_ = f.step;
-  }
-  bool active() const { return step_ != nullptr; }
+  FusedStepOf(const LayerPlan& p, const float* w_in, int64_t KI, bool per_step)
+      : FusedLayerStep(p, w_in, KI, per_step, cpu::kernels().lstm_fused) {}
   void operator()(const FwdStep<float>& st, const float* x_t) const {
-    cpu::LstmFusedStep s = s_;
-    s.rows = st.rows;
-    s.xg = st.xg;
-    s.x = x_t;
-    s.b = st.b_hh;
-    s.h = st.h;
+    cpu::LstmFusedStep s = args(st, x_t);
     s.c = st.c;
-    s.out = st.out;
-    s.ld_out = st.ld_out;
     s.ws = st.ws;
     s.ld_ws = st.ld_ws;
     step_(s);
   }
-
- private:
-  cpu::LstmFusedStep s_;
-  at::Tensor wp_;
-  void (*step_)(const cpu::LstmFusedStep&) = nullptr;
 };
 
 }  // namespace fusedrnn::cpu

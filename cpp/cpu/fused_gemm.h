@@ -1,0 +1,86 @@
+// The register-blocked GEMM of the fused small-H steps (lstm_fused.h, rnn_fused.h): R rows
+// times NB weight vectors accumulate in raw vector registers, so a step's recurrent (and
+// narrow input) product feeds its pointwise math without a store of the pre-activations.
+// Weight layout: for each reduction index k, NB vectors of L = FVec::size() floats in a row
+// (w advances by NB * L per k). SIMD tables only (AVX2 / AVX-512).
+#pragma once
+
+#include <ATen/cpu/vec/vec.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernel_table.h"
+
+namespace fusedrnn::cpu {
+inline namespace CPU_CAPABILITY {
+
+using FVec = at::vec::Vectorized<float>;
+
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+
+// The accumulators are raw vector registers: an array of Vectorized (whose operators take
+// references) made GCC store all of them to the stack on every reduction step.
+#if defined(CPU_CAPABILITY_AVX512)
+using FRaw = __m512;
+inline FRaw raw_fma(FRaw a, FRaw b, FRaw c) { return _mm512_fmadd_ps(a, b, c); }
+inline FRaw raw_bcast(const float* p) { return _mm512_set1_ps(*p); }
+inline FRaw raw_load(const float* p) { return _mm512_loadu_ps(p); }
+constexpr int kVecRegs = 32;
+#elif defined(CPU_CAPABILITY_AVX2)
+using FRaw = __m256;
+inline FRaw raw_fma(FRaw a, FRaw b, FRaw c) { return _mm256_fmadd_ps(a, b, c); }
+inline FRaw raw_bcast(const float* p) { return _mm256_set1_ps(*p); }
+inline FRaw raw_load(const float* p) { return _mm256_loadu_ps(p); }
+constexpr int kVecRegs = 16;
+#endif
+
+// Most rows whose R * NB accumulators fit the register file beside the NB weight vectors, a
+// broadcast and one spare (capped at 12: more rows add little once loads are amortised).
+constexpr int fused_rows_for(int NB) {
+  const int r = (kVecRegs - NB - 2) / NB;
+  return r < 12 ? r : 12;
+}
+
+// acc[r][v] += sum_{k < n} src[r][k] w[k][v] for the R rows; returns w past its n rows.
+// Always inlined: the accumulators must stay in the caller's registers.
+template <int NB, int R>
+__attribute__((always_inline)) inline const float* accumulate(FRaw (&acc)[R][NB],
+                                                              const float* const (&src)[R],
+                                                              int64_t n, const float* w) {
+  constexpr int64_t L = FVec::size();
+  for (int64_t k = 0; k < n; ++k, w += NB * L) {
+    FRaw wv[NB];
+#pragma GCC unroll 4
+    for (int v = 0; v < NB; ++v) wv[v] = raw_load(w + v * L);
+#pragma GCC unroll 12
+    for (int r = 0; r < R; ++r) {
+      const FRaw a = raw_bcast(src[r] + k);
+#pragma GCC unroll 4
+      for (int v = 0; v < NB; ++v) acc[r][v] = raw_fma(a, wv[v], acc[r][v]);
+    }
+  }
+  return w;
+}
+
+// The GEMM inputs of rows [b0, b0 + R): h_prev rows, and x_t rows (null when I = 0).
+template <int R>
+inline void fused_row_inputs(const FusedStepRows& s, int64_t b0, const float* (&hp)[R],
+                             const float* (&xp)[R]) {
+  for (int r = 0; r < R; ++r) {
+    hp[r] = s.h + (b0 + r) * s.P;
+    xp[r] = s.I ? s.x + (b0 + r) * s.ldx : nullptr;
+  }
+}
+
+// The new h of rows [b0, b0 + R), kept aside [R, H] while h was still the GEMM input.
+template <int R>
+inline void fused_store_h(const FusedStepRows& s, int64_t b0, const float* hnew) {
+  for (int r = 0; r < R; ++r)
+    std::memcpy(s.h + (b0 + r) * s.P, hnew + r * s.H, sizeof(float) * s.H);
+}
+
+#endif  // AVX512 || AVX2
+
+}  // namespace CPU_CAPABILITY
+}  // namespace fusedrnn::cpu
