@@ -1,9 +1,9 @@
-"""The fused small-H steps on the CPU (cpp/cpu/lstm_fused.h, rnn_fused.h: the recurrent GEMM
-in registers, feeding the gate math or the Elman activation) give torch.nn's results, forward
-and through backward (which reads what the forward writes: the LSTM's workspace, the RNN's
-output). They run for float32, no projection, H a multiple of the vector width (16 on
-AVX-512, 8 on AVX2) up to 128, and more than one step; everything else takes the BLAS +
-pointwise path, which the same checks cover."""
+"""The fused small-H steps on the CPU (cpp/cpu/lstm_fused.h, gru_fused.h, rnn_fused.h: the
+recurrent GEMM in registers, feeding the gate math or the Elman activation) give torch.nn's
+results, forward and through backward (which reads what the forward writes: the LSTM's and
+GRU's workspace, the RNN's output). They run for float32, no projection, H a multiple of the
+vector width (16 on AVX-512, 8 on AVX2) up to 128, and more than one step; everything else
+takes the BLAS + pointwise path, which the same checks cover."""
 
 import os
 
@@ -18,6 +18,7 @@ from op_cases import rel_err, run_script
 # mode: the torch.nn module and its keyword arguments, and the fused module.
 MODES = {
     "LSTM": (torch.nn.LSTM, {}, fusedrnn.LSTM),
+    "GRU": (torch.nn.GRU, {}, fusedrnn.GRU),
     "RNN_TANH": (torch.nn.RNN, {"nonlinearity": "tanh"}, fusedrnn.RNN),
     "RNN_RELU": (torch.nn.RNN, {"nonlinearity": "relu"}, fusedrnn.RNN),
 }
@@ -78,9 +79,9 @@ def test_fused_step_stacked_bidirectional(mode, bias, packed):
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_fused_step_large_step_splits_rows(mode):
-    # 2 B G H H = 20-78 MFLOP per step (G = 1 or 4 gates): above the row-parallel time loop's
+    # 2 B G H H = 20-78 MFLOP per step (G = 1, 3 or 4 gates): above the row-parallel time loop's
     # limit, so the fused step itself splits its row groups over threads.
-    B = 600 if mode == "LSTM" else 2400
+    B = {"LSTM": 600, "GRU": 800}.get(mode, 2400)
     assert _max_error(mode, 128, 3, B, T=3) < 2e-5
 
 
@@ -90,8 +91,8 @@ from op_cases import rel_err
 torch.set_num_threads(int(os.environ["TEST_THREADS"]))
 torch.manual_seed(0)
 mode, H = os.environ["TEST_MODE"], int(os.environ["TEST_H"])
-if mode == "LSTM":
-    m, ref = fusedrnn.LSTM(1, H, 2), torch.nn.LSTM(1, H, 2).double()
+if mode in ("LSTM", "GRU"):
+    m, ref = getattr(fusedrnn, mode)(1, H, 2), getattr(torch.nn, mode)(1, H, 2).double()
 else:
     nl = mode.split("_")[1].lower()
     m, ref = fusedrnn.RNN(1, H, 2, nonlinearity=nl), torch.nn.RNN(1, H, 2, nonlinearity=nl)

@@ -2,6 +2,7 @@
 // ISA with CPU_CAPABILITY set (DEFAULT; AVX2 and AVX512 on x86-64, with their -m flags), so
 // ATen's Vectorized<T> (and our templates, in the inline namespace CPU_CAPABILITY) resolve to
 // that ISA. Nothing here is called directly: kernels() in cpu_dispatch.cpp picks a table.
+#include "gru_fused.h"
 #include "kernel_table.h"
 #include "ln_pointwise.h"
 #include "lstm_fused.h"
@@ -42,13 +43,19 @@ constexpr KernelTable<T> make_table() {
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 constexpr LstmFused kLstmFused{FVec::size(), &lstm_fused_pack, &lstm_fused_step};
 constexpr RnnFused kRnnFused{FVec::size(), &rnn_fused_pack, &rnn_fused_step};
+constexpr GruFused kGruFused{FVec::size(), &gru_fused_pack, &gru_fused_step};
 #else
 constexpr LstmFused kLstmFused{0, nullptr, nullptr};
 constexpr RnnFused kRnnFused{0, nullptr, nullptr};
+constexpr GruFused kGruFused{0, nullptr, nullptr};
 #endif
 
 extern const KernelTables FUSEDRNN_CAT(kernels_, CPU_CAPABILITY);
-const KernelTables FUSEDRNN_CAT(kernels_, CPU_CAPABILITY) = {
-    FUSEDRNN_STR(CPU_CAPABILITY), make_table<float>(), make_table<double>(), kLstmFused, kRnnFused};
+const KernelTables FUSEDRNN_CAT(kernels_, CPU_CAPABILITY) = {FUSEDRNN_STR(CPU_CAPABILITY),
+                                                             make_table<float>(),
+                                                             make_table<double>(),
+                                                             kLstmFused,
+                                                             kRnnFused,
+                                                             kGruFused};
 
 }  // namespace fusedrnn::cpu

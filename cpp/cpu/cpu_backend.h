@@ -150,13 +150,13 @@ struct ThreadRowChunks {
 };
 
 // The fused step of a family (FusedStep in layer_driver.h): none, except where specialised
-// (the float32 small-H LSTM and Elman RNN, cpp/cpu/lstm_kernels.h and rnn_kernels.h).
+// (the float32 small-H LSTM, GRU and Elman RNN: lstm_kernels.h, gru_kernels.h, rnn_kernels.h).
 template <class Kern, class T>
 struct FusedStepOf : NoFusedStep<Kern, T> {
   using NoFusedStep<Kern, T>::NoFusedStep;
 };
 
-// What the fused small-H float32 steps (LSTM: lstm_fused.h, Elman RNN: rnn_fused.h) share as a
+// What the fused small-H float32 steps (lstm_fused.h, gru_fused.h, rnn_fused.h) share as a
 // layer driver's FusedStep: where they apply, and [W_hh | W_ih] packed once per layer call
 // (kGates H rows), so single steps (the cell ops, T = 1) keep the BLAS path. tuning().fuse =
 // false (fusedrnn.tuning, or FUSEDRNN_NO_FUSE=1) turns them off.
@@ -208,7 +208,7 @@ class FusedLayerStep {
 
 // The CPU's policy for the layer drivers (layer_driver.h): BLAS called directly, the float
 // recurrent weight packed once per layer call, row-parallel time loops, the fused small-H
-// LSTM and RNN steps, float and double.
+// LSTM, GRU and RNN steps, float and double.
 struct Backend {
   using Blas = fusedrnn::cpu::Blas;
   template <class T>

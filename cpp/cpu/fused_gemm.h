@@ -7,10 +7,12 @@
 
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
 #include "kernel_table.h"
+#include "pointwise.h"
 
 namespace fusedrnn::cpu {
 inline namespace CPU_CAPABILITY {
@@ -61,6 +63,42 @@ __attribute__((always_inline)) inline const float* accumulate(FRaw (&acc)[R][NB]
     }
   }
   return w;
+}
+
+// [W_hh | W_ih] of a G-gate family in hidden blocks of L units: for block jb and each
+// reduction index k in [0, P + I), the G vectors W[g H + jb L + l, k] (l < L), i.e.
+// [H / L][P + I][G][L] floats; k < P from W_hh [G H, P], k >= P from W_ih [G H, I].
+template <int G>
+inline void gates_pack(const float* whh, int64_t P, const float* wih, int64_t I, int64_t H,
+                       float* dst) {
+  constexpr int64_t L = FVec::size();
+  const int64_t K = P + I;
+  for (int64_t jb = 0; jb < H / L; ++jb)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t l = 0; l < L; ++l) {
+          const int64_t row = g * H + jb * L + l;
+          *dst++ = k < P ? whh[row * P + k] : wih[row * I + (k - P)];
+        }
+}
+
+// f.template operator()<n>(b0) for the n <= R rows from b0: the kernel for exactly n rows.
+template <int R, class F>
+inline void fused_rows_upto(F& f, int64_t b0, int64_t n) {
+  if constexpr (R > 1) {
+    if (n < R) return fused_rows_upto<R - 1>(f, b0, n);
+  }
+  f.template operator()<R>(b0);
+}
+
+// A step's rows in groups of R (the last one shorter), the groups split over threads by the
+// pointwise passes' rule (over_rows; width: floats a row writes); inside the CPU's
+// row-parallel time loops this runs on the calling thread.
+template <int R, class F>
+inline void fused_row_groups(int64_t rows, int64_t width, F&& f) {
+  const int64_t groups = (rows + R - 1) / R;
+  over_rows(groups, R * width,
+            [&](int64_t q) { fused_rows_upto<R>(f, q * R, std::min<int64_t>(R, rows - q * R)); });
 }
 
 // The GEMM inputs of rows [b0, b0 + R): h_prev rows, and x_t rows (null when I = 0).

@@ -37,7 +37,8 @@ struct KernelTable {
   void (*bernoulli_mask)(at::mt19937_data_pod& mt, double p, T keep, T* out, int64_t n);
 };
 
-// One step of a fused small-H layer (lstm_fused.h, rnn_fused.h), what both families read:
+// One step of a fused small-H layer (lstm_fused.h, gru_fused.h, rnn_fused.h), what every
+// family reads:
 // rows of the running h [rows, P] (read as the GEMM input, then overwritten); xg [rows, G H]
 // or null; x [rows, ldx] with I in-loop input columns (I = 0: none); b [G H] or null; out
 // rows (ld_out); wp the packed [W_hh | W_ih]. No projection: P == H.
@@ -60,6 +61,12 @@ struct LstmFusedStep : FusedStepRows {
   int64_t ld_ws = 0;
 };
 
+// The GRU's (G = 3): ws rows (ld_ws) or null.
+struct GruFusedStep : FusedStepRows {
+  float* ws = nullptr;
+  int64_t ld_ws = 0;
+};
+
 // The Elman RNN's (G = 1): relu, the activation (else tanh).
 struct RnnFusedStep : FusedStepRows {
   bool relu = false;
@@ -78,6 +85,7 @@ struct FusedKernels {
 };
 using LstmFused = FusedKernels<LstmFusedStep>;
 using RnnFused = FusedKernels<RnnFusedStep>;
+using GruFused = FusedKernels<GruFusedStep>;
 
 struct KernelTables {
   const char* isa;
@@ -85,6 +93,7 @@ struct KernelTables {
   KernelTable<double> f64;
   LstmFused lstm_fused;
   RnnFused rnn_fused;
+  GruFused gru_fused;
 };
 
 extern const KernelTables kernels_DEFAULT;

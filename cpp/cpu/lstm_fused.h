@@ -13,7 +13,6 @@
 // Row groups of kFusedRows rows keep 4 kFusedRows accumulators in registers (fused_gemm.h).
 #pragma once
 
-#include <algorithm>
 
 #include "fused_gemm.h"
 #include "fusedrnn/cell_math.h"
@@ -34,15 +33,7 @@ static_assert(kFusedRows == (kVecRegs == 32 ? 6 : 2));
 
 inline void lstm_fused_pack(const float* whh, int64_t P, const float* wih, int64_t I, int64_t H,
                             float* dst) {
-  constexpr int64_t L = FVec::size();
-  const int64_t K = P + I;
-  for (int64_t jb = 0; jb < H / L; ++jb)
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t g = 0; g < 4; ++g)
-        for (int64_t l = 0; l < L; ++l) {
-          const int64_t row = g * H + jb * L + l;
-          *dst++ = k < P ? whh[row * P + k] : wih[row * I + (k - P)];
-        }
+  gates_pack<4>(whh, P, wih, I, H, dst);
 }
 
 // Rows [b0, b0 + R) of one step.
@@ -89,30 +80,9 @@ inline void lstm_fused_rows(const LstmFusedStep& s, int64_t b0) {
   fused_store_h<R>(s, b0, hnew);
 }
 
-inline void lstm_fused_group(const LstmFusedStep& s, int64_t b0) {
-  switch (std::min<int64_t>(kFusedRows, s.rows - b0)) {
-    case 1:
-      return lstm_fused_rows<1>(s, b0);
-#if defined(CPU_CAPABILITY_AVX512)
-    case 2:
-      return lstm_fused_rows<2>(s, b0);
-    case 3:
-      return lstm_fused_rows<3>(s, b0);
-    case 4:
-      return lstm_fused_rows<4>(s, b0);
-    case 5:
-      return lstm_fused_rows<5>(s, b0);
-#endif
-    default:
-      return lstm_fused_rows<kFusedRows>(s, b0);
-  }
-}
-
-// Row groups split over threads by the pointwise pass's rule (over_rows); inside the CPU's
-// row-parallel time loops this runs on the calling thread.
 inline void lstm_fused_step(const LstmFusedStep& s) {
-  const int64_t groups = (s.rows + kFusedRows - 1) / kFusedRows;
-  over_rows(groups, kFusedRows * 4 * s.H, [&](int64_t q) { lstm_fused_group(s, q * kFusedRows); });
+  fused_row_groups<kFusedRows>(s.rows, 4 * s.H,
+                               [&]<int R>(int64_t b0) { lstm_fused_rows<R>(s, b0); });
 }
 
 #endif  // AVX512 || AVX2

@@ -13,7 +13,6 @@
 // else is written: the backward reads the output, as for the pointwise path.
 #pragma once
 
-#include <algorithm>
 
 #include "fused_gemm.h"
 #include "fusedrnn/cell_math.h"
@@ -81,24 +80,10 @@ inline void rnn_fused_rows(const RnnFusedStep& s, int64_t b0) {
   fused_store_h<R>(s, b0, hnew);
 }
 
-// n <= R rows from b0: the R-row kernel, or the one for exactly n rows (a step's last group).
-template <int NB, int R>
-inline void rnn_fused_group(const RnnFusedStep& s, int64_t b0, int64_t n) {
-  if constexpr (R > 1) {
-    if (n < R) return rnn_fused_group<NB, R - 1>(s, b0, n);
-  }
-  rnn_fused_rows<NB, R>(s, b0);
-}
-
-// Row groups split over threads by the pointwise pass's rule (over_rows); inside the CPU's
-// row-parallel time loops this runs on the calling thread.
 template <int NB>
 inline void rnn_fused_run(const RnnFusedStep& s) {
-  constexpr int R = fused_rows_for(NB);
-  const int64_t groups = (s.rows + R - 1) / R;
-  over_rows(groups, R * s.H, [&](int64_t q) {
-    rnn_fused_group<NB, R>(s, q * R, std::min<int64_t>(R, s.rows - q * R));
-  });
+  fused_row_groups<fused_rows_for(NB)>(s.rows, s.H,
+                                       [&]<int R>(int64_t b0) { rnn_fused_rows<NB, R>(s, b0); });
 }
 
 inline void rnn_fused_step(const RnnFusedStep& s) {

@@ -7,7 +7,7 @@ cpp/cpu/tuning.h; environment variables only seed it at import).
                           MKL's threads instead (>= 0)
 ``pack``                  pack the recurrent weight once per layer call (MKL, float32)
 ``pack_min_steps``        fewest time steps for packing to pay off (>= 1)
-``fuse``                  the fused small-H float32 LSTM and RNN steps (recurrent GEMM in registers)
+``fuse``                  the fused small-H float32 steps (recurrent GEMM in registers)
 ========================  =====================================================================
 
 Results do not depend on the knobs beyond floating-point rounding; they exist for A/B timing,
