@@ -1,6 +1,7 @@
-// The register-blocked GEMM of the fused small-H steps (lstm_fused.h, rnn_fused.h): R rows
-// times NB weight vectors accumulate in raw vector registers, so a step's recurrent (and
-// narrow input) product feeds its pointwise math without a store of the pre-activations.
+// The register-blocked GEMM of the fused small-H steps (lstm_fused.h, gru_fused.h,
+// rnn_fused.h): R rows times NB weight vectors accumulate in raw vector registers, so a
+// step's recurrent (and narrow input) product feeds its pointwise math without a store of the
+// pre-activations; and what the steps share around it (packing, row groups, h written last).
 // Weight layout: for each reduction index k, NB vectors of L = FVec::size() floats in a row
 // (w advances by NB * L per k). SIMD tables only (AVX2 / AVX-512).
 #pragma once

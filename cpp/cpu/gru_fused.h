@@ -14,7 +14,6 @@
 // are all done (h is the GEMM input).
 #pragma once
 
-
 #include "fused_gemm.h"
 #include "fusedrnn/cell_math.h"
 #include "kernel_table.h"

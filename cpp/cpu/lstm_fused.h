@@ -13,7 +13,6 @@
 // Row groups of kFusedRows rows keep 4 kFusedRows accumulators in registers (fused_gemm.h).
 #pragma once
 
-
 #include "fused_gemm.h"
 #include "fusedrnn/cell_math.h"
 #include "kernel_table.h"

@@ -13,7 +13,6 @@
 // else is written: the backward reads the output, as for the pointwise path.
 #pragma once
 
-
 #include "fused_gemm.h"
 #include "fusedrnn/cell_math.h"
 #include "kernel_table.h"
