@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
-from fusedrnn import layernorm
+from fusedrnn import check, layernorm
 
 from op_cases import FAMILIES, GATES, batch_sizes_for, lengths_for
 
@@ -41,11 +41,8 @@ DEV = "cuda"
 @pytest.fixture(autouse=True)
 def _no_tf32():
     """float32 references in true float32: cuDNN's RNNs use TF32 by default."""
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        old = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = False
+    with check.true_float32():
         yield
-        torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def _weights(family, I, H, P, bias, dtype, device, requires_grad=False, scale=0.5):

@@ -96,11 +96,12 @@ def gradcheck_op(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def _true_float32():
+def true_float32():
     """TF32 off for cuDNN and cuBLAS while checking. cuDNN's RNNs use TF32 by default on
     Ampere and later, so torch.nn's float32 results there are ~1e-3 off true float32 (seen on
     an H200: every float32 sequence check failed, rnn_relu at 0.3), while the fused CUDA ops
-    follow torch.backends.cuda.matmul.allow_tf32, which is off by default."""
+    follow torch.backends.cuda.matmul.allow_tf32, which is off by default. tests/test_cuda.py
+    runs every test inside it too."""
     old = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
@@ -112,7 +113,7 @@ def _true_float32():
 
 def run_checks(device: str = "cpu", quick: bool = False) -> list[dict]:
     """One row per check: ``check``, ``dtype``, ``max_rel_err``, ``ok``."""
-    with _true_float32():
+    with true_float32():
         return _checks(device, quick)
 
 
