@@ -159,6 +159,7 @@ def test_submodules_are_lazy_attributes():
         "assert fusedrnn.train.TrainConfig and fusedrnn.data.load_prices\n"
         "assert fusedrnn.experiments.__name__ == 'fusedrnn.experiments'\n"
         "assert 'fusedrnn.train' in sys.modules and 'data' in dir(fusedrnn)\n"
+        "assert isinstance(fusedrnn.tuning.get()['fuse'], bool)\n"  # as tuning's docstring uses it
     )
     _python_ok(code)
     with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):

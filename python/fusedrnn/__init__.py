@@ -57,6 +57,7 @@ _SUBMODULES = (
     "reference",
     "reference_torch",
     "train",
+    "tuning",
 )
 
 
