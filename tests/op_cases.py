@@ -36,6 +36,12 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
 
+def cpu_has(cap: str) -> bool:
+    """Whether this CPU runs ATen's ``cap`` table ("avx2" or "avx512", /proc/cpuinfo flags)."""
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    return {"avx2": " avx2 ", "avx512": " avx512f "}[cap] in flags.replace("\n", " ")
+
+
 def run_script(script: str, env: dict[str, str], timeout: float) -> dict:
     """Runs `python -c script` in a fresh process with env (for settings read once per
     process) and tests/ importable (`from op_cases import rel_err`); returns the JSON object

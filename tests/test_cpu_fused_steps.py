@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
 
-from op_cases import rel_err, run_script
+from op_cases import cpu_has, rel_err, run_script
 
 # mode: the torch.nn module and its keyword arguments, and the fused module.
 MODES = {
@@ -117,11 +117,6 @@ def _run(mode, cap, H, no_fuse, threads=2):
     return run_script(SCRIPT, env, timeout=300)
 
 
-def _cpu_has(cap):
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    return {"avx2": " avx2 ", "avx512": " avx512f "}[cap] in flags.replace("\n", " ")
-
-
 # H = 24 and 80 (3 and 10 vectors of 8) run fused only on AVX2, 48 (3 vectors of 16) takes
 # the RNN's 1-vector column groups on AVX-512.
 @pytest.mark.parametrize("mode", list(MODES))
@@ -132,7 +127,7 @@ def test_fused_step_runs_and_can_be_switched_off(mode, cap, H):
     """Under each SIMD table the fused and the BLAS paths both match torch.nn, and they are
     different code (their float32 sums differ in the last bits), so the fused path did run;
     FUSEDRNN_NO_FUSE=1 selects the BLAS path. 37 rows over 2 threads: row-parallel loops."""
-    if not _cpu_has(cap):
+    if not cpu_has(cap):
         pytest.skip(f"CPU lacks {cap}")
     fused, plain = _run(mode, cap, H, no_fuse=False), _run(mode, cap, H, no_fuse=True)
     assert fused["err"] < 2e-5 and plain["err"] < 2e-5

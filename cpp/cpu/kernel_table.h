@@ -72,6 +72,13 @@ struct RnnFusedStep : FusedStepRows {
   bool relu = false;
 };
 
+// The LayerNorm LSTM's / GRU's (ln_fused.h, inference): the driver's step arguments (hg
+// unused: the step computes it) and the packed W_hh.
+struct LnFusedStep {
+  LnFwdStep<float> st;
+  const float* wp = nullptr;
+};
+
 // Largest H of the fused steps: [W_hh | W_ih] stays in L2 and a row group's h on the stack.
 constexpr int64_t kFusedMaxH = 128;
 
@@ -86,6 +93,7 @@ struct FusedKernels {
 using LstmFused = FusedKernels<LstmFusedStep>;
 using RnnFused = FusedKernels<RnnFusedStep>;
 using GruFused = FusedKernels<GruFusedStep>;
+using LnFused = FusedKernels<LnFusedStep>;
 
 struct KernelTables {
   const char* isa;
@@ -94,6 +102,7 @@ struct KernelTables {
   LstmFused lstm_fused;
   RnnFused rnn_fused;
   GruFused gru_fused;
+  LnFused ln_lstm_fused, ln_gru_fused;
 };
 
 extern const KernelTables kernels_DEFAULT;

@@ -5,12 +5,57 @@
 #pragma once
 
 #include "cpu_backend.h"
+#include "fusedrnn/ln_driver.h"
 #include "kernel_table.h"
+#include "tuning.h"
 
 namespace fusedrnn::cpu {
 
+// The recurrent GEMM inside the forward pass (ln_fused.h), where it was measured faster than
+// MKL's call: at inference (no workspace), batches up to kLnFusedMaxBatch rows, float32, H a
+// multiple of the vector width up to kFusedMaxH, T >= 2 (W_hh is packed once per layer call,
+// so the cells' single steps keep the BLAS path), on the AVX-512 table (capability.cpp);
+// tuning().fuse = false (FUSEDRNN_NO_FUSE=1) turns it off. Other types: never (ln_driver.h's
+// LnFusedStepFor). Alternating runs, 2 threads, against the BLAS path:
+//  - inference, B <= 64 (stock: H = 64, B = 32, 2 layers): LSTM 1.21x, GRU 1.16x (1 thread
+//    1.12x, 1.10x); H = 32 to 128: 1.05-1.33x;
+//  - larger batches, where MKL's blocking pays: B = 784 0.93-1.01x, B = 128 0.92-1.04x;
+//  - training (the pass writes a ~14H-float workspace row per row, one row at a time):
+//    0.92-1.07x.
+constexpr int64_t kLnFusedMaxBatch = 64;
+
+template <bool kLstm, class T>
+struct LnFusedStepOf : NoLnFusedStep {
+  using NoLnFusedStep::NoLnFusedStep;
+};
+
+template <bool kLstm>
+class LnFusedStepOf<kLstm, float> {
+ public:
+  explicit LnFusedStepOf(const LayerPlan& p) {
+    const LnFused& f = kLstm ? kernels().ln_lstm_fused : kernels().ln_gru_fused;
+    if (!tuning().fuse || !f.step || p.keep_workspace || p.B > kLnFusedMaxBatch || p.T < 2 ||
+        p.H > kFusedMaxH || p.H % f.lanes != 0)
+      return;
+    const int64_t G = kLstm ? 4 : 3;
+    wp_ = at::empty({G * p.H * p.H}, at::kFloat);
+    f.pack(p.w_hh.data_ptr<float>(), p.H, nullptr, 0, p.H, wp_.data_ptr<float>());
+    step_ = f.step;
+  }
+  bool active() const { return step_ != nullptr; }
+  void operator()(const LnFwdStep<float>& st) const {
+    step_(LnFusedStep{st, wp_.data_ptr<float>()});
+  }
+
+ private:
+  at::Tensor wp_;
+  void (*step_)(const LnFusedStep&) = nullptr;
+};
+
 template <bool kLstm>
 struct LnKernels {
+  template <class T>
+  using FusedStep = LnFusedStepOf<kLstm, T>;
   // A one-feature input's side is computed inside the step (LnFwdStep::xs): no [N, G*H] xg.
   static constexpr bool kScalarInput = true;
   template <class T>

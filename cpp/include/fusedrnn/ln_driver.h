@@ -10,27 +10,46 @@
 // Forward: the input side first: one GEMM x W_ih^T over all N rows and its LN in place (one
 // pass, rows in parallel), or for a narrow input (I*I <= G*H) its closed form (one GEMM; with
 // one feature on the CPU, inside the step); per step one recurrent GEMM hg = h W_hh^T and one
-// fused pass (Kern::forward: LN of hg, gates, LN of c'). Saved for backward: output [N, H] and
-// the workspace [N, ln_ws_cols] (ln_step_args.h: gates, c, normalised values, 1/std per row),
-// none at inference. Backward: per step in reverse one fused pass (Kern::backward: d LN(c'),
-// gates, d LN(hg)) and dh_{t-1} = dgh W_hh; after the loop the input side's LN backward over
-// all rows (or its closed form), then the plain driver's weight GEMMs, and the LN weights'
-// gradients as column sums.
-// Kern: forward(LnFwdStep), backward(LnBwdStep), rows_forward(LnRows), rows_backward(LnRowsBwd),
-// weight_grad(dy, xhat) (column sums of dy * xhat: ln_weight_grad, or a fused pass),
-// kScalarInput (whether forward takes a one-feature input side as LnFwdStep::xs).
+// fused pass (Kern::forward: LN of hg, gates, LN of c'), or both in one (Kern::FusedStep, below).
+// Saved for backward: output [N, H] and the workspace [N, ln_ws_cols] (ln_step_args.h: gates, c,
+// normalised values, 1/std per row), none at inference. Backward: per step in reverse one fused
+// pass (Kern::backward: d LN(c'), gates, d LN(hg)) and dh_{t-1} = dgh W_hh; after the loop the
+// input side's LN backward over all rows (or its closed form), then the plain driver's weight
+// GEMMs, and the LN weights' gradients as column sums. Kern: forward(LnFwdStep),
+// backward(LnBwdStep), rows_forward(LnRows), rows_backward(LnRowsBwd), weight_grad(dy, xhat)
+// (column sums of dy * xhat: ln_weight_grad, or a fused pass), kScalarInput (whether forward takes
+// a one-feature input side as LnFwdStep::xs).
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "fusedrnn/layer_driver.h"
 #include "fusedrnn/ln_step_args.h"
 
 namespace fusedrnn {
+
+// A backend's step with the recurrent GEMM inside the LN pass (Kern::FusedStep<T>, optional:
+// the CPU's small-H float32 one, cpu/ln_fused.h), built once per layer call from the plan; when
+// active() it replaces the step's GEMM and Kern::forward (same writes). NoLnFusedStep: never.
+struct NoLnFusedStep {
+  explicit NoLnFusedStep(const LayerPlan&) {}
+  bool active() const { return false; }
+  template <class T>
+  void operator()(const LnFwdStep<T>&) const {}
+};
+template <class Kern, class T, class = void>
+struct LnFusedStepFor {
+  using type = NoLnFusedStep;
+};
+template <class Kern, class T>
+struct LnFusedStepFor<Kern, T, std::void_t<typename Kern::template FusedStep<T>>> {
+  using type = typename Kern::template FusedStep<T>;
+};
 
 // The LayerNorm weights of the plan (see ln_weight_count): checked and made contiguous.
 template <class Tr>
@@ -207,16 +226,18 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
   at::Tensor out = buffer_empty({p.N, H}, opts);
   at::Tensor h = state_copy<Blas, T>(p.h0, p.B, H, opts);
   at::Tensor c = Tr::kHasCell ? state_copy<Blas, T>(p.c0, p.B, H, opts) : at::Tensor();
-  at::Tensor hg = buffer_empty({p.B, GH}, opts);
+  const typename LnFusedStepFor<Kern, T>::type fused(p);
+  at::Tensor hg = buffer_empty({fused.active() ? 0 : p.B, GH}, opts);
   const T *xg_p = ptr<T>(xg), *xs_p = ptr<T>(xs), *xv_p = xs_p + p.N, *whh = ptr<T>(p.w_hh);
   T *out_p = ptr<T>(out), *h_p = ptr<T>(h), *c_p = ptr<T>(c), *hg_p = ptr<T>(hg);
-  const typename Be::template WeightGemm<T> rec(true, GH, H, whh, H, p.T);  // h W_hh^T
+  // h W_hh^T (unless fused; steps 0: not packed for BLAS then)
+  const typename Be::template WeightGemm<T> rec(true, GH, H, whh, H, fused.active() ? 0 : p.T);
   auto rows_loop = [&](int64_t b0, int64_t b1) {
     for (int64_t s = 0; s < p.T; ++s) {
       const int64_t t = p.reverse ? p.T - 1 - s : s;
       const int64_t rows = std::min(p.bs[t], b1) - b0, off = p.off[t] + b0;
       if (rows <= 0) continue;
-      rec(rows, h_p + b0 * H, H, T(0), hg_p + b0 * GH, GH);
+      if (!fused.active()) rec(rows, h_p + b0 * H, H, T(0), hg_p + b0 * GH, GH);
       LnFwdStep<T> st;
       st.rows = rows;
       st.H = H;
@@ -227,7 +248,7 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
         st.xb = xv_p + GH;
         st.xu = xv_p + 2 * GH;
       }
-      st.hg = hg_p + b0 * GH;
+      st.hg = fused.active() ? nullptr : hg_p + b0 * GH;
       st.ln_hh = ptr<T>(p.ln[1]);
       st.b_hh = Tr::kHasCell ? nullptr : ptr<T>(p.b_hh);
       if constexpr (Tr::kHasCell) {
@@ -240,7 +261,11 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
       st.ld_out = H;
       st.ws = ws_p ? ws_p + off * WS : nullptr;
       st.ld_ws = WS;
-      Kern::template forward<T>(st);
+      if (fused.active()) {
+        fused(st);
+      } else {
+        Kern::template forward<T>(st);
+      }
     }
   };
   Be::RowChunks::run(p.B, 2.0 * p.B * GH * H, rows_loop);

@@ -1,0 +1,131 @@
+"""The fused LayerNorm inference step on the CPU (cpp/cpu/ln_fused.h: the recurrent GEMM in
+registers into an L1 block, then the LN pass on it) gives the float64 readable reference's
+results. It runs at inference (no workspace) for float32, batches up to 64 rows, H a multiple
+of 16 up to 128 and more than one step, on the AVX-512 table only; everything else takes the
+BLAS + pass path, which the same checks cover (test_layernorm.py covers it in depth)."""
+
+import os
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import fusedrnn
+from fusedrnn import layernorm, tuning
+
+from op_cases import cpu_has, rel_err, run_script
+
+CLS = {"LSTM": fusedrnn.LayerNormLSTM, "GRU": fusedrnn.LayerNormGRU}
+
+
+def _modules(mode, I, H, layers=1, bidirectional=False, bias=True):
+    """A float32 module with its LayerNorm weights moved away from 1 / 0, and a float64 copy."""
+    torch.manual_seed(0)
+    m = CLS[mode](I, H, num_layers=layers, bidirectional=bidirectional, bias=bias)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if n.startswith("layernorm_"):
+                p.add_(0.3 * torch.randn_like(p))
+    m64 = CLS[mode](I, H, num_layers=layers, bidirectional=bidirectional, bias=bias)
+    m64 = m64.double()
+    m64.load_state_dict({k: v.double() for k, v in m.state_dict().items()})
+    return m, m64
+
+
+def _max_error(mode, H, I, B, T=5, layers=1, bidirectional=False, bias=True, lengths=None):
+    """Largest relative error of the float32 module at inference against the float64
+    reference (reference_stack: LayerNorm in plain torch ops): output and final states."""
+    m, m64 = _modules(mode, I, H, layers, bidirectional, bias)
+    D = layers * (2 if bidirectional else 1)
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    h0 = torch.randn(D, B, H, dtype=torch.float64)
+    c0 = torch.randn(D, B, H, dtype=torch.float64) if mode == "LSTM" else None
+    inp = x if lengths is None else pack_padded_sequence(x, lengths, enforce_sorted=False)
+    hx = (h0, c0) if mode == "LSTM" else h0
+    packed = lengths is not None
+    rx, rh0, rc0, bs = x, h0, c0, None
+    if packed:  # the reference takes the packed rows and states in the sorted batch order
+        order = inp.sorted_indices
+        rx, bs = inp.data, inp.batch_sizes
+        rh0 = h0.index_select(1, order)
+        rc0 = c0.index_select(1, order) if c0 is not None else None
+    with torch.no_grad():
+        y, hn = m(inp.to(torch.float32), tuple(s.float() for s in hx) if mode == "LSTM"
+                  else hx.float())  # fmt: skip
+        fam = "ln_lstm" if mode == "LSTM" else "ln_gru"
+        ref = layernorm.reference_stack(
+            fam, rx, bs, rh0, rc0, m64._flat_weights, num_layers=layers,
+            bidirectional=bidirectional, has_biases=bias, dropout=0.0, train=False,
+        )  # fmt: skip
+    got = [y.data if packed else y, *(hn if mode == "LSTM" else (hn,))]
+    want = [ref[0], ref[1], *([ref[2]] if mode == "LSTM" else [])]
+    if packed:  # the module's states come back in the caller's batch order
+        want = [want[0]] + [w.index_select(1, inp.unsorted_indices) for w in want[1:]]
+    return max(rel_err(a, b) for a, b in zip(got, want))
+
+
+# H = 48 (3 vectors of 16) and 33 / 144 (not fused: not a multiple of 16, above 128); I = 1
+# takes the one-feature input side inside the step, 3 its closed form, 40 the LN rows pass.
+# B = 13: three row groups of 4 and a tail of 1; 64 the largest fused batch, 65 not fused.
+@pytest.mark.parametrize("H", [16, 33, 48, 64, 128, 144])
+@pytest.mark.parametrize("I", [1, 3, 40])
+@pytest.mark.parametrize("B", [1, 13, 64, 65])
+@pytest.mark.parametrize("mode", list(CLS))
+def test_inference_matches_reference(mode, H, I, B):
+    assert _max_error(mode, H, I, B) < 2e-5
+
+
+@pytest.mark.parametrize("mode", list(CLS))
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("packed", [False, True])
+def test_stacked_bidirectional(mode, bias, packed):
+    lengths = torch.tensor([5, 2, 4, 5, 1, 3, 4]) if packed else None
+    err = _max_error(mode, 32, 1, 7, layers=2, bidirectional=True, bias=bias, lengths=lengths)
+    assert err < 2e-5
+
+
+@pytest.mark.parametrize("mode", list(CLS))
+def test_same_bits_as_the_blas_path(mode):
+    """The register GEMM sums each product in the BLAS kernel's order here (MKL, AVX-512), so
+    switching the step off (fusedrnn.tuning fuse=False) changes no bit at inference."""
+    m, _ = _modules(mode, 3, 64, layers=2)
+    x = torch.randn(7, 32, 3)
+    with torch.no_grad():
+        fused, _ = m(x)
+        with tuning.override(fuse=False):
+            plain, _ = m(x)
+    assert torch.equal(fused, plain)
+
+
+SCRIPT = r"""
+import json, os, torch, fusedrnn
+torch.manual_seed(0)
+cls = getattr(fusedrnn, os.environ["TEST_CLS"])
+m = cls(1, 128)
+x = torch.randn(6, int(os.environ["TEST_B"]), 1)
+misses = []
+for fuse in (True, False):
+    fusedrnn.empty_cpu_cache()
+    before = fusedrnn.cpu_cache_info()["misses"]
+    with fusedrnn.tuning.override(fuse=fuse), torch.no_grad():
+        m(x)
+    misses.append(fusedrnn.cpu_cache_info()["misses"] - before)
+print(json.dumps({"fused": misses[0], "blas": misses[1]}))
+"""
+
+
+# At H = 128 and B = 64 the BLAS path's [B, G H] buffer for h W_hh^T (128-256 KiB) comes from
+# the CPU buffer cache (blocks of 64 KiB and up); the fused step has none. So the fused step
+# ran where a call takes one cache block fewer.
+@pytest.mark.parametrize("mode", list(CLS))
+@pytest.mark.parametrize(
+    "cap,B,fused",
+    [("avx512", 64, True), ("avx512", 65, False), ("avx2", 64, False), ("default", 64, False)],
+)
+def test_where_the_fused_step_runs(mode, cap, B, fused):
+    if cap != "default" and not cpu_has(cap):
+        pytest.skip(f"CPU lacks {cap}")
+    env = {k: v for k, v in os.environ.items() if k != "FUSEDRNN_NO_FUSE"}
+    env.update(ATEN_CPU_CAPABILITY=cap, TEST_CLS=CLS[mode].__name__, TEST_B=str(B))
+    got = run_script(SCRIPT, env, timeout=300)
+    assert got["blas"] - got["fused"] == (1 if fused else 0), got
