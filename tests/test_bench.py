@@ -51,9 +51,19 @@ def test_quick_run_writes_outputs(tmp_path):
     mem = {(m["workload"], m["cell"], m["impl"]): m["peak_bytes"] for m in data["memory"]}
     assert mem[("stock", "lstm", "fused")] > 0 and mem[("stock", "lstm", "nn")] > 0
     assert any(t["target"].startswith("training stock lstm") for t in data["targets"])
+    # the runner passes its sgemm rate: every speed target gets both bounds
+    peak = data["meta"]["sgemm_peak_gflops"]
+    fused, nn = (
+        got[("stock", "lstm", "training", "fused")],
+        got[("stock", "lstm", "training", "nn")],
+    )
+    (t,) = [t for t in data["targets"] if t["target"].startswith("training stock lstm")]
+    assert t["bound"] == pytest.approx(nn["median_s"] * peak * 1e9 / fused["flops"])
+    assert t["ceiling_bound"] == pytest.approx(nn["median_s"] / fused["ceiling_s"])
 
     md = (tmp_path / "t.md").read_text()
     assert "## Training step" in md and "| stock | lstm |" in md
+    assert "| bound at sgemm peak | bound at GEMM ceiling |" in md
     trace = (tmp_path / "t-trace.json").read_text()
     assert "fusedrnn::lstm_stack" in trace and "stock/lstm/fused/training" in trace
 
@@ -176,14 +186,108 @@ def test_layernorm_target_uses_the_named_implementation():
 
     out = target_checks([row("eager", 3.0), row("torchscript", 1.0), row("fused", 0.25),
                          row("torchscript", 1.0, "inference"), row("fused", 0.5, "inference")],
-                        [])  # fmt: skip
+                        [], 100.0)  # fmt: skip
     by = {t["target"]: t for t in out}
     assert by["training ln-stock lnlstm: fused >= 5x torchscript"]["measured"] == 4.0
     assert not by["training ln-stock lnlstm: fused >= 5x torchscript"]["met"]
     assert by["inference ln-stock lnlstm: fused >= 5x torchscript"]["measured"] == 2.0
     # without a torchscript row the target is reported as not met, never skipped silently
-    (t,) = target_checks([row("fused", 0.25)], [])
+    (t,) = target_checks([row("fused", 0.25)], [], 100.0)
     assert t["measured"] is None and not t["met"]
+
+
+def _result(impl, t, workload="stock", group="stock", cell="lstm", mode="training", **kw):
+    """A synthetic "ok" result row as runner.bench_case writes it."""
+    r = {"workload": workload, "group": group, "cell": cell, "mode": mode, "impl": impl,
+         "status": "ok", "median_s": t, "speedup": None, "flops": 283e6, "ceiling_s": None}  # fmt: skip
+    r.update(kw)
+    ceil = r["ceiling_s"]
+    r.update(gflops=r["flops"] / t / 1e9, ceiling_gflops=r["flops"] / ceil / 1e9 if ceil else 0.0,
+             ceiling_frac=ceil / t if ceil else 0.0)  # fmt: skip
+    return r
+
+
+def test_target_bounds_are_baseline_time_over_gemm_time_at_sgemm_peak():
+    from fusedrnn.bench.report import target_checks
+
+    rows = [_result("nn", 4.07e-3, speedup=1.0),
+            _result("fused", 2.0e-3, speedup=4.07e-3 / 2.0e-3, ceiling_s=1.1e-3),
+            _result("torchscript", 3.0e-3, "ln-stock", "layernorm", "lnlstm"),
+            _result("eager", 9.0e-3, "ln-stock", "layernorm", "lnlstm"),
+            _result("fused", 1.0e-3, "ln-stock", "layernorm", "lnlstm", speedup=9.0)]  # fmt: skip
+    by = {t["target"]: t for t in target_checks(rows, [], 100.0)}
+    t = by["training stock lstm: speedup >= 3x"]
+    # 283 MFLOP at 100 GFLOP/s take 2.83 ms at best: 4.07 / 2.83 = 1.438x < 3x
+    assert t["bound"] == pytest.approx(4.07e-3 / 2.83e-3, rel=1e-12)
+    assert t["bound"] == pytest.approx(1.43816, abs=1e-5)
+    assert t["ceiling_bound"] == pytest.approx(4.07e-3 / 1.1e-3, rel=1e-12)
+    assert t["need"] == 3.0 and not t["met"]
+    # the LayerNorm target's baseline is the named implementation (torchscript), not eager
+    ln = by["training ln-stock lnlstm: fused >= 5x torchscript"]
+    assert ln["bound"] == pytest.approx(3.0e-3 / 2.83e-3, rel=1e-12)
+    assert ln["ceiling_bound"] is None  # no ceiling_s in the row
+    # the bound scales with the peak
+    (t2,) = [x for x in target_checks(rows, [], 200.0) if x["target"].startswith("training stock")]
+    assert t2["bound"] == pytest.approx(2 * t["bound"], rel=1e-12)
+
+
+def test_target_bounds_are_none_without_their_data():
+    from fusedrnn.bench.report import target_checks
+
+    fused = _result("fused", 2.0e-3, speedup=2.0, ceiling_s=1e-3)
+    nn = _result("nn", 4.0e-3, speedup=1.0)
+    for peak in (None, 0.0):  # peak missing or not measured
+        (t,) = target_checks([nn, fused], [], peak)
+        assert t["bound"] is None and t["ceiling_bound"] == pytest.approx(4.0)
+    (t,) = target_checks([nn, dict(fused, flops=0)], [], 100.0)
+    assert t["bound"] is None
+    (t,) = target_checks([fused], [], 100.0)  # no baseline row
+    assert t["bound"] is None and t["ceiling_bound"] is None
+    (t,) = target_checks([dict(nn, status="invalid"), fused], [], 100.0)
+    assert t["bound"] is None
+    # the large-workload ceiling row and memory rows carry no bounds
+    large = [_result("nn", 0.2, "large", "large", speedup=1.0),
+             _result("fused", 0.1, "large", "large", speedup=2.0, ceiling_s=0.08)]  # fmt: skip
+    mem = [{"workload": "stock", "cell": "lstm", "impl": "fused", "peak_bytes": 5, "nn_bytes": 10}]
+    out = target_checks(large, mem, 100.0)
+    assert [t["target"] for t in out] == [
+        "training large lstm: speedup >= 1x",
+        "training large lstm: >= 90% of GEMM ceiling",
+        "memory stock lstm: fused peak <= torch.nn",
+    ]
+    assert out[0]["bound"] == pytest.approx(0.2 / 2.83e-3)
+    assert out[0]["ceiling_bound"] == pytest.approx(2.5)
+    for t in out[1:]:
+        assert t["bound"] is None and t["ceiling_bound"] is None
+
+
+def test_targets_table_shows_bounds_and_marks_targets_above_them():
+    from fusedrnn.bench.report import markdown, target_checks
+
+    rows = [_result("nn", 4.07e-3, speedup=1.0),
+            _result("fused", 3.5e-3, speedup=4.07 / 3.5, ceiling_s=3.0e-3),  # 3x > bound 1.44x
+            _result("nn", 4.0e-3, cell="gru", speedup=1.0, flops=90e6),
+            _result("fused", 1.6e-3, cell="gru", speedup=2.5, flops=90e6),  # 4x < bound 4.44x
+            _result("nn", 1.0e-3, cell="rnn", speedup=1.0, flops=1e6),
+            _result("fused", 0.4e-3, cell="rnn", speedup=2.5, flops=1e6)]  # fmt: skip
+    mem = [{"workload": "stock", "cell": "lstm", "impl": "fused", "peak_bytes": 5, "nn_bytes": 10}]
+    targets = target_checks(rows, mem, 100.0)
+    meta = {"tag": "t", "cpu": "cpu", "cpu_capability": "AVX2", "threads": 1, "torch": "x",
+            "fusedrnn": "y", "date": "d", "command": "c", "sgemm_peak_gflops": 100.0,
+            "min_run_time": 1.0}  # fmt: skip
+    md = markdown(meta, rows, mem, targets)
+    assert "| target | measured | bound at sgemm peak | bound at GEMM ceiling | met |" in md
+    assert "| training stock lstm: speedup >= 3x | 1.16x | 1.44x | 1.36x | NO (above bound) |" in md
+    assert "| training stock gru: speedup >= 4x | 2.50x | 4.44x | - | NO |" in md
+    assert "| training stock rnn: speedup >= 2x | 2.50x | 100.00x | - | yes |" in md
+    assert "| memory stock lstm: fused peak <= torch.nn | 0.50x | - | - | yes |" in md
+    heading = md.index("## Targets")
+    assert "square-sgemm rate" in md[heading:] and "not strict" in md[heading:]
+    # tables saved before the bounds existed still render
+    old = [{"target": "training stock lstm: speedup >= 3x", "measured": 1.5, "met": False}]
+    assert "| training stock lstm: speedup >= 3x | 1.50x | - | - | NO |" in markdown(
+        meta, rows, mem, old
+    )
 
 
 @pytest.mark.parametrize("cell", wl.LN_CELLS)

@@ -344,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
         "loadavg_start": load_start,
         "loadavg_end": None,
     }
-    targets = report.target_checks(results, memory)
+    targets = report.target_checks(results, memory, sgemm_peak)
     if args.profile:
         args.out.mkdir(parents=True, exist_ok=True)
         trace = write_trace(
