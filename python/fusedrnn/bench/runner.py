@@ -338,13 +338,14 @@ def run(args: argparse.Namespace) -> int:
         "quick": args.quick,
         "min_run_time": args.min_run_time,
         "sgemm_peak_gflops": sgemm_peak,
+        "bound_gflops": report.bound_rate(results, sgemm_peak),
         "note": args.note,
         "workloads": {w.name: w.describe() for w in workloads},
         "elapsed_s": None,
         "loadavg_start": load_start,
         "loadavg_end": None,
     }
-    targets = report.target_checks(results, memory, sgemm_peak)
+    targets = report.target_checks(results, memory, meta["bound_gflops"])
     if args.profile:
         args.out.mkdir(parents=True, exist_ok=True)
         trace = write_trace(
