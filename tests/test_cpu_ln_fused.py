@@ -125,7 +125,8 @@ print(json.dumps({"fused": misses[0], "blas": misses[1]}))
 def test_where_the_fused_step_runs(mode, cap, B, fused):
     if cap != "default" and not cpu_has(cap):
         pytest.skip(f"CPU lacks {cap}")
-    env = {k: v for k, v in os.environ.items() if k != "FUSEDRNN_NO_FUSE"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FUSEDRNN_NO_FUSE", "FUSEDRNN_CPU_CACHE_MB")}  # fmt: skip
     env.update(ATEN_CPU_CAPABILITY=cap, TEST_CLS=CLS[mode].__name__, TEST_B=str(B))
     got = run_script(SCRIPT, env, timeout=300)
     assert got["blas"] - got["fused"] == (1 if fused else 0), got

@@ -15,10 +15,12 @@
 // normalised values, 1/std per row), none at inference. Backward: per step in reverse one fused
 // pass (Kern::backward: d LN(c'), gates, d LN(hg)) and dh_{t-1} = dgh W_hh; after the loop the
 // input side's LN backward over all rows (or its closed form), then the plain driver's weight
-// GEMMs, and the LN weights' gradients as column sums. Kern: forward(LnFwdStep),
-// backward(LnBwdStep), rows_forward(LnRows), rows_backward(LnRowsBwd), weight_grad(dy, xhat)
-// (column sums of dy * xhat: ln_weight_grad, or a fused pass), kScalarInput (whether forward takes
-// a one-feature input side as LnFwdStep::xs).
+// GEMMs, and the LN weights' gradients as column sums.
+//
+// Kern: forward(LnFwdStep), backward(LnBwdStep), rows_forward(LnRows), rows_backward(LnRowsBwd),
+// weight_grad(dy, xhat) (column sums of dy * xhat: ln_weight_grad, or a fused pass),
+// kScalarInput (whether forward takes a one-feature input side as LnFwdStep::xs), and
+// optionally FusedStep<T> (LnFusedStepFor).
 #pragma once
 
 #include <ATen/ATen.h>
