@@ -42,6 +42,21 @@ def cpu_has(cap: str) -> bool:
     return {"avx2": " avx2 ", "avx512": " avx512f "}[cap] in flags.replace("\n", " ")
 
 
+def ln_module(fam, I, H, L=1, bidir=False, bias=True, dropout=0.0, batch_first=False,
+              dtype=torch.float64, seed=0):  # fmt: skip
+    """A fusedrnn.LayerNormLSTM ("ln_lstm") / LayerNormGRU ("ln_gru") with its LayerNorm
+    weights moved away from their initial 1 / 0, so that they matter."""
+    torch.manual_seed(seed)
+    cls = {"ln_lstm": fusedrnn.LayerNormLSTM, "ln_gru": fusedrnn.LayerNormGRU}[fam]
+    m = cls(I, H, num_layers=L, bidirectional=bidir, bias=bias, dropout=dropout,
+            batch_first=batch_first, dtype=dtype)  # fmt: skip
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if n.startswith("layernorm_"):
+                p.add_(0.3 * torch.randn_like(p))
+    return m
+
+
 def run_script(script: str, env: dict[str, str], timeout: float) -> dict:
     """Runs `python -c script` in a fresh process with env (for settings read once per
     process) and tests/ importable (`from op_cases import rel_err`); returns the JSON object

@@ -13,21 +13,16 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import fusedrnn
 from fusedrnn import layernorm, tuning
 
-from op_cases import cpu_has, rel_err, run_script
+from op_cases import cpu_has, ln_module, rel_err, run_script
 
 CLS = {"LSTM": fusedrnn.LayerNormLSTM, "GRU": fusedrnn.LayerNormGRU}
 
 
 def _modules(mode, I, H, layers=1, bidirectional=False, bias=True):
-    """A float32 module with its LayerNorm weights moved away from 1 / 0, and a float64 copy."""
-    torch.manual_seed(0)
-    m = CLS[mode](I, H, num_layers=layers, bidirectional=bidirectional, bias=bias)
-    with torch.no_grad():
-        for n, p in m.named_parameters():
-            if n.startswith("layernorm_"):
-                p.add_(0.3 * torch.randn_like(p))
-    m64 = CLS[mode](I, H, num_layers=layers, bidirectional=bidirectional, bias=bias)
-    m64 = m64.double()
+    """A float32 module (LayerNorm weights away from 1 / 0) and a float64 copy."""
+    fam = "ln_lstm" if mode == "LSTM" else "ln_gru"
+    m = ln_module(fam, I, H, layers, bidirectional, bias, dtype=torch.float32)
+    m64 = ln_module(fam, I, H, layers, bidirectional, bias)
     m64.load_state_dict({k: v.double() for k, v in m.state_dict().items()})
     return m, m64
 

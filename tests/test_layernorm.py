@@ -17,22 +17,11 @@ import fusedrnn
 from fusedrnn import _ops, layernorm, reference_torch
 
 from op_cases import batch_sizes_for, lengths_for
+from op_cases import ln_module as _module
 
 ops = torch.ops.fusedrnn
 CLS = {"ln_lstm": fusedrnn.LayerNormLSTM, "ln_gru": fusedrnn.LayerNormGRU}
 MODE = {"ln_lstm": "LN_LSTM", "ln_gru": "LN_GRU"}
-
-
-def _module(fam, I, H, L=1, bidir=False, bias=True, dropout=0.0, batch_first=False,
-            dtype=torch.float64, seed=0):  # fmt: skip
-    torch.manual_seed(seed)
-    m = CLS[fam](I, H, num_layers=L, bidirectional=bidir, bias=bias, dropout=dropout,
-                 batch_first=batch_first, dtype=dtype)  # fmt: skip
-    with torch.no_grad():  # LayerNorm weights away from 1 / 0, so that they matter
-        for n, p in m.named_parameters():
-            if n.startswith("layernorm_"):
-                p.add_(0.3 * torch.randn_like(p))
-    return m
 
 
 def _reference(m, x, bs, h0, c0):

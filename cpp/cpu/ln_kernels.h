@@ -7,7 +7,6 @@
 #include "cpu_backend.h"
 #include "fusedrnn/ln_driver.h"
 #include "kernel_table.h"
-#include "tuning.h"
 
 namespace fusedrnn::cpu {
 
@@ -33,11 +32,12 @@ template <bool kLstm>
 class LnFusedStepOf<kLstm, float> {
  public:
   explicit LnFusedStepOf(const LayerPlan& p) {
+    constexpr int G = kLstm ? 4 : 3;
     const LnFused& f = kLstm ? kernels().ln_lstm_fused : kernels().ln_gru_fused;
-    if (!tuning().fuse || !f.step || p.keep_workspace || p.B > kLnFusedMaxBatch || p.T < 2 ||
-        p.H > kFusedMaxH || p.H % f.lanes != 0)
+    // the plain steps' rule (switch, table, T, H), then inference and the batch limit
+    if (!FusedLayerStep<LnFusedStep, G>::applies(p, f) || p.keep_workspace ||
+        p.B > kLnFusedMaxBatch)
       return;
-    const int64_t G = kLstm ? 4 : 3;
     wp_ = at::empty({G * p.H * p.H}, at::kFloat);
     f.pack(p.w_hh.data_ptr<float>(), p.H, nullptr, 0, p.H, wp_.data_ptr<float>());
     step_ = f.step;
