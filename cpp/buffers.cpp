@@ -16,6 +16,8 @@
 #include <mutex>
 #include <new>
 
+#include "fusedrnn/thin_products.h"
+
 namespace fusedrnn {
 namespace {
 
@@ -185,7 +187,7 @@ at::Tensor buffer_zeros(at::IntArrayRef sizes, const at::TensorOptions& opts) {
 
 at::Tensor buffer_mm(const at::Tensor& a, const at::Tensor& b) {
   at::Tensor out = buffer_empty({a.size(0), b.size(1)}, a.options());
-  at::mm_out(out, a, b);
+  if (!thin_mm(a, b, out)) at::mm_out(out, a, b);
   return out;
 }
 

@@ -31,18 +31,20 @@ py::dict get_tuning() {
   d["pack"] = t.pack.load();
   d["pack_min_steps"] = t.pack_min_steps.load();
   d["fuse"] = t.fuse.load();
+  d["thin"] = t.thin.load();
   return d;
 }
 
 // Arguments are validated in Python (fusedrnn.tuning.set), which names the bad one.
 void set_tuning(int64_t chunk_rows, int64_t chunk_max_mflop, bool pack, int64_t pack_min_steps,
-                bool fuse) {
+                bool fuse, bool thin) {
   auto& t = fusedrnn::cpu::tuning();
   t.chunk_rows = chunk_rows;
   t.chunk_max_mflop = chunk_max_mflop;
   t.pack = pack;
   t.pack_min_steps = pack_min_steps;
   t.fuse = fuse;
+  t.thin = thin;
 }
 }  // namespace
 

@@ -1,6 +1,6 @@
 """Every CPU kernel table (DEFAULT, AVX2, AVX-512: picked at run time, ATEN_CPU_CAPABILITY
-forces one) gives torch.nn's results (the LayerNorm families: the reference's), and its dropout
-sampler torch.nn's masks. Each runs in a fresh process, since the table is
+forces one) gives torch.nn's results (the LayerNorm families: the reference's; the thin
+products: float64 matmuls), and its dropout sampler torch.nn's masks. Each runs in a fresh process, since the table is
 chosen once per process."""
 
 import os
@@ -49,6 +49,17 @@ for dtype in (torch.float32, torch.float64):
         y_f = y_f.double()
         errs[f"{name}-{dtype}"] = max(
             [rel_err(y_f, y_t)] + [rel_err(a, b) for a, b in zip(gf, gt)])
+# products with a thin side (thin_products.h): both passes, column tails, several row blocks
+for dtype in (torch.float32, torch.float64):
+    x = torch.randn(600, 37, dtype=dtype)
+    for j in (1, 3):
+        b = torch.randn(600, j, dtype=dtype)
+        r = torch.randn(37, j + 4, dtype=dtype)
+        t = torch.ops.fusedrnn_testing
+        errs[f"thin-tall{j}-{dtype}"] = rel_err(t.buffer_mm(x.t(), b), x.double().t() @ b.double())
+        errs[f"thin-row{j}-{dtype}"] = rel_err(t.buffer_mm(x, r), x.double() @ r.double())
+    errs[f"thin-sums-{dtype}"] = rel_err(torch.ops.fusedrnn_testing.column_sums(x),
+                                         x.double().sum(0))
 # dropout masks (mask_sampler.h): torch.nn's, from a generator left where torch.nn leaves it;
 # 2 x 64 rows of 37 x 2 features: thousands of draws, several engine refills
 masks = []

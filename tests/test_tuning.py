@@ -13,7 +13,14 @@ from fusedrnn import tuning
 
 def test_get_set_override_restore_and_report():
     before = tuning.get()
-    assert set(before) == {"chunk_rows", "chunk_max_mflop", "pack", "pack_min_steps", "fuse"}
+    assert set(before) == {
+        "chunk_rows",
+        "chunk_max_mflop",
+        "pack",
+        "pack_min_steps",
+        "fuse",
+        "thin",
+    }
     with tuning.override(chunk_rows=3, pack=False) as now:
         assert now["chunk_rows"] == 3 and now["pack"] is False
         assert fusedrnn.build_info()["tuning"] == now
@@ -29,6 +36,7 @@ def test_get_set_override_restore_and_report():
         ({"chunk_rows": 2.5}, ValueError),
         ({"pack_min_steps": True}, ValueError),
         ({"fuse": 1}, TypeError),
+        ({"thin": "yes"}, TypeError),
         ({"threads": 2}, TypeError),
     ],
 )

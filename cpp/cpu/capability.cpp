@@ -10,6 +10,7 @@
 #include "mask_sampler.h"
 #include "pointwise.h"
 #include "rnn_fused.h"
+#include "thin_products.h"
 
 #define FUSEDRNN_CAT2(a, b) a##b
 #define FUSEDRNN_CAT(a, b) FUSEDRNN_CAT2(a, b)
@@ -36,6 +37,8 @@ constexpr KernelTable<T> make_table() {
       &LnRowsPass::forward<T>,
       &LnRowsPass::backward<T>,
       &LnColDotPass::run<T>,
+      &TallDotPass::run<T>,
+      &RowDotPass::run<T>,
       &bernoulli_mask<T>,
   };
 }

@@ -15,6 +15,32 @@
 
 namespace fusedrnn::cpu {
 
+// out = X^T B (thin_products.h): X [K, M] rows (ldx), B [K, J] (element (k, j) at
+// b[k b_rs + j b_cs]; null: ones, the column sums), J <= 4; out (=) [M, J] at
+// out[m out_m + j out_j].
+template <class T>
+struct TallDot {
+  int64_t K = 0, M = 0, J = 0;
+  const T* x = nullptr;
+  int64_t ldx = 0;
+  const T* b = nullptr;
+  int64_t b_rs = 0, b_cs = 0;
+  T* out = nullptr;
+  int64_t out_m = 0, out_j = 0;
+};
+
+// out = X R (thin_products.h): X [K, M] rows (ldx), R given transposed as rt [J, M]
+// (contiguous), J <= 8; out (=) [K, J] rows (ldo).
+template <class T>
+struct RowDot {
+  int64_t K = 0, M = 0, J = 0;
+  const T* x = nullptr;
+  int64_t ldx = 0;
+  const T* rt = nullptr;
+  T* out = nullptr;
+  int64_t ldo = 0;
+};
+
 template <class T>
 struct KernelTable {
   void (*rnn_tanh_forward)(const FwdStep<T>&);
@@ -32,6 +58,8 @@ struct KernelTable {
   void (*ln_rows_forward)(const LnRows<T>&);
   void (*ln_rows_backward)(const LnRowsBwd<T>&);
   void (*ln_col_dot)(const LnColDot<T>&);
+  void (*tall_dot)(const TallDot<T>&);
+  void (*row_dot)(const RowDot<T>&);
   // n draws of at::bernoulli_(p) from the engine state `mt`, advanced, ones written as `keep`
   // (mask_sampler.h).
   void (*bernoulli_mask)(at::mt19937_data_pod& mt, double p, T keep, T* out, int64_t n);

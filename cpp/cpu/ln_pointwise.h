@@ -5,8 +5,6 @@
 // threads like the other pointwise passes (pointwise.h, over_rows).
 #pragma once
 
-#include <ATen/cpu/vec/functional.h>
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -16,25 +14,6 @@
 
 namespace fusedrnn::cpu {
 inline namespace CPU_CAPABILITY {
-
-// A running sum of SIMD chunks and scalar tails (over_columns' two value types).
-template <class T>
-struct RowSum {
-  at::vec::Vectorized<T> v = at::vec::Vectorized<T>(T(0));
-  T s = T(0);
-  template <class V>
-  void add(const V& x) {
-    if constexpr (std::is_same_v<V, T>) {
-      s += x;
-    } else {
-      v = v + x;
-    }
-  }
-  T total() const {  // ATen's shuffle-tree horizontal sum (a few instructions per row)
-    using V = at::vec::Vectorized<T>;
-    return s + at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, v);
-  }
-};
 
 template <class T>
 struct RowStats {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
 
 #include <algorithm>
 #include <type_traits>
@@ -64,6 +65,25 @@ inline void over_rows(int64_t rows, int64_t width, F&& f) {
     });
   }
 }
+
+// A running sum of SIMD chunks and scalar tails (over_columns' two value types).
+template <class T>
+struct RowSum {
+  at::vec::Vectorized<T> v = at::vec::Vectorized<T>(T(0));
+  T s = T(0);
+  template <class V>
+  void add(const V& x) {
+    if constexpr (std::is_same_v<V, T>) {
+      s += x;
+    } else {
+      v = v + x;
+    }
+  }
+  T total() const {  // ATen's shuffle-tree horizontal sum (a few instructions per row)
+    using V = at::vec::Vectorized<T>;
+    return s + at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, v);
+  }
+};
 
 // dh = dh_a + dh_b with either absent.
 template <class T, class V>

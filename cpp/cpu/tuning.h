@@ -1,8 +1,8 @@
 // The CPU backend's tuning knobs, in one process-wide object: read on every layer call (so a
 // change applies to the next call), set from Python (fusedrnn.tuning), seeded once from the
 // environment (FUSEDRNN_CHUNK_ROWS, FUSEDRNN_CHUNK_MAX_MFLOP, FUSEDRNN_PACK_MIN_STEPS,
-// FUSEDRNN_NO_PACK, FUSEDRNN_NO_FUSE). Fields are atomics: a setter on one thread and layer
-// calls on others never race; a call reads each knob once.
+// FUSEDRNN_NO_PACK, FUSEDRNN_NO_FUSE, FUSEDRNN_NO_THIN). Fields are atomics: a setter on one thread
+// and layer calls on others never race; a call reads each knob once.
 #pragma once
 
 #include <algorithm>
@@ -22,6 +22,8 @@ struct Tuning {
   std::atomic<int64_t> pack_min_steps{8};
   // The fused small-H float32 steps (lstm_fused.h, gru_fused.h, rnn_fused.h, ln_fused.h): on/off.
   std::atomic<bool> fuse{true};
+  // Products with a thin side on the kernel table's passes, not MKL (thin_products.h): on/off.
+  std::atomic<bool> thin{true};
 };
 
 inline int64_t env_int(const char* name, int64_t fallback) {
@@ -37,6 +39,7 @@ inline Tuning& tuning() {
     s->pack_min_steps = env_int("FUSEDRNN_PACK_MIN_STEPS", 8);
     s->pack = std::getenv("FUSEDRNN_NO_PACK") == nullptr;
     s->fuse = std::getenv("FUSEDRNN_NO_FUSE") == nullptr;
+    s->thin = std::getenv("FUSEDRNN_NO_THIN") == nullptr;
     return s;
   }();
   return *t;

@@ -8,6 +8,8 @@ cpp/cpu/tuning.h; environment variables only seed it at import).
 ``pack``                  pack the recurrent weight once per layer call (MKL, float32)
 ``pack_min_steps``        fewest time steps for packing to pay off (>= 1)
 ``fuse``                  the fused small-H float32 steps (recurrent GEMM in registers)
+``thin``                  products with a thin side (bias gradients, one-feature dW_ih) on
+                          fusedrnn's own passes instead of MKL
 ========================  =====================================================================
 
 Results do not depend on the knobs beyond floating-point rounding; they exist for A/B timing,
@@ -30,6 +32,7 @@ _KINDS = {
     "pack": (bool, None),
     "pack_min_steps": (int, 1),
     "fuse": (bool, None),
+    "thin": (bool, None),
 }
 
 
@@ -53,7 +56,12 @@ def set(**knobs) -> dict:  # noqa: A001 - fusedrnn.tuning.set reads as intended
             raise ValueError(f"fusedrnn.tuning: {name} must be an int >= {low}, got {value!r}")
         new[name] = value
     _C.set_tuning(
-        new["chunk_rows"], new["chunk_max_mflop"], new["pack"], new["pack_min_steps"], new["fuse"]
+        new["chunk_rows"],
+        new["chunk_max_mflop"],
+        new["pack"],
+        new["pack_min_steps"],
+        new["fuse"],
+        new["thin"],
     )
     return prev
 

@@ -1,0 +1,104 @@
+// When a product with a thin side runs on the kernel table's passes (fusedrnn/thin_products.h),
+// and their arguments from the tensors' strides. Tests reach them through
+// torch.ops.fusedrnn_testing (below): what buffer_mm and the bias gradients' column sums compute.
+#include "fusedrnn/thin_products.h"
+
+#include <torch/library.h>
+
+#include "cpu/kernel_table.h"
+#include "cpu/tuning.h"
+#include "fusedrnn/buffers.h"
+#include "fusedrnn/dtype_dispatch.h"
+#include "fusedrnn/layer_driver.h"
+
+namespace fusedrnn {
+namespace {
+
+constexpr int64_t kMaxTallJ = 4, kMaxRowJ = 8;
+
+bool eligible(const at::Tensor& t) {
+  return t.is_cpu() && t.dim() == 2 && t.layout() == at::kStrided && !t.is_conj() && !t.is_neg() &&
+         (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble);
+}
+
+template <class T>
+void row_dot(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+  const at::Tensor rt = b.t().contiguous();  // [J, M]: a few hundred values
+  cpu::RowDot<T> s;
+  s.K = a.size(0);
+  s.M = a.size(1);
+  s.J = b.size(1);
+  s.x = a.data_ptr<T>();
+  s.ldx = a.stride(0);
+  s.rt = rt.data_ptr<T>();
+  s.out = out.data_ptr<T>();
+  s.ldo = out.stride(0);
+  cpu::kernels_for<T>().row_dot(s);
+}
+
+// a = X^T: X [K, M] has rows a's columns (stride a.stride(1)), unit-stride along a's rows.
+template <class T>
+void tall_dot(const at::Tensor& a, const T* b, int64_t b_rs, int64_t b_cs, int64_t J, T* out,
+              int64_t out_m, int64_t out_j) {
+  cpu::TallDot<T> s;
+  s.K = a.size(1);
+  s.M = a.size(0);
+  s.J = J;
+  s.x = a.data_ptr<T>();
+  s.ldx = a.stride(1);
+  s.b = b;
+  s.b_rs = b_rs;
+  s.b_cs = b_cs;
+  s.out = out;
+  s.out_m = out_m;
+  s.out_j = out_j;
+  cpu::kernels_for<T>().tall_dot(s);
+}
+
+}  // namespace
+
+bool thin_mm(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+  if (!cpu::tuning().thin || !eligible(a) || !eligible(b) || a.scalar_type() != b.scalar_type() ||
+      !out.is_contiguous())
+    return false;
+  const int64_t J = b.size(1);
+  const bool rows = a.stride(1) == 1 || a.size(1) <= 1;
+  const bool cols = a.stride(0) == 1 || a.size(0) <= 1;
+  if (J >= 1 && J <= kMaxRowJ && rows) {
+    dispatch_dtype<float, double>(a.scalar_type(), "thin_mm", "float or double",
+                                  [&](auto t) { row_dot<decltype(t)>(a, b, out); });
+    return true;
+  }
+  if (J >= 1 && J <= kMaxTallJ && cols) {
+    dispatch_dtype<float, double>(a.scalar_type(), "thin_mm", "float or double", [&](auto t) {
+      using T = decltype(t);
+      tall_dot<T>(a, b.data_ptr<T>(), b.stride(0), b.stride(1), J, out.data_ptr<T>(), out.stride(0),
+                  out.stride(1));
+    });
+    return true;
+  }
+  return false;
+}
+
+at::Tensor thin_column_sums(const at::Tensor& m) {
+  if (!cpu::tuning().thin || !eligible(m) || !(m.stride(1) == 1 || m.size(1) <= 1))
+    return at::Tensor();
+  at::Tensor out = at::empty({m.size(1)}, m.options());
+  dispatch_dtype<float, double>(m.scalar_type(), "column_sums", "float or double", [&](auto t) {
+    using T = decltype(t);
+    tall_dot<T>(m.t(), nullptr, 0, 0, 1, out.data_ptr<T>(), 1, 0);
+  });
+  return out;
+}
+
+}  // namespace fusedrnn
+
+TORCH_LIBRARY(fusedrnn_testing, m) {
+  m.def("buffer_mm(Tensor a, Tensor b) -> Tensor");
+  m.def("column_sums(Tensor m) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fusedrnn_testing, CPU, m) {
+  m.impl("buffer_mm", &fusedrnn::buffer_mm);
+  m.impl("column_sums", &fusedrnn::column_sums);
+}

@@ -1,0 +1,102 @@
+"""Products with a thin side on fusedrnn's own CPU passes (cpp/cpu/thin_products.h), as the ops
+use them: buffer_mm (X^T B with up to 4 columns, X R with up to 8) and the bias gradients'
+column sums, reached through torch.ops.fusedrnn_testing. Checked against float64 matmuls at
+odd sizes and strides, against MKL (tuning thin=False), and for the same bits at 1 and 2
+threads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fusedrnn import tuning
+
+from op_cases import rel_err
+
+T = torch.ops.fusedrnn_testing
+DTYPES = [torch.float32, torch.float64]
+TOL = {torch.float32: 2e-6, torch.float64: 1e-13}
+# K rows (0, 1, one 256-row block, its edge, several blocks), M columns (SIMD tails)
+SHAPES = [(0, 5), (1, 1), (7, 33), (255, 17), (256, 16), (257, 128), (1500, 129)]
+
+
+def _rel(out, ref):
+    if ref.numel() == 0:
+        return 0.0
+    return rel_err(out, ref) if ref.abs().max() > 0 else out.abs().max().item()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("K,M", SHAPES)
+@pytest.mark.parametrize("J", [1, 2, 3, 4])
+def test_tall_product_matches_float64(dtype, K, M, J):
+    torch.manual_seed(K + M + J)
+    x = torch.randn(K, M, dtype=dtype)
+    b = torch.randn(K, J, dtype=dtype)
+    out = T.buffer_mm(x.t(), b)
+    assert out.shape == (M, J) and out.dtype == dtype
+    assert _rel(out, x.double().t() @ b.double()) < TOL[dtype]
+    # B strided: a column slice of a wider matrix, and a transposed one
+    wide = torch.randn(K, J + 3, dtype=dtype)
+    bt = torch.randn(J, K, dtype=dtype).t()
+    for bb in (wide[:, 1 : J + 1], bt):
+        assert _rel(T.buffer_mm(x.t(), bb), x.double().t() @ bb.double()) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("K,M", SHAPES)
+@pytest.mark.parametrize("J", [1, 2, 5, 8])
+def test_row_product_matches_float64(dtype, K, M, J):
+    torch.manual_seed(K + M + J)
+    x = torch.randn(K, M + 2, dtype=dtype)[:, 1 : M + 1]  # rows of stride M + 2
+    r = torch.randn(J, M, dtype=dtype).t()
+    out = T.buffer_mm(x, r)
+    assert out.shape == (K, J) and out.dtype == dtype
+    assert _rel(out, x.double() @ r.double()) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("K,M", SHAPES)
+def test_column_sums_match_float64(dtype, K, M):
+    torch.manual_seed(K + M)
+    x = torch.randn(K, M, dtype=dtype)
+    out = T.column_sums(x)
+    assert out.shape == (M,) and out.dtype == dtype
+    assert _rel(out, x.double().sum(0)) < TOL[dtype]
+
+
+def test_wider_products_and_the_knob_keep_mkl():
+    """Beyond the thin limits, and with thin=False, buffer_mm is MKL's mm: the same bits."""
+    torch.manual_seed(0)
+    x = torch.randn(300, 40)
+    for a, b in ((x.t(), torch.randn(300, 5)), (x, torch.randn(40, 9))):
+        assert torch.equal(T.buffer_mm(a, b), torch.mm(a, b))
+    # the thin passes really run: another summation order than MKL's, in the last bits
+    tall, tb = torch.randn(2000, 64).t(), torch.randn(2000, 1)
+    assert not torch.equal(T.buffer_mm(tall, tb), torch.mm(tall, tb))
+    with tuning.override(thin=False):
+        assert torch.equal(T.buffer_mm(tall, tb), torch.mm(tall, tb))
+        for a, b in ((x.t(), torch.randn(300, 2)), (x, torch.randn(40, 3))):
+            assert torch.equal(T.buffer_mm(a, b), torch.mm(a, b))
+        s = torch.randn(300, 40)
+        assert torch.equal(T.column_sums(s), torch.mv(s.t(), torch.ones(300)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_same_bits_at_one_and_two_threads(dtype):
+    """Row blocks of fixed size, added in block order: the thread count changes no bit (the
+    ops promise results independent of it)."""
+    torch.manual_seed(1)
+    x = torch.randn(3000, 70, dtype=dtype)
+    b = torch.randn(3000, 3, dtype=dtype)
+    r = torch.randn(70, 6, dtype=dtype)
+    prev = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            outs.append((T.buffer_mm(x.t(), b), T.buffer_mm(x, r), T.column_sums(x)))
+    finally:
+        torch.set_num_threads(prev)
+    for one, two in zip(*outs):
+        assert torch.equal(one, two)
