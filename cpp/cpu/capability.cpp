@@ -36,7 +36,6 @@ constexpr KernelTable<T> make_table() {
       &LnGruPointwise::backward<T>,
       &LnRowsPass::forward<T>,
       &LnRowsPass::backward<T>,
-      &LnColDotPass::run<T>,
       &TallDotPass::run<T>,
       &RowDotPass::run<T>,
       &bernoulli_mask<T>,

@@ -17,12 +17,14 @@ namespace fusedrnn::cpu {
 
 // out = X^T B (thin_products.h): X [K, M] rows (ldx), B [K, J] (element (k, j) at
 // b[k b_rs + j b_cs]; null: ones, the column sums), J <= 4; out (=) [M, J] at
-// out[m out_m + j out_j].
+// out[m out_m + j out_j]. With y (rows ldy, J = 1, b null): the column sums of X * Y.
 template <class T>
 struct TallDot {
   int64_t K = 0, M = 0, J = 0;
   const T* x = nullptr;
   int64_t ldx = 0;
+  const T* y = nullptr;
+  int64_t ldy = 0;
   const T* b = nullptr;
   int64_t b_rs = 0, b_cs = 0;
   T* out = nullptr;
@@ -57,7 +59,6 @@ struct KernelTable {
   void (*ln_gru_backward)(const LnBwdStep<T>&);
   void (*ln_rows_forward)(const LnRows<T>&);
   void (*ln_rows_backward)(const LnRowsBwd<T>&);
-  void (*ln_col_dot)(const LnColDot<T>&);
   void (*tall_dot)(const TallDot<T>&);
   void (*row_dot)(const RowDot<T>&);
   // n draws of at::bernoulli_(p) from the engine state `mt`, advanced, ones written as `keep`

@@ -74,19 +74,21 @@ struct LnKernels {
   static void rows_backward(const LnRowsBwd<T>& s) {
     kernels_for<T>().ln_rows_backward(s);
   }
-  // A LayerNorm weight's gradient: column sums of dy * xhat in one pass (ln_pointwise.h).
+  // A LayerNorm weight's gradient: column sums of dy * xhat in one pass (thin_products.h).
   template <class T>
   static at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& xhat) {
     at::Tensor out = at::empty({dy.size(1)}, dy.options());
-    LnColDot<T> s;
-    s.rows = dy.size(0);
-    s.n = dy.size(1);
-    s.a = dy.data_ptr<T>();
-    s.lda = dy.stride(0);
-    s.b = xhat.data_ptr<T>();
-    s.ldb = xhat.stride(0);
+    TallDot<T> s;
+    s.K = dy.size(0);
+    s.M = dy.size(1);
+    s.J = 1;
+    s.x = dy.data_ptr<T>();
+    s.ldx = dy.stride(0);
+    s.y = xhat.data_ptr<T>();
+    s.ldy = xhat.stride(0);
     s.out = out.data_ptr<T>();
-    kernels_for<T>().ln_col_dot(s);
+    s.out_m = 1;
+    kernels_for<T>().tall_dot(s);
     return out;
   }
 };

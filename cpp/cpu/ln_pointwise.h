@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "fusedrnn/ln_step_args.h"
 #include "pointwise.h"
@@ -149,37 +148,6 @@ struct LnRowsPass {
       for (int r = 0; r < R; ++r) rstd[r] = s.rstd[(b0 + r) * s.ld_ws];
       ln_backward_rows<R>(s.n, dy, s.w, xh, rstd, dv);
     });
-  }
-};
-
-// Blocks of kRows rows accumulate into their own partial row (in parallel), then the partials
-// are added in block order: one pass over a and b, against a product buffer plus a reduction.
-struct LnColDotPass {
-  static constexpr int64_t kRows = 256;
-  template <class T>
-  static void run(const LnColDot<T>& s) {
-    const int64_t n = s.n, blocks = (s.rows + kRows - 1) / kRows;
-    std::vector<T> part(size_t(std::max<int64_t>(blocks, 1) * n), T(0));
-    at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
-      for (int64_t k = k0; k < k1; ++k) {
-        T* acc = part.data() + k * n;
-        const int64_t r1 = std::min(s.rows, (k + 1) * kRows);
-        for (int64_t r = k * kRows; r < r1; ++r) {
-          const T* a = s.a + r * s.lda;
-          const T* b = s.b + r * s.ldb;
-          over_columns<T>(n, [&]<class V>(int64_t q) {
-            st<T, V>(acc + q, ld<T, V>(acc + q) + ld<T, V>(a + q) * ld<T, V>(b + q));
-          });
-        }
-      }
-    });
-    std::fill(s.out, s.out + n, T(0));
-    for (int64_t k = 0; k < blocks; ++k) {
-      const T* acc = part.data() + k * n;
-      over_columns<T>(n, [&]<class V>(int64_t q) {
-        st<T, V>(s.out + q, ld<T, V>(s.out + q) + ld<T, V>(acc + q));
-      });
-    }
   }
 };
 

@@ -5,9 +5,12 @@
 // generic path) dY [15680, 128] times R [128, 2] took 1.1 ms, dY^T a 0.22 ms and the column sums
 // as a GEMV 0.22 ms, where one pass over dY's 8 MB takes under 0.1 ms.
 //
-// TallDot: out = X^T B (X [K, M] rows with stride ldx, B [K, J] with J <= 4, or ones): rows of X
-// in fixed blocks of kTallRows, each block's sums in registers, the blocks' partial rows added
-// in block order afterwards, so the bits do not depend on the thread count.
+// TallDot: out = X^T B (X [K, M] rows with stride ldx, B [K, J] with J <= 4, or ones), or the
+// column sums of X * Y (elementwise: a LayerNorm weight's gradient, dy * xhat): rows of X in
+// fixed blocks of kTallRows, each block's sums in registers, the blocks' partial rows added in
+// block order afterwards, so the bits do not depend on the thread count. (The LayerNorm column
+// sums kept a block's running row in memory, a load and a store per vector and row: 6% of the
+// sine LN-LSTM's training step in perf, against ~2% in registers.)
 // RowDot: out = X R (X [K, M] rows, R [M, J] with J <= 8, given transposed as rt [J, M]): a
 // row's J dot products in registers; rows are independent.
 #pragma once
@@ -25,9 +28,9 @@ inline namespace CPU_CAPABILITY {
 
 constexpr int64_t kTallRows = 256;
 
-// acc[j][c + v L ...] (=) sum over rows [r0, r1) of x[r, c + ...] * b_j(r) for NV vectors of
-// columns from c (NV = 0: the scalar column c).
-template <class T, int J, int NV>
+// acc[j][c + v L ...] (=) sum over rows [r0, r1) of x[r, c + ...] * b_j(r) (kY: times
+// y[r, c + ...]) for NV vectors of columns from c (NV = 0: the scalar column c).
+template <class T, int J, bool kY, int NV>
 inline void tall_chunk(const TallDot<T>& s, int64_t r0, int64_t r1, int64_t c, T* acc) {
   using V = at::vec::Vectorized<T>;
   constexpr int64_t L = V::size();
@@ -38,11 +41,13 @@ inline void tall_chunk(const TallDot<T>& s, int64_t r0, int64_t r1, int64_t c, T
     for (int v = 0; v < W; ++v) a[j][v] = Acc(T(0));
   for (int64_t r = r0; r < r1; ++r) {
     const T* xr = s.x + r * s.ldx + c;
+    const T* yr = kY ? s.y + r * s.ldy + c : nullptr;
     Acc bj[J];
     for (int j = 0; j < J; ++j) bj[j] = Acc(s.b ? s.b[r * s.b_rs + j * s.b_cs] : T(1));
 #pragma GCC unroll 8
     for (int v = 0; v < W; ++v) {
-      const Acc xv = ld<T, Acc>(xr + v * L);
+      Acc xv = ld<T, Acc>(xr + v * L);
+      if constexpr (kY) xv = xv * ld<T, Acc>(yr + v * L);
       for (int j = 0; j < J; ++j) a[j][v] = a[j][v] + xv * bj[j];
     }
   }
@@ -51,24 +56,24 @@ inline void tall_chunk(const TallDot<T>& s, int64_t r0, int64_t r1, int64_t c, T
 }
 
 // One block's sums of all M columns into acc [J, M].
-template <class T, int J>
+template <class T, int J, bool kY>
 inline void tall_block(const TallDot<T>& s, int64_t r0, int64_t r1, T* acc) {
   constexpr int64_t L = at::vec::Vectorized<T>::size();
   constexpr int NV = J == 1 ? 8 : J == 2 ? 4 : 2;  // J * NV accumulators, within 16 registers
   int64_t c = 0;
-  for (; c + NV * L <= s.M; c += NV * L) tall_chunk<T, J, NV>(s, r0, r1, c, acc);
-  for (; c + L <= s.M; c += L) tall_chunk<T, J, 1>(s, r0, r1, c, acc);
-  for (; c < s.M; ++c) tall_chunk<T, J, 0>(s, r0, r1, c, acc);
+  for (; c + NV * L <= s.M; c += NV * L) tall_chunk<T, J, kY, NV>(s, r0, r1, c, acc);
+  for (; c + L <= s.M; c += L) tall_chunk<T, J, kY, 1>(s, r0, r1, c, acc);
+  for (; c < s.M; ++c) tall_chunk<T, J, kY, 0>(s, r0, r1, c, acc);
 }
 
-template <class T, int J>
+template <class T, int J, bool kY = false>
 inline void tall_dot_j(const TallDot<T>& s) {
   const int64_t M = s.M, blocks = (s.K + kTallRows - 1) / kTallRows;
   std::vector<T> part(size_t(std::max<int64_t>(blocks, 1) * J * M), T(0));
   at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k)
-      tall_block<T, J>(s, k * kTallRows, std::min(s.K, (k + 1) * kTallRows),
-                       part.data() + k * J * M);
+      tall_block<T, J, kY>(s, k * kTallRows, std::min(s.K, (k + 1) * kTallRows),
+                           part.data() + k * J * M);
   });
   for (int64_t k = 1; k < blocks; ++k) {  // in block order
     const T* p = part.data() + k * J * M;
@@ -83,6 +88,7 @@ inline void tall_dot_j(const TallDot<T>& s) {
 struct TallDotPass {
   template <class T>
   static void run(const TallDot<T>& s) {
+    if (s.y) return tall_dot_j<T, 1, true>(s);
     switch (s.J) {
       case 1:
         return tall_dot_j<T, 1>(s);

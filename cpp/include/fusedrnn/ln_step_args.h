@@ -62,18 +62,6 @@ struct LnRowsBwd {
   int64_t ld_dv = 0;
 };
 
-// Column sums over rows of a * b (a LayerNorm weight's gradient: dy times the normalised
-// values): out (=) [n], row blocks summed in a fixed order (the same bits for any thread count).
-template <class T>
-struct LnColDot {
-  int64_t rows = 0, n = 0;
-  const T* a = nullptr;
-  int64_t lda = 0;
-  const T* b = nullptr;
-  int64_t ldb = 0;
-  T* out = nullptr;
-};
-
 // One forward step. xg [rows, GH]: the input side, LN(x W_ih^T; ln_ih) + b_ih (+ b_hh for the
 // LSTM); hg [rows, GH] = h W_hh^T (raw). Writes (=) out, the running h / c (in place) and,
 // unless null, ws.
