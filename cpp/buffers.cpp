@@ -185,9 +185,13 @@ at::Tensor buffer_zeros(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   return buffer_empty(sizes, opts).zero_();
 }
 
+void mm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  if (!thin_mm(a, b, out)) at::mm_out(out, a, b);
+}
+
 at::Tensor buffer_mm(const at::Tensor& a, const at::Tensor& b) {
   at::Tensor out = buffer_empty({a.size(0), b.size(1)}, a.options());
-  if (!thin_mm(a, b, out)) at::mm_out(out, a, b);
+  mm_into(out, a, b);
   return out;
 }
 

@@ -27,7 +27,9 @@ constexpr size_t kMinCachedBytes = size_t(64) << 10;
 
 at::Tensor buffer_empty(at::IntArrayRef sizes, const at::TensorOptions& opts);
 at::Tensor buffer_zeros(at::IntArrayRef sizes, const at::TensorOptions& opts);
-// at::mm(a, b) written into a buffer_empty result (a thin product on the CPU: thin_products.h).
+// at::mm_out(out, a, b), a thin product on the CPU by thin_products.h's passes.
+void mm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
+// at::mm(a, b) written into a buffer_empty result (mm_into).
 at::Tensor buffer_mm(const at::Tensor& a, const at::Tensor& b);
 // t itself when contiguous, else a contiguous copy in a buffer_empty result (an incoming
 // gradient is often an expanded or transposed view).

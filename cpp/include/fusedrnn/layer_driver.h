@@ -539,8 +539,8 @@ void input_side_grads(const LayerPlan& p, const BwdBuffers& b, bool input_grad, 
     }
     r.grad_w_ih = buffer_empty({GH, p.I}, opts);
     at::Tensor w_rz = r.grad_w_ih.narrow(0, 0, 2 * H), w_n = r.grad_w_ih.narrow(0, 2 * H, H);
-    at::mm_out(w_rz, drz.t(), p.x);
-    at::mm_out(w_n, dn.t(), p.x);
+    mm_into(w_rz, drz.t(), p.x);
+    mm_into(w_n, dn.t(), p.x);
   } else {
     if (input_grad) r.grad_input = buffer_mm(b.dG, p.w_ih).view(p.in_shape);
     r.grad_w_ih = buffer_mm(b.dG.t(), p.x);
