@@ -58,9 +58,11 @@ void tall_dot(const at::Tensor& a, const T* b, int64_t b_rs, int64_t b_cs, int64
 }  // namespace
 
 bool thin_mm(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
-  if (!cpu::tuning().thin || !eligible(a) || !eligible(b) || a.scalar_type() != b.scalar_type() ||
-      !out.is_contiguous())
-    return false;
+  if (!cpu::tuning().thin || !eligible(a) || !eligible(b) || !eligible(out) ||
+      a.scalar_type() != b.scalar_type() || out.scalar_type() != a.scalar_type() ||
+      !out.is_contiguous() || a.size(1) != b.size(0) || out.size(0) != a.size(0) ||
+      out.size(1) != b.size(1))
+    return false;  // (at::mm_out then runs, and raises for mismatched arguments)
   const int64_t J = b.size(1);
   const bool rows = a.stride(1) == 1 || a.size(1) <= 1;
   const bool cols = a.stride(0) == 1 || a.size(0) <= 1;

@@ -100,3 +100,11 @@ def test_same_bits_at_one_and_two_threads(dtype):
         torch.set_num_threads(prev)
     for one, two in zip(*outs):
         assert torch.equal(one, two)
+
+
+def test_mismatched_shapes_raise_mms_error():
+    """A product whose shapes do not chain is not run by the passes: at::mm's error."""
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        T.buffer_mm(torch.randn(3, 4), torch.randn(5, 2))
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        T.buffer_mm(torch.randn(4, 3).t(), torch.randn(5, 2))
