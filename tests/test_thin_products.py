@@ -108,3 +108,24 @@ def test_mismatched_shapes_raise_mms_error():
         T.buffer_mm(torch.randn(3, 4), torch.randn(5, 2))
     with pytest.raises(RuntimeError, match="cannot be multiplied"):
         T.buffer_mm(torch.randn(4, 3).t(), torch.randn(5, 2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_taller_than_256_blocks_uses_longer_blocks(dtype):
+    """Past 256 * 256 rows the blocks grow (at most 256 partial rows are kept): still the
+    float64 result, and the same bits at 1 and 2 threads."""
+    torch.manual_seed(2)
+    x = torch.randn(70001, 19, dtype=dtype)
+    b = torch.randn(70001, 2, dtype=dtype)
+    prev = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            outs.append((T.buffer_mm(x.t(), b), T.column_sums(x)))
+    finally:
+        torch.set_num_threads(prev)
+    assert _rel(outs[0][0], x.double().t() @ b.double()) < 10 * TOL[dtype]
+    assert _rel(outs[0][1], x.double().sum(0)) < 10 * TOL[dtype]
+    for one, two in zip(*outs):
+        assert torch.equal(one, two)

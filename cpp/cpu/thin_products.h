@@ -6,11 +6,13 @@
 // column sums as a GEMV 0.22 ms; these passes take 0.08, 0.05 and 0.05 ms.
 //
 // TallDot: out = X^T B (X [K, M] rows with stride ldx, B [K, J] with J <= 4, or ones), or the
-// column sums of X * Y (elementwise: a LayerNorm weight's gradient, dy * xhat): rows of X in
-// fixed blocks of kTallRows, each block's sums in registers, the blocks' partial rows added in
-// block order afterwards, so the bits do not depend on the thread count. (The LayerNorm column
-// sums kept a block's running row in memory, a load and a store per vector and row: 6.2% of the
-// sine LN-LSTM's training step in perf, against 4.9% in registers.)
+// column sums of X * Y (elementwise: a LayerNorm weight's gradient, dy * xhat). Rows of X go in
+// fixed blocks of kTallRows (more when X is taller: at most kTallBlocks blocks, so the partial
+// rows stay within kTallBlocks J M values), each block's sums in registers, and the blocks'
+// partial rows are added in block order afterwards: the bits do not depend on the thread count.
+// (The LayerNorm column sums kept a block's running row in memory, a load and a store per
+// vector and row: 6.2% of the sine LN-LSTM's training step in perf, against 4.9% here.)
+//
 // RowDot: out = X R (X [K, M] rows, R [M, J] with J <= 8, given transposed as rt [J, M]): a
 // row's J dot products in registers; rows are independent.
 #pragma once
@@ -26,7 +28,12 @@
 namespace fusedrnn::cpu {
 inline namespace CPU_CAPABILITY {
 
-constexpr int64_t kTallRows = 256;
+constexpr int64_t kTallRows = 256, kTallBlocks = 256;
+
+// Rows per block: a function of K alone, never of the thread count (the bits would change).
+inline int64_t tall_block_rows(int64_t K) {
+  return std::max(kTallRows, (K + kTallBlocks - 1) / kTallBlocks);
+}
 
 // acc[j][c + v L ...] (=) sum over rows [r0, r1) of x[r, c + ...] * b_j(r) (kY: times
 // y[r, c + ...]) for NV vectors of columns from c (NV = 0: the scalar column c).
@@ -68,12 +75,11 @@ inline void tall_block(const TallDot<T>& s, int64_t r0, int64_t r1, T* acc) {
 
 template <class T, int J, bool kY = false>
 inline void tall_dot_j(const TallDot<T>& s) {
-  const int64_t M = s.M, blocks = (s.K + kTallRows - 1) / kTallRows;
+  const int64_t M = s.M, rows = tall_block_rows(s.K), blocks = (s.K + rows - 1) / rows;
   std::vector<T> part(size_t(std::max<int64_t>(blocks, 1) * J * M), T(0));
   at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k)
-      tall_block<T, J, kY>(s, k * kTallRows, std::min(s.K, (k + 1) * kTallRows),
-                           part.data() + k * J * M);
+      tall_block<T, J, kY>(s, k * rows, std::min(s.K, (k + 1) * rows), part.data() + k * J * M);
   });
   for (int64_t k = 1; k < blocks; ++k) {  // in block order
     const T* p = part.data() + k * J * M;
