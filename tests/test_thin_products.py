@@ -82,6 +82,21 @@ def test_wider_products_and_the_knob_keep_mkl():
         assert torch.equal(T.column_sums(s), torch.mv(s.t(), torch.ones(300)))
 
 
+def _same_bits_at_one_and_two_threads(run):
+    """run() at 1 and at 2 threads: the same bits in every result; returns them."""
+    prev = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            outs.append(run())
+    finally:
+        torch.set_num_threads(prev)
+    for one, two in zip(*outs):
+        assert torch.equal(one, two)
+    return outs[0]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_same_bits_at_one_and_two_threads(dtype):
     """Row blocks of fixed size, added in block order: the thread count changes no bit (the
@@ -90,16 +105,9 @@ def test_same_bits_at_one_and_two_threads(dtype):
     x = torch.randn(3000, 70, dtype=dtype)
     b = torch.randn(3000, 3, dtype=dtype)
     r = torch.randn(70, 6, dtype=dtype)
-    prev = torch.get_num_threads()
-    outs = []
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            outs.append((T.buffer_mm(x.t(), b), T.buffer_mm(x, r), T.column_sums(x)))
-    finally:
-        torch.set_num_threads(prev)
-    for one, two in zip(*outs):
-        assert torch.equal(one, two)
+    _same_bits_at_one_and_two_threads(
+        lambda: (T.buffer_mm(x.t(), b), T.buffer_mm(x, r), T.column_sums(x))
+    )
 
 
 def test_mismatched_shapes_raise_mms_error():
@@ -117,15 +125,8 @@ def test_taller_than_256_blocks_uses_longer_blocks(dtype):
     torch.manual_seed(2)
     x = torch.randn(70001, 19, dtype=dtype)
     b = torch.randn(70001, 2, dtype=dtype)
-    prev = torch.get_num_threads()
-    outs = []
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            outs.append((T.buffer_mm(x.t(), b), T.column_sums(x)))
-    finally:
-        torch.set_num_threads(prev)
-    assert _rel(outs[0][0], x.double().t() @ b.double()) < 10 * TOL[dtype]
-    assert _rel(outs[0][1], x.double().sum(0)) < 10 * TOL[dtype]
-    for one, two in zip(*outs):
-        assert torch.equal(one, two)
+    prod, sums = _same_bits_at_one_and_two_threads(
+        lambda: (T.buffer_mm(x.t(), b), T.column_sums(x))
+    )
+    assert _rel(prod, x.double().t() @ b.double()) < 10 * TOL[dtype]
+    assert _rel(sums, x.double().sum(0)) < 10 * TOL[dtype]
