@@ -36,16 +36,19 @@ void row_dot(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
   cpu::kernels_for<T>().row_dot(s);
 }
 
-// a = X^T: X [K, M] has rows a's columns (stride a.stride(1)), unit-stride along a's rows.
+// a = X^T: X [K, M] has rows a's columns (stride a.stride(1)), unit-stride along a's rows;
+// y (rows ldy, J = 1, b null): the column sums of X * Y.
 template <class T>
 void tall_dot(const at::Tensor& a, const T* b, int64_t b_rs, int64_t b_cs, int64_t J, T* out,
-              int64_t out_m, int64_t out_j) {
+              int64_t out_m, int64_t out_j, const T* y = nullptr, int64_t ldy = 0) {
   cpu::TallDot<T> s;
   s.K = a.size(1);
   s.M = a.size(0);
   s.J = J;
   s.x = a.data_ptr<T>();
   s.ldx = a.stride(1);
+  s.y = y;
+  s.ldy = ldy;
   s.b = b;
   s.b_rs = b_rs;
   s.b_cs = b_cs;
@@ -92,6 +95,15 @@ at::Tensor thin_column_sums(const at::Tensor& m) {
   });
   return out;
 }
+
+template <class T>
+at::Tensor column_product_sums(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor out = at::empty({a.size(1)}, a.options());
+  tall_dot<T>(a.t(), nullptr, 0, 0, 1, out.data_ptr<T>(), 1, 0, b.data_ptr<T>(), b.stride(0));
+  return out;
+}
+template at::Tensor column_product_sums<float>(const at::Tensor&, const at::Tensor&);
+template at::Tensor column_product_sums<double>(const at::Tensor&, const at::Tensor&);
 
 }  // namespace fusedrnn
 

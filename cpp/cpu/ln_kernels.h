@@ -6,6 +6,7 @@
 
 #include "cpu_backend.h"
 #include "fusedrnn/ln_driver.h"
+#include "fusedrnn/thin_products.h"
 #include "kernel_table.h"
 
 namespace fusedrnn::cpu {
@@ -77,19 +78,7 @@ struct LnKernels {
   // A LayerNorm weight's gradient: column sums of dy * xhat in one pass (thin_products.h).
   template <class T>
   static at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& xhat) {
-    at::Tensor out = at::empty({dy.size(1)}, dy.options());
-    TallDot<T> s;
-    s.K = dy.size(0);
-    s.M = dy.size(1);
-    s.J = 1;
-    s.x = dy.data_ptr<T>();
-    s.ldx = dy.stride(0);
-    s.y = xhat.data_ptr<T>();
-    s.ldy = xhat.stride(0);
-    s.out = out.data_ptr<T>();
-    s.out_m = 1;
-    kernels_for<T>().tall_dot(s);
-    return out;
+    return column_product_sums<T>(dy, xhat);
   }
 };
 

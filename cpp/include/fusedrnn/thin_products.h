@@ -17,4 +17,10 @@ bool thin_mm(const at::Tensor& a, const at::Tensor& b, at::Tensor& out);
 // bits do not depend on the thread count); an undefined tensor where it does not apply.
 at::Tensor thin_column_sums(const at::Tensor& m);
 
+// The column sums of a * b (a [N, n] and b [N, n] of dtype T on the CPU, unit-stride rows: a
+// LayerNorm weight's gradient, dy * xhat), by the same pass whatever tuning().thin says (it
+// replaced a pass of its own; the bits do not depend on the thread count).
+template <class T>
+at::Tensor column_product_sums(const at::Tensor& a, const at::Tensor& b);
+
 }  // namespace fusedrnn
