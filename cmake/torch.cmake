@@ -9,7 +9,8 @@
 #  - unset: CUDA when torch has CUDA and a matching nvcc is found (nvcc alone never turns it
 #    on); a torch with CUDA but no usable nvcc gives a CPU-only build and a warning.
 # Outputs: FUSEDRNN_TORCH_VERSION, FUSEDRNN_TORCH_CUDA ("" for a CPU torch), FUSEDRNN_CUDA,
-# the `torch` target (TORCH_LIBRARIES) and pybind11 on CMAKE_PREFIX_PATH.
+# the `torch` target (TORCH_LIBRARIES), FUSEDRNN_TORCH_PYTHON (libtorch_python) and pybind11 on
+# CMAKE_PREFIX_PATH.
 
 execute_process(
   COMMAND "${Python_EXECUTABLE}" -c [=[
@@ -129,3 +130,6 @@ if(NOT FUSEDRNN_CUDA)
   endforeach()
   set(TORCH_LIBRARIES torch)
 endif()
+# The Python half of libtorch (tensors to and from Python objects), CPU and CUDA builds alike.
+find_library(FUSEDRNN_TORCH_PYTHON torch_python PATHS "${_torch_dir}/lib" NO_DEFAULT_PATH
+             REQUIRED)

@@ -8,6 +8,7 @@
 #include "cpu/kernel_table.h"
 #include "cpu/tuning.h"
 #include "fusedrnn/buffers.h"
+#include "fusedrnn/cell_fast_path.h"
 #include "fusedrnn/dropout_mask.h"
 
 #ifndef FUSEDRNN_VERSION
@@ -51,6 +52,7 @@ void set_tuning(int64_t chunk_rows, int64_t chunk_max_mflop, bool pack, int64_t 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fusedrnn fused RNN/LSTM/GRU kernels (ops live in torch.ops.fusedrnn)";
   m.def("get_tuning", &get_tuning);
+  m.def("cell_step", &fusedrnn::cell_step);
   m.def("set_tuning", &set_tuning);
   m.def("cpu_cache_info", [] {
     const auto i = fusedrnn::buffer_cache_info();

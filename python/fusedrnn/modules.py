@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _ops, deploy
+from . import _C, _autograd, _ops, deploy
 
 __all__ = [
     "GRU",
@@ -121,6 +121,18 @@ def _use_fused(name: str, mode: str, weight: Tensor) -> bool:
     if not ok:
         _warn_fallback(name, dev, dtype, f"no fused kernel for {dtype} on {dev}")
     return ok
+
+
+def _cell_fast_path_open() -> bool:
+    """Whether a cell module may try ``_C.cell_step`` (cpp/cell_fast_path.cpp), which checks
+    the tensors and the rest itself: not while torch.compile traces, a torch.func transform or
+    forward AD is open, autocast is on, or ONNX export runs (the Python path handles those)."""
+    return not (
+        torch.compiler.is_compiling()
+        or torch._C._is_any_autocast_enabled()
+        or _autograd._transforms_active()
+        or deploy.exporting_onnx()
+    )
 
 
 def _check_hx_type(name: str, hx, nstate: int) -> None:
@@ -349,6 +361,7 @@ def _check_cell_hidden(input: Tensor, hx: Tensor, hidden_size: int, label: str) 
 
 class _FusedCellBase(nn.RNNCellBase):
     _torch_cls: type[nn.RNNCellBase]
+    _fast_kind: int | None = None  # cell_step's kind (cpp/include/fusedrnn/cell_fast_path.h)
 
     def _mode(self) -> str:
         raise NotImplementedError
@@ -398,6 +411,14 @@ class _FusedCellBase(nn.RNNCellBase):
         # __getattr__ costs ~0.7 us of a ~20 us step.
         p = self._parameters
         w_ih = p["weight_ih"]
+        kind = self._fast_kind
+        if kind is not None and _cell_fast_path_open():
+            # The plain eager CPU call in one C++ call (~4 us at B = 1, against ~11 us for the
+            # path below); None when the call is anything else.
+            out = _C.cell_step(kind, self.input_size, self.hidden_size, input, hx, w_ih,
+                               p["weight_hh"], p["bias_ih"], p["bias_hh"])  # fmt: skip
+            if out is not None:
+                return out
         if not _use_fused(type(self).__name__, self._mode(), w_ih):
             return self._torch_cls.forward(self, input, hx)
         return self._fused_forward(input, hx, w_ih, p["weight_hh"], p["bias_ih"], p["bias_hh"])
@@ -426,6 +447,10 @@ class RNNCell(_FusedCellBase):
     def _mode(self) -> str:
         return "RNN_RELU" if self.nonlinearity == "relu" else "RNN_TANH"
 
+    @property
+    def _fast_kind(self) -> int | None:
+        return {"tanh": 0, "relu": 1}.get(self.nonlinearity)
+
     def _fused_forward(self, input, hx, w_ih, w_hh, b_ih, b_hh):
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
@@ -438,6 +463,7 @@ class LSTMCell(_FusedCellBase):
     """Drop-in for :class:`torch.nn.LSTMCell` running on the fused ``lstm_cell`` op."""
 
     _torch_cls = nn.LSTMCell
+    _fast_kind = 2
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
                  dtype=None) -> None:  # fmt: skip
@@ -456,6 +482,7 @@ class GRUCell(_FusedCellBase):
     """Drop-in for :class:`torch.nn.GRUCell` running on the fused ``gru_cell`` op."""
 
     _torch_cls = nn.GRUCell
+    _fast_kind = 3
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
                  dtype=None) -> None:  # fmt: skip

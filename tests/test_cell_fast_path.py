@@ -1,0 +1,293 @@
+"""The cell modules' one-call path (``_C.cell_step``, cpp/cell_fast_path.cpp).
+
+It must be invisible: the same bits, gradients, saved tensors and errors as the Python path
+(``_cell_fast_path_open`` patched to False), and it must step aside for whatever it does not
+handle (unbatched input, subclasses, torch-function modes, tracing, bad arguments)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+import fusedrnn
+from fusedrnn import _C, modules
+
+CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+
+
+def _make(cell, I, H, dtype=torch.float32, **kw):
+    torch.manual_seed(0)
+    ref = CELLS[cell](I, H, dtype=dtype, **kw)
+    return ref, fusedrnn.from_torch(ref)
+
+
+def _inputs(cell, B, I, H, dtype=torch.float32, grad=False):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, I, generator=g, dtype=dtype, requires_grad=grad)
+    h = torch.randn(B, H, generator=g, dtype=dtype, requires_grad=grad)
+    if cell == "lstm":
+        return x, (h, torch.randn(B, H, generator=g, dtype=dtype, requires_grad=grad))
+    return x, h
+
+
+def _slow(monkeypatch):
+    monkeypatch.setattr(modules, "_cell_fast_path_open", lambda: False)
+
+
+def _flat(out):
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+@pytest.fixture
+def fast_only(monkeypatch):
+    """Fails the test if the module falls back to its Python path."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Python path ran")
+
+    monkeypatch.setattr(modules, "_use_fused", refuse)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("B,I,H", [(1, 1, 64), (1, 1, 1), (3, 5, 33), (7, 128, 256)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inference_runs_fast_and_matches_python_path_bitwise(cell, B, I, H, dtype, monkeypatch):
+    _, fused = _make(cell, I, H, dtype)
+    x, hx = _inputs(cell, B, I, H, dtype)
+    with torch.no_grad():
+        with monkeypatch.context() as m:
+            m.setattr(modules, "_use_fused", None)  # the Python path would fail at once
+            fast = _flat(fused(x, hx))
+        _slow(monkeypatch)
+        slow = _flat(fused(x, hx))
+    assert len(fast) == len(slow)
+    for a, b in zip(fast, slow):
+        assert a.dtype == dtype and a.shape == (B, H)
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("B,I,H", [(1, 1, 64), (3, 5, 33)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_training_matches_python_path_and_torch_nn(cell, B, I, H, bias, monkeypatch):
+    ref, fused = _make(cell, I, H, bias=bias)
+    results = []
+    for module, fast in ((fused, True), (fused, False), (ref, None)):
+        if fast is False:
+            _slow(monkeypatch)
+        x, hx = _inputs(cell, B, I, H, grad=True)
+        module.zero_grad(set_to_none=True)
+        out = _flat(module(x, hx))
+        g = torch.Generator().manual_seed(2)
+        sum((o * torch.randn(o.shape, generator=g)).sum() for o in out).backward()
+        states = list(hx) if cell == "lstm" else [hx]
+        grads = [x.grad, *(s.grad for s in states), *(p.grad for p in module.parameters())]
+        results.append((out, grads))
+    (fast_out, fast_grads), (slow_out, slow_grads), (ref_out, ref_grads) = results
+    for a, b, r in zip(fast_out, slow_out, ref_out):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-6)
+    for a, b, r in zip(fast_grads, slow_grads, ref_grads):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_rnn_nonlinearity(nonlinearity, fast_only):
+    ref, fused = _make("rnn", 4, 9, nonlinearity=nonlinearity)
+    x, h = _inputs("rnn", 2, 4, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x, h), ref(x, h))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_hx_none_is_zeros(cell, fast_only):
+    ref, fused = _make(cell, 3, 8)
+    x = torch.randn(4, 3)
+    for a, b in zip(_flat(fused(x)), _flat(ref(x))):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_saves_what_the_python_path_saves(cell, monkeypatch):
+    """Same saved tensors (count and shapes) for backward, on either path."""
+    _, fused = _make(cell, 5, 33)
+    shapes = []
+    for fast in (True, False):
+        if not fast:
+            _slow(monkeypatch)
+        x, hx = _inputs(cell, 3, 5, 33, grad=True)
+        saved = []
+
+        def pack(t):
+            saved.append(tuple(t.shape))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fused(x, hx)
+        shapes.append(sorted(saved))
+    assert shapes[0] == shapes[1]
+
+
+def test_non_contiguous_input_and_list_state(fast_only):
+    ref, fused = _make("lstm", 6, 10)
+    x = torch.randn(6, 4).t()  # [4, 6], not contiguous
+    h, c = torch.randn(4, 10), torch.randn(4, 10)
+    with torch.no_grad():
+        for a, b in zip(fused(x, [h, c]), ref(x, (h, c))):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_unbatched_takes_python_path(cell):
+    ref, fused = _make(cell, 3, 8)
+    x, hx = _inputs(cell, 1, 3, 8)
+    x = x[0]
+    hx = tuple(s[0] for s in hx) if cell == "lstm" else hx[0]
+    assert _C.cell_step(fused._fast_kind, 3, 8, x, hx, *_weights(fused)) is None
+    with torch.no_grad():
+        for a, b in zip(_flat(fused(x, hx)), _flat(ref(x, hx))):
+            assert a.shape == (8,)
+            torch.testing.assert_close(a, b)
+
+
+def _weights(m):
+    p = m._parameters
+    return p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["bad kind", "unbatched", "3-D", "input size", "dtype", "state shape", "state pair",
+     "half weights", "meta input"],
+)  # fmt: skip
+def test_cell_step_declines_what_it_does_not_handle(case):
+    """None (the module's Python path then runs, with torch.nn's checks and messages)."""
+    _, fused = _make("lstm", 3, 8)
+    w = list(_weights(fused))
+    kind, x, hx = 2, torch.randn(2, 3), (torch.randn(2, 8), torch.randn(2, 8))
+    if case == "bad kind":
+        kind = 7
+    elif case == "unbatched":
+        x, hx = x[0], (hx[0][0], hx[1][0])
+    elif case == "3-D":
+        x = x[None]
+    elif case == "input size":
+        x = torch.randn(2, 4)
+    elif case == "dtype":
+        x = x.double()
+    elif case == "state shape":
+        hx = (hx[0], torch.randn(3, 8))
+    elif case == "state pair":
+        hx = (hx[0],)
+    elif case == "half weights":
+        w = [t.half() for t in w]
+        x, hx = x.half(), tuple(s.half() for s in hx)
+    elif case == "meta input":
+        x = x.to("meta")
+    assert _C.cell_step(kind, 3, 8, x, hx, *w) is None
+
+
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        ("hx batch", RuntimeError, "doesn't match hidden0 batch size"),
+        ("input dtype", RuntimeError, "expected input dtype torch.float32"),
+        ("hx type", TypeError, "expected hx to be a tuple"),
+        ("weight shape", RuntimeError, None),
+    ],
+)
+def test_errors_are_the_python_paths(bad, error, match, monkeypatch):
+    _, fused = _make("lstm", 3, 8)
+    x, hx = torch.randn(2, 3), (torch.randn(2, 8), torch.randn(2, 8))
+    if bad == "hx batch":
+        hx = (torch.randn(3, 8), hx[1])
+    elif bad == "input dtype":
+        x = x.double()
+    elif bad == "hx type":
+        hx = hx[0]
+    elif bad == "weight shape":
+        fused.weight_hh = nn.Parameter(torch.randn(32, 7))
+    messages = []
+    for fast in (True, False):
+        if not fast:
+            _slow(monkeypatch)
+        with pytest.raises(error, match=match) as info:
+            fused(x, hx)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+
+
+class _Tagged(torch.Tensor):
+    seen: list = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        cls.seen.append(func)
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_tensor_subclass_sees_the_call():
+    _, fused = _make("gru", 3, 8)
+    x = torch.randn(2, 3).as_subclass(_Tagged)
+    _Tagged.seen.clear()
+    with torch.no_grad():
+        out = fused(x, torch.randn(2, 8))
+    assert _Tagged.seen, "__torch_function__ was bypassed"
+    assert isinstance(out, _Tagged)
+
+
+def test_torch_function_mode_sees_the_call():
+    _, fused = _make("rnn", 3, 8)
+    seen = []
+
+    class Mode(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    with Mode(), torch.no_grad():
+        fused(torch.randn(2, 3), torch.randn(2, 8))
+    assert seen
+
+
+def test_dispatch_mode_and_profiler_see_the_op(fast_only):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    _, fused = _make("lstm", 3, 8)
+    seen = []
+
+    class Mode(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    x, hx = torch.randn(2, 3), (torch.randn(2, 8), torch.randn(2, 8))
+    with Mode(), torch.no_grad():
+        fused(x, hx)
+    assert any("fusedrnn.lstm_cell" in s for s in seen), seen
+    with torch.profiler.profile() as prof, torch.no_grad():
+        fused(x, hx)
+    assert any(e.name == "fusedrnn::lstm_cell" for e in prof.events())
+
+
+def test_jit_trace_records_the_op():
+    _, fused = _make("gru", 3, 8)
+    x, h = torch.randn(2, 3), torch.randn(2, 8)
+    with torch.no_grad():
+        traced = torch.jit.trace(fused, (x, h))
+        torch.testing.assert_close(traced(x, h), fused(x, h))
+    assert "fusedrnn::gru_cell" in str(traced.graph)
+
+
+def test_inference_mode_and_requires_grad_weights(fast_only):
+    ref, fused = _make("lstm", 3, 8)
+    x, hx = _inputs("lstm", 2, 3, 8)
+    with torch.inference_mode():
+        out = fused(x, hx)
+    assert not out[0].requires_grad
+    out = fused(x, hx)  # weights require grad: the C++ autograd entry
+    assert out[0].requires_grad and out[0].grad_fn is not None
+    torch.testing.assert_close(out[0], ref(x, hx)[0])
