@@ -1,7 +1,7 @@
 """Every CPU kernel table (DEFAULT, AVX2, AVX-512: picked at run time, ATEN_CPU_CAPABILITY
 forces one) gives torch.nn's results (the LayerNorm families: the reference's; the thin
-products: float64 matmuls), and its dropout sampler torch.nn's masks. Each runs in a fresh process, since the table is
-chosen once per process."""
+products: float64 matmuls; the one-row GEMMs of a B = 1 cell step), and its dropout sampler
+torch.nn's masks. Each runs in a fresh process, since the table is chosen once per process."""
 
 import os
 
@@ -60,6 +60,22 @@ for dtype in (torch.float32, torch.float64):
         errs[f"thin-row{j}-{dtype}"] = rel_err(t.buffer_mm(x, r), x.double() @ r.double())
     errs[f"thin-sums-{dtype}"] = rel_err(torch.ops.fusedrnn_testing.column_sums(x),
                                          x.double().sum(0))
+# one-row GEMMs (cpu_backend.h thin_row): cell steps at B = 1, forward and backward
+for dtype in (torch.float32, torch.float64):
+    for name, cls in (("rnn", torch.nn.RNNCell), ("lstm", torch.nn.LSTMCell),
+                      ("gru", torch.nn.GRUCell)):
+        m = cls(5, 37).to(dtype)
+        f = fusedrnn.from_torch(m)
+        x = torch.randn(1, 5, dtype=dtype, requires_grad=True)
+        h = torch.randn(1, 37, dtype=dtype, requires_grad=True)
+        hx = (h, torch.randn(1, 37, dtype=dtype)) if name == "lstm" else h
+        y_t, y_f = (mod(x, hx) for mod in (m, f))
+        y_t, y_f = (y[0] if name == "lstm" else y for y in (y_t, y_f))
+        g = torch.randn_like(y_t)
+        gt = torch.autograd.grad(y_t, [x, h, *m.parameters()], g)
+        gf = torch.autograd.grad(y_f, [x, h, *f.parameters()], g)
+        errs[f"row1-{name}-{dtype}"] = max(
+            [rel_err(y_f, y_t)] + [rel_err(a, b) for a, b in zip(gf, gt)])
 # dropout masks (mask_sampler.h): torch.nn's, from a generator left where torch.nn leaves it;
 # 2 x 64 rows of 37 x 2 features: thousands of draws, several engine refills
 masks = []

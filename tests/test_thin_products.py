@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import fusedrnn
 from fusedrnn import tuning
 
 from op_cases import rel_err
@@ -130,3 +131,44 @@ def test_taller_than_256_blocks_uses_longer_blocks(dtype):
     )
     assert _rel(prod, x.double().t() @ b.double()) < 10 * TOL[dtype]
     assert _rel(sums, x.double().sum(0)) < 10 * TOL[dtype]
+
+
+def _one_row_run(cell, dtype, H, I):
+    """A cell step at B = 1, forward and backward (input, state and weight gradients): its
+    GEMMs have one row, so they run as thin_row (cpu_backend.h)."""
+    torch.manual_seed(3)
+    ref = {"rnn": torch.nn.RNNCell, "lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}[cell]
+    ref = ref(I, H, dtype=torch.float64)
+    fused = fusedrnn.from_torch(ref).to(dtype)
+    x = torch.randn(1, I, dtype=torch.float64)
+    h = torch.randn(1, H, dtype=torch.float64)
+    hx = (h, torch.randn(1, H, dtype=torch.float64)) if cell == "lstm" else h
+    g = torch.randn(1, H, dtype=torch.float64)
+
+    def grads(module, cast):
+        xs = x.to(cast).requires_grad_()
+        states = [s.to(cast).requires_grad_() for s in (hx if cell == "lstm" else (hx,))]
+        out = module(xs, tuple(states) if cell == "lstm" else states[0])
+        out = out[0] if cell == "lstm" else out
+        return [out, *torch.autograd.grad(out, [xs, *states, *module.parameters()], g.to(cast))]
+
+    return grads(fused, dtype), grads(ref, torch.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("H,I", [(1, 1), (33, 5), (300, 129)])
+def test_one_row_gemms_match_float64_with_the_knob_either_way(dtype, cell, H, I):
+    """B = 1 steps use thin_row (RowDot for a W^T, TallDot for a W; += for a beta of 1), or MKL
+    with the knob off: both give float64 torch.nn's numbers, and at H = 300 (RowDot split over
+    threads) different bits, so the pass did run."""
+    runs = []
+    for thin in (True, False):
+        with tuning.override(thin=thin):
+            fused, ref = _one_row_run(cell, dtype, H, I)
+        for a, b in zip(fused, ref):
+            assert _rel(a.double(), b) < (5e-6 if dtype == torch.float32 else 1e-12)
+        runs.append(fused)
+    if H == 300 and dtype == torch.float32:
+        assert not all(torch.equal(a, b) for a, b in zip(*runs))
+    _same_bits_at_one_and_two_threads(lambda: _one_row_run(cell, dtype, H, I)[0])

@@ -51,6 +51,7 @@ struct Blas {
   static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
     if (M == 0 || N == 0) return;
+    if (M == 1 && !ta && alpha == T(1) && thin_row(tb, N, K, B, ldb, A, beta, C)) return;
     constexpr int64_t kMax = std::numeric_limits<int>::max();
     const bool fits = M < kMax && N < kMax && K < kMax && lda < kMax && ldb < kMax && ldc < kMax;
     const char opa = ta ? 'T' : 'N', opb = tb ? 'T' : 'N';
@@ -67,6 +68,44 @@ struct Blas {
       }
     }
     aten_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+
+  // C [1, N] (=, or += when beta is 1) a [1, K] op(W) on the kernel table's thin passes (a cell
+  // step at B = 1, the last rows of a packed batch, dh_prev = dG W_hh at B = 1): op(W) = W^T for
+  // W [N, K] is N row dot products (RowDot), W [K, N] the column sums of W's rows weighted by a
+  // (TallDot). MKL's GEMV (mkl_blas_def_xsgemv) took 28 us for [1, 256] x [256, 1024] on an AMD
+  // EPYC (2 threads), RowDot 10 us. False (nothing done) unless tuning().thin and beta is 0 or 1.
+  template <class T>
+  static bool thin_row(bool transW, int64_t N, int64_t K, const T* W, int64_t ldw, const T* a,
+                       T beta, T* c) {
+    if (!cpu::tuning().thin || (beta != T(0) && beta != T(1))) return false;
+    if (transW) {
+      RowDot<T> s;
+      s.K = N;
+      s.M = K;
+      s.J = 1;
+      s.x = W;
+      s.ldx = ldw;
+      s.rt = a;
+      s.out = c;
+      s.ldo = 1;
+      s.accumulate = beta == T(1);
+      kernels_for<T>().row_dot(s);
+    } else {
+      TallDot<T> s;
+      s.K = K;
+      s.M = N;
+      s.J = 1;
+      s.x = W;
+      s.ldx = ldw;
+      s.b = a;
+      s.b_rs = 1;
+      s.out = c;
+      s.out_m = 1;
+      s.accumulate = beta == T(1);
+      kernels_for<T>().tall_dot(s);
+    }
+    return true;
   }
 
   template <class T>
@@ -106,7 +145,9 @@ struct PackedWeightGemm {
 
   void operator()(int64_t rows, const float* A, int64_t lda, float beta, float* C,
                   int64_t ldc) const {
-    if (!packed_.defined() || rows > std::numeric_limits<int>::max() / 4) {
+    // One row: Blas::gemm's thin pass (thin_row) beats the packed GEMM too.
+    if (!packed_.defined() || rows > std::numeric_limits<int>::max() / 4 ||
+        (rows == 1 && cpu::tuning().thin)) {
       plain_(rows, A, lda, beta, C, ldc);
       return;
     }

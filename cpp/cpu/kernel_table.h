@@ -17,7 +17,8 @@ namespace fusedrnn::cpu {
 
 // out = X^T B (thin_products.h): X [K, M] rows (ldx), B [K, J] (element (k, j) at
 // b[k b_rs + j b_cs]; null: ones, the column sums), J <= 4; out (=) [M, J] at
-// out[m out_m + j out_j]. With y (rows ldy, J = 1, b null): the column sums of X * Y.
+// out[m out_m + j out_j] (+= with accumulate). With y (rows ldy, J = 1, b null): the column sums
+// of X * Y.
 template <class T>
 struct TallDot {
   int64_t K = 0, M = 0, J = 0;
@@ -29,10 +30,11 @@ struct TallDot {
   int64_t b_rs = 0, b_cs = 0;
   T* out = nullptr;
   int64_t out_m = 0, out_j = 0;
+  bool accumulate = false;
 };
 
 // out = X R (thin_products.h): X [K, M] rows (ldx), R given transposed as rt [J, M]
-// (contiguous), J <= 8; out (=) [K, J] rows (ldo).
+// (contiguous), J <= 8; out (=, or += with accumulate) [K, J] rows (ldo).
 template <class T>
 struct RowDot {
   int64_t K = 0, M = 0, J = 0;
@@ -41,6 +43,7 @@ struct RowDot {
   const T* rt = nullptr;
   T* out = nullptr;
   int64_t ldo = 0;
+  bool accumulate = false;
 };
 
 template <class T>

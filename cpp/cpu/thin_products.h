@@ -88,7 +88,10 @@ inline void tall_dot_j(const TallDot<T>& s) {
     });
   }
   for (int j = 0; j < J; ++j)
-    for (int64_t m = 0; m < M; ++m) s.out[m * s.out_m + j * s.out_j] = part[j * M + m];
+    for (int64_t m = 0; m < M; ++m) {
+      T& o = s.out[m * s.out_m + j * s.out_j];
+      o = s.accumulate ? o + part[j * M + m] : part[j * M + m];
+    }
 }
 
 struct TallDotPass {
@@ -117,7 +120,8 @@ inline void row_dot_j(const RowDot<T>& s) {
       const V xv = ld<T, V>(xr + q);
       for (int j = 0; j < J; ++j) acc[j].add(xv * ld<T, V>(s.rt + j * s.M + q));
     });
-    for (int j = 0; j < J; ++j) s.out[k * s.ldo + j] = acc[j].total();
+    T* o = s.out + k * s.ldo;
+    for (int j = 0; j < J; ++j) o[j] = s.accumulate ? o[j] + acc[j].total() : acc[j].total();
   });
 }
 
