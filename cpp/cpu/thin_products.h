@@ -113,6 +113,20 @@ struct TallDotPass {
 
 template <class T, int J>
 inline void row_dot_j(const RowDot<T>& s) {
+  if (s.M < at::vec::Vectorized<T>::size()) {
+    // Rows shorter than a vector (an input projection of a few features): scalar sums, no
+    // horizontal sum of an empty vector per row (most of the time of a 1-feature [256, 1]).
+    over_rows(s.K, J * s.M, [&](int64_t k) {
+      const T* xr = s.x + k * s.ldx;
+      T* o = s.out + k * s.ldo;
+      for (int j = 0; j < J; ++j) {
+        T acc = T(0);
+        for (int64_t q = 0; q < s.M; ++q) acc += xr[q] * s.rt[j * s.M + q];
+        o[j] = s.accumulate ? o[j] + acc : acc;
+      }
+    });
+    return;
+  }
   over_rows(s.K, J * s.M, [&](int64_t k) {
     const T* xr = s.x + k * s.ldx;
     RowSum<T> acc[J];
