@@ -8,8 +8,8 @@
 #include "cpu/kernel_table.h"
 #include "cpu/tuning.h"
 #include "fusedrnn/buffers.h"
-#include "fusedrnn/cell_fast_path.h"
 #include "fusedrnn/dropout_mask.h"
+#include "fusedrnn/module_fast_path.h"
 
 #ifndef FUSEDRNN_VERSION
 #define FUSEDRNN_VERSION "0.0.0"
@@ -53,6 +53,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "fusedrnn fused RNN/LSTM/GRU kernels (ops live in torch.ops.fusedrnn)";
   m.def("get_tuning", &get_tuning);
   m.def("cell_step", &fusedrnn::cell_step);
+  m.def("stack_step", &fusedrnn::stack_step);
   m.def("set_tuning", &set_tuning);
   m.def("cpu_cache_info", [] {
     const auto i = fusedrnn::buffer_cache_info();

@@ -174,8 +174,12 @@ def test_launch_geometries(geometry, fam, H):
 @pytest.mark.parametrize("fam", list(CLS))
 @pytest.mark.parametrize("B,H", [(3, 33), (1, 300)])
 def test_float32_matches_cpu(fam, B, H):
+    """Two float32 summation orders: at B = 1 the CPU's one-row GEMMs run on its thin passes
+    (cpu_backend.h thin_row), the emulation's on plain loops. Against a float64 run both stay
+    within 4.2e-5 of it at H = 300 (emulation 3.9e-5, CPU 3.0e-5 at their worst element), so
+    they may differ by a little more than 2e-5 there."""
     a = _case(fam, 2, True, True, True, True, B, H, dtype=torch.float32)
-    _check_against_cpu(fam, a, rtol=2e-4, atol=2e-5)
+    _check_against_cpu(fam, a, rtol=2e-4, atol=2e-5 if H < 300 else 4e-5)
 
 
 @pytest.mark.parametrize("fam", list(CLS))

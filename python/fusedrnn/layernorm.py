@@ -103,6 +103,8 @@ def reference_stack(fam: str, x, batch_sizes, h0, c0, weights, *, num_layers, bi
 
 
 class _LayerNormRNNBase(_FusedRNNBase):
+    _layernorm = True
+
     def __init__(self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, device=None, dtype=None) -> None:  # fmt: skip
@@ -152,7 +154,8 @@ class _LayerNormRNNBase(_FusedRNNBase):
                 "AOTInductor (fusedrnn.deploy)"
             )
         self._update_flat_weights()  # as torch.nn: parameters swapped by functional_call
-        return self._fused_forward(input, hx)
+        out = self._fast_step(input, hx)
+        return out if out is not None else self._fused_forward(input, hx)
 
     def to_torch(self):
         raise TypeError(f"{type(self).__name__} has no torch.nn equivalent")

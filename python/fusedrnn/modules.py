@@ -123,9 +123,9 @@ def _use_fused(name: str, mode: str, weight: Tensor) -> bool:
     return ok
 
 
-def _cell_fast_path_open() -> bool:
-    """Whether a cell module may try ``_C.cell_step`` (cpp/cell_fast_path.cpp), which checks
-    the tensors and the rest itself: not while torch.compile traces, a torch.func transform or
+def _fast_path_open() -> bool:
+    """Whether a module may try ``_C.cell_step`` / ``_C.stack_step`` (cpp/module_fast_path.cpp),
+    which check the tensors and the rest themselves: not while torch.compile traces, a torch.func transform or
     forward AD is open, autocast is on, or ONNX export runs (the Python path handles those)."""
     return not (
         torch.compiler.is_compiling()
@@ -153,10 +153,16 @@ def _check_hx_type(name: str, hx, nstate: int) -> None:
 
 
 # ---- the stack: layers x directions over one time-major or packed input --------------------
+# stack_step's kind per (LayerNorm, mode) (fusedrnn/module_fast_path.h).
+_STACK_KIND = {(False, "RNN_TANH"): 0, (False, "RNN_RELU"): 1, (False, "LSTM"): 2,
+               (False, "GRU"): 3, (True, "LSTM"): 4, (True, "GRU"): 5}  # fmt: skip
+
+
 class _FusedRNNBase(nn.RNNBase):
     """Shared forward machinery of RNN, LSTM and GRU (not public)."""
 
     _torch_cls: type[nn.RNNBase]
+    _layernorm = False  # the LayerNorm LSTM / GRU (layernorm.py)
 
     def _stack(self, x, batch_sizes, h0, c0):
         """``x``: ``[T, B, I]`` or packed ``[N, I]``; ``h0``/``c0``: ``[L*D, B, *]`` or None.
@@ -265,10 +271,32 @@ class _FusedRNNBase(nn.RNNBase):
             hidden = (h_n.squeeze(1), c_n.squeeze(1)) if is_lstm else h_n.squeeze(1)
         return output, hidden
 
+    def _update_flat_weights(self) -> None:
+        """torch.nn's, with its common case first: every weight still the one in
+        ``_parameters`` (torch.func.functional_call and plain assignment put new ones there;
+        torch.nn's check reads them through ``__getattr__``, ~5.6 us for four weights)."""
+        p = self._parameters
+        for name, ref in zip(self._flat_weights_names, self._flat_weights):
+            if p.get(name) is not ref:
+                super()._update_flat_weights()
+                return
+
+    def _fast_step(self, input, hx):
+        """``_C.stack_step``'s result for the plain eager CPU call, else None."""
+        if not _fast_path_open():
+            return None
+        return _C.stack_step(_STACK_KIND[self._layernorm, self.mode], input, hx,
+                             self._flat_weights, self.bias, self.num_layers, self.bidirectional,
+                             float(self.dropout), self.training, self.batch_first,
+                             self.input_size, self.hidden_size, self.proj_size)  # fmt: skip
+
     def forward(self, input, hx=None):
         if deploy.exporting_onnx():  # ONNX's own LSTM/GRU/RNN operators (deploy.py)
             return deploy.onnx_forward(self, input, hx)
         self._update_flat_weights()  # as torch.nn: parameters swapped by functional_call
+        out = self._fast_step(input, hx)
+        if out is not None:
+            return out
         weight = self.weight_ih_l0
         if not _use_fused(type(self).__name__, self.mode, weight):
             return self._torch_cls.forward(self, input, hx)
@@ -361,7 +389,7 @@ def _check_cell_hidden(input: Tensor, hx: Tensor, hidden_size: int, label: str) 
 
 class _FusedCellBase(nn.RNNCellBase):
     _torch_cls: type[nn.RNNCellBase]
-    _fast_kind: int | None = None  # cell_step's kind (cpp/include/fusedrnn/cell_fast_path.h)
+    _fast_kind: int | None = None  # cell_step's kind (fusedrnn/module_fast_path.h)
 
     def _mode(self) -> str:
         raise NotImplementedError
@@ -412,7 +440,7 @@ class _FusedCellBase(nn.RNNCellBase):
         p = self._parameters
         w_ih = p["weight_ih"]
         kind = self._fast_kind
-        if kind is not None and _cell_fast_path_open():
+        if kind is not None and _fast_path_open():
             # The plain eager CPU call in one C++ call (~4 us at B = 1, against ~11 us for the
             # path below); None when the call is anything else.
             out = _C.cell_step(kind, self.input_size, self.hidden_size, input, hx, w_ih,

@@ -1,8 +1,8 @@
-"""The cell modules' one-call path (``_C.cell_step``, cpp/cell_fast_path.cpp).
+"""The modules' one-call path (``_C.cell_step`` and ``_C.stack_step``, cpp/module_fast_path.cpp).
 
 It must be invisible: the same bits, gradients, saved tensors and errors as the Python path
-(``_cell_fast_path_open`` patched to False), and it must step aside for whatever it does not
-handle (unbatched input, subclasses, torch-function modes, tracing, bad arguments)."""
+(``_fast_path_open`` patched to False), and it must step aside for whatever it does not
+handle (unbatched or packed input, subclasses, torch-function modes, tracing, bad arguments)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _inputs(cell, B, I, H, dtype=torch.float32, grad=False):
 
 
 def _slow(monkeypatch):
-    monkeypatch.setattr(modules, "_cell_fast_path_open", lambda: False)
+    monkeypatch.setattr(modules, "_fast_path_open", lambda: False)
 
 
 def _flat(out):
@@ -48,6 +48,7 @@ def fast_only(monkeypatch):
         raise AssertionError("the Python path ran")
 
     monkeypatch.setattr(modules, "_use_fused", refuse)
+    monkeypatch.setattr(modules._FusedRNNBase, "_fused_forward", refuse)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -291,3 +292,162 @@ def test_inference_mode_and_requires_grad_weights(fast_only):
     out = fused(x, hx)  # weights require grad: the C++ autograd entry
     assert out[0].requires_grad and out[0].grad_fn is not None
     torch.testing.assert_close(out[0], ref(x, hx)[0])
+
+
+# ---- sequence modules (stack_step) -----------------------------------------------------------
+STACKS = {
+    "rnn": lambda I, H, **kw: fusedrnn.RNN(I, H, **kw),
+    "relu": lambda I, H, **kw: fusedrnn.RNN(I, H, nonlinearity="relu", **kw),
+    "lstm": lambda I, H, **kw: fusedrnn.LSTM(I, H, **kw),
+    "proj": lambda I, H, **kw: fusedrnn.LSTM(I, H, proj_size=3, **kw),
+    "gru": lambda I, H, **kw: fusedrnn.GRU(I, H, **kw),
+    "lnlstm": lambda I, H, **kw: fusedrnn.LayerNormLSTM(I, H, **kw),
+    "lngru": lambda I, H, **kw: fusedrnn.LayerNormGRU(I, H, **kw),
+}
+
+
+def _stack_inputs(name, m, T, B, dtype, grad=False, batch_first=False):
+    g = torch.Generator().manual_seed(5)
+    shape = (B, T, m.input_size) if batch_first else (T, B, m.input_size)
+    x = torch.randn(*shape, generator=g, dtype=dtype, requires_grad=grad)
+    LD = m.num_layers * (2 if m.bidirectional else 1)
+    W = m.proj_size if m.proj_size > 0 else m.hidden_size
+    h = torch.randn(LD, B, W, generator=g, dtype=dtype, requires_grad=grad)
+    if m.mode == "LSTM":
+        c = torch.randn(LD, B, m.hidden_size, generator=g, dtype=dtype, requires_grad=grad)
+        return x, (h, c)
+    return x, h
+
+
+def _outs(result):
+    out, hidden = result
+    return [out, *(hidden if isinstance(hidden, tuple) else (hidden,))]
+
+
+@pytest.mark.parametrize("name", list(STACKS))
+@pytest.mark.parametrize(
+    "T,B,layers,bidir,batch_first,with_hx",
+    [(1, 1, 1, False, False, True), (5, 3, 2, True, True, False), (4, 2, 2, False, False, True)],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stack_inference_runs_fast_and_matches_python_path_bitwise(
+    name, T, B, layers, bidir, batch_first, with_hx, dtype, monkeypatch
+):
+    torch.manual_seed(0)
+    m = STACKS[name](3, 7, num_layers=layers, bidirectional=bidir, batch_first=batch_first)
+    m = m.to(dtype).eval()
+    x, hx = _stack_inputs(name, m, T, B, dtype, batch_first=batch_first)
+    hx = hx if with_hx else None
+    with torch.no_grad():
+        with monkeypatch.context() as mp:
+            mp.setattr(modules._FusedRNNBase, "_fused_forward", None)  # the Python path fails
+            fast = _outs(m(x, hx))
+        _slow(monkeypatch)
+        slow = _outs(m(x, hx))
+    for a, b in zip(fast, slow):
+        assert a.shape == b.shape and a.stride() == b.stride()
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "proj", "gru", "lnlstm", "lngru"])
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+def test_stack_training_matches_python_path(name, dropout, monkeypatch):
+    """Gradients of every input, state and weight; dropout masks drawn from the same seed."""
+    results = []
+    for fast in (True, False):
+        if not fast:
+            _slow(monkeypatch)
+        torch.manual_seed(0)
+        m = STACKS[name](3, 9, num_layers=2, bidirectional=True, dropout=dropout).train()
+        x, hx = _stack_inputs(name, m, 4, 2, torch.float32, grad=True)
+        torch.manual_seed(7)
+        outs = _outs(m(x, hx))
+        g = torch.Generator().manual_seed(2)
+        sum((o * torch.randn(o.shape, generator=g)).sum() for o in outs).backward()
+        states = list(hx) if isinstance(hx, tuple) else [hx]
+        results.append(
+            (outs, [x.grad, *(s.grad for s in states)] + [p.grad for p in m.parameters()])
+        )
+    for a, b in zip(results[0][0] + results[0][1], results[1][0] + results[1][1]):
+        assert torch.equal(a, b)
+
+
+def test_stack_fast_path_matches_torch_nn(fast_only):
+    torch.manual_seed(0)
+    ref = nn.LSTM(4, 6, num_layers=2, batch_first=True)
+    fused = fusedrnn.from_torch(ref)
+    x = torch.randn(3, 5, 4)
+    for a, b in zip(_outs(fused(x)), _outs(ref(x))):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("case", ["packed", "unbatched", "hx shape", "hx dtype", "input size"])
+def test_stack_declines_and_python_path_answers(case):
+    torch.manual_seed(0)
+    ref = nn.GRU(4, 6)
+    fused = fusedrnn.from_torch(ref)
+    x, h = torch.randn(5, 2, 4), torch.randn(1, 2, 6)
+    w = fused._flat_weights
+    if case == "packed":
+        x = nn.utils.rnn.pack_padded_sequence(x, [5, 3])
+    elif case == "unbatched":
+        x, h = x[:, 0], h[:, 0]
+    elif case == "hx shape":
+        h = torch.randn(1, 3, 6)
+    elif case == "hx dtype":
+        h = h.double()
+    elif case == "input size":
+        x = torch.randn(5, 2, 3)
+    args = (False, 1, False, 0.0, False, False, 4, 6, 0)
+    assert _C.stack_step(3, x, h, w, True, *args[1:]) is None
+    errors = []
+    for module in (fused, ref):
+        try:
+            out = module(x, h)
+            errors.append(None)
+        except Exception as e:  # noqa: BLE001 (the same exception from both is the check)
+            errors.append((type(e), str(e)))
+            continue
+        if case in ("packed", "unbatched"):
+            data = out[0].data if case == "packed" else out[0]
+            torch.testing.assert_close(
+                data, (ref(x, h)[0].data if case == "packed" else ref(x, h)[0])
+            )
+    if case in ("hx shape", "input size"):
+        assert errors[0] is not None and errors[0][0] is errors[1][0]
+
+
+def test_stack_dispatch_mode_and_subclass_see_the_call():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    m = fusedrnn.LSTM(3, 5)
+    x = torch.randn(2, 1, 3)
+    seen = []
+
+    class Mode(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Mode(), torch.no_grad():
+        m(x)
+    assert any("fusedrnn.lstm_stack" in s for s in seen), seen
+    _Tagged.seen.clear()
+    with torch.no_grad():
+        out = m(x.as_subclass(_Tagged))
+    assert _Tagged.seen and isinstance(out[0], _Tagged)
+
+
+def test_update_flat_weights_sees_swapped_parameters():
+    """functional_call and parameter assignment still reach the op (torch.nn's rule)."""
+    torch.manual_seed(0)
+    m = fusedrnn.GRU(3, 4)
+    x = torch.randn(2, 1, 3)
+    zeros = {n: torch.zeros_like(p) for n, p in m.named_parameters()}
+    out = torch.func.functional_call(m, zeros, (x,))[0]
+    assert torch.equal(out, torch.zeros_like(out))
+    m.weight_hh_l0 = nn.Parameter(torch.zeros_like(m.weight_hh_l0))
+    assert m._flat_weights[1] is m.weight_hh_l0
+    with torch.no_grad():
+        m(x)
+    assert m._flat_weights[1] is m._parameters["weight_hh_l0"]

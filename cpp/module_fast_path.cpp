@@ -1,0 +1,261 @@
+// fusedrnn._C.cell_step and stack_step: a module's eager CPU call in one pybind call, for the
+// plain case only; anything else returns None and the module takes its Python path, which
+// raises torch.nn's errors and handles what these do not.
+//
+// Plain: float32 / float64 CPU tensors of one dtype, every one an exact torch.Tensor or
+// nn.Parameter (no __torch_function__ subclass), no torch-function mode, no jit tracing; the
+// caller (modules.py, _fast_path_open) has already excluded torch.compile, torch.func
+// transforms and forward AD, autocast and ONNX export. A cell: batched input [B, input_size],
+// hx None or [B, hidden_size] states (a pair for the LSTM). A stack: batched 3-D input (either
+// batch_first), not packed, T and B above 0, hx None or of torch.nn's shapes.
+//
+// They then call what the Python path calls, through the dispatcher (so dispatch modes, the
+// profiler and the op's own checks behave the same): the op below autograd when nothing needs
+// a gradient, else its C++ autograd entry ({fam}_cell_autograd / {fam}_stack_autograd,
+// autograd.cpp). What is saved for backward is therefore the same. Why: torch.ops' Python call
+// (argument parsing against the schema, boxing) and the modules' Python preamble were ~7 of
+// the ~11 us of a B = 1 cell step and ~14 of the ~34 us of a T = 1 layer call, more than the
+// maths (bench `stream`).
+#include "fusedrnn/module_fast_path.h"
+
+#include <ATen/ATen.h>
+#include <ATen/PythonTorchFunctionTLS.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <pybind11/pybind11.h>
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/jit/frontend/tracer.h>
+
+#include <array>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace fusedrnn {
+namespace {
+
+namespace py = pybind11;
+using at::Tensor;
+using OptT = std::optional<Tensor>;
+
+using HSig = Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptT&,
+                    const OptT&);
+using GruSig = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
+                                          const Tensor&, const OptT&, const OptT&);
+using LstmSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
+                                                   const Tensor&, const Tensor&, const OptT&,
+                                                   const OptT&);
+
+using StackOut = std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>>;
+using StackSig = StackOut(const Tensor&, const OptT&, const OptT&, const OptT&, at::TensorList,
+                          bool, int64_t, bool, double, bool, bool);
+using StackAgSig = StackOut(const Tensor&, const OptT&, const OptT&, const OptT&, at::TensorList,
+                            bool, int64_t, bool, double, bool);
+
+template <class Sig>
+c10::TypedOperatorHandle<Sig> op(const std::string& name) {
+  return c10::Dispatcher::singleton()
+      .findSchemaOrThrow(("fusedrnn::" + name).c_str(), "")
+      .template typed<Sig>();
+}
+
+// The tensor behind `h` when it is an exact Tensor / Parameter on the CPU of dtype `dt`.
+const Tensor* plain(py::handle h, at::ScalarType dt) {
+  PyObject* o = h.ptr();
+  if (!THPVariable_CheckExact(o)) return nullptr;
+  const Tensor& t = THPVariable_Unpack(o);
+  if (t.scalar_type() != dt || !t.device().is_cpu() || t.layout() != at::kStrided) return nullptr;
+  return &t;
+}
+
+// An optional bias: None, or a plain tensor. False when it is neither.
+bool plain_opt(py::handle h, at::ScalarType dt, OptT& out) {
+  if (h.is_none()) return true;
+  const Tensor* t = plain(h, dt);
+  if (t == nullptr) return false;
+  out = *t;
+  return true;
+}
+
+// A state [B, H] (the fast path takes batched calls only).
+const Tensor* plain_state(py::handle h, at::ScalarType dt, int64_t B, int64_t H) {
+  const Tensor* t = plain(h, dt);
+  if (t == nullptr || t->dim() != 2 || t->size(0) != B || t->size(1) != H) return nullptr;
+  return t;
+}
+
+bool needs_grad(std::initializer_list<const Tensor*> ts, const OptT& b_ih, const OptT& b_hh) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const Tensor* t : ts)
+    if (t->requires_grad()) return true;
+  return (b_ih && b_ih->requires_grad()) || (b_hh && b_hh->requires_grad());
+}
+
+py::object wrap(Tensor t) {
+  return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(t)));
+}
+
+}  // namespace
+
+py::object cell_step(int64_t kind, int64_t input_size, int64_t hidden_size, py::handle input,
+                     py::handle hx, py::handle w_ih, py::handle w_hh, py::handle b_ih,
+                     py::handle b_hh) {
+  const py::object none = py::none();
+  if (kind < kCellRnnTanh || kind > kCellGru) return none;
+  if (at::impl::torch_function_mode_enabled() || torch::jit::tracer::isTracing()) return none;
+  if (!THPVariable_CheckExact(w_ih.ptr())) return none;
+  const at::ScalarType dt = THPVariable_Unpack(w_ih.ptr()).scalar_type();
+  if (dt != at::kFloat && dt != at::kDouble) return none;
+  const Tensor* wi = plain(w_ih, dt);
+  const Tensor* wh = plain(w_hh, dt);
+  const Tensor* x = plain(input, dt);
+  OptT bi, bh;
+  if (!wi || !wh || !x || !plain_opt(b_ih, dt, bi) || !plain_opt(b_hh, dt, bh)) return none;
+  if (x->dim() != 2 || x->size(1) != input_size) return none;
+  const int64_t B = x->size(0);
+  const bool lstm = kind == kCellLstm;
+
+  // States: given ones (checked), or zeros as torch.nn makes them (one tensor for h and c).
+  std::array<const Tensor*, 2> given = {nullptr, nullptr};
+  Tensor zeros;
+  if (hx.is_none()) {
+    zeros = at::zeros({B, hidden_size}, x->options());
+    given = {&zeros, &zeros};
+  } else if (lstm) {
+    if (!PyTuple_Check(hx.ptr()) && !PyList_Check(hx.ptr())) return none;
+    const py::sequence pair = py::reinterpret_borrow<py::sequence>(hx);
+    if (py::len(pair) != 2) return none;
+    given = {plain_state(pair[0], dt, B, hidden_size), plain_state(pair[1], dt, B, hidden_size)};
+    if (!given[0] || !given[1]) return none;
+  } else {
+    given[0] = plain_state(hx, dt, B, hidden_size);
+    if (!given[0]) return none;
+  }
+
+  const Tensor xin = x->contiguous();
+  const Tensor h = given[0]->contiguous();
+  const Tensor c = lstm ? given[1]->contiguous() : Tensor();
+  const bool grad = lstm ? needs_grad({x, given[0], given[1], wi, wh}, bi, bh)
+                         : needs_grad({x, given[0], wi, wh}, bi, bh);
+  Tensor hy, cy;
+  try {
+    py::gil_scoped_release no_gil;
+    std::optional<at::AutoDispatchBelowAutograd> below;
+    if (!grad) below.emplace();
+    if (lstm) {
+      static const auto fwd = op<LstmSig>("lstm_cell");
+      static const auto fwd_ag = op<LstmSig>("lstm_cell_autograd");
+      std::tie(hy, cy, std::ignore) = (grad ? fwd_ag : fwd).call(xin, h, c, *wi, *wh, bi, bh);
+    } else if (kind == kCellGru) {
+      static const auto fwd = op<GruSig>("gru_cell");
+      static const auto fwd_ag = op<GruSig>("gru_cell_autograd");
+      hy = std::get<0>((grad ? fwd_ag : fwd).call(xin, h, *wi, *wh, bi, bh));
+    } else {
+      static const auto tanh = op<HSig>("rnn_tanh_cell");
+      static const auto tanh_ag = op<HSig>("rnn_tanh_cell_autograd");
+      static const auto relu = op<HSig>("rnn_relu_cell");
+      static const auto relu_ag = op<HSig>("rnn_relu_cell_autograd");
+      const auto& f = kind == kCellRnnTanh ? (grad ? tanh_ag : tanh) : (grad ? relu_ag : relu);
+      hy = f.call(xin, h, *wi, *wh, bi, bh);
+    }
+  } catch (const c10::Error&) {
+    // The op refused the call (say, a weight of the wrong shape): the Python path makes the
+    // same call and raises the error as torch.ops does (its Python exception type).
+    return none;
+  }
+  if (lstm) return py::make_tuple(wrap(std::move(hy)), wrap(std::move(cy)));
+  return wrap(std::move(hy));
+}
+
+namespace {
+
+// A stack's state [L*D, B, W].
+const Tensor* plain_stack_state(py::handle h, at::ScalarType dt, int64_t LD, int64_t B, int64_t W) {
+  const Tensor* t = plain(h, dt);
+  if (t == nullptr || t->dim() != 3 || t->size(0) != LD || t->size(1) != B || t->size(2) != W)
+    return nullptr;
+  return t;
+}
+
+}  // namespace
+
+py::object stack_step(int64_t kind, py::handle input, py::handle hx, py::handle weights,
+                      bool has_biases, int64_t num_layers, bool bidirectional, double dropout,
+                      bool train, bool batch_first, int64_t input_size, int64_t hidden_size,
+                      int64_t proj_size) {
+  const py::object none = py::none();
+  if (kind < kStackRnnTanh || kind > kStackLnGru) return none;
+  if (at::impl::torch_function_mode_enabled() || torch::jit::tracer::isTracing()) return none;
+  if (!PyList_Check(weights.ptr()) || PyList_GET_SIZE(weights.ptr()) == 0) return none;
+  PyObject* w0 = PyList_GET_ITEM(weights.ptr(), 0);
+  if (!THPVariable_CheckExact(w0)) return none;
+  const at::ScalarType dt = THPVariable_Unpack(w0).scalar_type();
+  if (dt != at::kFloat && dt != at::kDouble) return none;
+  std::vector<Tensor> ws;
+  ws.reserve(PyList_GET_SIZE(weights.ptr()));
+  bool grad = at::GradMode::is_enabled();
+  bool any_grad = false;
+  for (Py_ssize_t k = 0; k < PyList_GET_SIZE(weights.ptr()); ++k) {
+    const Tensor* w = plain(PyList_GET_ITEM(weights.ptr(), k), dt);
+    if (w == nullptr) return none;
+    any_grad = any_grad || w->requires_grad();
+    ws.push_back(*w);
+  }
+  const Tensor* x = plain(input, dt);
+  if (x == nullptr || x->dim() != 3 || x->size(2) != input_size) return none;
+  const int64_t T = x->size(batch_first ? 1 : 0), B = x->size(batch_first ? 0 : 1);
+  if (T == 0 || B == 0) return none;
+  const bool lstm = kind == kStackLstm || kind == kStackLnLstm;
+  const int64_t LD = num_layers * (bidirectional ? 2 : 1);
+  const int64_t W = proj_size > 0 ? proj_size : hidden_size;
+  OptT h0, c0;
+  if (!hx.is_none()) {
+    if (lstm) {
+      if (!PyTuple_Check(hx.ptr()) && !PyList_Check(hx.ptr())) return none;
+      const py::sequence pair = py::reinterpret_borrow<py::sequence>(hx);
+      if (py::len(pair) != 2) return none;
+      const Tensor* h = plain_stack_state(pair[0], dt, LD, B, W);
+      const Tensor* c = plain_stack_state(pair[1], dt, LD, B, hidden_size);
+      if (!h || !c) return none;
+      h0 = h->contiguous();
+      c0 = c->contiguous();
+    } else {
+      const Tensor* h = plain_stack_state(hx, dt, LD, B, hidden_size);
+      if (!h) return none;
+      h0 = h->contiguous();
+    }
+  }
+  any_grad =
+      any_grad || x->requires_grad() || (h0 && h0->requires_grad()) || (c0 && c0->requires_grad());
+  grad = grad && any_grad;
+  const Tensor xin = (batch_first ? x->transpose(0, 1) : *x).contiguous();
+  Tensor out, h_n, c_n;
+  try {
+    py::gil_scoped_release no_gil;
+    if (grad) {
+      static const auto* ag = new std::vector<c10::TypedOperatorHandle<StackAgSig>>{
+          op<StackAgSig>("rnn_tanh_stack_autograd"), op<StackAgSig>("rnn_relu_stack_autograd"),
+          op<StackAgSig>("lstm_stack_autograd"),     op<StackAgSig>("gru_stack_autograd"),
+          op<StackAgSig>("ln_lstm_stack_autograd"),  op<StackAgSig>("ln_gru_stack_autograd")};
+      std::tie(out, h_n, c_n, std::ignore) = (*ag)[kind].call(
+          xin, std::nullopt, h0, c0, ws, has_biases, num_layers, bidirectional, dropout, train);
+    } else {
+      static const auto* fw = new std::vector<c10::TypedOperatorHandle<StackSig>>{
+          op<StackSig>("rnn_tanh_stack"), op<StackSig>("rnn_relu_stack"),
+          op<StackSig>("lstm_stack"),     op<StackSig>("gru_stack"),
+          op<StackSig>("ln_lstm_stack"),  op<StackSig>("ln_gru_stack")};
+      at::AutoDispatchBelowAutograd below;
+      std::tie(out, h_n, c_n, std::ignore) =
+          (*fw)[kind].call(xin, std::nullopt, h0, c0, ws, has_biases, num_layers, bidirectional,
+                           dropout, train, false);
+    }
+  } catch (const c10::Error&) {
+    return none;  // the Python path makes the same call and raises the error as torch.ops does
+  }
+  if (batch_first) out = out.transpose(0, 1);
+  py::object hidden = lstm ? py::object(py::make_tuple(wrap(std::move(h_n)), wrap(std::move(c_n))))
+                           : wrap(std::move(h_n));
+  return py::make_tuple(wrap(std::move(out)), std::move(hidden));
+}
+
+}  // namespace fusedrnn
