@@ -28,7 +28,7 @@ def test_quick_run_writes_outputs(tmp_path):
     data = json.loads((tmp_path / "t.json").read_text())
     rows = data["results"]
     got = {(r["workload"], r["cell"], r["mode"], r["impl"]): r for r in rows}
-    names = ["stock", "stream-h64", "stream-h256", "mid-packed"]
+    names = ["stock", "stream-h64", "stream-h256", "stream-layer-h64", "mid-packed"]
     for w in names:
         for cell in wl.CELLS:
             for mode in ("inference", "training"):
@@ -131,9 +131,11 @@ def test_flops_match_documented_formula(w, cell):
 
 
 def test_workload_selection():
-    assert [w.name for w in wl.select("stream", quick=False)] == ["stream-h64", "stream-h256"]
+    assert [w.name for w in wl.select("stream", quick=False)] == [
+        "stream-h64", "stream-h256", "stream-layer-h64", "stream-layer-h256"
+    ]  # fmt: skip
     assert [w.name for w in wl.select("mid,stock", quick=True)] == ["stock", "mid"]
-    assert len(wl.select(None, quick=False)) == 11
+    assert len(wl.select(None, quick=False)) == 13
     assert [w.name for w in wl.select("layernorm", quick=True)] == ["ln-stock", "ln-sine", "ln-mid"]
     for w in wl.select("layernorm", quick=False):  # the shapes of stock, sine and mid
         twin = wl.select(w.name[3:], quick=False)[0]

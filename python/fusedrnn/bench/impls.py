@@ -91,11 +91,16 @@ def make_inputs(w: Workload, cell: str, gen: torch.Generator) -> Inputs:
             hx = (hx, randn(w.B, w.H))
         return Inputs(randn(w.B, w.I), hx, randn(w.B, w.H))
     x = randn(w.T, w.B, w.I)
+    hx = None
+    if w.state:
+        hx = randn(w.layers * w.dirs, w.B, w.H)
+        if cell in ("lstm", "lnlstm"):
+            hx = (hx, randn(w.layers * w.dirs, w.B, w.H))
     rows = (w.T, w.B)
     if w.packed:
         x = pack_padded_sequence(x, torch.tensor(w.lengths()), enforce_sorted=True)
         rows = (x.data.shape[0],)
-    return Inputs(x, None, randn(*rows, w.H * w.dirs))
+    return Inputs(x, hx, randn(*rows, w.H * w.dirs))
 
 
 def _flatten(result) -> tuple[Tensor, ...]:
@@ -109,24 +114,19 @@ def _flatten(result) -> tuple[Tensor, ...]:
 
 
 def _caller(module: nn.Module, w: Workload, inputs: Inputs, native: bool = False):
-    if w.cell:
-        x, hx = inputs.x, inputs.hx
-
-        def call():
-            return _flatten(module(x, hx))
-
-        return call
-    x = inputs.x
+    """The call a step times: ``module(x)``, or ``module(x, hx)`` for a cell step or a layer
+    call given its state; ``native`` turns oneDNN off around it (torch's native LSTM)."""
+    args = (inputs.x,) if inputs.hx is None else (inputs.x, inputs.hx)
     if native:
 
         def call():
             with torch.backends.mkldnn.flags(enabled=False):
-                return _flatten(module(x))
+                return _flatten(module(*args))
 
         return call
 
     def call():
-        return _flatten(module(x))
+        return _flatten(module(*args))
 
     return call
 
@@ -152,6 +152,8 @@ def build(name: str, w: Workload, cell: str, ref: nn.Module, inputs: Inputs) -> 
             raise Skip(f"the {name} baseline is written for LSTM only")
         if w.packed:
             raise Skip(f"the {name} baseline takes no packed sequences")
+        if w.state:
+            raise Skip(f"the {name} baseline takes no initial state")
         if name == "torchscript":
             from . import script_lstm as lib
 

@@ -29,7 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--only",
         metavar="W[,W...]",
         help=f"workloads (name or group) to run: {', '.join(GROUPS)} "
-        "(stream = stream-h64, stream-h256; layernorm = ln-stock, ln-sine, "
+        "(stream = stream-h64, stream-h256 (cell steps), stream-layer-h64, stream-layer-h256 "
+        "(T = 1 layer calls); layernorm = ln-stock, ln-sine, "
         "ln-mid, the LayerNorm cells); default all",
     )
     parser.add_argument(

@@ -4,7 +4,8 @@ A workload is one problem shape; every workload runs for each of its cells: ``rn
 ``gru``, or for the ``layernorm`` group (``ln-stock``, ``ln-sine``, ``ln-mid``: the shapes of
 ``stock``, ``sine`` and ``mid``) the LayerNorm cells ``lnlstm`` and ``lngru``.
 Sequence workloads are time-major ``[T, B, I]`` with ``hx=None``; ``stream`` workloads are a
-single cell step ``[B, I]`` with a given state (online inference).
+single cell step ``[B, I]`` with a given state (online inference), or a layer call on one time
+step ``[1, B, I]`` with a given state ``[L*D, B, H]`` (``stream-layer-*``).
 
 FLOPs (GEMM only)
 -----------------
@@ -53,6 +54,7 @@ class Workload:
     bidir: bool = False
     packed: bool = False
     cell: bool = False  # a single cell step (stream)
+    state: bool = False  # a sequence call given its initial state (stream's T = 1 layer calls)
     about: str = ""
     cells: tuple[str, ...] = CELLS  # the cells this workload runs
 
@@ -88,6 +90,8 @@ class Workload:
             parts.append("bidirectional")
         if self.packed:
             parts.append("packed (lengths T, 3T/4, T/2, T/4)")
+        if self.state:
+            parts.append("given state")
         return ", ".join(parts)
 
 
@@ -98,6 +102,8 @@ FULL = (
     Workload("large", "large", 64, 50, 512, 1024),
     Workload("stream-h64", "stream", 1, 1, 1, 64, cell=True, about="online step of stock"),
     Workload("stream-h256", "stream", 1, 1, 128, 256, cell=True, about="online step of mid"),
+    Workload("stream-layer-h64", "stream", 1, 1, 1, 64, state=True, about="T = 1 layer call"),
+    Workload("stream-layer-h256", "stream", 1, 1, 128, 256, state=True, about="T = 1 layer call"),
     Workload("mid-bidir", "mid-bidir", 64, 100, 128, 256, bidir=True),
     Workload("mid-packed", "mid-packed", 64, 100, 128, 256, packed=True),
     Workload(
@@ -123,6 +129,8 @@ QUICK = (
     Workload("large", "large", 4, 4, 12, 16),
     Workload("stream-h64", "stream", 1, 1, 1, 8, cell=True),
     Workload("stream-h256", "stream", 1, 1, 5, 16, cell=True),
+    Workload("stream-layer-h64", "stream", 1, 1, 1, 8, state=True),
+    Workload("stream-layer-h256", "stream", 1, 1, 5, 16, state=True),
     Workload("mid-bidir", "mid-bidir", 4, 6, 5, 8, bidir=True),
     Workload("mid-packed", "mid-packed", 8, 6, 5, 8, packed=True),
     Workload("ln-stock", "layernorm", 4, 5, 1, 8, layers=2, cells=LN_CELLS),
