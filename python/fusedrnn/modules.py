@@ -461,6 +461,9 @@ class _FusedCellBase(nn.RNNCellBase):
         return prepare_scriptable(self)
 
 
+_RNN_CELL_KIND = {"tanh": 0, "relu": 1}  # cell_step's kinds (fusedrnn/module_fast_path.h)
+
+
 class RNNCell(_FusedCellBase):
     """Drop-in for :class:`torch.nn.RNNCell` running on the fused ``rnn_cell`` op."""
 
@@ -477,7 +480,7 @@ class RNNCell(_FusedCellBase):
 
     @property
     def _fast_kind(self) -> int | None:
-        return {"tanh": 0, "relu": 1}.get(self.nonlinearity)
+        return _RNN_CELL_KIND.get(self.nonlinearity)  # None: unknown (the Python path raises)
 
     def _fused_forward(self, input, hx, w_ih, w_hh, b_ih, b_hh):
         if self.nonlinearity not in ("tanh", "relu"):
