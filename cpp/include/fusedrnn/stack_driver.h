@@ -212,10 +212,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> run_stac
       grad_input = input_grad ? gx : buffer_empty({0}, input.options());
     }
   }
-  // Absent states get their own empty tensors: results must not alias each other.
-  at::Tensor grad_hx = opt(hx) ? at::stack(gh, 0) : buffer_empty({0}, input.options());
-  at::Tensor grad_cx =
-      Tr::kHasCell && opt(cx) ? at::stack(gc, 0) : buffer_empty({0}, input.options());
+  // Absent states get their own empty tensors: results must not alias each other. One layer
+  // and direction returns its state gradient as a view (its own fresh buffer): a copy would be
+  // a second [B, P] alive at the peak of a T = 1 call, above torch.nn's (bench stream-layer).
+  const auto states = [](std::vector<at::Tensor>& g) {
+    return g.size() == 1 ? g[0].unsqueeze(0) : at::stack(g, 0);
+  };
+  at::Tensor grad_hx = opt(hx) ? states(gh) : buffer_empty({0}, input.options());
+  at::Tensor grad_cx = Tr::kHasCell && opt(cx) ? states(gc) : buffer_empty({0}, input.options());
   return {grad_input, grad_hx, grad_cx, gw};
 }
 
