@@ -124,9 +124,10 @@ def _use_fused(name: str, mode: str, weight: Tensor) -> bool:
 
 
 def _fast_path_open() -> bool:
-    """Whether a module may try ``_C.cell_step`` / ``_C.stack_step`` (cpp/module_fast_path.cpp),
-    which check the tensors and the rest themselves: not while torch.compile traces, a torch.func transform or
-    forward AD is open, autocast is on, or ONNX export runs (the Python path handles those)."""
+    """Whether a module may try ``_C.cell_step`` / ``_C.stack_step``
+    (cpp/module_fast_path.cpp), which check the tensors and the rest themselves: not while
+    torch.compile traces, a torch.func transform or forward AD is open, autocast is on, or
+    ONNX export runs (the Python path handles those)."""
     return not (
         torch.compiler.is_compiling()
         or torch._C._is_any_autocast_enabled()
