@@ -26,6 +26,7 @@
 #include <tuple>
 #include <vector>
 
+#include "fusedrnn/op_handles.h"
 #include "fusedrnn/saved_release.h"
 #include "fusedrnn/schemas.h"
 
@@ -34,9 +35,14 @@ namespace {
 
 using at::Tensor;
 using OptT = std::optional<Tensor>;
+using ops::GruCellSig;
+using ops::LstmCellSig;
+using ops::op;
+using ops::RnnCellSig;
+using ops::StackOut;
+using ops::StackSig;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using StackOut = std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>>;
 
 Tensor opt_or(const OptT& t) { return t.has_value() ? *t : Tensor(); }
 OptT as_opt(const Tensor& t) { return t.defined() ? OptT(t) : std::nullopt; }
@@ -66,13 +72,6 @@ Tensor stand_in(const Tensor& w) {
 
 OptT bias_arg(const Tensor& b) { return b.defined() ? OptT(stand_in(b)) : std::nullopt; }
 
-template <class Sig>
-c10::TypedOperatorHandle<Sig> op(const std::string& name) {
-  return c10::Dispatcher::singleton()
-      .findSchemaOrThrow(("fusedrnn::" + name).c_str(), "")
-      .template typed<Sig>();
-}
-
 // Runs the backward op below autograd unless the backward pass records (create_graph).
 template <class F>
 auto run_backward(F&& f) {
@@ -82,8 +81,6 @@ auto run_backward(F&& f) {
 }
 
 // ---- the stack ops -------------------------------------------------------------------------
-using StackSig = StackOut(const Tensor&, const OptT&, const OptT&, const OptT&, at::TensorList,
-                          bool, int64_t, bool, double, bool, bool);
 using StackBwdSig = StackOut(const OptT&, const OptT&, const OptT&, const Tensor&, const OptT&,
                              const OptT&, const OptT&, at::TensorList, bool, int64_t, bool,
                              const Tensor&, at::TensorList, bool);
@@ -220,10 +217,6 @@ void (*cell_release_fn())(void*) {
 }
 
 // rnn_tanh / rnn_relu / gru: (input, hx, weights) -> hy; gru also returns its workspace.
-using RnnCellSig = Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptT&,
-                          const OptT&);
-using GruCellSig = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
-                                              const Tensor&, const OptT&, const OptT&);
 using HCellBwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
     const OptT&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptT&,
     const OptT&, const Tensor&, bool, bool);
@@ -288,9 +281,6 @@ std::tuple<Tensor, Tensor> gru_cell_autograd(const Tensor& input, const Tensor& 
   return {r[0], r[1]};
 }
 
-using LstmCellSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
-                                                       const Tensor&, const Tensor&, const OptT&,
-                                                       const OptT&);
 using LstmCellBwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
     const OptT&, const OptT&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
     const Tensor&, const OptT&, const OptT&, const Tensor&, bool, bool);

@@ -20,7 +20,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/PythonTorchFunctionTLS.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <pybind11/pybind11.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/jit/frontend/tracer.h>
@@ -31,6 +30,8 @@
 #include <tuple>
 #include <vector>
 
+#include "fusedrnn/op_handles.h"
+
 namespace fusedrnn {
 namespace {
 
@@ -38,26 +39,12 @@ namespace py = pybind11;
 using at::Tensor;
 using OptT = std::optional<Tensor>;
 
-using HSig = Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptT&,
-                    const OptT&);
-using GruSig = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
-                                          const Tensor&, const OptT&, const OptT&);
-using LstmSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
-                                                   const Tensor&, const Tensor&, const OptT&,
-                                                   const OptT&);
-
-using StackOut = std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>>;
-using StackSig = StackOut(const Tensor&, const OptT&, const OptT&, const OptT&, at::TensorList,
-                          bool, int64_t, bool, double, bool, bool);
-using StackAgSig = StackOut(const Tensor&, const OptT&, const OptT&, const OptT&, at::TensorList,
-                            bool, int64_t, bool, double, bool);
-
-template <class Sig>
-c10::TypedOperatorHandle<Sig> op(const std::string& name) {
-  return c10::Dispatcher::singleton()
-      .findSchemaOrThrow(("fusedrnn::" + name).c_str(), "")
-      .template typed<Sig>();
-}
+using ops::GruCellSig;
+using ops::LstmCellSig;
+using ops::op;
+using ops::RnnCellSig;
+using ops::StackAutogradSig;
+using ops::StackSig;
 
 // The tensor behind `h` when it is an exact Tensor / Parameter on the CPU of dtype `dt`.
 const Tensor* plain(py::handle h, at::ScalarType dt) {
@@ -91,6 +78,16 @@ bool needs_grad(std::initializer_list<const Tensor*> ts, const OptT& b_ih, const
   return (b_ih && b_ih->requires_grad()) || (b_hh && b_hh->requires_grad());
 }
 
+// An LSTM's hx: a tuple or list of two, as torch.nn takes it. False when it is not one.
+bool state_pair(py::handle hx, py::object& h, py::object& c) {
+  if (!PyTuple_Check(hx.ptr()) && !PyList_Check(hx.ptr())) return false;
+  const py::sequence pair = py::reinterpret_borrow<py::sequence>(hx);
+  if (py::len(pair) != 2) return false;
+  h = pair[0];
+  c = pair[1];
+  return true;
+}
+
 py::object wrap(Tensor t) {
   return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(t)));
 }
@@ -122,10 +119,9 @@ py::object cell_step(int64_t kind, int64_t input_size, int64_t hidden_size, py::
     zeros = at::zeros({B, hidden_size}, x->options());
     given = {&zeros, &zeros};
   } else if (lstm) {
-    if (!PyTuple_Check(hx.ptr()) && !PyList_Check(hx.ptr())) return none;
-    const py::sequence pair = py::reinterpret_borrow<py::sequence>(hx);
-    if (py::len(pair) != 2) return none;
-    given = {plain_state(pair[0], dt, B, hidden_size), plain_state(pair[1], dt, B, hidden_size)};
+    py::object h, c;
+    if (!state_pair(hx, h, c)) return none;
+    given = {plain_state(h, dt, B, hidden_size), plain_state(c, dt, B, hidden_size)};
     if (!given[0] || !given[1]) return none;
   } else {
     given[0] = plain_state(hx, dt, B, hidden_size);
@@ -143,18 +139,18 @@ py::object cell_step(int64_t kind, int64_t input_size, int64_t hidden_size, py::
     std::optional<at::AutoDispatchBelowAutograd> below;
     if (!grad) below.emplace();
     if (lstm) {
-      static const auto fwd = op<LstmSig>("lstm_cell");
-      static const auto fwd_ag = op<LstmSig>("lstm_cell_autograd");
+      static const auto fwd = op<LstmCellSig>("lstm_cell");
+      static const auto fwd_ag = op<LstmCellSig>("lstm_cell_autograd");
       std::tie(hy, cy, std::ignore) = (grad ? fwd_ag : fwd).call(xin, h, c, *wi, *wh, bi, bh);
     } else if (kind == kCellGru) {
-      static const auto fwd = op<GruSig>("gru_cell");
-      static const auto fwd_ag = op<GruSig>("gru_cell_autograd");
+      static const auto fwd = op<GruCellSig>("gru_cell");
+      static const auto fwd_ag = op<GruCellSig>("gru_cell_autograd");
       hy = std::get<0>((grad ? fwd_ag : fwd).call(xin, h, *wi, *wh, bi, bh));
     } else {
-      static const auto tanh = op<HSig>("rnn_tanh_cell");
-      static const auto tanh_ag = op<HSig>("rnn_tanh_cell_autograd");
-      static const auto relu = op<HSig>("rnn_relu_cell");
-      static const auto relu_ag = op<HSig>("rnn_relu_cell_autograd");
+      static const auto tanh = op<RnnCellSig>("rnn_tanh_cell");
+      static const auto tanh_ag = op<RnnCellSig>("rnn_tanh_cell_autograd");
+      static const auto relu = op<RnnCellSig>("rnn_relu_cell");
+      static const auto relu_ag = op<RnnCellSig>("rnn_relu_cell_autograd");
       const auto& f = kind == kCellRnnTanh ? (grad ? tanh_ag : tanh) : (grad ? relu_ag : relu);
       hy = f.call(xin, h, *wi, *wh, bi, bh);
     }
@@ -211,11 +207,10 @@ py::object stack_step(int64_t kind, py::handle input, py::handle hx, py::handle 
   OptT h0, c0;
   if (!hx.is_none()) {
     if (lstm) {
-      if (!PyTuple_Check(hx.ptr()) && !PyList_Check(hx.ptr())) return none;
-      const py::sequence pair = py::reinterpret_borrow<py::sequence>(hx);
-      if (py::len(pair) != 2) return none;
-      const Tensor* h = plain_stack_state(pair[0], dt, LD, B, W);
-      const Tensor* c = plain_stack_state(pair[1], dt, LD, B, hidden_size);
+      py::object hp, cp;
+      if (!state_pair(hx, hp, cp)) return none;
+      const Tensor* h = plain_stack_state(hp, dt, LD, B, W);
+      const Tensor* c = plain_stack_state(cp, dt, LD, B, hidden_size);
       if (!h || !c) return none;
       h0 = h->contiguous();
       c0 = c->contiguous();
@@ -233,10 +228,13 @@ py::object stack_step(int64_t kind, py::handle input, py::handle hx, py::handle 
   try {
     py::gil_scoped_release no_gil;
     if (grad) {
-      static const auto* ag = new std::vector<c10::TypedOperatorHandle<StackAgSig>>{
-          op<StackAgSig>("rnn_tanh_stack_autograd"), op<StackAgSig>("rnn_relu_stack_autograd"),
-          op<StackAgSig>("lstm_stack_autograd"),     op<StackAgSig>("gru_stack_autograd"),
-          op<StackAgSig>("ln_lstm_stack_autograd"),  op<StackAgSig>("ln_gru_stack_autograd")};
+      static const auto* ag = new std::vector<c10::TypedOperatorHandle<StackAutogradSig>>{
+          op<StackAutogradSig>("rnn_tanh_stack_autograd"),
+          op<StackAutogradSig>("rnn_relu_stack_autograd"),
+          op<StackAutogradSig>("lstm_stack_autograd"),
+          op<StackAutogradSig>("gru_stack_autograd"),
+          op<StackAutogradSig>("ln_lstm_stack_autograd"),
+          op<StackAutogradSig>("ln_gru_stack_autograd")};
       std::tie(out, h_n, c_n, std::ignore) = (*ag)[kind].call(
           xin, std::nullopt, h0, c0, ws, has_biases, num_layers, bidirectional, dropout, train);
     } else {
