@@ -8,6 +8,7 @@
 #include "ln_pointwise.h"
 #include "lstm_fused.h"
 #include "mask_sampler.h"
+#include "narrow_gemm.h"
 #include "pointwise.h"
 #include "rnn_fused.h"
 #include "thin_products.h"
@@ -47,10 +48,12 @@ constexpr KernelTable<T> make_table() {
 constexpr LstmFused kLstmFused{FVec::size(), &lstm_fused_pack, &lstm_fused_step};
 constexpr RnnFused kRnnFused{FVec::size(), &rnn_fused_pack, &rnn_fused_step};
 constexpr GruFused kGruFused{FVec::size(), &gru_fused_pack, &gru_fused_step};
+constexpr NarrowGemmKernel kNarrowGemm{FVec::size(), &narrow_gemm};
 #else
 constexpr LstmFused kLstmFused{0, nullptr, nullptr};
 constexpr RnnFused kRnnFused{0, nullptr, nullptr};
 constexpr GruFused kGruFused{0, nullptr, nullptr};
+constexpr NarrowGemmKernel kNarrowGemm{0, nullptr};
 #endif
 // The LayerNorm steps only on AVX-512: on AVX2 (2 LSTM / 3 GRU rows per group in 16
 // registers) they ran 0.54-1.02x the BLAS path at inference (H = 32 to 128, B = 32 to 784).
@@ -70,6 +73,7 @@ const KernelTables FUSEDRNN_CAT(kernels_, CPU_CAPABILITY) = {FUSEDRNN_STR(CPU_CA
                                                              kRnnFused,
                                                              kGruFused,
                                                              kLnLstmFused,
-                                                             kLnGruFused};
+                                                             kLnGruFused,
+                                                             kNarrowGemm};
 
 }  // namespace fusedrnn::cpu

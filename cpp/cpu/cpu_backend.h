@@ -132,6 +132,16 @@ struct PackedWeightGemm {
     constexpr int64_t kMax = std::numeric_limits<int>::max() / 4;
     if (!W || N == 0 || K == 0 || N > kMax || K > kMax || ldw > kMax) return;
     const cpu::Tuning& tune = cpu::tuning();
+    // A narrow W (the backward's dh = dG W_hh at small H): the register kernel, no packing.
+    const NarrowGemmKernel& nk = kernels().narrow_gemm;
+    if (!transW && tune.fuse && nk.run && N % nk.lanes == 0 && N <= kNarrowMaxN) {
+      narrow_.K = K;
+      narrow_.N = N;
+      narrow_.w = W;
+      narrow_.ldw = ldw;
+      narrow_run_ = nk.run;
+      return;
+    }
     if (!tune.pack || steps < tune.pack_min_steps) return;
     if (!sgemm_pack_get_size || !sgemm_pack || !sgemm_compute) return;
     const char id = 'A', tr = transW ? 'T' : 'N';
@@ -145,6 +155,19 @@ struct PackedWeightGemm {
 
   void operator()(int64_t rows, const float* A, int64_t lda, float beta, float* C,
                   int64_t ldc) const {
+    if (narrow_run_ && rows >= 2) {
+      NarrowGemm g = narrow_;
+      g.rows = rows;
+      g.a = A;
+      g.lda = lda;
+      g.c = C;
+      g.ldc = ldc;
+      g.accumulate = beta != 0.f;
+      if (beta == 0.f || beta == 1.f) {
+        narrow_run_(g);
+        return;
+      }
+    }
     // One row: Blas::gemm's thin pass (thin_row) beats the packed GEMM too.
     if (!packed_.defined() || rows > std::numeric_limits<int>::max() / 4 ||
         (rows == 1 && cpu::tuning().thin)) {
@@ -161,6 +184,8 @@ struct PackedWeightGemm {
   PlainWeightGemm<Blas, float> plain_;
   int N_, K_;
   at::Tensor packed_;
+  NarrowGemm narrow_;
+  void (*narrow_run_)(const NarrowGemm&) = nullptr;
 };
 
 // Row-parallel time loops. Small per-step GEMMs (stock: [32 x 64] x [64 x 256]) gain nothing

@@ -1,5 +1,6 @@
 // The register-blocked GEMM of the fused small-H steps (lstm_fused.h, gru_fused.h,
-// rnn_fused.h): R rows times NB weight vectors accumulate in raw vector registers, so a
+// rnn_fused.h, ln_fused.h; narrow_gemm.h's backward dh = dG W_hh reads W_hh in place through
+// accumulate's ldw): R rows times NB weight vectors accumulate in raw vector registers, so a
 // step's recurrent (and narrow input) product feeds its pointwise math without a store of the
 // pre-activations; and what the steps share around it (packing, row groups, h written last).
 // Weight layout: for each reduction index k, NB vectors of L = FVec::size() floats in a row
@@ -45,14 +46,16 @@ constexpr int fused_rows_for(int NB) {
   return r < 12 ? r : 12;
 }
 
-// acc[r][v] += sum_{k < n} src[r][k] w[k][v] for the R rows; returns w past its n rows.
-// Always inlined: the accumulators must stay in the caller's registers.
+// acc[r][v] += sum_{k < n} src[r][k] w[k][v] for the R rows, w's rows ldw floats apart (a
+// packed weight's: NB L); returns w past its n rows. Always inlined: the accumulators must stay
+// in the caller's registers.
 template <int NB, int R>
 __attribute__((always_inline)) inline const float* accumulate(FRaw (&acc)[R][NB],
                                                               const float* const (&src)[R],
-                                                              int64_t n, const float* w) {
+                                                              int64_t n, const float* w,
+                                                              int64_t ldw = NB * FVec::size()) {
   constexpr int64_t L = FVec::size();
-  for (int64_t k = 0; k < n; ++k, w += NB * L) {
+  for (int64_t k = 0; k < n; ++k, w += ldw) {
     FRaw wv[NB];
 #pragma GCC unroll 4
     for (int v = 0; v < NB; ++v) wv[v] = raw_load(w + v * L);

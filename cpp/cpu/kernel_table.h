@@ -114,6 +114,24 @@ struct LnFusedStep {
 // Largest H of the fused steps: [W_hh | W_ih] stays in L2 and a row group's h on the stack.
 constexpr int64_t kFusedMaxH = 128;
 
+// C [rows, N] (=, or += with accumulate) A [rows, K] (lda) W [K, N] (ldw): a product with a
+// narrow row-major weight (narrow_gemm.h: N a multiple of `lanes`, at most kNarrowMaxN).
+struct NarrowGemm {
+  int64_t rows = 0, K = 0, N = 0;
+  const float* a = nullptr;
+  int64_t lda = 0;
+  const float* w = nullptr;
+  int64_t ldw = 0;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  bool accumulate = false;
+};
+struct NarrowGemmKernel {
+  int64_t lanes = 0;  // 0: this table has none
+  void (*run)(const NarrowGemm&) = nullptr;
+};
+constexpr int64_t kNarrowMaxN = 128;
+
 // A fused step's entry points in one table: pack [W_hh | W_ih] (into the size the step's
 // header names), then one call per time step.
 template <class Step>
@@ -135,6 +153,7 @@ struct KernelTables {
   RnnFused rnn_fused;
   GruFused gru_fused;
   LnFused ln_lstm_fused, ln_gru_fused;
+  NarrowGemmKernel narrow_gemm;
 };
 
 extern const KernelTables kernels_DEFAULT;

@@ -20,7 +20,8 @@ struct Tuning {
   // Recurrent-weight packing (cpu_backend.h PackedWeightGemm): on/off and the fewest steps for it.
   std::atomic<bool> pack{true};
   std::atomic<int64_t> pack_min_steps{8};
-  // The fused small-H float32 steps (lstm_fused.h, gru_fused.h, rnn_fused.h, ln_fused.h): on/off.
+  // The fused small-H float32 steps (lstm_fused.h, gru_fused.h, rnn_fused.h, ln_fused.h) and the
+  // backward's register dh = dG W_hh (narrow_gemm.h): on/off.
   std::atomic<bool> fuse{true};
   // Products with a thin side on the kernel table's passes, not MKL (thin_products.h): on/off.
   std::atomic<bool> thin{true};

@@ -7,7 +7,8 @@ cpp/cpu/tuning.h; environment variables only seed it at import).
                           MKL's threads instead (>= 0)
 ``pack``                  pack the recurrent weight once per layer call (MKL, float32)
 ``pack_min_steps``        fewest time steps for packing to pay off (>= 1)
-``fuse``                  the fused small-H float32 steps (recurrent GEMM in registers)
+``fuse``                  the fused small-H float32 steps (recurrent GEMM in registers), and
+                          the backward's dh = dG W_hh in registers (narrow_gemm.h)
 ``thin``                  products with a thin side (bias gradients, one-feature dW_ih) on
                           fusedrnn's own passes instead of MKL
 ========================  =====================================================================
