@@ -12,7 +12,10 @@
 // They then call what the Python path calls, through the dispatcher (so dispatch modes, the
 // profiler and the op's own checks behave the same): the op below autograd when nothing needs
 // a gradient, else its C++ autograd entry ({fam}_cell_autograd / {fam}_stack_autograd,
-// autograd.cpp). What is saved for backward is therefore the same. Why: torch.ops' Python call
+// autograd.cpp). What is saved for backward is therefore the same, except for one step of a
+// one-layer, one-direction RNN / LSTM / GRU (T = 1, no projection): that is the cell op's
+// call (its result h' viewed as output, and copied as h_n: an op's results never alias), so
+// it saves what the cell saves and its bits are the cell module's. Why: torch.ops' Python call
 // (argument parsing against the schema, boxing) and the modules' Python preamble were ~7 of
 // the ~11 us of a B = 1 cell step and ~14 of the ~34 us of a T = 1 layer call, more than the
 // maths (bench `stream`).
@@ -92,6 +95,31 @@ py::object wrap(Tensor t) {
   return py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(t)));
 }
 
+// The cell op of `kind` (CellKind): below autograd, or its C++ autograd entry when `grad`.
+// c (LSTM only) is undefined otherwise. Throws the op's c10::Error.
+void run_cell(int64_t kind, bool grad, const Tensor& x, const Tensor& h, const Tensor& c,
+              const Tensor& wi, const Tensor& wh, const OptT& bi, const OptT& bh, Tensor& hy,
+              Tensor& cy) {
+  std::optional<at::AutoDispatchBelowAutograd> below;
+  if (!grad) below.emplace();
+  if (kind == kCellLstm) {
+    static const auto fwd = op<LstmCellSig>("lstm_cell");
+    static const auto fwd_ag = op<LstmCellSig>("lstm_cell_autograd");
+    std::tie(hy, cy, std::ignore) = (grad ? fwd_ag : fwd).call(x, h, c, wi, wh, bi, bh);
+  } else if (kind == kCellGru) {
+    static const auto fwd = op<GruCellSig>("gru_cell");
+    static const auto fwd_ag = op<GruCellSig>("gru_cell_autograd");
+    hy = std::get<0>((grad ? fwd_ag : fwd).call(x, h, wi, wh, bi, bh));
+  } else {
+    static const auto tanh = op<RnnCellSig>("rnn_tanh_cell");
+    static const auto tanh_ag = op<RnnCellSig>("rnn_tanh_cell_autograd");
+    static const auto relu = op<RnnCellSig>("rnn_relu_cell");
+    static const auto relu_ag = op<RnnCellSig>("rnn_relu_cell_autograd");
+    const auto& f = kind == kCellRnnTanh ? (grad ? tanh_ag : tanh) : (grad ? relu_ag : relu);
+    hy = f.call(x, h, wi, wh, bi, bh);
+  }
+}
+
 }  // namespace
 
 py::object cell_step(int64_t kind, int64_t input_size, int64_t hidden_size, py::handle input,
@@ -136,24 +164,7 @@ py::object cell_step(int64_t kind, int64_t input_size, int64_t hidden_size, py::
   Tensor hy, cy;
   try {
     py::gil_scoped_release no_gil;
-    std::optional<at::AutoDispatchBelowAutograd> below;
-    if (!grad) below.emplace();
-    if (lstm) {
-      static const auto fwd = op<LstmCellSig>("lstm_cell");
-      static const auto fwd_ag = op<LstmCellSig>("lstm_cell_autograd");
-      std::tie(hy, cy, std::ignore) = (grad ? fwd_ag : fwd).call(xin, h, c, *wi, *wh, bi, bh);
-    } else if (kind == kCellGru) {
-      static const auto fwd = op<GruCellSig>("gru_cell");
-      static const auto fwd_ag = op<GruCellSig>("gru_cell_autograd");
-      hy = std::get<0>((grad ? fwd_ag : fwd).call(xin, h, *wi, *wh, bi, bh));
-    } else {
-      static const auto tanh = op<RnnCellSig>("rnn_tanh_cell");
-      static const auto tanh_ag = op<RnnCellSig>("rnn_tanh_cell_autograd");
-      static const auto relu = op<RnnCellSig>("rnn_relu_cell");
-      static const auto relu_ag = op<RnnCellSig>("rnn_relu_cell_autograd");
-      const auto& f = kind == kCellRnnTanh ? (grad ? tanh_ag : tanh) : (grad ? relu_ag : relu);
-      hy = f.call(xin, h, *wi, *wh, bi, bh);
-    }
+    run_cell(kind, grad, xin, h, c, *wi, *wh, bi, bh, hy, cy);
   } catch (const c10::Error&) {
     // The op refused the call (say, a weight of the wrong shape): the Python path makes the
     // same call and raises the error as torch.ops does (its Python exception type).
@@ -174,6 +185,10 @@ const Tensor* plain_stack_state(py::handle h, at::ScalarType dt, int64_t LD, int
 }
 
 }  // namespace
+
+static_assert(kStackRnnTanh == kCellRnnTanh && kStackRnnRelu == kCellRnnRelu &&
+                  kStackLstm == kCellLstm && kStackGru == kCellGru,
+              "stack_step's single step passes its kind to run_cell");
 
 py::object stack_step(int64_t kind, py::handle input, py::handle hx, py::handle weights,
                       bool has_biases, int64_t num_layers, bool bidirectional, double dropout,
@@ -223,8 +238,36 @@ py::object stack_step(int64_t kind, py::handle input, py::handle hx, py::handle 
   any_grad =
       any_grad || x->requires_grad() || (h0 && h0->requires_grad()) || (c0 && c0->requires_grad());
   grad = grad && any_grad;
-  const Tensor xin = (batch_first ? x->transpose(0, 1) : *x).contiguous();
   Tensor out, h_n, c_n;
+  if (T == 1 && LD == 1 && proj_size == 0 && kind <= kStackGru &&
+      ws.size() == (has_biases ? 4u : 2u)) {
+    // One step of one layer and direction (a streaming call): the cell op, whose plan is a
+    // quarter of the stack op's (~3 against ~8 us at B = 1, H = 64) and whose backward skips
+    // the layer's weight-gradient GEMMs. h_n is a copy: an op's results never alias.
+    const Tensor x1 = x->select(batch_first ? 1 : 0, 0).contiguous();
+    const Tensor h = h0 ? h0->select(0, 0) : at::zeros({B, hidden_size}, x->options());
+    const Tensor c = !lstm ? Tensor() : c0 ? c0->select(0, 0) : at::zeros_like(h);
+    const OptT bi = has_biases ? OptT(ws[2]) : std::nullopt;
+    const OptT bh = has_biases ? OptT(ws[3]) : std::nullopt;
+    try {
+      py::gil_scoped_release no_gil;
+      std::optional<at::AutoDispatchBelowAutograd> below;
+      if (!grad) below.emplace();
+      Tensor hy, cy;
+      run_cell(kind, grad, x1, h, c, ws[0], ws[1], bi, bh, hy, cy);
+      out = hy.unsqueeze(0);  // [1, B, H]; batch_first: its transpose, as the stack path's
+      if (batch_first) out = out.transpose(0, 1);
+      h_n = hy.clone().unsqueeze(0);
+      if (lstm) c_n = cy.unsqueeze(0);
+    } catch (const c10::Error&) {
+      return none;  // the Python path makes the stack call and raises its error
+    }
+    py::object hidden = lstm
+                            ? py::object(py::make_tuple(wrap(std::move(h_n)), wrap(std::move(c_n))))
+                            : wrap(std::move(h_n));
+    return py::make_tuple(wrap(std::move(out)), std::move(hidden));
+  }
+  const Tensor xin = (batch_first ? x->transpose(0, 1) : *x).contiguous();
   try {
     py::gil_scoped_release no_gil;
     if (grad) {

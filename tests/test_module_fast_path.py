@@ -344,9 +344,71 @@ def test_stack_inference_runs_fast_and_matches_python_path_bitwise(
             fast = _outs(m(x, hx))
         _slow(monkeypatch)
         slow = _outs(m(x, hx))
+    single = T == 1 and layers == 1 and not bidir and name in ("rnn", "lstm", "gru")
     for a, b in zip(fast, slow):
         assert a.shape == b.shape and a.stride() == b.stride()
-        assert torch.equal(a, b)
+        if single:  # the cell op's sums (test_single_step_is_the_cell_op), not the stack op's
+            torch.testing.assert_close(a, b)
+        else:
+            assert torch.equal(a, b)
+
+
+# One step of one layer and direction: stack_step runs the cell op.
+SINGLE = {
+    "rnn_tanh": (lambda **kw: fusedrnn.RNN(3, 7, **kw), lambda **kw: fusedrnn.RNNCell(3, 7, **kw)),
+    "rnn_relu": (
+        lambda **kw: fusedrnn.RNN(3, 7, nonlinearity="relu", **kw),
+        lambda **kw: fusedrnn.RNNCell(3, 7, nonlinearity="relu", **kw),
+    ),
+    "lstm": (lambda **kw: fusedrnn.LSTM(3, 7, **kw), lambda **kw: fusedrnn.LSTMCell(3, 7, **kw)),
+    "gru": (lambda **kw: fusedrnn.GRU(3, 7, **kw), lambda **kw: fusedrnn.GRUCell(3, 7, **kw)),
+}
+
+
+@pytest.mark.parametrize("name", list(SINGLE))
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("with_hx", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_single_step_is_the_cell_op(name, batch_first, with_hx, bias, dtype, fast_only):
+    """T = 1 through one layer and direction: the cell module's bits for the output, the
+    states and every gradient (output and h_n's gradients reach h' summed); h_n is a tensor
+    of its own, not a view of the output."""
+    make_layer, make_cell = SINGLE[name]
+    torch.manual_seed(0)
+    layer = make_layer(bias=bias, batch_first=batch_first).to(dtype)
+    cell = make_cell(bias=bias).to(dtype)
+    cell.load_state_dict({k[: -len("_l0")]: v for k, v in layer.state_dict().items()})
+    lstm = name == "lstm"
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 3, generator=g, dtype=dtype)
+    states = [torch.randn(4, 7, generator=g, dtype=dtype) for _ in range(2 if lstm else 1)]
+    seeds = [torch.randn(4, 7, generator=g, dtype=dtype) for _ in range(3 if lstm else 2)]
+
+    xl = (x.unsqueeze(1) if batch_first else x.unsqueeze(0)).requires_grad_()
+    sl = [s.unsqueeze(0).requires_grad_() for s in states]
+    hx = None if not with_hx else (tuple(sl) if lstm else sl[0])
+    out, hidden = layer(xl, hx)
+    got = [out, *(hidden if lstm else (hidden,))]
+    assert got[1].data_ptr() != out.data_ptr()
+    assert out.shape == ((4, 1, 7) if batch_first else (1, 4, 7))
+    torch.autograd.backward(got, [s.view_as(t) for s, t in zip(seeds, got)])
+
+    xc = x.clone().requires_grad_()
+    sc = [s.clone().requires_grad_() for s in states]
+    hc = None if not with_hx else (tuple(sc) if lstm else sc[0])
+    res = cell(xc, hc)
+    want = list(res) if lstm else [res]
+    torch.autograd.backward(want, [seeds[0] + seeds[1], *seeds[2:]])
+
+    assert torch.equal(out.reshape(4, 7), want[0]) and torch.equal(got[1][0], want[0])
+    if lstm:
+        assert torch.equal(got[2][0], want[1])
+    assert torch.equal(xl.grad.reshape(4, 3), xc.grad)
+    if with_hx:
+        assert all(torch.equal(a.grad[0], b.grad) for a, b in zip(sl, sc))
+    for (n, p), q in zip(layer.named_parameters(), cell.parameters()):
+        assert torch.equal(p.grad, q.grad), n
 
 
 @pytest.mark.parametrize("name", ["rnn", "lstm", "proj", "gru", "lnlstm", "lngru"])

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import _ops, deploy, reference_torch
-from .modules import _FusedCellBase, _FusedRNNBase, _warn_fallback
+from .modules import _fast_path_open, _FusedCellBase, _FusedRNNBase, _warn_fallback
 
 __all__ = ["LayerNormGRU", "LayerNormGRUCell", "LayerNormLSTM", "LayerNormLSTMCell"]
 
@@ -154,7 +154,7 @@ class _LayerNormRNNBase(_FusedRNNBase):
                 "AOTInductor (fusedrnn.deploy)"
             )
         self._update_flat_weights()  # as torch.nn: parameters swapped by functional_call
-        out = self._fast_step(input, hx)
+        out = self._fast_step(input, hx) if _fast_path_open() else None
         return out if out is not None else self._fused_forward(input, hx)
 
     def to_torch(self):

@@ -284,20 +284,19 @@ class _FusedRNNBase(nn.RNNBase):
 
     def _fast_step(self, input, hx):
         """``_C.stack_step``'s result for the plain eager CPU call, else None."""
-        if not _fast_path_open():
-            return None
         return _C.stack_step(_STACK_KIND[self._layernorm, self.mode], input, hx,
                              self._flat_weights, self.bias, self.num_layers, self.bidirectional,
                              float(self.dropout), self.training, self.batch_first,
                              self.input_size, self.hidden_size, self.proj_size)  # fmt: skip
 
     def forward(self, input, hx=None):
-        if deploy.exporting_onnx():  # ONNX's own LSTM/GRU/RNN operators (deploy.py)
-            return deploy.onnx_forward(self, input, hx)
         self._update_flat_weights()  # as torch.nn: parameters swapped by functional_call
-        out = self._fast_step(input, hx)
-        if out is not None:
-            return out
+        if _fast_path_open():  # (not while exporting ONNX)
+            out = self._fast_step(input, hx)
+            if out is not None:
+                return out
+        elif deploy.exporting_onnx():  # ONNX's own LSTM/GRU/RNN operators (deploy.py)
+            return deploy.onnx_forward(self, input, hx)
         weight = self.weight_ih_l0
         if not _use_fused(type(self).__name__, self.mode, weight):
             return self._torch_cls.forward(self, input, hx)
