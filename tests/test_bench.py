@@ -336,6 +336,37 @@ def test_layernorm_baselines_match_fused(cell, bidir):
                 torch.testing.assert_close(p.grad, q.grad, msg=f"{type(m).__name__} {name}")
 
 
+@pytest.mark.parametrize("cell", wl.LN_CELLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("train", [False, True])
+def test_eager_twin_never_runs_a_fused_op(cell, dtype, train):
+    """The eager baseline is a Python loop of plain torch ops: no fusedrnn op is dispatched,
+    whether the call is one the fused module's one-call path would take (plain eager CPU,
+    T = 1 or more) or not. (It once ran the fused op through that path and timed 1.00x.)"""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from fusedrnn.layernorm_eager import eager_twin
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func.namespace)
+            return func(*args, **(kwargs or {}))
+
+    cls = fusedrnn.LayerNormLSTM if cell == "lnlstm" else fusedrnn.LayerNormGRU
+    twin = eager_twin(cls(3, 5).to(dtype).train(train))
+    for T in (1, 4):
+        x = torch.randn(T, 2, 3, dtype=dtype)
+        with torch.set_grad_enabled(train), Ops() as ops:
+            out, _ = twin(x)
+            if train:
+                out.sum().backward()
+        assert "fusedrnn" not in ops.names and "aten" in ops.names
+
+
 def test_bench_rejects_cells_no_workload_runs(capsys):
     with pytest.raises(SystemExit, match="no workload runs the cells.*--only layernorm"):
         main(["bench", "--quick", "--only", "stock", "--cells", "lnlstm"])

@@ -18,6 +18,9 @@ __all__ = ["EagerLayerNormGRU", "EagerLayerNormLSTM", "eager_twin"]
 
 
 class _Eager:
+    def _fast_step(self, input, hx):
+        return None  # never the fused op: the forward goes on to _stack below
+
     def _stack(self, x, batch_sizes, h0, c0):
         fam = "ln_lstm" if self.mode == "LSTM" else "ln_gru"
         return reference_stack(fam, x, batch_sizes, h0, c0, self._flat_weights,
