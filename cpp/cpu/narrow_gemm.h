@@ -2,10 +2,11 @@
 // (a multiple of the vector width, at most kNarrowMaxN): the backward's per-step dh = dG W_hh
 // at small H (K = G H). Rows go in groups of R, R x NB accumulators in vector registers per
 // block of NB column vectors (fused_gemm.h's accumulate), A's values broadcast, W read in
-// place: no packing of A or W and no BLAS call per step. Against MKL's sgemm_compute on the
-// packed weight, each step of a small-H backward paid the call, a copy of A into MKL's panel
-// layout and a pass scaling C by beta (sgemm_scopy_* and sgemm_mscale: ~9% of the stock LSTM's
-// training step in perf). The k loop runs in order, one FMA chain per output element: the bits
+// place: no packing of A or W and no BLAS call per step. With MKL each step of a small-H
+// backward paid the call, a copy of A into MKL's panel layout and a pass scaling C by beta
+// (MKL's copies and beta passes, these calls' and the weight gradients', were ~9% of the stock
+// LSTM's training step in perf; the step ran 1.07-1.09x faster without these calls, alternating
+// in-process at 2 threads). The k loop runs in order, one FMA chain per output element: the bits
 // do not depend on the thread count. Row groups split over threads unless the caller is
 // already in a parallel region (the row-parallel time loops, cpu_backend.h).
 #pragma once
