@@ -206,7 +206,7 @@ FwdInput forward_input(const LayerPlan& p) {
     }
   }
   if (in.per_step && Tr::kSplitHidden && p.b_ih.defined()) {
-    in.xin = at::cat({p.x, at::ones({p.N, 1}, opts)}, 1);
+    in.xin = at::constant_pad_nd(p.x, {0, 1}, 1);  // x with a ones column: 13 us, cat 52 (sine)
     in.win = at::cat({p.w_ih, p.b_ih.view({GH, 1})}, 1);
   }
   in.KI = in.xin.size(1);
