@@ -148,14 +148,17 @@ class _LayerNormRNNBase(_FusedRNNBase):
                           batch_sizes=batch_sizes, **kw)  # fmt: skip
 
     def forward(self, input, hx=None):
-        if deploy.exporting_onnx():
+        self._update_flat_weights()  # as torch.nn: parameters swapped by functional_call
+        if _fast_path_open():  # (not while exporting ONNX), as _FusedRNNBase.forward
+            out = self._fast_step(input, hx)
+            if out is not None:
+                return out
+        elif deploy.exporting_onnx():
             raise RuntimeError(
                 f"{type(self).__name__} has no ONNX operator; export it with torch.export or "
                 "AOTInductor (fusedrnn.deploy)"
             )
-        self._update_flat_weights()  # as torch.nn: parameters swapped by functional_call
-        out = self._fast_step(input, hx) if _fast_path_open() else None
-        return out if out is not None else self._fused_forward(input, hx)
+        return self._fused_forward(input, hx)
 
     def to_torch(self):
         raise TypeError(f"{type(self).__name__} has no torch.nn equivalent")
