@@ -436,20 +436,25 @@ class _FusedCellBase(nn.RNNCellBase):
     def forward(self, input, hx=None):
         # Parameters read from _parameters (as nn.Module.__getattr__ does, and where
         # torch.func.functional_call puts its tensors), once: each attribute lookup through
-        # __getattr__ costs ~0.7 us of a ~20 us step.
+        # __getattr__ costs ~0.7 us of a ~20 us step. A weight that is not there is computed
+        # or held elsewhere (a parametrization's property, or the plain tensor attribute that
+        # weight_norm's and pruning's forward pre-hooks set): read by attribute, as torch.nn.
         p = self._parameters
-        w_ih = p["weight_ih"]
+        try:
+            w_ih, w_hh, b_ih, b_hh = p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]
+        except KeyError:
+            w_ih, w_hh, b_ih, b_hh = self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
         kind = self._fast_kind
         if kind is not None and _fast_path_open():
             # The plain eager CPU call in one C++ call (~4 us at B = 1, against ~11 us for the
             # path below); None when the call is anything else.
-            out = _C.cell_step(kind, self.input_size, self.hidden_size, input, hx, w_ih,
-                               p["weight_hh"], p["bias_ih"], p["bias_hh"])  # fmt: skip
+            out = _C.cell_step(kind, self.input_size, self.hidden_size, input, hx, w_ih, w_hh,
+                               b_ih, b_hh)  # fmt: skip
             if out is not None:
                 return out
         if not _use_fused(type(self).__name__, self._mode(), w_ih):
             return self._torch_cls.forward(self, input, hx)
-        return self._fused_forward(input, hx, w_ih, p["weight_hh"], p["bias_ih"], p["bias_hh"])
+        return self._fused_forward(input, hx, w_ih, w_hh, b_ih, b_hh)
 
     def to_torch(self) -> nn.RNNCellBase:
         """A ``torch.nn`` copy of this cell with the same (copied) weights."""
