@@ -19,12 +19,14 @@ Unlike ``torch.nn.LSTM`` (which Dynamo refuses to trace), these modules compile 
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import warnings
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _C, _autograd, _ops, deploy
@@ -544,51 +546,55 @@ _TO_FUSED: dict[type, type] = {
 }
 
 
-def _config(m: nn.Module) -> dict:
-    if isinstance(m, nn.RNNBase):
-        cfg = {
-            "input_size": m.input_size,
-            "hidden_size": m.hidden_size,
-            "num_layers": m.num_layers,
-            "bias": m.bias,
-            "batch_first": m.batch_first,
-            "dropout": m.dropout,
-            "bidirectional": m.bidirectional,
-        }
-        if m.mode == "LSTM":
-            cfg["proj_size"] = m.proj_size
-        elif m.mode in ("RNN_TANH", "RNN_RELU"):
-            cfg["nonlinearity"] = "tanh" if m.mode == "RNN_TANH" else "relu"
-        return cfg
-    cfg = {"input_size": m.input_size, "hidden_size": m.hidden_size, "bias": m.bias}
-    if hasattr(m, "nonlinearity"):
-        cfg["nonlinearity"] = m.nonlinearity
-    return cfg
-
-
 def _rebuild(m: nn.Module, cls: type, share: bool) -> nn.Module:
-    """An instance of ``cls`` configured like ``m`` holding ``m``'s parameters (the very
-    ``Parameter`` objects when ``share``, copies otherwise); same training mode."""
-    params = dict(m.named_parameters(recurse=False))
-    ref = next(iter(params.values()))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the dropout/num_layers warning was shown already
-        # Built on the meta device: no memory, no random init, no use of the global RNG.
-        new = cls(**_config(m), device="meta", dtype=ref.dtype)
-    for name, p in params.items():
-        if not share:
-            p = nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
-        setattr(new, name, p)
+    """``m`` as an instance of ``cls`` (a ``torch.nn`` class and its fusedrnn twin share
+    attributes): the same module state under the other class when ``share`` (parameters,
+    buffers, submodules, hooks and parametrizations: the very objects, as if ``m``'s class had
+    changed), else a deep copy of it (``copy.deepcopy``: new parameters, copied hooks). A
+    module parametrized by ``torch.nn.utils.parametrize`` keeps its parametrizations, under
+    torch's ``Parametrized<cls>`` class; weight_norm's and pruning's pre-hooks carry over
+    with the other hooks. Nothing is initialised, so the global RNG is not used."""
+    src = m if share else _deepcopy(m)
+    new = object.__new__(_class_like(src, cls))
+    new.__dict__.update(src.__dict__)
     if isinstance(new, nn.RNNBase):
-        new._init_flat_weights()
-    new.train(m.training)
+        new._init_flat_weights()  # its own list (the module's __setattr__ updates it in place)
     return new
 
 
+def _deepcopy(m: nn.Module) -> nn.Module:
+    """``copy.deepcopy(m)``, where tensors computed from parameters (a parametrized weight
+    cached in an RNN's flat weight list, weight_norm's or pruning's weight attribute: graph
+    nodes, which deepcopy refuses) are copied as detached values; the copy's next forward
+    computes them again from its own parameters."""
+    memo: dict[int, object] = {}
+    for mod in m.modules():
+        for value in vars(mod).values():
+            for t in value if isinstance(value, list) else (value,):
+                if isinstance(t, Tensor) and not t.is_leaf:
+                    memo[id(t)] = t.detach().clone()
+    return copy.deepcopy(m, memo)
+
+
+def _class_like(m: nn.Module, cls: type) -> type:
+    """``cls``, or for a module parametrized by ``torch.nn.utils.parametrize`` the subclass of
+    ``cls`` holding the same properties (and serialization rules) as ``m``'s injected class."""
+    if not parametrize.is_parametrized(m):
+        return cls
+    skip = {"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__"}
+    attrs = {k: v for k, v in vars(type(m)).items() if k not in skip}
+    return type(f"Parametrized{cls.__name__}", (cls,), attrs)
+
+
+def _fused_class(module: nn.Module) -> type | None:
+    """The fusedrnn class for an exact torch.nn RNN class, seen through parametrize's class."""
+    return _TO_FUSED.get(parametrize.type_before_parametrizations(module))
+
+
 def from_torch(module: nn.Module) -> nn.Module:
-    """A fusedrnn copy of a ``torch.nn`` RNN/LSTM/GRU or cell, with the same (copied) weights,
-    device, dtype and training mode."""
-    cls = _TO_FUSED.get(type(module))
+    """A fusedrnn copy (``copy.deepcopy``) of a ``torch.nn`` RNN/LSTM/GRU or cell: the same
+    (copied) weights, device, dtype, training mode, hooks and parametrizations."""
+    cls = _fused_class(module)
     if cls is None:
         raise TypeError(
             f"from_torch expects one of {', '.join('torch.nn.' + t.__name__ for t in _TO_FUSED)}"
@@ -602,13 +608,15 @@ def convert(model: nn.Module) -> nn.Module:
     fusedrnn equivalent, in place, and return ``model``.
 
     The new modules hold the very same ``Parameter`` objects (so device, dtype, values and an
-    optimizer built before the conversion carry over) and the same training mode. Only the
-    exact torch classes are swapped, not subclasses (whose ``forward`` may be customised). If
-    ``model`` itself is such a module, its replacement is returned."""
+    optimizer built before the conversion carry over), buffers, hooks (a handle still removes
+    its hook; weight_norm's and pruning's pre-hooks are hooks) and parametrizations
+    (``torch.nn.utils.parametrize``), and the same training mode. Only the exact torch classes
+    (parametrized or not) are swapped, not subclasses (whose ``forward`` may be customised).
+    If ``model`` itself is such a module, its replacement is returned."""
     memo: dict[int, nn.Module] = {}
 
     def swap(m: nn.Module) -> nn.Module:
-        cls = _TO_FUSED.get(type(m))
+        cls = _fused_class(m)
         if cls is None:
             return m
         if id(m) not in memo:  # a module shared in several places stays shared
