@@ -5,11 +5,12 @@
 // They save what the Python autograd.Function of _autograd.py saves (the stack op: input,
 // batch_sizes, hx, cx, the weights but the biases, output and `saved`; a cell: input, hx, cx,
 // and w_ih / w_hh only when input / hx need a gradient; of the rest only shapes, as torch.nn),
-// and give the same results; an LSTM / GRU cell node also lets go of its workspace halfway
-// through its backward, as torch.nn's graph does (saved_release.h). The Python Function stays
-// the ops' Autograd kernel (torch.func transforms, forward-mode AD, torch.compile, double
-// backward); these entry points only skip its Python work on every training step (~50-100 us,
-// more than the maths of a small cell).
+// and give the same results; but the stack's output may be edited in place before backward,
+// as torch.nn's RNN / GRU allow (recomputed then; StackFunction), and an LSTM / GRU cell node
+// lets go of its workspace halfway through its backward, as torch.nn's graph does
+// (saved_release.h). The Python Function stays the ops' Autograd kernel (torch.func
+// transforms, forward-mode AD, torch.compile, double backward); these entry points only skip
+// its Python work on every training step (~50-100 us, more than the maths of a small cell).
 // The backward op runs below autograd unless a graph of the gradient is being built.
 // The LayerNorm stacks (ln_lstm, ln_gru) share the stack schema: their LayerNorm weights
 // follow the biases in each layer's slice of `weights`, so the bias positions (2, 3) hold.
@@ -70,6 +71,13 @@ Tensor stand_in(const Tensor& w) {
   return zero_scalar(w).expand(w.sizes());
 }
 
+// t's data under another TensorImpl that shares its version counter, without autograd
+// metadata: a node may keep it (no reference cycle through t's grad_fn) and still see edits.
+Tensor sharing_version(const Tensor& t) {
+  const auto* impl = t.unsafeGetTensorImpl();
+  return Tensor(impl->shallow_copy_and_detach(impl->version_counter(), false));
+}
+
 OptT bias_arg(const Tensor& b) { return b.defined() ? OptT(stand_in(b)) : std::nullopt; }
 
 // Runs the backward op below autograd unless the backward pass records (create_graph).
@@ -85,29 +93,55 @@ using StackBwdSig = StackOut(const OptT&, const OptT&, const OptT&, const Tensor
                              const OptT&, const OptT&, at::TensorList, bool, int64_t, bool,
                              const Tensor&, at::TensorList, bool);
 
+// An output edited in place is recomputed in backward (StackFunction): from the same biases.
+constexpr char kEditedBias[] =
+    "one of the variables needed for gradient computation has been modified by an inplace "
+    "operation: the output, edited in place since forward, is recomputed in backward, which "
+    "needs its biases unchanged too; edited: ";
+
 template <const char* kFam>
 struct StackFunction : torch::autograd::Function<StackFunction<kFam>> {
+  static const c10::TypedOperatorHandle<StackSig>& fwd_op() {
+    static const auto fwd = op<StackSig>(std::string(kFam) + "_stack");
+    return fwd;
+  }
+
   static variable_list forward(AutogradContext* ctx, const Tensor& input, const OptT& batch_sizes,
                                const OptT& hx, const OptT& cx, at::TensorList weights,
                                bool has_biases, int64_t num_layers, bool bidirectional,
                                double dropout, bool train) {
-    static const auto fwd = op<StackSig>(std::string(kFam) + "_stack");
-    at::AutoDispatchBelowADInplaceOrView guard;
     // No zero gradients for the workspace / saved results (an [N, 4H] zeros for a GRU).
     ctx->set_materialize_grads(false);
-    auto [out, h_n, c_n, saved] = fwd.call(input, batch_sizes, hx, cx, weights, has_biases,
-                                           num_layers, bidirectional, dropout, train, true);
-    std::vector<Tensor> keep = {input, opt_or(batch_sizes), opt_or(hx), opt_or(cx), out};
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [out, h_n, c_n, saved] = fwd_op().call(input, batch_sizes, hx, cx, weights, has_biases,
+                                                num_layers, bidirectional, dropout, train, true);
+    // `out` is read by backward only as the top layer's hidden sequence, with one direction
+    // (stack_driver.h). torch.nn's RNN / GRU let a caller edit their output in place before
+    // backward (they save their own copies), so `out` is not version-checked: an edited one
+    // is recomputed (see backward), unless dropout masks were drawn; those are not redrawn,
+    // so there `out` is saved as it was (an edit raises, as torch.nn's LSTM on the CPU does).
+    const bool read = !bidirectional, masks = train && dropout > 0 && num_layers > 1;
+    const bool own = read && !masks;
+    std::vector<Tensor> keep = {input, opt_or(batch_sizes), opt_or(hx), opt_or(cx),
+                                read && masks ? out : Tensor()};
     // Biases are not read by backward (column sums of the gate gradients): shapes only.
     const int64_t per = int64_t(weights.size()) / (num_layers * (bidirectional ? 2 : 1));
     c10::List<Tensor> stand_ins;
+    std::vector<int64_t> versions = {static_cast<int64_t>(out._version())};  // then the biases'
     for (int64_t k = 0; k < int64_t(weights.size()); ++k) {
       const bool bias = has_biases && (k % per == 2 || k % per == 3);
       keep.push_back(bias ? Tensor() : weights[k]);
       stand_ins.push_back(bias ? weights[k] : Tensor());
+      if (bias && own) versions.push_back(static_cast<int64_t>(weights[k]._version()));
     }
     keep.insert(keep.end(), saved.begin(), saved.end());
     ctx->save_for_backward(keep);
+    if (own) {
+      ctx->saved_data["out"] = sharing_version(out);
+      ctx->saved_data["versions"] = std::move(versions);
+    } else if (!read) {
+      ctx->saved_data["out"] = zero_scalar(out).expand(out.sizes());
+    }
     ctx->saved_data["stand_ins"] = stand_ins;
     ctx->saved_data["n_weights"] = static_cast<int64_t>(weights.size());
     ctx->saved_data["has_biases"] = has_biases;
@@ -127,14 +161,39 @@ struct StackFunction : torch::autograd::Function<StackFunction<kFam>> {
     std::vector<Tensor> weights(s.begin() + 5, s.begin() + 5 + nw);
     for (int64_t k = 0; k < nw; ++k)
       if (!weights[k].defined()) weights[k] = stand_in(stand_ins.get(k));
-    const std::vector<Tensor> saved(s.begin() + 5 + nw, s.end());
+    std::vector<Tensor> saved(s.begin() + 5 + nw, s.end());
     const bool input_grad = ctx->needs_input_grad(0);
+    const bool has_biases = ctx->saved_data["has_biases"].toBool();
+    const int64_t num_layers = ctx->saved_data["num_layers"].toInt();
+    const bool bidirectional = ctx->saved_data["bidirectional"].toBool();
+    Tensor out = s[4].defined() ? s[4] : ctx->saved_data["out"].toTensor();
+    const auto v = ctx->saved_data.find("versions");
+    if (v != ctx->saved_data.end() && out._version() != v->second.toIntList().get(0)) {
+      // Edited in place since forward: the same forward again (no masks were drawn, so dropout
+      // and train do not matter), from the saved (version-checked) arguments and the biases,
+      // which must be unedited.
+      const std::vector<int64_t> versions = v->second.toIntVector();
+      std::vector<Tensor> full = weights;
+      for (int64_t k = 0, b = 1; k < nw; ++k) {
+        if (!stand_ins.get(k).defined()) continue;
+        full[k] = stand_ins.get(k);
+        TORCH_CHECK(full[k]._version() == versions[b++], kEditedBias, kFam, "_stack's biases");
+      }
+      at::AutoDispatchBelowADInplaceOrView guard;
+      const at::NoGradGuard no_grad;
+      std::vector<Tensor> again;
+      std::tie(out, std::ignore, std::ignore, again) =
+          fwd_op().call(s[0], as_opt(s[1]), as_opt(s[2]), as_opt(s[3]), full, has_biases,
+                        num_layers, bidirectional, 0.0, false, true);
+      saved = std::move(again);
+    }
     auto [gi, ghx, gcx, gw] = run_backward([&] {
       return bwd.call(as_opt(grads[0]), as_opt(grads[1]), as_opt(grads[2]), s[0], as_opt(s[1]),
-                      as_opt(s[2]), as_opt(s[3]), weights, ctx->saved_data["has_biases"].toBool(),
-                      ctx->saved_data["num_layers"].toInt(),
-                      ctx->saved_data["bidirectional"].toBool(), s[4], saved, input_grad);
+                      as_opt(s[2]), as_opt(s[3]), weights, has_biases, num_layers, bidirectional,
+                      out, saved, input_grad);
     });
+    // As save_for_backward's variables: let go of `out` unless the graph is kept.
+    if (!torch::autograd::get_current_graph_task_keep_graph()) ctx->saved_data.erase("out");
     // One entry per forward argument (a list counts once per element).
     variable_list result = {input_grad ? gi : Tensor(), Tensor(), s[2].defined() ? ghx : Tensor(),
                             s[3].defined() ? gcx : Tensor()};

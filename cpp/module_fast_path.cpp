@@ -14,11 +14,11 @@
 // a gradient, else its C++ autograd entry ({fam}_cell_autograd / {fam}_stack_autograd,
 // autograd.cpp). What is saved for backward is therefore the same, except for one step of a
 // one-layer, one-direction RNN / LSTM / GRU (T = 1, no projection): that is the cell op's
-// call (its result h' viewed as output, and copied as h_n: an op's results never alias), so
-// it saves what the cell saves and its bits are the cell module's. Why: torch.ops' Python call
-// (argument parsing against the schema, boxing) and the modules' Python preamble were ~7 of
-// the ~11 us of a B = 1 cell step and ~14 of the ~34 us of a T = 1 layer call, more than the
-// maths (bench `stream`).
+// call (its result h' viewed as output, a copy for the Elman cell in training, and copied as
+// h_n: an op's results never alias), so it saves what the cell saves and its bits are the cell
+// module's. Why: torch.ops' Python call (argument parsing against the schema, boxing) and the
+// modules' Python preamble were ~7 of the ~11 us of a B = 1 cell step and ~14 of the ~34 us
+// of a T = 1 layer call, more than the maths (bench `stream`).
 #include "fusedrnn/module_fast_path.h"
 
 #include <ATen/ATen.h>
@@ -255,7 +255,10 @@ py::object stack_step(int64_t kind, py::handle input, py::handle hx, py::handle 
       if (!grad) below.emplace();
       Tensor hy, cy;
       run_cell(kind, grad, x1, h, c, ws[0], ws[1], bi, bh, hy, cy);
-      out = hy.unsqueeze(0);  // [1, B, H]; batch_first: its transpose, as the stack path's
+      // [1, B, H]; batch_first: its transpose, as the stack path's. The Elman cell saves h'
+      // itself for backward, so in training the output is a copy as well: a caller may edit
+      // it in place before backward, as with torch.nn.RNN (B x H more, as torch.nn's stack).
+      out = (grad && kind <= kStackRnnRelu ? hy.clone() : hy).unsqueeze(0);
       if (batch_first) out = out.transpose(0, 1);
       h_n = hy.clone().unsqueeze(0);
       if (lstm) c_n = cy.unsqueeze(0);
