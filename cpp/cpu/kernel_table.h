@@ -104,7 +104,7 @@ struct RnnFusedStep : FusedStepRows {
   bool relu = false;
 };
 
-// The LayerNorm LSTM's / GRU's (ln_fused.h, inference): the driver's step arguments (hg
+// The LayerNorm LSTM's / GRU's (ln_fused.h): the driver's step arguments (hg
 // unused: the step computes it) and the packed W_hh.
 struct LnFusedStep {
   LnFwdStep<float> st;

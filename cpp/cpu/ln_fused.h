@@ -1,13 +1,13 @@
-// The fused LayerNorm LSTM / GRU forward step at inference for small H (float32, the AVX-512
-// table only, capability.cpp): per group of rows the recurrent GEMM hg = h W_hh^T accumulates in
-// vector registers (fused_gemm.h) into a [rows, G H] block on the stack, and the step's LN pass
+// The fused LayerNorm LSTM / GRU forward step for small H (float32, the AVX-512 table only,
+// capability.cpp): per group of rows the recurrent GEMM hg = h W_hh^T accumulates in vector
+// registers (fused_gemm.h) into a [rows, G H] block on the stack, and the step's LN pass
 // (ln_pointwise.h, forward_rows) runs on that block while it is in L1. Without it a step is a BLAS
 // call writing [rows, G H] and a pass reading it back, whose fixed cost weighs at small batches
 // (timings in ln_kernels.h). The LN statistics need a whole row of hg, so unlike lstm_fused.h the
 // GEMM of a row group is complete before its pass starts; the pass then writes h in place, which
-// only this group's GEMM read. Same writes as LnLstmPointwise / LnGruPointwise::forward without a
-// workspace (ln_kernels.h: training keeps the BLAS path); the input side is not in the GEMM
-// (its LN is separate).
+// only this group's GEMM read. Same writes as LnLstmPointwise / LnGruPointwise::forward; in
+// training (a workspace to write) the pass takes the group's rows one at a time, as that
+// forward does. The input side is not in the GEMM (its LN is separate).
 //
 // Packed weight (ln_fused_pack, fused_gemm.h gates_pack): [H / L][H][G][L] floats, for hidden
 // block jb and reduction index k the G gate vectors W_hh[g H + jb L + l, k].
@@ -65,7 +65,12 @@ inline void ln_fused_rows(const LnFusedStep& s, int64_t b0) {
     for (int r = 0; r < R; ++r)
       for (int g = 0; g < G; ++g) FVec(acc[r][g]).store(hg + r * GH + g * H + jb * L);
   }
-  Pass::template forward_rows<R>(ln_rows_from<G>(s.st, b0, hg), 0);
+  if (s.st.ws == nullptr) {
+    Pass::template forward_rows<R>(ln_rows_from<G>(s.st, b0, hg), 0);
+  } else {  // interleaved workspace streams of R rows ran slower (ln_pointwise.h)
+    for (int r = 0; r < R; ++r)
+      Pass::template forward_rows<1>(ln_rows_from<G>(s.st, b0 + r, hg + r * GH), 0);
+  }
 }
 
 template <int G, class Pass>

@@ -12,16 +12,19 @@
 namespace fusedrnn::cpu {
 
 // The recurrent GEMM inside the forward pass (ln_fused.h), where it was measured faster than
-// MKL's call: at inference (no workspace), batches up to kLnFusedMaxBatch rows, float32, H a
-// multiple of the vector width up to kFusedMaxH, T >= 2 (W_hh is packed once per layer call,
-// so the cells' single steps keep the BLAS path), on the AVX-512 table (capability.cpp);
-// tuning().fuse = false (FUSEDRNN_NO_FUSE=1) turns it off. Other types: never (ln_driver.h's
-// LnFusedStepFor). Alternating runs, 2 threads, against the BLAS path:
+// MKL's call: batches up to kLnFusedMaxBatch rows, float32, H a multiple of the vector width
+// up to kFusedMaxH, T >= 2 (W_hh is packed once per layer call, so the cells' single steps
+// keep the BLAS path), on the AVX-512 table (capability.cpp); tuning().fuse = false
+// (FUSEDRNN_NO_FUSE=1) turns it off. Other types: never (ln_driver.h's LnFusedStepFor).
+// Alternating runs, 2 threads, against the BLAS path:
 //  - inference, B <= 64 (stock: H = 64, B = 32, 2 layers): LSTM 1.21x, GRU 1.16x (1 thread
 //    1.12x, 1.10x); H = 32 to 128: 1.05-1.33x;
 //  - larger batches, where MKL's blocking pays: B = 784 0.93-1.01x, B = 128 0.92-1.04x;
-//  - training (the pass writes a ~14H-float workspace row per row, one row at a time):
-//    0.92-1.07x.
+//  - training steps (forward and backward; the GEMM on row groups, the pass writing the
+//    workspace one row at a time, ln_fused.h), 21 in-process rounds: stock LSTM 1.05-1.08x,
+//    GRU 1.03-1.09x (1 thread 1.04-1.05x, 0.99-1.03x); H = 128 B = 32 GRU 1.08-1.12x,
+//    B = 8 LSTM 1.08x, B = 2 LSTM 1.2-1.5x. (The pass on four rows' interleaved workspace
+//    streams had made training 0.92-1.07x.)
 constexpr int64_t kLnFusedMaxBatch = 64;
 
 template <bool kLstm, class T>
@@ -35,10 +38,8 @@ class LnFusedStepOf<kLstm, float> {
   explicit LnFusedStepOf(const LayerPlan& p) {
     constexpr int G = kLstm ? 4 : 3;
     const LnFused& f = kLstm ? kernels().ln_lstm_fused : kernels().ln_gru_fused;
-    // the plain steps' rule (switch, table, T, H), then inference and the batch limit
-    if (!FusedLayerStep<LnFusedStep, G>::applies(p, f) || p.keep_workspace ||
-        p.B > kLnFusedMaxBatch)
-      return;
+    // the plain steps' rule (switch, table, T, H), then the batch limit
+    if (!FusedLayerStep<LnFusedStep, G>::applies(p, f) || p.B > kLnFusedMaxBatch) return;
     wp_ = at::empty({G * p.H * p.H}, at::kFloat);
     f.pack(p.w_hh.data_ptr<float>(), p.H, nullptr, 0, p.H, wp_.data_ptr<float>());
     step_ = f.step;
