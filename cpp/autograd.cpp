@@ -15,6 +15,7 @@
 // The LayerNorm stacks (ln_lstm, ln_gru) share the stack schema: their LayerNorm weights
 // follow the biases in each layer's slice of `weights`, so the bias positions (2, 3) hold.
 #include <ATen/ATen.h>
+#include <ATen/SavedTensorHooks.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/graph_task.h>
@@ -120,10 +121,12 @@ struct StackFunction : torch::autograd::Function<StackFunction<kFam>> {
     // backward (they save their own copies), so `out` is not version-checked: an edited one
     // is recomputed (see backward), unless dropout masks were drawn; those are not redrawn,
     // so there `out` is saved as it was (an edit raises, as torch.nn's LSTM on the CPU does).
+    // Under saved-tensor hooks (torch.autograd.graph.saved_tensors_hooks, save_on_cpu) `out`
+    // is saved as before too, so that the hooks pack it.
     const bool read = !bidirectional, masks = train && dropout > 0 && num_layers > 1;
-    const bool own = read && !masks;
+    const bool own = read && !masks && !at::SavedTensorDefaultHooks::get_hooks().has_value();
     std::vector<Tensor> keep = {input, opt_or(batch_sizes), opt_or(hx), opt_or(cx),
-                                read && masks ? out : Tensor()};
+                                read && !own ? out : Tensor()};
     // Biases are not read by backward (column sums of the gate gradients): shapes only.
     const int64_t per = int64_t(weights.size()) / (num_layers * (bidirectional ? 2 : 1));
     c10::List<Tensor> stand_ins;

@@ -117,3 +117,19 @@ def test_retain_graph_after_an_edit():
     torch.testing.assert_close(first, second, rtol=0, atol=0)
     with pytest.raises(RuntimeError, match="backward through the graph a second time"):
         torch.autograd.grad(out.sum(), f.weight_hh_l1)
+
+
+def test_saved_tensor_hooks_still_pack_the_output():
+    """Under saved-tensor hooks (e.g. save_on_cpu) the output is saved for backward as any
+    other tensor, so the hooks see it (and an edit raises, as it did before)."""
+    _, f = _pair("gru")
+    packed = []
+
+    def pack(t):
+        packed.append(t.data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out, _ = f(torch.randn(4, 2, 3, dtype=F64))
+    assert out.data_ptr() in packed
+    out.sum().backward()
