@@ -130,7 +130,8 @@ struct StackFunction : torch::autograd::Function<StackFunction<kFam>> {
     // Biases are not read by backward (column sums of the gate gradients): shapes only.
     const int64_t per = int64_t(weights.size()) / (num_layers * (bidirectional ? 2 : 1));
     c10::List<Tensor> stand_ins;
-    std::vector<int64_t> versions = {static_cast<int64_t>(out._version())};  // then the biases'
+    std::vector<int64_t> versions;  // when `own`: the output's, then the biases'
+    if (own) versions.push_back(static_cast<int64_t>(out._version()));
     for (int64_t k = 0; k < int64_t(weights.size()); ++k) {
       const bool bias = has_biases && (k % per == 2 || k % per == 3);
       keep.push_back(bias ? Tensor() : weights[k]);

@@ -251,7 +251,7 @@ py::object stack_step(int64_t kind, py::handle input, py::handle hx, py::handle 
     const OptT bh = has_biases ? OptT(ws[3]) : std::nullopt;
     try {
       py::gil_scoped_release no_gil;
-      std::optional<at::AutoDispatchBelowAutograd> below;
+      std::optional<at::AutoDispatchBelowAutograd> below;  // for the views and copies below too
       if (!grad) below.emplace();
       Tensor hy, cy;
       run_cell(kind, grad, x1, h, c, ws[0], ws[1], bi, bh, hy, cy);
