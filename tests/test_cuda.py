@@ -498,3 +498,51 @@ def test_layernorm_module_matches_cpu(cls, H, dtype):
         err_cpu, err_gpu = (c - t).abs().max().item(), (g - t).abs().max().item()
         bound = 2 * err_cpu + 1e-6 * (1 + t.abs().max().item())
         assert err_gpu <= bound, f"tensor {i}: GPU error {err_gpu:.3g}, CPU error {err_cpu:.3g}"
+
+
+# ---- an output edited in place before backward (cpp/autograd.cpp recomputes it) -----------
+@pytest.mark.parametrize("cls", ["RNN", "GRU", "LSTM", "LayerNormGRU"])
+def test_edited_output_is_recomputed_on_the_gpu(cls):
+    """``out.mul_(2).add_(1)`` between forward and backward: the stack op's backward finds its
+    output edited and recomputes it with the forward op on the GPU; every gradient equals the
+    unedited graph's and the CPU module's (float64)."""
+    torch.manual_seed(0)
+    cpu = getattr(fusedrnn, cls)(3, 33, num_layers=2, dtype=torch.float64)
+    gpu = copy.deepcopy(cpu).to(DEV)
+    x = torch.randn(5, 4, 3, dtype=torch.float64)
+
+    def grads(m, dev, edit):
+        xd = x.to(dev).requires_grad_()
+        out, hid = m(xd)
+        h_n = hid[0] if isinstance(hid, tuple) else hid
+        w = torch.linspace(-1, 1, out.numel(), dtype=torch.float64, device=dev).view_as(out)
+        if edit:
+            out.mul_(2.0).add_(1.0)
+        else:
+            out = out * 2.0 + 1.0
+        loss = (out * w).sum() + h_n.pow(2).sum()
+        return [g.cpu() for g in torch.autograd.grad(loss, [xd, *m.parameters()])]
+
+    want = grads(cpu, "cpu", edit=False)
+    for edit in (False, True):
+        for a, b in zip(grads(gpu, DEV, edit), want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+# ---- cells whose weights are reparametrized (read by attribute, not from _parameters) -------
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_weight_normed_cell_matches_torch_on_the_gpu(kind):
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+    ref = getattr(nn, kind)(3, 17, dtype=torch.float64, device=DEV)
+    fused = fusedrnn.from_torch(ref)
+    ref, fused = weight_norm(ref, "weight_hh"), weight_norm(fused, "weight_hh")
+    x = torch.randn(4, 3, dtype=torch.float64, device=DEV)
+    got, want = [], []
+    for m, res in ((fused, got), (ref, want)):
+        out = m(x)
+        h = out[0] if isinstance(out, tuple) else out
+        res += [h, *torch.autograd.grad(h.pow(2).sum(), list(m.parameters()))]
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
