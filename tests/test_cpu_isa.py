@@ -58,6 +58,9 @@ for dtype in (torch.float32, torch.float64):
         t = torch.ops.fusedrnn_testing
         errs[f"thin-tall{j}-{dtype}"] = rel_err(t.buffer_mm(x.t(), b), x.double().t() @ b.double())
         errs[f"thin-row{j}-{dtype}"] = rel_err(t.buffer_mm(x, r), x.double() @ r.double())
+    w = torch.randn(1000, 64, dtype=dtype)[:, 7:44]  # the wide pass: 37 rows of out, J = 32
+    hw = torch.randn(1000, 32, dtype=dtype)
+    errs[f"thin-wide-{dtype}"] = rel_err(t.buffer_mm(w.t(), hw), w.double().t() @ hw.double())
     errs[f"thin-sums-{dtype}"] = rel_err(torch.ops.fusedrnn_testing.column_sums(x),
                                          x.double().sum(0))
 # one-row GEMMs (cpu_backend.h thin_row): cell steps at B = 1, forward and backward

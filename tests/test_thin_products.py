@@ -1,6 +1,6 @@
 """Products with a thin side on fusedrnn's own CPU passes (cpp/cpu/thin_products.h), as the ops
-use them: buffer_mm (X^T B with up to 4 columns, X R with up to 8) and the bias gradients'
-column sums, reached through torch.ops.fusedrnn_testing. Checked against float64 matmuls at
+use them: buffer_mm (X^T B with up to 4 columns or, wide, whole vectors of up to 64; X R with
+up to 8) and the bias gradients' column sums, reached through torch.ops.fusedrnn_testing. Checked against float64 matmuls at
 odd sizes and strides, against MKL (tuning thin=False), and for the same bits at 1 and 2
 threads."""
 
@@ -64,6 +64,41 @@ def test_column_sums_match_float64(dtype, K, M):
     out = T.column_sums(x)
     assert out.shape == (M,) and out.dtype == dtype
     assert _rel(out, x.double().sum(0)) < TOL[dtype]
+
+
+# Wide X^T B (J > 4 columns, whole vectors of J, K > 768 rows): M from 1 to 256, SIMD tiles
+# and their tails; J the widths dW_hh has at H = 16..64.
+WIDE = [(769, 1), (1001, 99), (928, 256), (3000, 33)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("K,M", WIDE)
+@pytest.mark.parametrize("J", [16, 32, 48, 64])
+def test_wide_product_matches_float64(dtype, K, M, J):
+    torch.manual_seed(K + M + J)
+    x = torch.randn(K, M + 5, dtype=dtype)[:, 2 : M + 2]  # dG's columns: rows of stride M + 5
+    b = torch.randn(K, 2 * J, dtype=dtype)[:, J:]  # one direction of a bidirectional output
+    out = _same_bits_at_one_and_two_threads(lambda: (T.buffer_mm(x.t(), b),))[0]
+    assert out.shape == (M, J) and out.dtype == dtype
+    assert _rel(out, x.double().t() @ b.double()) < TOL[dtype]
+
+
+def test_wide_products_run_where_they_apply():
+    """The wide pass runs (not MKL's bits) for whole vectors of J at K > 768; at J = 33, K =
+    768, or with B's columns strided, buffer_mm is MKL's mm."""
+    torch.manual_seed(4)
+    x = torch.randn(1001, 96)
+    wide = torch.randn(1001, 32)
+    assert not torch.equal(T.buffer_mm(x.t(), wide), torch.mm(x.t(), wide))
+    for a, b in (
+        (x.t(), torch.randn(1001, 33)),
+        (x[:768].t(), torch.randn(768, 32)),
+        (x.t(), torch.randn(32, 1001).t()),
+        (x.t(), torch.randn(1001, 80)),
+    ):
+        assert torch.equal(T.buffer_mm(a, b), torch.mm(a, b))
+    with tuning.override(thin=False):
+        assert torch.equal(T.buffer_mm(x.t(), wide), torch.mm(x.t(), wide))
 
 
 def test_wider_products_and_the_knob_keep_mkl():

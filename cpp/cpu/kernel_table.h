@@ -16,7 +16,8 @@
 namespace fusedrnn::cpu {
 
 // out = X^T B (thin_products.h): X [K, M] rows (ldx), B [K, J] (element (k, j) at
-// b[k b_rs + j b_cs]; null: ones, the column sums), J <= 4; out (=) [M, J] at
+// b[k b_rs + j b_cs]; null: ones, the column sums), J <= 4, or J > 4 whole vectors with
+// b_cs = out_j = 1 (the wide pass); out (=) [M, J] at
 // out[m out_m + j out_j] (+= with accumulate). With y (rows ldy, J = 1, b null): the column sums
 // of X * Y.
 template <class T>

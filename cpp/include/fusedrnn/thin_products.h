@@ -10,7 +10,9 @@ namespace fusedrnn {
 // Writes a @ b into out (contiguous [a.size(0), b.size(1)]) and returns true when this is a thin
 // product it runs: CPU float or double, tuning().thin, and either a with unit-stride rows and
 // b with at most 8 columns (RowDot), or a = X^T for X with unit-stride rows and b with at most
-// 4 columns (TallDot). Otherwise returns false and leaves out alone.
+// 4 columns (TallDot), or, wide, with unit-stride rows, more than 768 of them, and 16 to 64
+// columns in whole 64-byte vectors (dW_hh at small H). Otherwise returns false and leaves out
+// alone.
 bool thin_mm(const at::Tensor& a, const at::Tensor& b, at::Tensor& out);
 
 // The column sums of m [N, n] (float or double on the CPU, unit-stride rows, tuning().thin; the
