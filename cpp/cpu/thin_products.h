@@ -145,8 +145,8 @@ inline void wide_columns(const TallDot<T>& s, int64_t r0, int64_t r1, int64_t j0
   for (; m0 < s.M; ++m0) wide_tile<T, 1, JV>(s, r0, r1, m0, j0, part);
 }
 
-// J a multiple of the vector width (thin_mm's kWideAlign; a partial last vector, loaded and
-// stored under a mask, ran at half MKL's speed).
+// J a multiple of the vector width (thin_mm takes whole 64-byte vectors only: a partial last
+// vector, loaded and stored under a mask, ran at half MKL's speed).
 template <class T>
 inline void wide_block(const TallDot<T>& s, int64_t r0, int64_t r1, T* part) {
   constexpr int64_t L = at::vec::Vectorized<T>::size();
