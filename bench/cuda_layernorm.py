@@ -16,7 +16,6 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from cuda_vs_cudnn import _time  # the script's folder is on sys.path
 
 import fusedrnn
 from fusedrnn.bench import script_layernorm
+from fusedrnn.experiments._common import write_atomic
 from fusedrnn.layernorm_eager import eager_twin
 
 # name, B, T, I, H, layers: bench/workloads (the CPU bench's layernorm group)
@@ -104,10 +104,7 @@ def main(argv=None) -> int:
         for cell in CELLS:
             lines.append(_row(name, cell, B, T, I, H, layers, a.reps))
             print(lines[-1], flush=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    os.replace(tmp, out)
+    write_atomic(out, "\n".join(lines) + "\n")
     print(f"saved {out}")
     return 0
 

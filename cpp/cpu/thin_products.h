@@ -80,6 +80,25 @@ inline void tall_block(const TallDot<T>& s, int64_t r0, int64_t r1, T* acc) {
   for (; c < s.M; ++c) tall_chunk<T, J, kY, 0>(s, r0, r1, c, acc);
 }
 
+// The blocks' partial sums (`blocks` of s.M J values each, block k at part + k s.M J) added
+// in block order into the first, which is then written (=, or += with accumulate) to out's J
+// columns; the first block holds element (m, j) at part[m pm + j pj].
+template <class T>
+inline void add_blocks_to_out(const TallDot<T>& s, int64_t J, T* part, int64_t blocks, int64_t pm,
+                              int64_t pj) {
+  const int64_t n = s.M * J;
+  for (int64_t k = 1; k < blocks; ++k) {  // in block order
+    const T* p = part + k * n;
+    over_columns<T>(
+        n, [&]<class V>(int64_t q) { st<T, V>(part + q, ld<T, V>(part + q) + ld<T, V>(p + q)); });
+  }
+  for (int64_t m = 0; m < s.M; ++m)
+    for (int64_t j = 0; j < J; ++j) {
+      T& o = s.out[m * s.out_m + j * s.out_j];
+      o = s.accumulate ? o + part[m * pm + j * pj] : part[m * pm + j * pj];
+    }
+}
+
 template <class T, int J, bool kY = false>
 inline void tall_dot_j(const TallDot<T>& s) {
   const int64_t M = s.M, rows = tall_block_rows(s.K), blocks = (s.K + rows - 1) / rows;
@@ -88,17 +107,7 @@ inline void tall_dot_j(const TallDot<T>& s) {
     for (int64_t k = k0; k < k1; ++k)
       tall_block<T, J, kY>(s, k * rows, std::min(s.K, (k + 1) * rows), part.data() + k * J * M);
   });
-  for (int64_t k = 1; k < blocks; ++k) {  // in block order
-    const T* p = part.data() + k * J * M;
-    over_columns<T>(J * M, [&]<class V>(int64_t q) {
-      st<T, V>(part.data() + q, ld<T, V>(part.data() + q) + ld<T, V>(p + q));
-    });
-  }
-  for (int j = 0; j < J; ++j)
-    for (int64_t m = 0; m < M; ++m) {
-      T& o = s.out[m * s.out_m + j * s.out_j];
-      o = s.accumulate ? o + part[j * M + m] : part[j * M + m];
-    }
+  add_blocks_to_out(s, J, part.data(), blocks, 1, M);  // part: [blocks][J][M]
 }
 
 // Wide: vectorised along j (B's rows) with X's values broadcast, a tile of MT x JV vectors in
@@ -183,17 +192,7 @@ inline void tall_wide(const TallDot<T>& s) {
       wide_block<T>(s, std::min(s.K, k * rows), std::min(s.K, (k + 1) * rows),
                     part.get() + k * M * J);
   });
-  for (int64_t k = 1; k < blocks; ++k) {  // in block order
-    const T* p = part.get() + k * M * J;
-    over_columns<T>(M * J, [&]<class V>(int64_t q) {
-      st<T, V>(part.get() + q, ld<T, V>(part.get() + q) + ld<T, V>(p + q));
-    });
-  }
-  for (int64_t m = 0; m < M; ++m) {
-    T* o = s.out + m * s.out_m;
-    const T* q = part.get() + m * J;
-    for (int64_t j = 0; j < J; ++j) o[j] = s.accumulate ? o[j] + q[j] : q[j];
-  }
+  add_blocks_to_out(s, J, part.get(), blocks, J, 1);  // part: [blocks][M][J]
 }
 
 struct TallDotPass {
