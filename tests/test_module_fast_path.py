@@ -411,6 +411,73 @@ def test_single_step_is_the_cell_op(name, batch_first, with_hx, bias, dtype, fas
         assert torch.equal(p.grad, q.grad), n
 
 
+@pytest.mark.parametrize("name", list(SINGLE))
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_single_step_without_grad_returns_tensors_of_their_own(name, batch_first, with_hx,
+                                                               monkeypatch):  # fmt: skip
+    """Without autograd the T = 1 call reads its operands and returns its results as plain
+    aliases (no view records): the Python path's values, shapes and strides, from an input
+    that is a slice at an offset of a longer sequence; h_n and c_n are not the output's memory,
+    and editing the output in place changes neither them nor the caller's tensors."""
+    make_layer, _ = SINGLE[name]
+    torch.manual_seed(0)
+    layer = make_layer(batch_first=batch_first).eval()
+    lstm = name == "lstm"
+    seq = torch.randn(4, 6, 3) if batch_first else torch.randn(6, 4, 3)
+    x = seq[:, 2:3] if batch_first else seq[2:3]  # not contiguous when batch_first
+    x = x.contiguous() if batch_first else x
+    assert batch_first or x.storage_offset() > 0
+    states = [torch.randn(1, 4, 7) for _ in range(2 if lstm else 1)]
+    hx = None if not with_hx else (tuple(states) if lstm else states[0])
+    kept = [s.clone() for s in states]
+    with torch.no_grad():
+        with monkeypatch.context() as mp:
+            mp.setattr(modules._FusedRNNBase, "_fused_forward", None)  # the Python path fails
+            fast = _outs(layer(x, hx))
+        with monkeypatch.context() as mp:
+            _slow(mp)
+            slow = _outs(layer(x, hx))
+    for a, b in zip(fast, slow):
+        assert a.shape == b.shape and a.stride() == b.stride() and not a.requires_grad
+        torch.testing.assert_close(a, b)
+    out, rest = fast[0], fast[1:]
+    assert all(t.data_ptr() != out.data_ptr() for t in rest)
+    before = [t.clone() for t in rest]
+    out.mul_(2).add_(1)
+    assert all(torch.equal(t, u) for t, u in zip(rest, before))
+    assert all(torch.equal(s, k) for s, k in zip(states, kept))
+
+
+@pytest.mark.parametrize("context", ["autocast", "vmap", "grad transform"])
+def test_steps_decline_under_autocast_and_torch_func(context):
+    """cell_step and stack_step read autocast and torch.func's transforms themselves (the
+    module's Python path handles both); outside them the same calls run."""
+    _, cell = _make("gru", 3, 8)
+    layer = fusedrnn.GRU(3, 8)
+    h = torch.randn(2, 8)
+    got = []
+
+    def calls(x):
+        got.append(_C.cell_step(3, 3, 8, x, h, *_weights(cell)))
+        got.append(_C.stack_step(3, x[None], h[None], layer._flat_weights, True, 1, False, 0.0,
+                                 False, False, 3, 8, 0))  # fmt: skip
+        return x.sum()
+
+    x = torch.randn(2, 3)
+    calls(x)
+    assert all(r is not None for r in got)
+    got.clear()
+    if context == "autocast":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            calls(x)
+    elif context == "vmap":
+        torch.func.vmap(calls)(x[None])
+    else:
+        torch.func.grad(calls)(x)
+    assert got == [None, None]
+
+
 @pytest.mark.parametrize("name", ["rnn", "lstm", "proj", "gru", "lnlstm", "lngru"])
 @pytest.mark.parametrize("dropout", [0.0, 0.4])
 def test_stack_training_matches_python_path(name, dropout, monkeypatch):

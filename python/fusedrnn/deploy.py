@@ -52,6 +52,11 @@ except ImportError:  # pragma: no cover - older or rearranged torch: the public 
     _onnx_flags = None
 
 
+def dynamo_onnx_exporting() -> bool:
+    """Whether the dynamo ONNX exporter is running (exporting_onnx's first half)."""
+    return getattr(_onnx_flags, "_is_onnx_exporting", False)
+
+
 def exporting_onnx() -> bool:
     """Whether ``torch.onnx.export`` (either exporter) is tracing the current call."""
     # Called on every forward: the flags are read directly (torch.onnx.is_in_onnx_export() costs
@@ -59,7 +64,7 @@ def exporting_onnx() -> bool:
     # Dynamo folds is_in_onnx_export() to False, so under the dynamo exporter's strict (Dynamo)
     # capture the fused ops would be traced: the flag that exporter sets around the whole export
     # is read instead, as a (guarded) constant.
-    if getattr(_onnx_flags, "_is_onnx_exporting", False):
+    if dynamo_onnx_exporting():
         return True
     return torch._C._get_tracing_state() is not None and torch.onnx.is_in_onnx_export()
 

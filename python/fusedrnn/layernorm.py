@@ -149,11 +149,11 @@ class _LayerNormRNNBase(_FusedRNNBase):
 
     def forward(self, input, hx=None):
         self._update_flat_weights()  # as torch.nn: parameters swapped by functional_call
-        if _fast_path_open():  # (not while exporting ONNX), as _FusedRNNBase.forward
+        if _fast_path_open():  # as _FusedRNNBase.forward
             out = self._fast_step(input, hx)
             if out is not None:
                 return out
-        elif deploy.exporting_onnx():
+        if deploy.exporting_onnx():
             raise RuntimeError(
                 f"{type(self).__name__} has no ONNX operator; export it with torch.export or "
                 "AOTInductor (fusedrnn.deploy)"

@@ -340,7 +340,8 @@ LayerFwdResult cell_forward(const LayerPlan& p) {
   r.h_n = buffer_empty({B, H}, opts);
   if constexpr (Tr::kSplitHidden) Blas::template copy_rows<T>(B, H, ptr<T>(p.h0), ptr<T>(r.h_n));
   if constexpr (Tr::kHasCell) r.c_n = state_copy<Blas, T>(p.c0, B, H, opts);
-  r.ws = buffer_empty({p.keep_workspace ? B : 0, WS}, opts);
+  // The Elman cell has no workspace (rnn_cell returns h' alone): no tensor for it.
+  if (WS > 0) r.ws = buffer_empty({p.keep_workspace ? B : 0, WS}, opts);
   r.output = r.h_n;  // not an op result of the cell ops (they return h', c', ws)
   FwdStep<T> st;
   st.rows = B;

@@ -8,9 +8,14 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/util/SmallVector.h>
 
+#include <algorithm>
+#include <cstring>
 #include <optional>
+#include <ostream>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -85,8 +90,24 @@ inline std::optional<at::Tensor> opt(const std::optional<at::Tensor>& t) {
   return std::nullopt;
 }
 
+// An op's name in messages, "fusedrnn::<name>", held inline: a std::string of that length is a
+// heap allocation, one of several that made a B = 1 cell step's plan cost more than its maths.
+struct OpName {
+  char text[64] = {};
+  void set(const char* name) {  // (snprintf's format parsing cost ~80 ns of a ~3 us op)
+    constexpr char kPrefix[] = "fusedrnn::";
+    std::memcpy(text, kPrefix, sizeof kPrefix - 1);
+    const size_t n = std::min(std::strlen(name), sizeof text - sizeof kPrefix);
+    std::memcpy(text + sizeof kPrefix - 1, name, n);
+    text[sizeof kPrefix - 1 + n] = '\0';
+  }
+  const char* c_str() const { return text; }
+  operator std::string_view() const { return text; }
+};
+inline std::ostream& operator<<(std::ostream& os, const OpName& n) { return os << n.text; }
+
 struct LayerPlan {
-  std::string op;
+  OpName op;
   int64_t T = 0, B = 0, N = 0, I = 0, H = 0, P = 0, G = 1;
   bool packed = false, reverse = false, proj = false;
   // false: nobody will run backward (inference), so the forward neither allocates nor writes
@@ -94,12 +115,13 @@ struct LayerPlan {
   bool keep_workspace = true;
   // false (cell backward without hx_grad): w_hh is only read for its shape, never its values.
   bool w_hh_used = true;
-  std::vector<int64_t> bs, off;
+  // Per step (inline for up to 4 steps: no heap for a cell or a T = 1 call).
+  c10::SmallVector<int64_t, 4> bs, off;
   at::Tensor x;                             // [N, I] contiguous
   at::Tensor h0, c0;                        // [B, P], [B, H] contiguous, or undefined
   at::Tensor w_ih, w_hh, b_ih, b_hh, w_hr;  // contiguous (unless unused) or undefined
   std::vector<at::Tensor> ln;               // LayerNorm families: see ln_weight_count
-  std::vector<int64_t> in_shape;            // shape of input as given (for grad_input)
+  c10::SmallVector<int64_t, 5> in_shape;    // shape of input as given (for grad_input)
 
   std::vector<int64_t> out_shape(int64_t width) const {
     if (packed) return {N, width};
@@ -115,7 +137,7 @@ inline std::string shape_str(at::IntArrayRef s) {
   return r + "]";
 }
 
-inline void check_like(const std::string& op, const char* name, const at::Tensor& t,
+inline void check_like(std::string_view op, const char* name, const at::Tensor& t,
                        const at::Tensor& ref) {
   TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": expected ", name, " to have dtype ",
               ref.scalar_type(), " like input, got ", t.scalar_type());
@@ -123,10 +145,10 @@ inline void check_like(const std::string& op, const char* name, const at::Tensor
               " like input, got ", t.device());
 }
 
-inline void check_shape(const std::string& op, const char* name, const at::Tensor& t,
-                        std::vector<int64_t> want, const char* letters) {
-  TORCH_CHECK(t.sizes() == at::IntArrayRef(want), op, ": expected ", name, " of shape ", letters,
-              " = ", shape_str(want), ", got ", shape_str(t.sizes()));
+inline void check_shape(std::string_view op, const char* name, const at::Tensor& t,
+                        at::IntArrayRef want, const char* letters) {
+  TORCH_CHECK(t.sizes() == want, op, ": expected ", name, " of shape ", letters, " = ",
+              shape_str(want), ", got ", shape_str(t.sizes()));
 }
 
 }  // namespace detail
@@ -140,7 +162,7 @@ template <class Tr>
 void plan_weights(LayerPlan& p, const at::Tensor& input, const at::Tensor& w_ih,
                   const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
                   const OptTensor& w_hr) {
-  const std::string& op = p.op;
+  const OpName& op = p.op;
   check_like(op, "w_ih", w_ih, input);
   check_like(op, "w_hh", w_hh, input);
   TORCH_CHECK(w_ih.dim() == 2, op, ": expected w_ih to be 2-D [G*H, I], got ", w_ih.dim(), "-D");
@@ -169,7 +191,7 @@ void plan_weights(LayerPlan& p, const at::Tensor& input, const at::Tensor& w_ih,
 
 // batch_sizes of packed input: validated (positive, non-increasing, summing to N) into p.bs.
 inline void plan_packed(LayerPlan& p, const at::Tensor& input, const at::Tensor& bsz) {
-  const std::string& op = p.op;
+  const OpName& op = p.op;
   TORCH_CHECK(bsz.dim() == 1 && bsz.scalar_type() == at::kLong && bsz.device().is_cpu(), op,
               ": expected batch_sizes to be a 1-D int64 CPU tensor, got ", bsz.dim(), "-D ",
               bsz.scalar_type(), " on ", bsz.device());
@@ -196,7 +218,7 @@ inline void plan_packed(LayerPlan& p, const at::Tensor& input, const at::Tensor&
 // The step schedule: T, B, N, and per step its rows (bs) and data offset (off).
 inline void plan_sequence(LayerPlan& p, const at::Tensor& input, const OptTensor& batch_sizes,
                           const OptTensor& h0, bool is_cell) {
-  const std::string& op = p.op;
+  const OpName& op = p.op;
   if (is_cell) {
     TORCH_CHECK(input.dim() == 2, op, ": expected input to be 2-D [B, I], got ", input.dim(),
                 "-D of shape ", shape_str(input.sizes()));
@@ -228,7 +250,7 @@ inline void plan_sequence(LayerPlan& p, const at::Tensor& input, const OptTensor
 template <class Tr>
 void plan_states(LayerPlan& p, const at::Tensor& input, const OptTensor& h0, const OptTensor& c0,
                  bool is_cell) {
-  const std::string& op = p.op;
+  const OpName& op = p.op;
   if (h0) {
     check_like(op, is_cell ? "hx" : "h0", *h0, input);
     check_shape(op, is_cell ? "hx" : "h0", *h0, {p.B, p.P}, "[B, P]");
@@ -260,7 +282,7 @@ LayerPlan make_plan(const char* opname, const at::Tensor& input,
                     const std::optional<at::Tensor>& w_hr_in, bool reverse, bool is_cell = false,
                     bool need_w_ih = true, bool need_w_hh = true, bool need_biases = true) {
   LayerPlan p;
-  p.op = std::string("fusedrnn::") + opname;
+  p.op.set(opname);
   p.G = Tr::kGates;
   p.reverse = reverse;
   const auto batch_sizes = opt(batch_sizes_in);
@@ -271,12 +293,14 @@ LayerPlan make_plan(const char* opname, const at::Tensor& input,
   TORCH_CHECK(input.defined(), p.op, ": input is undefined");
   TORCH_CHECK(at::isFloatingType(input.scalar_type()), p.op,
               ": expected input to be a floating-point tensor, got ", input.scalar_type());
-  p.in_shape = input.sizes().vec();
+  p.in_shape.assign(input.sizes().begin(), input.sizes().end());
   detail::plan_weights<Tr>(p, input, w_ih, w_hh, b_ih, b_hh, w_hr);
   detail::plan_sequence(p, input, batch_sizes, h0, is_cell);
   detail::plan_states<Tr>(p, input, h0, c0, is_cell);
 
-  p.x = buffer_contiguous(input).view({p.N, p.I});
+  p.x = buffer_contiguous(input);
+  // A cell's [B, I] is already the shape: a view would cost an autograd view record (~0.3 us).
+  if (p.x.dim() != 2 || p.x.size(0) != p.N) p.x = p.x.view({p.N, p.I});
   p.w_ih = need_w_ih ? w_ih.contiguous() : w_ih;
   p.w_hh = need_w_hh ? w_hh.contiguous() : w_hh;
   p.w_hh_used = need_w_hh;
@@ -288,7 +312,7 @@ LayerPlan make_plan(const char* opname, const at::Tensor& input,
 
 // Validates an incoming gradient (may be undefined = zero) and makes it contiguous.
 inline at::Tensor grad_arg(const LayerPlan& p, const char* name, const std::optional<at::Tensor>& g,
-                           std::vector<int64_t> shape) {
+                           at::IntArrayRef shape) {
   if (!g.has_value() || !g->defined()) return at::Tensor();
   detail::check_like(p.op, name, *g, p.x);
   TORCH_CHECK(g->numel() == c10::multiply_integers(shape), p.op, ": expected ", name,
@@ -297,7 +321,7 @@ inline at::Tensor grad_arg(const LayerPlan& p, const char* name, const std::opti
 }
 
 inline at::Tensor saved_arg(const LayerPlan& p, const char* name, const at::Tensor& t,
-                            std::vector<int64_t> shape) {
+                            at::IntArrayRef shape) {
   detail::check_like(p.op, name, t, p.x);
   TORCH_CHECK(t.numel() == c10::multiply_integers(shape), p.op, ": expected saved ", name, " with ",
               c10::multiply_integers(shape), " elements ", detail::shape_str(shape), ", got ",
