@@ -107,7 +107,8 @@ Tensor plain_alias(const Tensor& t, at::IntArrayRef sizes, at::IntArrayRef strid
 
 // Whether a step of B rows is worth releasing the GIL for: releasing and taking it back costs
 // ~0.2 us (measured, B = 1, H = 64: a ~2.6 us call), more than the maths of a small step; above
-// ~64K multiply-adds (a B = 1 step at H = 128 and up) other Python threads get the time.
+// ~64K multiply-adds (B = 1: an LSTM step from H = 128, a GRU or Elman step from H = 256)
+// other Python threads get the time.
 bool release_gil(int64_t kind, int64_t B, int64_t I, int64_t H) {
   const int64_t gates = kind == kCellLstm ? 4 : kind == kCellGru ? 3 : 1;
   return B * gates * H * (I + H) >= (int64_t(1) << 16);
@@ -301,14 +302,13 @@ py::object stack_step(int64_t kind, py::handle input, py::handle hx, py::handle 
       // [1, B, H]; batch_first: its transpose, as the stack path's. The Elman cell saves h'
       // itself for backward, so in training the output is a copy as well: a caller may edit
       // it in place before backward, as with torch.nn.RNN (B x H more, as torch.nn's stack).
-      if (alias) {
-        // The strides the views below give (a transposed [1, B, H] when batch_first).
-        const std::array<int64_t, 3> st =
-            batch_first ? std::array<int64_t, 3>{H, B * H, 1} : std::array<int64_t, 3>{B * H, H, 1};
-        out =
-            plain_alias(hy, batch_first ? at::IntArrayRef{B, 1, H} : at::IntArrayRef{1, B, H}, st);
-        h_n = plain_alias(hy.clone(), {1, B, H}, {B * H, H, 1});
-        if (lstm) c_n = plain_alias(cy, {1, B, H}, {B * H, H, 1});
+      if (alias) {  // the shapes and strides of the views below
+        const auto as_layer = [&](const Tensor& t) {
+          return plain_alias(t, {1, B, H}, {B * H, H, 1});
+        };
+        out = batch_first ? plain_alias(hy, {B, 1, H}, {H, B * H, 1}) : as_layer(hy);
+        h_n = as_layer(hy.clone());
+        if (lstm) c_n = as_layer(cy);
       } else {
         out = (grad && kind <= kStackRnnRelu ? hy.clone() : hy).unsqueeze(0);
         if (batch_first) out = out.transpose(0, 1);
