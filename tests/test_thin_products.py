@@ -214,3 +214,48 @@ def test_one_row_gemms_match_float64_with_the_knob_either_way(dtype, cell, H, I)
     if H == 300 and dtype == torch.float32:
         assert not all(torch.equal(a, b) for a, b in zip(*runs))
     _same_bits_at_one_and_two_threads(lambda: _one_row_run(cell, dtype, H, I)[0])
+
+
+def _cell_case(cell, dtype, H, I, bias):
+    torch.manual_seed(H * 131 + I)
+    cls = {"rnn_tanh": fusedrnn.RNNCell, "rnn_relu": fusedrnn.RNNCell, "lstm": fusedrnn.LSTMCell,
+           "gru": fusedrnn.GRUCell}[cell]  # fmt: skip
+    kw = {"nonlinearity": cell[4:]} if cell.startswith("rnn") else {}
+    module = cls(I, H, bias=bias, **kw).to(dtype)
+    x = torch.randn(1, I, dtype=dtype)
+    h = torch.randn(1, H, dtype=dtype)
+    hx = (h, torch.randn(1, H, dtype=dtype)) if cell == "lstm" else h
+    return module, x, hx
+
+
+def _as_list(out):
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("H,I", [(1, 1), (33, 7), (100, 1), (256, 128)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_one_row_step_keeps_the_general_paths_bits(dtype, cell, H, I, bias):
+    """A B = 1 step without a workspace (no_grad; the Elman cell always) runs the one-row step
+    (cpp/cpu/one_row_step.h: blocks of 32 units, threaded at H = 256). LSTM / GRU in grad
+    mode keep their workspace and take cell_forward's general path: the same bits. Every
+    family matches float64 torch.nn, at 1 and 2 threads with the same bits."""
+    module, x, hx = _cell_case(cell, dtype, H, I, bias)
+    with torch.no_grad():
+        one_row = _as_list(module(x, hx))
+    if cell in ("lstm", "gru"):
+        general = _as_list(module(x.clone().requires_grad_(), hx))
+        assert all(torch.equal(a, b.detach()) for a, b in zip(one_row, general))
+    ref_module = module.to_torch().double()
+    states = tuple(s.double() for s in hx) if cell == "lstm" else hx.double()
+    with torch.no_grad():
+        ref = _as_list(ref_module(x.double(), states))
+    for a, b in zip(one_row, ref):
+        assert _rel(a.double(), b) < (5e-6 if dtype == torch.float32 else 1e-12)
+
+    def step():
+        with torch.no_grad():
+            return _as_list(module(x, hx))
+
+    _same_bits_at_one_and_two_threads(step)

@@ -21,6 +21,7 @@
 #include "fusedrnn/dtype_dispatch.h"
 #include "fusedrnn/layer_driver.h"
 #include "kernel_table.h"
+#include "one_row_step.h"
 #include "tuning.h"
 
 extern "C" {
@@ -283,6 +284,12 @@ struct Backend {
   using RowChunks = ThreadRowChunks;
   template <class Kern, class T>
   using FusedStep = FusedStepOf<Kern, T>;
+  // cell_forward's one-row steps without a workspace (one_row_step.h); false: not taken.
+  static constexpr bool kOneRowStep = true;
+  template <class Tr, class Kern, class T>
+  static bool one_row_forward(const LayerPlan& p, const FwdStep<T>& st) {
+    return cpu::one_row_forward<Tr, Kern, T>(p, st);
+  }
   template <class F>
   static void dispatch(at::ScalarType st, const char* op, F&& f) {
     dispatch_dtype<float, double>(st, op, "float32 or float64 on CPU", f);

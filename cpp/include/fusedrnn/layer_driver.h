@@ -316,12 +316,20 @@ LayerFwdResult layer_forward(const LayerPlan& p) {
   return r;
 }
 
+// Whether backend Be has a one-row cell step (Be::one_row_forward, marked by kOneRowStep).
+template <class Be, class = void>
+struct HasOneRowStep : std::false_type {};
+template <class Be>
+struct HasOneRowStep<Be, std::void_t<decltype(Be::kOneRowStep)>> : std::true_type {};
+
 // One step of the cell ops (T = 1, hx given, no projection): layer_forward's kernels without its
 // sequence buffers. xg = b_ih + x W_ih^T (b_ih copied in, then a GEMM with beta = 1, as addmm)
 // and hg = h W_hh^T share one scratch buffer; the pointwise pass writes h' / c' straight into
 // the results (c' in place over a copy of c, GRU's h' over a copy of h, which it reads). Four
 // allocations (scratch, h', c', ws) instead of layer_forward's seven and a dispatched addmm:
 // a B=1, H=64 step is ~1 us of arithmetic in ~12 us of op. Not for half/bf16 (wide carries).
+// One row without a workspace goes to the backend's one-row step where it has one (the CPU's
+// one_row_step.h: no scratch, one pass).
 template <class Tr, class Kern, class Be, class T>
 LayerFwdResult cell_forward(const LayerPlan& p) {
   static_assert(!kWideCarry<T>, "cell_forward: float / double only");
@@ -329,13 +337,6 @@ LayerFwdResult cell_forward(const LayerPlan& p) {
   using WeightGemm = typename Be::template WeightGemm<T>;
   const int64_t B = p.B, H = p.H, GH = Tr::kGates * H, WS = Tr::kWs * H;
   const auto opts = p.x.options();
-  at::Tensor scratch = buffer_empty({2 * B * GH}, opts);
-  T *xg = ptr<T>(scratch), *hg = xg + B * GH;
-  if (p.b_ih.defined())
-    for (int64_t b = 0; b < B; ++b) Blas::template copy_rows<T>(1, GH, ptr<T>(p.b_ih), xg + b * GH);
-  WeightGemm(true, GH, p.I, ptr<T>(p.w_ih), p.I, 1)(B, ptr<T>(p.x), p.I,
-                                                    p.b_ih.defined() ? T(1) : T(0), xg, GH);
-  WeightGemm(true, GH, H, ptr<T>(p.w_hh), H, 1)(B, ptr<T>(p.h0), H, T(0), hg, GH);
   LayerFwdResult r;
   r.h_n = buffer_empty({B, H}, opts);
   if constexpr (Tr::kSplitHidden) Blas::template copy_rows<T>(B, H, ptr<T>(p.h0), ptr<T>(r.h_n));
@@ -346,8 +347,6 @@ LayerFwdResult cell_forward(const LayerPlan& p) {
   FwdStep<T> st;
   st.rows = B;
   st.H = H;
-  st.xg = xg;
-  st.hg = hg;
   st.b_hh = ptr<T>(p.b_hh);
   st.h = ptr<T>(r.h_n);
   st.c = ptr<T>(r.c_n);
@@ -355,6 +354,19 @@ LayerFwdResult cell_forward(const LayerPlan& p) {
   st.ld_out = H;
   st.ws = (WS && p.keep_workspace) ? ptr<T>(r.ws) : nullptr;
   st.ld_ws = WS;
+  // A backend's one-row step (the CPU's one_row_step.h): no scratch, one pass.
+  if constexpr (HasOneRowStep<Be>::value) {
+    if (B == 1 && Be::template one_row_forward<Tr, Kern, T>(p, st)) return r;
+  }
+  at::Tensor scratch = buffer_empty({2 * B * GH}, opts);
+  T *xg = ptr<T>(scratch), *hg = xg + B * GH;
+  if (p.b_ih.defined())
+    for (int64_t b = 0; b < B; ++b) Blas::template copy_rows<T>(1, GH, ptr<T>(p.b_ih), xg + b * GH);
+  WeightGemm(true, GH, p.I, ptr<T>(p.w_ih), p.I, 1)(B, ptr<T>(p.x), p.I,
+                                                    p.b_ih.defined() ? T(1) : T(0), xg, GH);
+  WeightGemm(true, GH, H, ptr<T>(p.w_hh), H, 1)(B, ptr<T>(p.h0), H, T(0), hg, GH);
+  st.xg = xg;
+  st.hg = hg;
   if (B > 0) Kern::template forward<T>(st);
   return r;
 }
