@@ -580,3 +580,76 @@ def test_update_flat_weights_sees_swapped_parameters():
     with torch.no_grad():
         m(x)
     assert m._flat_weights[1] is m._parameters["weight_hh_l0"]
+
+
+# ---- the modules' __call__ (modules._lean_call) ----------------------------------------------
+_CALL_CASES = [
+    (fusedrnn.RNN, (3, 5, 4), lambda out: out[0]),
+    (fusedrnn.LSTM, (3, 5, 4), lambda out: out[0]),
+    (fusedrnn.GRU, (3, 5, 4), lambda out: out[0]),
+    (fusedrnn.LayerNormLSTM, (3, 5, 4), lambda out: out[0]),
+    (fusedrnn.RNNCell, (5, 4), lambda out: out),
+    (fusedrnn.LSTMCell, (5, 4), lambda out: out[0]),
+    (fusedrnn.GRUCell, (5, 4), lambda out: out),
+    (fusedrnn.LayerNormGRUCell, (5, 4), lambda out: out),
+]
+
+
+@pytest.mark.parametrize("cls,shape,main", _CALL_CASES, ids=lambda v: getattr(v, "__name__", ""))
+def test_call_runs_hooks_as_module_call(cls, shape, main):
+    """__call__ goes straight to forward only without hooks: module pre-hooks and hooks
+    (which may change the output), global module hooks and full backward hooks all run, as
+    nn.Module.__call__ runs them, and a removed hook runs no more."""
+    torch.manual_seed(0)
+    m = cls(4, 6)
+    x = torch.randn(*shape)
+    plain = main(m(x)).detach()
+    calls = []
+    pre = m.register_forward_pre_hook(lambda mod, args: calls.append("pre"))
+    post = m.register_forward_hook(lambda mod, args, out: calls.append("post"))
+
+    def double(mod, args, out):  # the hook's return value replaces the output
+        return out * 2 if isinstance(out, torch.Tensor) else (out[0] * 2, *out[1:])
+
+    doubled = m.register_forward_hook(double)
+    glob = torch.nn.modules.module.register_module_forward_hook(
+        lambda mod, args, out: calls.append(type(mod).__name__)
+    )
+    try:
+        out = m(x)
+    finally:
+        glob.remove()
+    assert calls == ["pre", cls.__name__, "post"]  # global hooks first, as torch runs them
+    assert torch.equal(main(out).detach(), plain * 2)
+    for h in (pre, post, doubled):
+        h.remove()
+    calls.clear()
+    assert torch.equal(main(m(x)).detach(), plain) and calls == []
+    grads = []
+    m.register_full_backward_hook(lambda mod, gin, gout: grads.append(len(gout)))
+    main(m(x.requires_grad_())).sum().backward()
+    assert grads and grads[0] >= 1
+
+
+def test_call_under_a_patched_module_call_and_module_compile():
+    """A tracer that patches nn.Module.__call__ (torch.fx) sees the fused modules' calls:
+    with them as leaves, the graph calls them as modules. module.compile() is honoured: the
+    call goes through its compiled wrapper."""
+    from torch._dynamo.testing import CompileCounter
+
+    class Leaves(torch.fx.Tracer):
+        def is_leaf_module(self, m, name):
+            return isinstance(m, (modules._FusedRNNBase, modules._FusedCellBase)) or (
+                super().is_leaf_module(m, name)
+            )
+
+    net = nn.Sequential(fusedrnn.GRUCell(4, 6), nn.Linear(6, 2))
+    graph = Leaves().trace(net)
+    assert [n.target for n in graph.nodes if n.op == "call_module"] == ["0", "1"]
+    cell = fusedrnn.RNNCell(4, 6)
+    x = torch.randn(5, 4)
+    eager = cell(x)
+    counter = CompileCounter()
+    cell.compile(backend=counter)
+    torch.testing.assert_close(cell(x), eager)
+    assert counter.frame_count == 1
