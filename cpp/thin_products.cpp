@@ -36,6 +36,20 @@ void row_dot(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
   cpu::kernels_for<T>().row_dot(s);
 }
 
+// a [M, 1] (any stride) times b [1, J] (unit stride): out's rows are b scaled by a's values.
+template <class T>
+void outer(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+  cpu::Outer<T> s;
+  s.M = a.size(0);
+  s.N = b.size(1);
+  s.a = a.data_ptr<T>();
+  s.as = a.stride(0);
+  s.b = b.data_ptr<T>();
+  s.out = out.data_ptr<T>();
+  s.ldo = out.stride(0);
+  cpu::kernels_for<T>().outer(s);
+}
+
 // a = X^T: X [K, M] has rows a's columns (stride a.stride(1)), unit-stride along a's rows;
 // y (rows ldy, J = 1, b null): the column sums of X * Y.
 template <class T>
@@ -67,6 +81,11 @@ bool thin_mm(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
       out.size(1) != b.size(1))
     return false;  // (at::mm_out then runs, and raises for mismatched arguments)
   const int64_t J = b.size(1);
+  if (a.size(1) == 1 && J > kMaxRowJ && (b.stride(1) == 1 || J <= 1)) {  // a [M, 1] b [1, J]
+    dispatch_dtype<float, double>(a.scalar_type(), "thin_mm", "float or double",
+                                  [&](auto t) { outer<decltype(t)>(a, b, out); });
+    return true;
+  }
   const bool rows = a.stride(1) == 1 || a.size(1) <= 1;
   const bool cols = a.stride(0) == 1 || a.size(0) <= 1;
   if (J >= 1 && J <= kMaxRowJ && rows) {

@@ -1,7 +1,8 @@
 """Every CPU kernel table (DEFAULT, AVX2, AVX-512: picked at run time, ATEN_CPU_CAPABILITY
 forces one) gives torch.nn's results (the LayerNorm families: the reference's; the thin
-products: float64 matmuls; the one-row GEMMs of a B = 1 cell step), and its dropout sampler
-torch.nn's masks. Each runs in a fresh process, since the table is chosen once per process."""
+products, the outer one included: float64 matmuls; the one-row GEMMs of a B = 1 cell step and
+its one-row step), and its dropout sampler torch.nn's masks. Each runs in a fresh process,
+since the table is chosen once per process."""
 
 import os
 
@@ -79,6 +80,13 @@ for dtype in (torch.float32, torch.float64):
         gf = torch.autograd.grad(y_f, [x, h, *f.parameters()], g)
         errs[f"row1-{name}-{dtype}"] = max(
             [rel_err(y_f, y_t)] + [rel_err(a, b) for a, b in zip(gf, gt)])
+        with torch.no_grad():  # no workspace: the one-row step (one_row_step.h)
+            outs = [mod(x, hx) for mod in (m, f)]
+        outs = [list(o) if name == "lstm" else [o] for o in outs]
+        errs[f"onerow-{name}-{dtype}"] = max(rel_err(a, b) for a, b in zip(outs[1], outs[0]))
+    a = torch.randn(1, 40, dtype=dtype)[:, 3:].t()  # the outer pass: a column times a row
+    b = torch.randn(1, 37, dtype=dtype)
+    errs[f"thin-outer-{dtype}"] = rel_err(t.buffer_mm(a, b), a.double() @ b.double())
 # dropout masks (mask_sampler.h): torch.nn's, from a generator left where torch.nn leaves it;
 # 2 x 64 rows of 37 x 2 features: thousands of draws, several engine refills
 masks = []

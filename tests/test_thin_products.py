@@ -259,3 +259,41 @@ def test_one_row_step_keeps_the_general_paths_bits(dtype, cell, H, I, bias):
             return _as_list(module(x, hx))
 
     _same_bits_at_one_and_two_threads(step)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,J", [(1, 9), (7, 33), (300, 129), (1024, 256)])
+def test_outer_products_are_the_products(dtype, M, J):
+    """a [M, 1] b [1, J] (J > 8: the outer pass; a a strided column, as dG's row seen as
+    dG^T) gives each element as the one product a_m b_j: torch.outer's and MKL's bits, at 1
+    and 2 threads."""
+    torch.manual_seed(M + J)
+    a = torch.randn(1, M + 3, dtype=dtype)[:, 2 : 2 + M].t()
+    b = torch.randn(1, J, dtype=dtype)
+    out = _same_bits_at_one_and_two_threads(lambda: (T.buffer_mm(a, b),))[0]
+    assert torch.equal(out, torch.outer(a[:, 0], b[0]))
+    with tuning.override(thin=False):
+        assert torch.equal(out, T.buffer_mm(a, b))
+
+
+@pytest.mark.parametrize("thin", [True, False])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("H,I", [(1, 1), (33, 7), (256, 128)])
+def test_one_row_weight_gradients_are_outer_products(thin, cell, H, I):
+    """At B = 1 a weight's gradient is dG^T x: each element the product of a bias gradient
+    (dG's row itself) and an input value, exactly, on the outer pass or on MKL (thin off); a
+    cell step and a T = 1 layer call alike."""
+    module, x, hx = _cell_case(cell, torch.float32, H, I, True)
+    with tuning.override(thin=thin):
+        h = hx[0] if cell == "lstm" else hx
+        out = _as_list(module(x, hx))[0]
+        out.backward(torch.randn_like(out))
+        assert torch.equal(module.weight_ih.grad, torch.outer(module.bias_ih.grad, x[0]))
+        assert torch.equal(module.weight_hh.grad, torch.outer(module.bias_hh.grad, h[0]))
+        cls = {"rnn_tanh": fusedrnn.RNN, "lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU}[cell]
+        layer = cls(I, H)
+        states = tuple(s.unsqueeze(0) for s in hx) if cell == "lstm" else hx.unsqueeze(0)
+        seq, _ = layer(x.unsqueeze(0), states)
+        seq.backward(torch.randn_like(seq))
+        assert torch.equal(layer.weight_ih_l0.grad, torch.outer(layer.bias_ih_l0.grad, x[0]))
+        assert torch.equal(layer.weight_hh_l0.grad, torch.outer(layer.bias_hh_l0.grad, h[0]))

@@ -39,6 +39,7 @@ constexpr KernelTable<T> make_table() {
       &LnRowsPass::backward<T>,
       &TallDotPass::run<T>,
       &RowDotPass::run<T>,
+      &outer_product<T>,
       &bernoulli_mask<T>,
   };
 }

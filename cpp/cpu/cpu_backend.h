@@ -53,6 +53,8 @@ struct Blas {
                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
     if (M == 0 || N == 0) return;
     if (M == 1 && !ta && alpha == T(1) && thin_row(tb, N, K, B, ldb, A, beta, C)) return;
+    if (K == 1 && !tb && alpha == T(1) && beta == T(0) && thin_outer(ta, M, N, A, lda, B, C, ldc))
+      return;
     constexpr int64_t kMax = std::numeric_limits<int>::max();
     const bool fits = M < kMax && N < kMax && K < kMax && lda < kMax && ldb < kMax && ldc < kMax;
     const char opa = ta ? 'T' : 'N', opb = tb ? 'T' : 'N';
@@ -106,6 +108,24 @@ struct Blas {
       s.accumulate = beta == T(1);
       kernels_for<T>().tall_dot(s);
     }
+    return true;
+  }
+
+  // C [M, N] = op(A) [M, 1] B [1, N] (a GEMM with K = 1, beta 0) on the kernel table's outer
+  // pass: every element the one product, as MKL's. False (nothing done) unless tuning().thin.
+  template <class T>
+  static bool thin_outer(bool transA, int64_t M, int64_t N, const T* A, int64_t lda, const T* B,
+                         T* C, int64_t ldc) {
+    if (!cpu::tuning().thin) return false;
+    Outer<T> s;
+    s.M = M;
+    s.N = N;
+    s.a = A;
+    s.as = transA ? 1 : lda;  // A [1, M] read along its row, or A [M, 1] down its column
+    s.b = B;
+    s.out = C;
+    s.ldo = ldc;
+    kernels_for<T>().outer(s);
     return true;
   }
 

@@ -47,6 +47,18 @@ struct RowDot {
   bool accumulate = false;
 };
 
+// out = a b^T (thin_products.h): a [M] (stride as), b [N] contiguous, out [M, N] rows (ldo);
+// each element the one product a_m b_n, as a GEMM with K = 1 gives it.
+template <class T>
+struct Outer {
+  int64_t M = 0, N = 0;
+  const T* a = nullptr;
+  int64_t as = 1;
+  const T* b = nullptr;
+  T* out = nullptr;
+  int64_t ldo = 0;
+};
+
 template <class T>
 struct KernelTable {
   void (*rnn_tanh_forward)(const FwdStep<T>&);
@@ -65,6 +77,7 @@ struct KernelTable {
   void (*ln_rows_backward)(const LnRowsBwd<T>&);
   void (*tall_dot)(const TallDot<T>&);
   void (*row_dot)(const RowDot<T>&);
+  void (*outer)(const Outer<T>&);
   // n draws of at::bernoulli_(p) from the engine state `mt`, advanced, ones written as `keep`
   // (mask_sampler.h).
   void (*bernoulli_mask)(at::mt19937_data_pod& mt, double p, T keep, T* out, int64_t n);

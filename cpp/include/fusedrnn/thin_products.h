@@ -11,8 +11,9 @@ namespace fusedrnn {
 // product it runs: CPU float or double, tuning().thin, and either a with unit-stride rows and
 // b with at most 8 columns (RowDot), or a = X^T for X with unit-stride rows and b with at most
 // 4 columns (TallDot), or, wide, with unit-stride rows, more than 768 of them, and 16 to 64
-// columns in whole 64-byte vectors (dW_hh at small H). Otherwise returns false and leaves out
-// alone.
+// columns in whole 64-byte vectors (dW_hh at small H), or an outer product (a [M, 1], b [1, J]
+// with unit-stride b and more than 8 columns: the weight gradients of a one-row step; the
+// products MKL's K = 1 GEMM gives). Otherwise returns false and leaves out alone.
 bool thin_mm(const at::Tensor& a, const at::Tensor& b, at::Tensor& out);
 
 // The column sums of m [N, n] (float or double on the CPU, unit-stride rows, tuning().thin; the
