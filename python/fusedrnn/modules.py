@@ -144,8 +144,9 @@ def _fast_path_open() -> bool:
     )
 
 
-# torch.nn.Module.__call__ as torch defines it (a tracer may patch the class attribute).
-_MODULE_CALL = nn.Module.__call__
+# torch.nn.Module.__call__ as torch defines it (its class attribute may be patched, even before
+# fusedrnn is imported).
+_MODULE_CALL = nn.Module._wrapped_call_impl
 _get_tracing_state = torch._C._get_tracing_state
 
 
