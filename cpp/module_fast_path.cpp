@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "fusedrnn/op_handles.h"
+#include "fusedrnn/step_args.h"
 
 namespace fusedrnn {
 namespace {
@@ -105,13 +106,11 @@ Tensor plain_alias(const Tensor& t, at::IntArrayRef sizes, at::IntArrayRef strid
   return Tensor(std::move(copy));
 }
 
-// Whether a step of B rows is worth releasing the GIL for: releasing and taking it back costs
-// ~0.2 us (measured, B = 1, H = 64: a ~2.6 us call), more than the maths of a small step; above
-// ~64K multiply-adds (B = 1: an LSTM step from H = 128, a GRU or Elman step from H = 256)
-// other Python threads get the time.
+// Whether a step of B rows is worth releasing the GIL for (kSmallStepMacs, step_args.h):
+// below it the release costs more than other Python threads would gain.
 bool release_gil(int64_t kind, int64_t B, int64_t I, int64_t H) {
   const int64_t gates = kind == kCellLstm ? 4 : kind == kCellGru ? 3 : 1;
-  return B * gates * H * (I + H) >= (int64_t(1) << 16);
+  return B * gates * H * (I + H) >= kSmallStepMacs;
 }
 
 // An LSTM's hx: a tuple or list of two, as torch.nn takes it. False when it is not one.

@@ -39,15 +39,8 @@ void row_dot(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
 // a [M, 1] (any stride) times b [1, J] (unit stride): out's rows are b scaled by a's values.
 template <class T>
 void outer(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
-  cpu::Outer<T> s;
-  s.M = a.size(0);
-  s.N = b.size(1);
-  s.a = a.data_ptr<T>();
-  s.as = a.stride(0);
-  s.b = b.data_ptr<T>();
-  s.out = out.data_ptr<T>();
-  s.ldo = out.stride(0);
-  cpu::kernels_for<T>().outer(s);
+  cpu::outer(a.size(0), b.size(1), a.data_ptr<T>(), a.stride(0), b.data_ptr<T>(), out.data_ptr<T>(),
+             out.stride(0));
 }
 
 // a = X^T: X [K, M] has rows a's columns (stride a.stride(1)), unit-stride along a's rows;

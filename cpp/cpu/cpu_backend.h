@@ -83,17 +83,7 @@ struct Blas {
                        T beta, T* c) {
     if (!cpu::tuning().thin || (beta != T(0) && beta != T(1))) return false;
     if (transW) {
-      RowDot<T> s;
-      s.K = N;
-      s.M = K;
-      s.J = 1;
-      s.x = W;
-      s.ldx = ldw;
-      s.rt = a;
-      s.out = c;
-      s.ldo = 1;
-      s.accumulate = beta == T(1);
-      kernels_for<T>().row_dot(s);
+      row_dots(W, ldw, N, K, a, c, beta == T(1));
     } else {
       TallDot<T> s;
       s.K = K;
@@ -117,15 +107,8 @@ struct Blas {
   static bool thin_outer(bool transA, int64_t M, int64_t N, const T* A, int64_t lda, const T* B,
                          T* C, int64_t ldc) {
     if (!cpu::tuning().thin) return false;
-    Outer<T> s;
-    s.M = M;
-    s.N = N;
-    s.a = A;
-    s.as = transA ? 1 : lda;  // A [1, M] read along its row, or A [M, 1] down its column
-    s.b = B;
-    s.out = C;
-    s.ldo = ldc;
-    kernels_for<T>().outer(s);
+    // A [1, M] read along its row, or A [M, 1] down its column.
+    outer(M, N, A, transA ? 1 : lda, B, C, ldc);
     return true;
   }
 

@@ -188,4 +188,35 @@ const KernelTable<T>& kernels_for() {
   }
 }
 
+// out[r] (=, or += with accumulate) W[r, :M] . v for r < rows: the row-dot pass, one column.
+template <class T>
+void row_dots(const T* W, int64_t ldw, int64_t rows, int64_t M, const T* v, T* out,
+              bool accumulate) {
+  RowDot<T> s;
+  s.K = rows;
+  s.M = M;
+  s.J = 1;
+  s.x = W;
+  s.ldx = ldw;
+  s.rt = v;
+  s.out = out;
+  s.ldo = 1;
+  s.accumulate = accumulate;
+  kernels_for<T>().row_dot(s);
+}
+
+// out [M, N] (rows ldo) = a b^T, a [M] with stride as, b [N] contiguous: the outer pass.
+template <class T>
+void outer(int64_t M, int64_t N, const T* a, int64_t as, const T* b, T* out, int64_t ldo) {
+  Outer<T> s;
+  s.M = M;
+  s.N = N;
+  s.a = a;
+  s.as = as;
+  s.b = b;
+  s.out = out;
+  s.ldo = ldo;
+  kernels_for<T>().outer(s);
+}
+
 }  // namespace fusedrnn::cpu

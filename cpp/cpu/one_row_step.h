@@ -8,8 +8,8 @@
 // rows around it) and the pointwise kernel splits the units into whole vectors and a scalar
 // tail at the same place (blocks are whole vectors of every table), so the results are those
 // of the general path.
-// Blocks run on threads from kOneRowMinMacs multiply-adds a step (as cell_step's GIL
-// release: ~0.2 us for an RNN step at H = 64 would not pay for a fork), else on the caller.
+// Blocks run on threads from kSmallStepMacs multiply-adds a step (step_args.h), else on the
+// caller.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -24,24 +24,6 @@
 namespace fusedrnn::cpu {
 
 constexpr int64_t kOneRowUnits = 32;
-constexpr int64_t kOneRowMinMacs = int64_t(1) << 16;
-
-// out[r] (=, or += with accumulate) W[row0 + r, :M] . v for r < rows.
-template <class T>
-void one_row_dots(const T* W, int64_t ldw, int64_t row0, int64_t rows, int64_t M, const T* v,
-                  T* out, bool accumulate) {
-  RowDot<T> s;
-  s.K = rows;
-  s.M = M;
-  s.J = 1;
-  s.x = W + row0 * ldw;
-  s.ldx = ldw;
-  s.rt = v;
-  s.out = out;
-  s.ldo = 1;
-  s.accumulate = accumulate;
-  kernels_for<T>().row_dot(s);
-}
 
 // st: cell_forward's step (rows = 1, h / c / out at unit 0, no ws). False (nothing done) when
 // the thin passes are off (tuning().thin): the general path then runs the GEMMs.
@@ -63,8 +45,8 @@ bool one_row_forward(const LayerPlan& p, const FwdStep<T>& st) {
         const int64_t r0 = g * H + j0;
         if (bih) std::copy(bih + r0, bih + r0 + n, xg + g * n);
         if (bhh) std::copy(bhh + r0, bhh + r0 + n, b + g * n);
-        one_row_dots(wih, I, r0, n, I, x, xg + g * n, bih != nullptr);
-        one_row_dots(whh, H, r0, n, H, h0, hg + g * n, false);
+        row_dots(wih + r0 * I, I, n, I, x, xg + g * n, bih != nullptr);
+        row_dots(whh + r0 * H, H, n, H, h0, hg + g * n, false);
       }
       FwdStep<T> s = st;
       s.H = n;
@@ -79,7 +61,7 @@ bool one_row_forward(const LayerPlan& p, const FwdStep<T>& st) {
     }
   };
   const int64_t n_blocks = (H + U - 1) / U;
-  if (G * H * (I + H) < kOneRowMinMacs || at::in_parallel_region()) {
+  if (G * H * (I + H) < kSmallStepMacs || at::in_parallel_region()) {
     blocks(0, n_blocks);
   } else {
     at::parallel_for(0, n_blocks, 1, blocks);
