@@ -33,25 +33,31 @@ constexpr int kLnRowGroup = 4;
 // the LSTM, 10H + 2 for the GRU), and a row reads or writes a few cache lines in each of its
 // column blocks, so the hardware prefetchers see short streams and the pass waits on memory
 // (the sine LN-LSTM backward stalled on its loads of the previous step's c). A row that fits in
-// a page is therefore asked for one row ahead, line by line, while the current one computes.
-// Alternating in-process runs, 2 threads, AMD EPYC: the ln-sine (H = 32, B = 784) training
-// forward 1.21-1.32x, the whole training step LSTM 1.17-1.20x, GRU 1.13x; ln-stock (H = 64)
-// 1.00-1.08x; ln-mid (H = 256: 14 KB rows, which the prefetchers do follow) 0.92-1.00x, so
-// longer rows are left alone. Grouped rows with prefetching still ran 0.98-1.0x in training.
-constexpr int64_t kLnPrefetchMaxRow = 4096;  // bytes of a workspace row
+// a page is therefore asked for ahead, line by line, while the current one computes: into L2,
+// two rows ahead. Alternating runs, 2 threads, AMD EPYC, ln-sine (H = 32, B = 784: rows of
+// 1.9 KB / 1.3 KB) training step: one row ahead into L1 ran 1.17-1.20x (LN-LSTM) and 1.13x
+// (LN-GRU) against none (in-process, 10 rounds); two rows ahead into L2 ran 1.09-1.10x /
+// 1.04-1.09x against that (paired processes, 6 rounds; three rows: the same within noise; L2
+// at one row 1.03x): a row touches ~50 lines, more misses than L1 keeps in flight. Against
+// none: 1.24-1.28x / 1.14x (paired processes, 8 and 10 rounds). Longer rows are left alone:
+// ln-stock (H = 64: 3.6 KB / 2.6 KB rows) ran 0.96-0.98x / 0.98-0.99x, ln-mid (H = 256: 14 KB
+// rows, which the prefetchers do follow) 0.92-1.00x. Grouped rows with prefetching still ran
+// 0.98-1.0x in training.
+constexpr int64_t kLnPrefetchMaxRow = 2048;  // bytes of a workspace row
+constexpr int64_t kLnPrefetchAhead = 2;      // rows
 
 template <class T>
 inline bool ln_prefetch_rows(int64_t ld_ws) {
   return ld_ws * int64_t(sizeof(T)) <= kLnPrefetchMaxRow;
 }
 
-// Asks for the cache lines of p[0, n) (prefetch instructions do not fault past a buffer's end,
-// so the row after a step's last one may be asked for).
+// Asks for the cache lines of row + ahead [0, n) into L2 (prefetch instructions do not fault
+// past a buffer's end, so rows after a step's last one may be asked for).
 template <bool kWrite, class T>
-inline void prefetch_values(const T* p, int64_t n) {
-  if (p == nullptr) return;
-  const char* c = reinterpret_cast<const char*>(p);
-  for (int64_t o = 0; o < n * int64_t(sizeof(T)); o += 64) __builtin_prefetch(c + o, kWrite, 3);
+inline void prefetch_values(const T* row, int64_t ahead, int64_t n) {
+  if (row == nullptr) return;
+  const char* c = reinterpret_cast<const char*>(row + ahead);
+  for (int64_t o = 0; o < n * int64_t(sizeof(T)); o += 64) __builtin_prefetch(c + o, kWrite, 2);
 }
 
 // f.template operator()<R>(b0) for rows [b0, b0 + R): groups of G, then R = 1.
@@ -205,8 +211,8 @@ struct LnLstmPointwise {
     row_scalars<R>(s, b0, xs);
     if (s.ws && ln_prefetch_rows<T>(s.ld_ws))
       for (int r = 0; r < R; ++r) {
-        prefetch_values<true>(ws[r] + R * s.ld_ws, L.rstd_ih() + 1);
-        if (hg[r]) prefetch_values<false>(hg[r] + R * GH, GH);
+        prefetch_values<true>(ws[r], kLnPrefetchAhead * s.ld_ws, L.rstd_ih() + 1);
+        if (hg[r]) prefetch_values<false>(hg[r], kLnPrefetchAhead * GH, GH);
       }
     RowStats<T> rh[R];
     row_stats<R>(hg, GH, rh);
@@ -280,13 +286,13 @@ struct LnLstmPointwise {
     row_ptrs<R>(s.dgh, b0, GH, dgh);
     if (ln_prefetch_rows<T>(s.ld_ws))
       for (int r = 0; r < R; ++r) {
-        prefetch_values<false>(ws[r] + R * s.ld_ws, L.rstd_ih() + 1);
-        if (cp[r]) prefetch_values<false>(cp[r] + R * s.ld_c, H);
-        if (da[r]) prefetch_values<false>(da[r] + R * s.ld_a, H);
-        if (db[r]) prefetch_values<false>(db[r] + R * s.ld_b, H);
-        prefetch_values<true>(dg[r] + R * GH, GH);
-        prefetch_values<true>(dgh[r] + R * GH, GH);
-        prefetch_values<true>(dcn[r] + R * H, H);
+        prefetch_values<false>(ws[r], kLnPrefetchAhead * s.ld_ws, L.rstd_ih() + 1);
+        if (cp[r]) prefetch_values<false>(cp[r], kLnPrefetchAhead * s.ld_c, H);
+        if (da[r]) prefetch_values<false>(da[r], kLnPrefetchAhead * s.ld_a, H);
+        if (db[r]) prefetch_values<false>(db[r], kLnPrefetchAhead * s.ld_b, H);
+        prefetch_values<true>(dg[r], kLnPrefetchAhead * GH, GH);
+        prefetch_values<true>(dgh[r], kLnPrefetchAhead * GH, GH);
+        prefetch_values<true>(dcn[r], kLnPrefetchAhead * H, H);
       }
     // d(LN(c) + b) and the output gate; sums for the backward of LN(c).
     RowSum<T> s1[R], s2[R];
@@ -355,8 +361,8 @@ struct LnGruPointwise {
     row_scalars<R>(s, b0, xs);
     if (s.ws && ln_prefetch_rows<T>(s.ld_ws))
       for (int r = 0; r < R; ++r) {
-        prefetch_values<true>(ws[r] + R * s.ld_ws, L.rstd_ih() + 1);
-        if (hg[r]) prefetch_values<false>(hg[r] + R * GH, GH);
+        prefetch_values<true>(ws[r], kLnPrefetchAhead * s.ld_ws, L.rstd_ih() + 1);
+        if (hg[r]) prefetch_values<false>(hg[r], kLnPrefetchAhead * GH, GH);
       }
     RowStats<T> rh[R];
     row_stats<R>(hg, GH, rh);
@@ -411,13 +417,13 @@ struct LnGruPointwise {
     row_ptrs<R>(s.dgh, b0, GH, dgh);
     if (ln_prefetch_rows<T>(s.ld_ws))
       for (int r = 0; r < R; ++r) {
-        prefetch_values<false>(ws[r] + R * s.ld_ws, L.rstd_ih() + 1);
-        if (hp[r]) prefetch_values<false>(hp[r] + R * H, H);
-        if (da[r]) prefetch_values<false>(da[r] + R * s.ld_a, H);
-        if (db[r]) prefetch_values<false>(db[r] + R * s.ld_b, H);
-        prefetch_values<true>(gi[r] + R * GH, GH);
-        prefetch_values<true>(gn[r] + R * GH, GH);
-        prefetch_values<true>(dgh[r] + R * GH, GH);
+        prefetch_values<false>(ws[r], kLnPrefetchAhead * s.ld_ws, L.rstd_ih() + 1);
+        if (hp[r]) prefetch_values<false>(hp[r], kLnPrefetchAhead * H, H);
+        if (da[r]) prefetch_values<false>(da[r], kLnPrefetchAhead * s.ld_a, H);
+        if (db[r]) prefetch_values<false>(db[r], kLnPrefetchAhead * s.ld_b, H);
+        prefetch_values<true>(gi[r], kLnPrefetchAhead * GH, GH);
+        prefetch_values<true>(gn[r], kLnPrefetchAhead * GH, GH);
+        prefetch_values<true>(dgh[r], kLnPrefetchAhead * GH, GH);
       }
     over_columns<T>(H, [&]<class V>(int64_t j) {
 #pragma GCC unroll 4
