@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "fusedrnn/ln_step_args.h"
 #include "pointwise.h"
@@ -32,17 +33,17 @@ constexpr int kLnRowGroup = 4;
 // A training step's rows are far apart in the workspace (ln_ws_cols: 14H + 3 values a row for
 // the LSTM, 10H + 2 for the GRU), and a row reads or writes a few cache lines in each of its
 // column blocks, so the hardware prefetchers see short streams and the pass waits on memory
-// (the sine LN-LSTM backward stalled on its loads of the previous step's c). A row that fits in
-// a page is therefore asked for ahead, line by line, while the current one computes: into L2,
-// two rows ahead. Alternating runs, 2 threads, AMD EPYC, ln-sine (H = 32, B = 784: rows of
-// 1.9 KB / 1.3 KB) training step: one row ahead into L1 ran 1.17-1.20x (LN-LSTM) and 1.13x
-// (LN-GRU) against none (in-process, 10 rounds); two rows ahead into L2 ran 1.09-1.10x /
-// 1.04-1.09x against that (paired processes, 6 rounds; three rows: the same within noise; L2
-// at one row 1.03x): a row touches ~50 lines, more misses than L1 keeps in flight. Against
-// none: 1.24-1.28x / 1.14x (paired processes, 8 and 10 rounds). Longer rows are left alone:
-// ln-stock (H = 64: 3.6 KB / 2.6 KB rows) ran 0.96-0.98x / 0.98-0.99x, ln-mid (H = 256: 14 KB
-// rows, which the prefetchers do follow) 0.92-1.00x. Grouped rows with prefetching still ran
-// 0.98-1.0x in training.
+// (the sine LN-LSTM backward stalled on its loads of the previous step's c). A short row (up
+// to kLnPrefetchMaxRow) is therefore asked for ahead, line by line, while the current one
+// computes: into L2, two rows ahead. Alternating runs, 2 threads, AMD EPYC, ln-sine training
+// step (H = 32, B = 784: rows of 1.9 KB / 1.3 KB): one row ahead into L1 ran 1.17-1.20x
+// (LN-LSTM) and 1.13x (LN-GRU) against none (in-process, 10 rounds); two rows ahead into L2
+// ran 1.09-1.10x / 1.04-1.09x against that (paired processes, 6 rounds; three rows: the same
+// within noise; L2 at one row 1.03x): a row touches ~50 lines, more misses than L1 keeps in
+// flight. Against none: 1.24-1.28x / 1.14x (paired processes, 8 and 10 rounds). Longer rows
+// are left alone: ln-stock (H = 64: 3.6 KB / 2.6 KB rows) ran 0.96-0.98x / 0.98-0.99x, ln-mid
+// (H = 256: 14 KB rows, which the prefetchers do follow) 0.92-1.00x. Grouped rows with
+// prefetching still ran 0.98-1.0x in training.
 constexpr int64_t kLnPrefetchMaxRow = 2048;  // bytes of a workspace row
 constexpr int64_t kLnPrefetchAhead = 2;      // rows
 
@@ -51,13 +52,15 @@ inline bool ln_prefetch_rows(int64_t ld_ws) {
   return ld_ws * int64_t(sizeof(T)) <= kLnPrefetchMaxRow;
 }
 
-// Asks for the cache lines of row + ahead [0, n) into L2 (prefetch instructions do not fault
-// past a buffer's end, so rows after a step's last one may be asked for).
+// Asks for the cache lines of the n values `ahead` values after `row` into L2. Prefetches do
+// not fault, so rows past a step's last one (past the buffer's end) may be asked for; the
+// address is formed as an integer, as pointer arithmetic past an allocation's end is undefined.
 template <bool kWrite, class T>
 inline void prefetch_values(const T* row, int64_t ahead, int64_t n) {
   if (row == nullptr) return;
-  const char* c = reinterpret_cast<const char*>(row + ahead);
-  for (int64_t o = 0; o < n * int64_t(sizeof(T)); o += 64) __builtin_prefetch(c + o, kWrite, 2);
+  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(row) + ahead * sizeof(T);
+  for (int64_t o = 0; o < n * int64_t(sizeof(T)); o += 64)
+    __builtin_prefetch(reinterpret_cast<const void*>(a + o), kWrite, 2);
 }
 
 // f.template operator()<R>(b0) for rows [b0, b0 + R): groups of G, then R = 1.
