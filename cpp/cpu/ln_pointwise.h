@@ -63,6 +63,18 @@ inline void prefetch_values(const T* row, int64_t ahead, int64_t n) {
     __builtin_prefetch(reinterpret_cast<const void*>(a + o), kWrite, 2);
 }
 
+// A training forward's prefetch: the workspace and hg rows kLnPrefetchAhead after R rows'.
+template <int R, class T>
+inline void prefetch_forward_rows(const LnFwdStep<T>& s, const LnWs& L, T* const (&ws)[R],
+                                  const T* const (&hg)[R]) {
+  if (!s.ws || !ln_prefetch_rows<T>(s.ld_ws)) return;
+  const int64_t GH = L.G * L.H;
+  for (int r = 0; r < R; ++r) {
+    prefetch_values<true>(ws[r], kLnPrefetchAhead * s.ld_ws, L.used());
+    if (hg[r]) prefetch_values<false>(hg[r], kLnPrefetchAhead * GH, GH);
+  }
+}
+
 // f.template operator()<R>(b0) for rows [b0, b0 + R): groups of G, then R = 1.
 template <int G = kLnRowGroup, class F>
 inline void over_row_groups(int64_t rows, int64_t width, F&& f) {
@@ -212,11 +224,7 @@ struct LnLstmPointwise {
     row_ptrs<R>(s.h, b0, H, h);
     T xs[R];
     row_scalars<R>(s, b0, xs);
-    if (s.ws && ln_prefetch_rows<T>(s.ld_ws))
-      for (int r = 0; r < R; ++r) {
-        prefetch_values<true>(ws[r], kLnPrefetchAhead * s.ld_ws, L.rstd_ih() + 1);
-        if (hg[r]) prefetch_values<false>(hg[r], kLnPrefetchAhead * GH, GH);
-      }
+    prefetch_forward_rows<R>(s, L, ws, hg);
     RowStats<T> rh[R];
     row_stats<R>(hg, GH, rh);
     // Gates and the new cell state; o waits in out for the normalised c.
@@ -289,7 +297,7 @@ struct LnLstmPointwise {
     row_ptrs<R>(s.dgh, b0, GH, dgh);
     if (ln_prefetch_rows<T>(s.ld_ws))
       for (int r = 0; r < R; ++r) {
-        prefetch_values<false>(ws[r], kLnPrefetchAhead * s.ld_ws, L.rstd_ih() + 1);
+        prefetch_values<false>(ws[r], kLnPrefetchAhead * s.ld_ws, L.used());
         if (cp[r]) prefetch_values<false>(cp[r], kLnPrefetchAhead * s.ld_c, H);
         if (da[r]) prefetch_values<false>(da[r], kLnPrefetchAhead * s.ld_a, H);
         if (db[r]) prefetch_values<false>(db[r], kLnPrefetchAhead * s.ld_b, H);
@@ -362,11 +370,7 @@ struct LnGruPointwise {
     row_ptrs<R>(s.h, b0, H, h);
     T xs[R];
     row_scalars<R>(s, b0, xs);
-    if (s.ws && ln_prefetch_rows<T>(s.ld_ws))
-      for (int r = 0; r < R; ++r) {
-        prefetch_values<true>(ws[r], kLnPrefetchAhead * s.ld_ws, L.rstd_ih() + 1);
-        if (hg[r]) prefetch_values<false>(hg[r], kLnPrefetchAhead * GH, GH);
-      }
+    prefetch_forward_rows<R>(s, L, ws, hg);
     RowStats<T> rh[R];
     row_stats<R>(hg, GH, rh);
     for (int r = 0; r < R; ++r)
@@ -420,7 +424,7 @@ struct LnGruPointwise {
     row_ptrs<R>(s.dgh, b0, GH, dgh);
     if (ln_prefetch_rows<T>(s.ld_ws))
       for (int r = 0; r < R; ++r) {
-        prefetch_values<false>(ws[r], kLnPrefetchAhead * s.ld_ws, L.rstd_ih() + 1);
+        prefetch_values<false>(ws[r], kLnPrefetchAhead * s.ld_ws, L.used());
         if (hp[r]) prefetch_values<false>(hp[r], kLnPrefetchAhead * H, H);
         if (da[r]) prefetch_values<false>(da[r], kLnPrefetchAhead * s.ld_a, H);
         if (db[r]) prefetch_values<false>(db[r], kLnPrefetchAhead * s.ld_b, H);

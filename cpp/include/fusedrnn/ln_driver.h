@@ -199,7 +199,7 @@ LayerFwdResult ln_layer_forward(const LayerPlan& p) {
   const auto opts = p.x.options();
   at::Tensor ws = buffer_empty({p.keep_workspace ? p.N : 0, WS}, opts);
   // The row padding (ln_ws_cols) is never read, but the saved tensor is an op result: defined.
-  const int64_t used = L.rstd_ih() + 1;
+  const int64_t used = L.used();
   if (WS > used) ws.narrow(1, used, WS - used).zero_();
   T* ws_p = p.keep_workspace ? ptr<T>(ws) : nullptr;
   const bool scalar = Kern::kScalarInput && p.I == 1;

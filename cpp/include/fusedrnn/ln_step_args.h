@@ -31,6 +31,7 @@ struct LnWs {
   constexpr int64_t rstd_hh() const { return xhat() + G * H; }
   constexpr int64_t rstd_c() const { return rstd_hh() + 1; }  // LSTM only
   constexpr int64_t rstd_ih() const { return G == 4 ? rstd_hh() + 2 : rstd_hh() + 1; }
+  constexpr int64_t used() const { return rstd_ih() + 1; }  // values of a row (then padding)
 };
 
 // Rows of LN(v; w) + b1 + b2 (either bias may be null): y (=) [rows, n]; xhat (=) and rstd
