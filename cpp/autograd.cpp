@@ -247,10 +247,13 @@ CellSaved load_cell(AutogradContext* ctx) {
   CellSaved c;
   c.ctx = ctx;
   c.input = s[0];
+  // This backward's needs: a subset of the forward's (autograd.grad or backward(inputs=...)
+  // may ask for the weights' gradients alone). A weight is where the forward put it: saved
+  // when its product's input needed a gradient then, else only its shape is used.
   c.need_x = ctx->needs_input_grad(0);
   c.need_h = ctx->needs_input_grad(1);
-  c.w_ih = c.need_x ? s[1] : stand_in(ctx->saved_data["w_ih"].toTensor());
-  c.w_hh = c.need_h ? s[2] : stand_in(ctx->saved_data["w_hh"].toTensor());
+  c.w_ih = s[1].defined() ? s[1] : stand_in(ctx->saved_data["w_ih"].toTensor());
+  c.w_hh = s[2].defined() ? s[2] : stand_in(ctx->saved_data["w_hh"].toTensor());
   c.ws = s[3];
   if (!c.ws.defined()) {
     c.ws = ctx->saved_data.at("ws").toTensor();

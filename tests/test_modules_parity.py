@@ -236,6 +236,44 @@ def test_cell_parameter_gradients_only(cell, B, bias):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("wrt", ["params", "weight_hh", "backward_inputs", "x"])
+@pytest.mark.parametrize("leaf", ["x", "h", "both"])
+@pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru", "RNN", "LSTM", "GRU"])
+def test_gradients_of_a_subset_of_what_needed_them(name, leaf, wrt):
+    """autograd.grad / backward(inputs=...) asking for some of the gradients the forward
+    recorded: the weights' alone while x or h needed one too (the cell node saved a weight
+    for dx / dh then, and must find it where it put it), or x's alone. Cells, and the T = 1
+    one-layer call that runs the cell op."""
+    torch.manual_seed(3)
+    cell = name.islower()
+    tcls = CELLS[name][0] if cell else getattr(nn, name)
+    tmod = tcls(I_SIZE, 5, dtype=torch.float64)
+    fmod = fusedrnn.from_torch(tmod)
+    shape_x, shape_h = ((2, I_SIZE), (2, 5)) if cell else ((1, 2, I_SIZE), (1, 2, 5))
+    x0, h0, c0 = (torch.randn(s, dtype=torch.float64) for s in (shape_x, shape_h, shape_h))
+    grads = []
+    for m in (tmod, fmod):
+        x = x0.clone().requires_grad_(leaf in ("x", "both"))
+        h = h0.clone().requires_grad_(leaf in ("h", "both"))
+        out = m(x, (h, c0) if name.lower() == "lstm" else h)
+        loss = (out[0] if isinstance(out, tuple) else out).pow(2).sum()
+        params = dict(m.named_parameters())
+        if wrt == "backward_inputs":
+            loss.backward(inputs=list(params.values()))
+            grads.append([p.grad for p in params.values()])
+        elif wrt == "x":
+            if not x.requires_grad:
+                pytest.skip("x needs no gradient here")
+            grads.append(torch.autograd.grad(loss, [x]))
+        else:
+            wanted = params.values() if wrt == "params" else [
+                p for n, p in params.items() if n.startswith("weight_hh")
+            ]  # fmt: skip
+            grads.append(torch.autograd.grad(loss, list(wanted)))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
 def test_cell_noncontiguous_input_and_sequence_loop():
     """``cell(x[:, t], h)`` over a batch_first sequence (non-contiguous slices)."""
     torch.manual_seed(1)
