@@ -1,4 +1,5 @@
-"""The modules' one-call path (``_C.cell_step`` and ``_C.stack_step``, cpp/module_fast_path.cpp).
+"""The modules' one-call path (``_C.cell_step`` and ``_C.stack_step``, cpp/module_fast_path.cpp,
+and the cells' ``__call__`` in C++, ``_C.cell_call``, cpp/cell_call.cpp).
 
 It must be invisible: the same bits, gradients, saved tensors and errors as the Python path
 (``_fast_path_open`` patched to False), and it must step aside for whatever it does not
@@ -33,7 +34,10 @@ def _inputs(cell, B, I, H, dtype=torch.float32, grad=False):
 
 
 def _slow(monkeypatch):
+    """The Python path: no cell_step / stack_step, and the cells' __call__ without its C++
+    front (_C.cell_call, which reads forward-AD and ONNX state itself, not _fast_path_open)."""
     monkeypatch.setattr(modules, "_fast_path_open", lambda: False)
+    monkeypatch.setattr(modules._FusedCellBase, "__call__", modules._lean_call)
 
 
 def _flat(out):
@@ -653,3 +657,138 @@ def test_call_under_a_patched_module_call_and_module_compile():
     cell.compile(backend=counter)
     torch.testing.assert_close(cell(x), eager)
     assert counter.frame_count == 1
+
+
+# ---- the cells' __call__ in C++ (modules._cell_call, cpp/cell_call.cpp) ----------------------
+def _cell_call_ran(m, *args):
+    """Whether _C.cell_call took this call (else None sends it down the Python path)."""
+    return _C.cell_call(m, args) is not None
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_cell_call_is_the_python_paths_call(cell, monkeypatch):
+    """_C.cell_call takes the plain call, and its bits are the Python path's (positional
+    and keyword arguments, hx given or not, no grad and with grad)."""
+    _, m = _make(cell, 5, 33)
+    x, hx = _inputs(cell, 3, 5, 33)
+    assert _cell_call_ran(m, x, hx) and _cell_call_ran(m, x)
+    with torch.no_grad():
+        fast = [m(x, hx), m(x), m(input=x, hx=hx)]
+    grad_fast = _flat(m(x, hx))[0]
+    with monkeypatch.context() as mp:
+        _slow(mp)
+        with torch.no_grad():
+            slow = [m(x, hx), m(x), m(input=x, hx=hx)]
+        grad_slow = _flat(m(x, hx))[0]
+    for a, b in zip(fast, slow):
+        for u, v in zip(_flat(a), _flat(b)):
+            assert torch.equal(u, v)
+    assert torch.equal(grad_fast, grad_slow) and grad_fast.grad_fn is not None
+
+
+def test_cell_call_reads_nonlinearity_on_every_call():
+    """RNNCell's kind comes from ``nonlinearity`` as it is now; an unknown one is the Python
+    path's error."""
+    ref, m = _make("rnn", 4, 6)
+    x, h = _inputs("rnn", 2, 4, 6)
+    for nl in ("relu", "tanh", "relu"):
+        m.nonlinearity = ref.nonlinearity = nl
+        with torch.no_grad():
+            torch.testing.assert_close(m(x, h), ref(x, h))
+    m.nonlinearity = "gelu"
+    assert not _cell_call_ran(m, x, h)
+    with pytest.raises(RuntimeError, match="Unknown nonlinearity: gelu"):
+        m(x, h)
+
+
+def test_cell_call_declines_forward_overrides():
+    """A forward of the instance or of a subclass is what the call runs."""
+    _, m = _make("gru", 4, 6)
+    x, h = _inputs("gru", 2, 4, 6)
+    m.forward = lambda input, hx=None: torch.zeros(1)
+    assert not _cell_call_ran(m, x, h) and torch.equal(m(x, h), torch.zeros(1))
+    del m.forward
+    assert _cell_call_ran(m, x, h)
+
+    class Doubled(fusedrnn.GRUCell):
+        def forward(self, input, hx=None):
+            return 2 * super().forward(input, hx)
+
+    d = Doubled(4, 6)
+    d.load_state_dict(m.state_dict())
+    assert not _cell_call_ran(d, x, h)
+    with torch.no_grad():
+        torch.testing.assert_close(d(x, h), 2 * m(x, h))
+
+
+def test_cell_call_declines_computed_weights():
+    """A weight not in _parameters (a parametrisation computes it) is read by attribute on
+    the Python path."""
+    from torch.nn.utils import parametrize
+
+    ref, m = _make("lstm", 4, 6)
+    x, hx = _inputs("lstm", 2, 4, 6)
+
+    class Halved(nn.Module):
+        def forward(self, w):
+            return w / 2
+
+    parametrize.register_parametrization(m, "weight_hh", Halved())
+    parametrize.register_parametrization(ref, "weight_hh", Halved())
+    assert not _cell_call_ran(m, x, hx)
+    with torch.no_grad():
+        for a, b in zip(m(x, hx), ref(x, hx)):
+            torch.testing.assert_close(a, b)
+
+
+def test_cell_call_declines_forward_ad_and_onnx_export(monkeypatch):
+    """An open forward-AD level and the dynamo ONNX exporter's flag, read from their modules
+    on each call, send the call to the Python path (as _fast_path_open)."""
+    import torch.autograd.forward_ad as fwAD
+
+    _, m = _make("rnn", 4, 6)
+    x, h = _inputs("rnn", 2, 4, 6)
+    with fwAD.dual_level():
+        assert not _cell_call_ran(m, x, h)
+        dual = fwAD.make_dual(x, torch.ones_like(x))
+        tangent = fwAD.unpack_dual(m(dual, h)).tangent
+    assert tangent is not None and _cell_call_ran(m, x, h)
+    if fusedrnn.deploy._onnx_flags is not None:
+        monkeypatch.setattr(fusedrnn.deploy._onnx_flags, "_is_onnx_exporting", True)
+        assert not _cell_call_ran(m, x, h)
+        monkeypatch.undo()
+        assert _cell_call_ran(m, x, h)
+
+
+def test_cell_call_declines_hooks_compile_and_a_patched_module_call(monkeypatch):
+    """Its own tests of what _lean_call tests (whose behaviour the tests above check)."""
+    _, m = _make("lstm", 4, 6)
+    x, hx = _inputs("lstm", 2, 4, 6)
+    handle = m.register_forward_pre_hook(lambda mod, args: None)
+    assert not _cell_call_ran(m, x, hx)
+    handle.remove()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *a: None)
+    try:
+        assert not _cell_call_ran(m, x, hx)
+    finally:
+        handle.remove()
+    assert _cell_call_ran(m, x, hx)
+    monkeypatch.setattr(nn.Module, "__call__", lambda self, *a, **k: None)
+    assert not _cell_call_ran(m, x, hx)
+    monkeypatch.undo()
+    m.compile(backend="eager")
+    assert not _cell_call_ran(m, x, hx)
+
+
+def test_cell_call_leaves_layernorm_cells_and_odd_arguments_alone():
+    """The LayerNorm cells keep _lean_call; wrong argument counts get torch.nn's TypeError."""
+    ln = fusedrnn.LayerNormLSTMCell(4, 6)
+    x = torch.randn(2, 4)
+    assert type(ln).__call__ is modules._lean_call and not _cell_call_ran(ln, x)
+    ref, m = _make("gru", 4, 6)
+    assert not _cell_call_ran(m) and not _cell_call_ran(m, x, None, None)
+    for mod in (ref, m):
+        with pytest.raises(TypeError):
+            mod(x, None, None)
+        with pytest.raises(TypeError):
+            mod()

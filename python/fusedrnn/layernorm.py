@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import _ops, deploy, reference_torch
-from .modules import _fast_path_open, _FusedCellBase, _FusedRNNBase, _warn_fallback
+from .modules import _fast_path_open, _FusedCellBase, _FusedRNNBase, _lean_call, _warn_fallback
 
 __all__ = ["LayerNormGRU", "LayerNormGRUCell", "LayerNormLSTM", "LayerNormLSTMCell"]
 
@@ -213,6 +213,7 @@ class LayerNormGRU(_LayerNormRNNBase):
 
 class _LayerNormCellBase(_FusedCellBase):
     _mode_name: str
+    __call__ = _lean_call  # (no _C.cell_call: that runs the plain cells' op only)
 
     def _init_ln(self, device, dtype) -> None:
         kw = {"device": device, "dtype": dtype}

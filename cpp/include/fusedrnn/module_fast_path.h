@@ -1,6 +1,6 @@
 // The modules' one-call eager path (module_fast_path.cpp), bound as fusedrnn._C.cell_step
 // (RNNCell, LSTMCell, GRUCell) and fusedrnn._C.stack_step (RNN, LSTM, GRU and the LayerNorm
-// LSTM / GRU).
+// LSTM / GRU); and the cells' __call__ before it (cell_call.cpp: fusedrnn._C.cell_call).
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -34,5 +34,8 @@ pybind11::object stack_step(int64_t kind, pybind11::handle input, pybind11::hand
                             pybind11::handle weights, bool has_biases, int64_t num_layers,
                             bool bidirectional, double dropout, bool train, bool batch_first,
                             int64_t input_size, int64_t hidden_size, int64_t proj_size);
+
+// Binds fusedrnn._C.cell_call(module, args) and cell_call_init(...) (cell_call.cpp).
+void add_cell_call(pybind11::module_& m);
 
 }  // namespace fusedrnn
