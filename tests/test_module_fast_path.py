@@ -659,6 +659,40 @@ def test_call_under_a_patched_module_call_and_module_compile():
     assert counter.frame_count == 1
 
 
+@pytest.mark.parametrize("cls,shape,main", _CALL_CASES, ids=lambda v: getattr(v, "__name__", ""))
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_fx_symbolic_trace_records_a_leaf_as_for_torch_nn(cls, shape, main, with_hx):
+    """torch.fx.symbolic_trace with fx's default tracer: the module is one call_module node,
+    as torch.nn's RNN modules and cells are (fx's leaves), not traced into; the GraphModule
+    computes what the model does, gradients included."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = cls(4, 6)
+            self.head = nn.Linear(6, 2)
+
+        def forward(self, x, h=None):
+            return self.head(main(self.rnn(x, h) if with_hx else self.rnn(x)))
+
+    torch.manual_seed(0)
+    net = Net()
+    gm = torch.fx.symbolic_trace(net)
+    calls = [n.target for n in gm.graph.nodes if n.op == "call_module"]
+    assert calls == ["rnn", "head"]
+    x = torch.randn(*shape, requires_grad=True)
+    layer = len(shape) == 3
+    h = torch.randn(1, 5, 6) if layer else torch.randn(5, 6)
+    if with_hx and cls in (fusedrnn.LSTM, fusedrnn.LSTMCell, fusedrnn.LayerNormLSTM):
+        h = (h, torch.zeros_like(h))
+    args = (x, h) if with_hx else (x,)
+    want, got = net(*args), gm(*args)
+    assert torch.equal(got, want)
+    (gx,) = torch.autograd.grad(got.sum(), x)
+    (wx,) = torch.autograd.grad(net(*args).sum(), x)
+    assert torch.equal(gx, wx)
+
+
 # ---- the cells' __call__ in C++ (modules._cell_call, cpp/cell_call.cpp) ----------------------
 def _cell_call_ran(m, *args):
     """Whether _C.cell_call took this call (else None sends it down the Python path)."""

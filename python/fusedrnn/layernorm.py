@@ -24,7 +24,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import _ops, deploy, reference_torch
-from .modules import _fast_path_open, _FusedCellBase, _FusedRNNBase, _lean_call, _warn_fallback
+from .modules import (
+    _fast_path_open,
+    _FusedCellBase,
+    _FusedRNNBase,
+    _fx_leaf,
+    _lean_call,
+    _warn_fallback,
+)
 
 __all__ = ["LayerNormGRU", "LayerNormGRUCell", "LayerNormLSTM", "LayerNormLSTMCell"]
 
@@ -153,6 +160,9 @@ class _LayerNormRNNBase(_FusedRNNBase):
             out = self._fast_step(input, hx)
             if out is not None:
                 return out
+        leaf = _fx_leaf(self, input, hx)
+        if leaf is not None:
+            return leaf
         if deploy.exporting_onnx():
             raise RuntimeError(
                 f"{type(self).__name__} has no ONNX operator; export it with torch.export or "
@@ -255,6 +265,9 @@ class _LayerNormCellBase(_FusedCellBase):
         return h_n[0], (c_n[0] if c_n is not None else None)
 
     def forward(self, input, hx=None):
+        leaf = _fx_leaf(self, input, hx)
+        if leaf is not None:
+            return leaf
         nstate = 2 if self._mode_name == "LSTM" else 1
         input, states, is_batched = self._prepare(input, hx, nstate, self.weight_ih)
         h, c = self._step(input, states)

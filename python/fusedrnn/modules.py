@@ -191,6 +191,19 @@ def _cell_call(self, *args, **kwargs):
     return _lean_call(self, *args, **kwargs)
 
 
+def _fx_leaf(module: nn.Module, input, hx):
+    """Under torch.fx symbolic tracing (an fx Proxy as the input or a state): the call as one
+    ``call_module`` node, as fx records torch.nn's RNN modules and cells (leaf modules there,
+    as every torch.nn module), instead of tracing into a forward whose checks need real
+    tensors. None otherwise. Read only where the one-call path declined the call."""
+    for a in (input, *(hx if isinstance(hx, (tuple, list)) else (hx,))):
+        if isinstance(a, torch.fx.Proxy):
+            tracer = a.tracer
+            args = (input,) if hx is None else (input, hx)
+            return tracer.create_proxy("call_module", tracer.path_of_module(module), args, {})
+    return None
+
+
 def _check_hx_type(name: str, hx, nstate: int) -> None:
     """torch.nn's type rule for ``hx`` (its C++ entry points raise TypeError): a tuple (or
     list) ``(h, c)`` of two tensors for LSTMs, a tensor otherwise."""
@@ -351,6 +364,9 @@ class _FusedRNNBase(nn.RNNBase):
             out = self._fast_step(input, hx)
             if out is not None:
                 return out
+        leaf = _fx_leaf(self, input, hx)
+        if leaf is not None:
+            return leaf
         if deploy.exporting_onnx():  # (the fast step declines: it runs under jit tracing)  # ONNX's own LSTM/GRU/RNN operators (deploy.py)
             return deploy.onnx_forward(self, input, hx)
         weight = self.weight_ih_l0
@@ -509,6 +525,9 @@ class _FusedCellBase(nn.RNNCellBase):
                                b_ih, b_hh)  # fmt: skip
             if out is not None:
                 return out
+        leaf = _fx_leaf(self, input, hx)
+        if leaf is not None:
+            return leaf
         if not _use_fused(type(self).__name__, self._mode(), w_ih):
             return self._torch_cls.forward(self, input, hx)
         return self._fused_forward(input, hx, w_ih, w_hh, b_ih, b_hh)
