@@ -266,6 +266,41 @@ def test_cell_errors_match_torch(kind, x, hx):
     assert _raised(lambda: f(x, hx)) is expected
 
 
+@pytest.mark.parametrize("kind", sorted(CELL_PAIRS))
+@pytest.mark.parametrize("attr", ["input_size", "hidden_size"])
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_cell_size_attributes_edited_like_torch(kind, attr, with_hx):
+    """torch.nn's cells check the input and a given state against the weights, and read
+    hidden_size only for a zero state: an edited size attribute changes nothing else."""
+    t, f = _pair(kind, 3, 5)
+    for m in (t, f):
+        setattr(m, attr, 7)
+    x = torch.randn(2, 3)
+    h = torch.randn(2, 5)
+    args = (x, (h, h.clone()) if kind == "lstmcell" else h) if with_hx else (x,)
+    expected = _raised(lambda: t(*args))
+    assert _raised(lambda: f(*args)) is expected
+    if expected is None:
+        for a, b in zip(_states(f(*args)), _states(t(*args))):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_an_unknown_mode_runs_torch_nn_forward(kind, monkeypatch):
+    """An edited ``mode`` (no fused kernel): torch.nn's forward runs, with its result or its
+    error (nn.RNN asserts on it), after a warning that names the mode."""
+    monkeypatch.setattr(M, "_warned", set())
+    t, f = _pair(kind, 3, 5)
+    t.mode = f.mode = "FOO"
+    x = torch.randn(4, 2, 3)
+    expected = _raised(lambda: t(x))
+    with pytest.warns(UserWarning, match="mode 'FOO' has no fused kernel"):
+        got = _raised(lambda: f(x))
+    assert got is expected
+    if expected is None:
+        torch.testing.assert_close(f(x)[0], t(x)[0])
+
+
 @pytest.mark.parametrize(
     "kind,kw",
     [

@@ -269,7 +269,7 @@ class _LayerNormCellBase(_FusedCellBase):
         if leaf is not None:
             return leaf
         nstate = 2 if self._mode_name == "LSTM" else 1
-        input, states, is_batched = self._prepare(input, hx, nstate, self.weight_ih)
+        input, states, is_batched = self._prepare(input, hx, nstate, self.weight_ih, self.weight_hh)
         h, c = self._step(input, states)
         if not is_batched:
             h = h.squeeze(0)

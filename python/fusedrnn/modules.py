@@ -123,7 +123,10 @@ def _use_fused(name: str, mode: str, weight: Tensor) -> bool:
     # fused_supported's test, without its torch.device(...) (~1.4 us of a ~20 us cell step)
     ok = (mode, dev) in _KERNELS and dtype in _BACKEND_DTYPES.get(dev, ())
     if not ok:
-        _warn_fallback(name, dev, dtype, f"no fused kernel for {dtype} on {dev}")
+        why = f"no fused kernel for {dtype} on {dev}"
+        if mode not in _OPS_BY_MODE:  # an edited `mode`: torch.nn's forward reads it its way
+            why = f"mode {mode!r} has no fused kernel"
+        _warn_fallback(name, dev, dtype, why)
     return ok
 
 
@@ -353,7 +356,10 @@ class _FusedRNNBase(nn.RNNBase):
 
     def _fast_step(self, input, hx):
         """``_C.stack_step``'s result for the plain eager CPU call, else None."""
-        return _C.stack_step(_STACK_KIND[self._layernorm, self.mode], input, hx,
+        kind = _STACK_KIND.get((self._layernorm, self.mode))
+        if kind is None:  # an edited `mode`
+            return None
+        return _C.stack_step(kind, input, hx,
                              self._flat_weights, self.bias, self.num_layers, self.bidirectional,
                              float(self.dropout), self.training, self.batch_first,
                              self.input_size, self.hidden_size, self.proj_size)  # fmt: skip
@@ -467,10 +473,12 @@ class _FusedCellBase(nn.RNNCellBase):
     def _mode(self) -> str:
         raise NotImplementedError
 
-    def _prepare(self, input, hx, nstate: int, w_ih: Tensor):
+    def _prepare(self, input, hx, nstate: int, w_ih: Tensor, w_hh: Tensor):
         """torch's cell preamble. Returns ``(input, [states] or None, is_batched)``. The common
         case (batched input, states of the right shape) is checked with one shape comparison
-        per tensor; anything else takes torch's checks, for its messages."""
+        per tensor; anything else takes torch's checks, for its messages. Sizes are checked
+        against the weights, as torch's cell kernels check them (an edited ``input_size`` or
+        ``hidden_size`` attribute is not read, but for the zero state, as torch.nn)."""
         name = type(self).__name__
         dim = input.dim()
         if dim not in (1, 2):
@@ -493,16 +501,17 @@ class _FusedCellBase(nn.RNNCellBase):
         if input.dtype != w_ih.dtype and not torch._C._is_any_autocast_enabled():
             raise RuntimeError(f"{name}: expected input dtype {w_ih.dtype}, got {input.dtype}")
         shape = input.shape
-        if shape[1] != self.input_size:
-            _check_cell_input(input, self.input_size)
+        if shape[1] != w_ih.shape[1]:
+            _check_cell_input(input, w_ih.shape[1])
         if states is None:
             zeros = input.new_zeros(shape[0], self.hidden_size)
             states = [zeros] * nstate
         else:
-            want = (shape[0], self.hidden_size)
+            hidden = w_hh.shape[1]
+            want = (shape[0], hidden)
             for i, s in enumerate(states):
                 if s.shape != want:
-                    _check_cell_hidden(input, s, self.hidden_size, "" if nstate == 1 else str(i))
+                    _check_cell_hidden(input, s, hidden, "" if nstate == 1 else str(i))
         # Contiguous operands: see _FusedRNNBase._stack (e.g. ``cell(x[:, t], h)``).
         return input.contiguous(), [s.contiguous() for s in states], is_batched
 
@@ -566,7 +575,7 @@ class RNNCell(_FusedCellBase):
     def _fused_forward(self, input, hx, w_ih, w_hh, b_ih, b_hh):
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        input, (h,), is_batched = self._prepare(input, hx, 1, w_ih)
+        input, (h,), is_batched = self._prepare(input, hx, 1, w_ih, w_hh)
         ret = _ops.rnn_cell(input, h, w_ih, w_hh, b_ih, b_hh, nonlinearity=self.nonlinearity)
         return ret if is_batched else ret.squeeze(0)
 
@@ -585,7 +594,7 @@ class LSTMCell(_FusedCellBase):
         return "LSTM"
 
     def _fused_forward(self, input, hx, w_ih, w_hh, b_ih, b_hh):
-        input, (h, c), is_batched = self._prepare(input, hx, 2, w_ih)
+        input, (h, c), is_batched = self._prepare(input, hx, 2, w_ih, w_hh)
         hy, cy = _ops.lstm_cell(input, h, c, w_ih, w_hh, b_ih, b_hh)
         return (hy, cy) if is_batched else (hy.squeeze(0), cy.squeeze(0))
 
@@ -604,7 +613,7 @@ class GRUCell(_FusedCellBase):
         return "GRU"
 
     def _fused_forward(self, input, hx, w_ih, w_hh, b_ih, b_hh):
-        input, (h,), is_batched = self._prepare(input, hx, 1, w_ih)
+        input, (h,), is_batched = self._prepare(input, hx, 1, w_ih, w_hh)
         ret = _ops.gru_cell(input, h, w_ih, w_hh, b_ih, b_hh)
         return ret if is_batched else ret.squeeze(0)
 
