@@ -693,6 +693,30 @@ def test_fx_symbolic_trace_records_a_leaf_as_for_torch_nn(cls, shape, main, with
     assert torch.equal(gx, wx)
 
 
+@pytest.mark.parametrize("cls,shape,main", _CALL_CASES, ids=lambda v: getattr(v, "__name__", ""))
+@pytest.mark.parametrize("traced_under", ["grad", "no_grad"])
+def test_jit_trace_runs_in_either_grad_mode(cls, shape, main, traced_under):
+    """torch.jit.trace (with its sanity check) in grad mode or under no_grad records the op
+    itself, so the graph runs in either mode, with gradients, as torch.nn's traced modules:
+    not the C++ autograd entry (the check failed) nor need_workspace=False (refused when run
+    with gradients)."""
+    torch.manual_seed(0)
+    m = cls(4, 6)
+    x = torch.randn(*shape)
+    with torch.set_grad_enabled(traced_under == "grad"):
+        traced = torch.jit.trace(m, (x,))
+    assert "fusedrnn::" in str(traced.graph)
+    with torch.no_grad():
+        torch.testing.assert_close(main(traced(x)), main(m(x)))
+    xg = x.clone().requires_grad_()
+    got = torch.autograd.grad(main(traced(xg)).sum(), [xg, *m.parameters()], allow_unused=True)
+    want = torch.autograd.grad(main(m(xg)).sum(), [xg, *m.parameters()], allow_unused=True)
+    for a, b in zip(got, want):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+
+
 # ---- the cells' __call__ in C++ (modules._cell_call, cpp/cell_call.cpp) ----------------------
 def _cell_call_ran(m, *args):
     """Whether _C.cell_call took this call (else None sends it down the Python path)."""

@@ -222,8 +222,10 @@ _double_backward.register_all(FORWARD_OPS)
 
 # ---- typed wrappers ------------------------------------------------------------------------
 def _needs_grad(*tensors) -> bool:
-    """Whether autograd may record this call (so the forward must save its workspace)."""
-    if _autograd._transforms_active():
+    """Whether autograd may record this call (so the forward must save its workspace). Under
+    jit tracing always: the trace keeps need_workspace as a constant, and a graph traced
+    under no_grad may run with gradients (as torch.nn's traced aten::lstm does)."""
+    if _autograd._transforms_active() or torch._C._get_tracing_state() is not None:
         return True
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -247,7 +249,9 @@ _CPP_AUTOGRAD = frozenset(
 
 
 def _call(op, need_grad: bool, *args):
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:
+        # jit tracing records the op itself, whose Autograd kernel decides at run time (the
+        # C++ autograd entry or a call below autograd would be recorded as it ran here)
         return op(*args)
     if _below_autograd(need_grad):
         with torch._C._AutoDispatchBelowAutograd():
