@@ -333,9 +333,23 @@ struct HCellFunction : torch::autograd::Function<HCellFunction<kFam, kGru>> {
   }
 };
 
+// A cell's required tensors, checked before autograd's apply reads their devices (an
+// undefined one, torch.ops' None, would fail there as 'tensor does not have a device'); the
+// op's own checks give the same messages for the no-grad call.
+void check_cell_args(const std::string& op, const Tensor& input, const Tensor& hx,
+                     const Tensor& w_ih, const Tensor& w_hh, const Tensor* cx = nullptr) {
+  TORCH_CHECK(input.defined(), "fusedrnn::", op, ": input is undefined");
+  TORCH_CHECK(hx.defined(), "fusedrnn::", op, ": hx is undefined (None); expected a tensor [B, H]");
+  TORCH_CHECK(cx == nullptr || cx->defined(), "fusedrnn::", op,
+              ": cx is undefined (None); expected a tensor [B, H]");
+  TORCH_CHECK(w_ih.defined(), "fusedrnn::", op, ": w_ih is undefined (None)");
+  TORCH_CHECK(w_hh.defined(), "fusedrnn::", op, ": w_hh is undefined (None)");
+}
+
 template <const char* kFam>
 Tensor rnn_cell_autograd(const Tensor& input, const Tensor& hx, const Tensor& w_ih,
                          const Tensor& w_hh, const OptT& b_ih, const OptT& b_hh) {
+  check_cell_args(std::string(kFam) + "_cell", input, hx, w_ih, w_hh);
   return HCellFunction<kFam, false>::apply(input, hx, w_ih, w_hh, b_ih, b_hh)[0];
 }
 
@@ -343,6 +357,7 @@ template <const char* kFam>
 std::tuple<Tensor, Tensor> gru_cell_autograd(const Tensor& input, const Tensor& hx,
                                              const Tensor& w_ih, const Tensor& w_hh,
                                              const OptT& b_ih, const OptT& b_hh) {
+  check_cell_args(std::string(kFam) + "_cell", input, hx, w_ih, w_hh);
   variable_list r = HCellFunction<kFam, true>::apply(input, hx, w_ih, w_hh, b_ih, b_hh);
   return {r[0], r[1]};
 }
@@ -388,6 +403,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell_autograd(const Tensor& input, const
                                                       const Tensor& cx, const Tensor& w_ih,
                                                       const Tensor& w_hh, const OptT& b_ih,
                                                       const OptT& b_hh) {
+  check_cell_args("lstm_cell", input, hx, w_ih, w_hh, &cx);
   variable_list r = LstmCellFunction::apply(input, hx, cx, w_ih, w_hh, b_ih, b_hh);
   return {r[0], r[1], r[2]};
 }

@@ -229,3 +229,62 @@ def test_inference_allocates_no_workspace(family):
     saved = stack(*sargs)[3]
     assert saved[1].shape == (0, W * 5) and saved[5].shape == (0, W * 5)  # layer 0, layer 1
     torch.library.opcheck(stack, sargs)
+
+
+# ---- None for a required tensor (torch.ops passes it on as an undefined tensor) ---------------
+def _cell_call(fn, missing, grad):
+    I, H, B = 3, 4, 2
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[fn]
+    t = {
+        "input": torch.randn(B, I),
+        "hx": torch.randn(B, H),
+        "cx": torch.randn(B, H),
+        "w_ih": torch.randn(G * H, I, requires_grad=grad),
+        "w_hh": torch.randn(G * H, H, requires_grad=grad),
+    }
+    t[missing] = None
+    if fn == "lstm":
+        return fusedrnn.lstm_cell(t["input"], t["hx"], t["cx"], t["w_ih"], t["w_hh"])
+    f = fusedrnn.gru_cell if fn == "gru" else fusedrnn.rnn_cell
+    return f(t["input"], t["hx"], t["w_ih"], t["w_hh"])
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+@pytest.mark.parametrize(
+    "fn,missing",
+    [
+        ("lstm", "hx"),
+        ("lstm", "cx"),
+        ("gru", "hx"),
+        ("rnn", "hx"),
+        ("lstm", "w_ih"),
+        ("gru", "w_hh"),
+        ("rnn", "input"),
+    ],  # fmt: skip
+)
+def test_cell_none_for_a_required_tensor_is_named(fn, missing, grad):
+    """A None state of a cell op crashed the process (its kernel read the undefined tensor)
+    without grad, and raised 'tensor does not have a device' with it; a None weight was
+    'dtype UNKNOWN_SCALAR'. Each now names the argument."""
+    with pytest.raises(RuntimeError, match=rf"\b{missing} is undefined"):
+        _cell_call(fn, missing, grad)
+
+
+def test_cell_op_through_torch_ops_with_none_state():
+    x, h = torch.randn(2, 3), torch.randn(2, 4)
+    w_ih, w_hh = torch.randn(16, 3), torch.randn(16, 4)
+    with pytest.raises(RuntimeError, match="hx is undefined"):
+        ops.lstm_cell(x, None, h, w_ih, w_hh, None, None)
+    with pytest.raises(RuntimeError, match="cx is undefined"):
+        ops.lstm_cell(x, h, None, w_ih, w_hh, None, None)
+
+
+@pytest.mark.parametrize("fn", ["lstm_layer", "gru_layer", "rnn_layer"])
+def test_batch_sizes_on_meta_with_real_input_is_refused(fn):
+    """batch_sizes on the meta device made the dispatcher pick the fake kernel for a real
+    call: uninitialised results and no error."""
+    G = {"lstm_layer": 4, "gru_layer": 3, "rnn_layer": 1}[fn]
+    x = torch.randn(10, 3)
+    bs = torch.tensor([4, 3, 2, 1], device="meta")
+    with pytest.raises(RuntimeError, match="batch_sizes as a CPU int64 tensor"):
+        getattr(fusedrnn, fn)(x, torch.randn(G * 5, 3), torch.randn(G * 5, 5), batch_sizes=bs)

@@ -50,8 +50,17 @@ def _same_device(op: str, names: str, args) -> None:
     names = [n.strip() for n in names.split(",")]
     ref = next((a for n, a in zip(names, args) if n == "input"), None)
     for n, a in zip(names, args):
+        if n == "batch_sizes" and isinstance(a, torch.Tensor):
+            # The CPU's, as PackedSequence's: on meta it would pick this fake kernel for a
+            # real call (uninitialised results), so only an all-meta call may have it there.
+            if a.device.type == "meta" and ref.device.type != "meta":
+                raise RuntimeError(
+                    f"fusedrnn::{op}: expected batch_sizes as a CPU int64 tensor (as "
+                    f"PackedSequence's), got one on {a.device}"
+                )
+            continue
         for k, t in enumerate(a) if isinstance(a, (list, tuple)) else [(None, a)]:
-            if isinstance(t, torch.Tensor) and n != "batch_sizes" and t.device != ref.device:
+            if isinstance(t, torch.Tensor) and t.device != ref.device:
                 what = n if k is None else f"{n}[{k}]"
                 raise RuntimeError(
                     f"fusedrnn::{op}: expected {what} on device {ref.device} like input, "

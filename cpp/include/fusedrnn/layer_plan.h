@@ -139,6 +139,8 @@ inline std::string shape_str(at::IntArrayRef s) {
 
 inline void check_like(std::string_view op, const char* name, const at::Tensor& t,
                        const at::Tensor& ref) {
+  TORCH_CHECK(t.defined(), op, ": ", name, " is undefined (None); expected a ", ref.scalar_type(),
+              " tensor");
   TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": expected ", name, " to have dtype ",
               ref.scalar_type(), " like input, got ", t.scalar_type());
   TORCH_CHECK(t.device() == ref.device(), op, ": expected ", name, " on device ", ref.device(),
@@ -251,6 +253,10 @@ template <class Tr>
 void plan_states(LayerPlan& p, const at::Tensor& input, const OptTensor& h0, const OptTensor& c0,
                  bool is_cell) {
   const OpName& op = p.op;
+  // A cell's states are required (torch.ops passes a None as an undefined tensor).
+  TORCH_CHECK(!is_cell || h0, op, ": hx is undefined (None); expected a tensor [B, H]");
+  TORCH_CHECK(!is_cell || !Tr::kHasCell || c0, op,
+              ": cx is undefined (None); expected a tensor [B, H]");
   if (h0) {
     check_like(op, is_cell ? "hx" : "h0", *h0, input);
     check_shape(op, is_cell ? "hx" : "h0", *h0, {p.B, p.P}, "[B, P]");
