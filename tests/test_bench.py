@@ -5,6 +5,7 @@ No timing assertions."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -385,3 +386,90 @@ def test_eager_twin_copies_configuration_and_refuses_other_modules():
     assert all(torch.equal(twin.state_dict()[k], v) for k, v in m.state_dict().items())
     with pytest.raises(TypeError, match="module: expected a fusedrnn.LayerNormLSTM or"):
         eager_twin(torch.nn.LSTM(3, 4))
+
+
+# ---- arguments checked before the benchmark; results written atomically -------------------
+
+
+@pytest.fixture
+def no_benchmark(monkeypatch):
+    """Fails the test if the benchmark starts (the sgemm peak is its first measurement)."""
+    from fusedrnn.bench import measure
+
+    def boom(*a, **k):
+        raise AssertionError("the benchmark started before the arguments were checked")
+
+    monkeypatch.setattr(measure, "sgemm_gflops", boom)
+
+
+@pytest.mark.parametrize(
+    "flag, value, says",
+    [
+        ("--min-run-time", "nan", "finite"),
+        ("--min-run-time", "-1", "must be > 0"),
+        ("--min-run-time", "0", "must be > 0"),
+        ("--threads", "-1", "must be >= 0"),
+        ("--threads", "100000", "at most 4 x this machine's CPUs"),
+        ("--tag", "a/b", "plain file-name stem"),
+        ("--tag", "../../x", "plain file-name stem"),
+        ("--tag", ".hidden", "plain file-name stem"),
+        ("--tag", "", "plain file-name stem"),
+        ("--seed", "-1", "must be >= 0"),
+    ],
+)
+def test_bad_arguments_fail_before_the_benchmark(tmp_path, capsys, no_benchmark, flag, value,
+                                                 says):  # fmt: skip
+    threads = torch.get_num_threads()
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--quick", "--only", "stock", flag, value, "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and says in err, err
+    assert not (tmp_path / "o").exists()
+    assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_unwritable_out_fails_before_the_benchmark(tmp_path, no_benchmark, under):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = blocker / "sub" if under else blocker
+    with pytest.raises(SystemExit, match="--out .*cannot write there"):
+        main(["bench", "--quick", "--only", "stock", "--out", str(out), "--tag", "t"])
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")
+def test_a_failing_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    """A failing rename (results) or a plot failing halfway leaves nothing at the final names,
+    and no temporary files."""
+    from fusedrnn.bench import report
+
+    monkeypatch.setattr(report, "markdown", lambda *a: "# results\n")
+    monkeypatch.setattr(report, "plot", lambda *a: False)
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith(".md"):  # after the .json: that one stays, whole
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space"):
+        report.save(tmp_path, "t", {"tag": "t"}, [], [], [])
+    assert [p.name for p in tmp_path.iterdir()] == ["t.json"]
+    assert json.loads((tmp_path / "t.json").read_text())["meta"] == {"tag": "t"}
+    monkeypatch.undo()
+
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    def half_then_fail(self, fname, *a, **k):
+        with open(fname, "wb") as f:
+            f.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", half_then_fail)
+    with pytest.raises(OSError, match="No space"):
+        report.plot([], tmp_path / "t-speedup.png", "t")
+    assert [p.name for p in tmp_path.iterdir()] == ["t.json"]

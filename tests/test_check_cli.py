@@ -1,5 +1,6 @@
 """`fusedrnn check` passes on this machine, and fails when the fused side is wrong."""
 
+import pytest
 import torch
 
 import fusedrnn
@@ -63,3 +64,22 @@ def test_check_tolerances_per_device():
         check.tolerance(torch.float32, "cuda") == check.tolerance(torch.float32, "cuda:1") == 1e-4
     )
     assert check.tolerance(torch.float64, "cuda") == check.tolerance(torch.float64, "cpu") == 1e-10
+
+
+@pytest.mark.parametrize(
+    "value, says",
+    [("tpu", "not a device"), ("banana", "not a device"), ("mps", "cpu or cuda")]
+    + ([] if torch.cuda.is_available() else [("cuda", "no CUDA device")]),
+)
+def test_a_bad_device_is_a_one_line_argument_error(monkeypatch, capsys, value, says):
+    """The same --device type as the other commands: exit 2 naming the option, no checks run."""
+
+    def boom(*a, **k):
+        raise AssertionError("checks started before --device was checked")
+
+    monkeypatch.setattr(check, "run_checks", boom)
+    with pytest.raises(SystemExit) as e:
+        main(["check", "--device", value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --device" in err and says in err and "Traceback" not in err, err

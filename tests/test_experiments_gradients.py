@@ -1,6 +1,8 @@
 """``fusedrnn gradients``: the measurement is correct (two methods and the NumPy reference
 agree) and its numbers show what the experiment claims."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -93,3 +95,97 @@ def test_cli_gradients_quick(tmp_path, capsys):
     assert "||dL/dh_0|| / ||dL/dh_T||" in out and "long-range memory" in out
     for f in ("gradient_norms.png", "tanh.png", "clipping.png", "results.json"):
         assert (tmp_path / f).exists()
+
+
+# ---- arguments checked before any work; results written atomically ------------------------
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fails the test if any measurement starts."""
+
+    def boom(*a, **k):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(G, "check_methods", boom)
+
+
+@pytest.mark.parametrize(
+    "flag, value, says",
+    [
+        ("--clip-lr", "-1", "must be > 0"),
+        ("--clip-lr", "0", "must be > 0"),
+        ("--hidden", "0", "must be >= 1"),
+        ("--hidden", "-3", "must be >= 1"),
+        ("--batch", "-2", "must be >= 1"),
+        ("--batch", "0", "must be >= 1"),
+        ("--clip-steps", "0", "must be >= 1"),
+        ("--memory-lengths", "0", "must be >= 1"),
+        ("--memory-lengths", "10,x", "not an integer"),
+        ("--memory-hidden", "0", "must be >= 1"),
+        ("--input-scale", "nan", "finite"),
+        ("--input-scale", "-1", "must be >= 0"),
+        ("--max-norm", "-1", "must be > 0"),
+        ("--max-norm", "0", "must be > 0"),
+        ("--max-norm", "nan", "finite"),
+        ("--radii", "nan", "finite"),
+        ("--radii", "0.5,-1", "must be > 0"),
+        ("--lengths", "0", "must be >= 1"),
+        ("--lengths", "5,-5", "must be >= 1"),
+        ("--lengths", ",", "not a comma-separated list"),
+        ("--clip-runs", "0", "must be >= 1"),
+        ("--clip-radius", "inf", "finite"),
+        ("--memory-steps", "0", "must be >= 1"),
+        ("--gate-bias", "nan", "finite"),
+        ("--seed", "-1", "must be >= 0"),
+        ("--seed", str(2**32), "must be <= 4294967295"),
+        ("--cells", ",", "use a comma list of rnn, lstm, gru"),
+        ("--cells", "rnn,cnn", "use a comma list"),
+        ("--threads", "100000", "at most 4 x this machine's CPUs"),
+    ],
+)
+def test_bad_arguments_fail_before_any_work(tmp_path, capsys, no_work, flag, value, says):
+    with pytest.raises(SystemExit) as e:
+        main(["gradients", "--quick", flag, value, "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and says in err, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_unwritable_out_fails_before_any_work(tmp_path, no_work, under):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit, match="--out .*cannot write there"):
+        main(["gradients", "--quick", "--out", str(blocker / "sub" if under else blocker)])
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_failing_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    """A plot that fails halfway and a failing rename of results.json leave nothing at the
+    final names, and no temporary files."""
+    from matplotlib.figure import Figure
+
+    def half_then_fail(self, fname, *a, **k):
+        with open(fname, "wb") as f:
+            f.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    argv = ["gradients", "--quick", "--cells", "rnn", "--no-memory", "--out", str(tmp_path)]
+    monkeypatch.setattr(Figure, "savefig", half_then_fail)
+    with pytest.raises(OSError, match="No space"):
+        main(argv)
+    assert list(tmp_path.iterdir()) == []
+
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith("results.json"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space"):
+        main([*argv, "--no-plots"])
+    assert list(tmp_path.iterdir()) == []

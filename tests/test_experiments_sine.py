@@ -1,6 +1,7 @@
 """``fusedrnn sine`` end to end on a tiny setting."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -38,3 +39,121 @@ def test_cli_sine_quick(tmp_path, capsys):
     assert res["reference_max_diff"] < 1e-5  # fused hidden states == NumPy reference
     for f in ("predictions.png", "scatter.png", "hidden_states.png"):
         assert (tmp_path / f).exists()
+
+
+# ---- arguments checked before any work; results written atomically ------------------------
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fails the test if any model starts training."""
+
+    def boom(*a, **k):
+        raise AssertionError("training started before the arguments were checked")
+
+    monkeypatch.setattr(sine, "train", boom)
+
+
+@pytest.mark.parametrize(
+    "flag, value, says",
+    [
+        ("--batch", "0", "must be >= 1"),
+        ("--batch", "-5", "must be >= 1"),
+        ("--epochs", "0", "must be >= 1"),
+        ("--epochs", "-3", "must be >= 1"),
+        ("--noise", "nan", "finite"),
+        ("--noise", "-1", "must be >= 0"),
+        ("--period", "nan", "finite"),
+        ("--period", "0", "must be > 2"),
+        ("--window", "0", "must be >= 1"),
+        ("--points", "0", "must be >= 1"),
+        ("--lr", "nan", "finite"),
+        ("--lr", "-1", "must be > 0"),
+        ("--hidden", "0", "must be >= 1"),
+        ("--small-hidden", "0", "must be >= 1"),
+        ("--seed", "-1", "must be >= 0"),
+        ("--seed", str(2**32), "must be <= 4294967295"),
+        ("--patience", "-1", "must be >= 1"),
+        ("--models", ",", "use a comma list of rnn, lstm, gru"),
+        ("--models", "rnn,transformer", "use a comma list"),
+        ("--threads", "-1", "must be >= 0"),
+        ("--threads", "100000", "at most 4 x this machine's CPUs"),
+    ],
+)
+def test_bad_arguments_fail_before_any_work(tmp_path, capsys, no_training, flag, value, says):
+    with pytest.raises(SystemExit) as e:
+        main(["sine", "--quick", flag, value, "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and says in err, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--window", "5000"], "--window 5000 leaves"),
+        (["--points", "40"], "use --points >= 45"),
+        (["--quick", "--window", "300"], "--points 400 (--quick)"),
+    ],
+)
+def test_too_few_points_for_the_windows_fail_before_training(tmp_path, capsys, no_training,
+                                                             argv, says):  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        main(["sine", *argv, "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_fewest_points_the_check_allows_do_run(tmp_path, capsys):
+    """The smallest --points the window check accepts trains (one train window) and saves."""
+    argv = ["--points", "45", "--epochs", "1", "--hidden", "2", "--small-hidden", "2"]
+    assert main(["sine", *argv, "--models", "rnn", "--no-plots", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["points"] == 45
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_unwritable_out_fails_before_training(tmp_path, no_training, under):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit, match="--out .*cannot write there"):
+        main(["sine", "--quick", "--out", str(blocker / "sub" if under else blocker)])
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_failing_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    """A figure that fails halfway (disk full, Ctrl-C) and a failing rename of results.json
+    leave nothing at the final names, and no temporary files."""
+    from matplotlib.figure import Figure
+
+    def half_then_fail(self, fname, *a, **k):
+        with open(fname, "wb") as f:
+            f.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", half_then_fail)
+    with pytest.raises(OSError, match="No space"):
+        main(["sine", "--quick", "--models", "rnn", "--out", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []
+
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith("results.json"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space"):
+        main(["sine", "--quick", "--models", "rnn", "--no-plots", "--out", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_diverging_run_is_one_line_and_writes_nothing(tmp_path, capsys):
+    argv = ["sine", "--quick", "--lr", "1e30", "--models", "rnn", "--out", str(tmp_path)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "--lr" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

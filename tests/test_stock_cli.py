@@ -176,3 +176,33 @@ def test_layernorm_regressor_fused_and_eager_share_weights_and_outputs():
         torch.testing.assert_close(eager(x)[0], fused(x)[0])
     with pytest.raises(ValueError, match="cell: 'lnrnn' is not one of .*lnlstm"):
         recurrent_class("lnrnn")
+
+
+def _parse(command, argv):
+    """The command's own parser only: nothing runs, even where a bad value is accepted."""
+    import argparse
+    import importlib
+
+    module = importlib.import_module(cli.COMMANDS[command][0])
+    parser = argparse.ArgumentParser(prog=f"fusedrnn {command}")
+    module.configure(parser)
+    return parser.parse_args(argv)
+
+
+_BOUNDS = [
+    ("--threads", "100000", "at most 4 x this machine's CPUs"),
+    ("--seed", str(2**32), "must be <= 4294967295"),
+]
+
+
+@pytest.mark.parametrize(
+    "command, flag, value, says",
+    [(c, f, v, s) for c in ("stock", "sentiment", "sine", "gradients") for f, v, s in _BOUNDS],
+)
+def test_threads_and_seed_are_bounded_in_every_command(capsys, command, flag, value, says):
+    """Thousands of threads crashed OpenBLAS (a segfault); numpy seeds stop at 2**32 - 1."""
+    with pytest.raises(SystemExit) as e:
+        _parse(command, [flag, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and says in err, err

@@ -21,6 +21,7 @@ import warnings
 import torch
 
 import fusedrnn
+from fusedrnn.experiments._common import device
 
 # name -> (torch class, constructor kwargs)
 MODULES = {
@@ -148,7 +149,9 @@ def _checks(device: str, quick: bool) -> list[dict]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="device to check (cpu or cuda)")
+    parser.add_argument(
+        "--device", type=device, default="cpu", help="device to check (cpu or cuda[:N])"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer shapes")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
 

@@ -8,6 +8,8 @@ import platform
 import re
 from pathlib import Path
 
+from fusedrnn.experiments._common import write_atomic
+
 from .impls import IMPLS, baseline
 
 MODES = ("inference", "training")
@@ -328,17 +330,17 @@ def plot(results: list[dict], path: Path, title: str) -> bool:
         ax.set_title(f"{title}: {mode}")
         ax.legend(fontsize=7, ncol=len(others))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
     return True
 
 
 def save(out_dir: Path, tag: str, meta: dict, results, memory, targets) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{tag}.json", out_dir / f"{tag}.md"]
     payload = {"meta": meta, "results": results, "memory": memory, "targets": targets}
-    paths[0].write_text(json.dumps(payload, indent=1) + "\n")
-    paths[1].write_text(markdown(meta, results, memory, targets))
+    # atomic (temp file + rename): an interrupted save never leaves a truncated result
+    write_atomic(paths[0], json.dumps(payload, indent=1) + "\n")
+    write_atomic(paths[1], markdown(meta, results, memory, targets))
     png = out_dir / f"{tag}-speedup.png"
     if plot(results, png, tag):
         paths.append(png)

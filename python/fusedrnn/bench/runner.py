@@ -8,6 +8,7 @@ import argparse
 import datetime
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import time
@@ -18,10 +19,28 @@ import torch
 from torch.utils import benchmark
 
 import fusedrnn
+from fusedrnn.experiments._common import (
+    check_writable,
+    number,
+    seed_arg,
+    threads_arg,
+    write_atomic,
+)
 
 from . import impls as impls_mod
 from . import measure, report
 from .workloads import ALL_CELLS, GROUPS, Workload, flops, gemms, select
+
+
+def _tag(text: str) -> str:
+    """An argparse type: a plain file-name stem (the results are ``<out>/<tag>.json`` etc.),
+    so a tag never writes outside --out nor hides its files (a leading dot)."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a plain file-name stem (letters, digits, _ . + -; no / or leading"
+            " dot or dash; at most 200 characters)"
+        )
+    return text
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -50,13 +69,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="tiny sizes and short timing (smoke runs and tests)"
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's own)"
+        "--threads", type=threads_arg, default=None, help="torch threads (default: torch's own)"
     )
-    parser.add_argument("--min-run-time", type=float, default=None,
+    parser.add_argument("--min-run-time", type=number(float, 0, lo_open=True), default=None,
                         help="seconds per blocked_autorange (default 1.0; 0.01 with --quick)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="where results go (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--tag", help="results file name (default: CPU model and threads)")
+    parser.add_argument("--tag", type=_tag,
+                        help="results file name (default: CPU model and threads)")  # fmt: skip
     parser.add_argument("--note", default="", help="a note saved with the results")
     parser.add_argument(
         "--profile",
@@ -66,7 +86,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(use with --only)",
     )
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_arg, default=0)
 
 
 CEILING = "mm-ceiling"  # the GEMM-only step timed with the implementations (not an impl)
@@ -262,17 +282,14 @@ def write_trace(cases, path: Path, seed: int) -> Path:
                     fn()  # warm-up outside the label
                     with record_function(f"{w.name}/{cell}/{name}/{mode}"):
                         fn()
-    prof.export_chrome_trace(str(path))
+    write_atomic(path, lambda tmp: prof.export_chrome_trace(tmp))
     summary = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
-    path.with_suffix(".txt").write_text(summary + "\n")
+    write_atomic(path.with_suffix(".txt"), summary + "\n")
     return path
 
 
 def run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", message=".*TF32.*")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
     if args.min_run_time is None:
         args.min_run_time = 0.01 if args.quick else 1.0
     try:
@@ -287,6 +304,10 @@ def run(args: argparse.Namespace) -> int:
             f"no workload runs the cells {cells}: lnlstm and lngru run on the layernorm "
             f"workloads (--only layernorm), the other cells on the rest"
         )
+    check_writable(args.out, "fusedrnn bench")  # before the benchmark, not after it
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
     tag = args.tag or report.machine_tag(threads) + ("-quick" if args.quick else "")
     started = time.perf_counter()
     load_start = _loadavg()
@@ -348,7 +369,6 @@ def run(args: argparse.Namespace) -> int:
     }
     targets = report.target_checks(results, memory, meta["bound_gflops"])
     if args.profile:
-        args.out.mkdir(parents=True, exist_ok=True)
         trace = write_trace(
             [(w, c, names) for w, c in cases], args.out / f"{tag}-trace.json", args.seed
         )

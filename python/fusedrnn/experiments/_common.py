@@ -8,6 +8,7 @@ import inspect
 import math
 import os
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,7 +41,7 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     """``--threads`` and ``--quick``, common to every experiment command."""
     parser.add_argument(
         "--threads",
-        type=number(int, 0),
+        type=threads_arg,
         default=1,
         help="torch intra-op threads (0: torch's default); small models run best on one",
     )
@@ -110,6 +111,37 @@ def number_list(kind=float, lo=None, lo_open=False):
         return values
 
     return parse
+
+
+def choice_list(known):
+    """An argparse type: a non-empty comma list of names from ``known`` (repeats dropped)."""
+
+    def parse(text: str) -> list[str]:
+        names = [c.strip() for c in text.split(",") if c.strip()]
+        if not names or any(c not in known for c in names):
+            raise argparse.ArgumentTypeError(f"{text!r}: use a comma list of {', '.join(known)}")
+        return list(dict.fromkeys(names))
+
+    parse.__name__ = "list"
+    return parse
+
+
+# More threads than cores only adds contention, and OpenBLAS fails to create thousands of
+# threads (--threads 100000 ended in a segfault): 4x the CPUs leaves room for experiments.
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+threads_arg = number(
+    int, 0, MAX_THREADS, note=" (0 = torch's default; at most 4 x this machine's CPUs)"
+)
+# Seeds go to torch.manual_seed (< 2**64) and numpy (numpy.random.seed: < 2**32), some with
+# offsets added (gradients: seed + 20000): the numpy range is safe for all of them.
+seed_arg = number(int, 0, 2**32 - 1)
+
+
+def usage_error(prog: str, msg: str):
+    """A bad combination of arguments, found right after parsing: argparse's format and exit
+    code (2), without a traceback."""
+    print(f"{prog}: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def device(text: str) -> str:

@@ -57,20 +57,23 @@ from torch import nn
 import fusedrnn
 from fusedrnn import train
 
-from ._common import add_run_args, parse_choices, run_with_threads
+from ._common import (
+    add_run_args,
+    check_writable,
+    choice_list,
+    number,
+    number_list,
+    run_with_threads,
+    seed_arg,
+    write_atomic,
+)
+
+PROG = "fusedrnn gradients"
 
 CELLS = ("rnn", "lstm", "gru")
 N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 DEFAULT_LENGTHS = (5, 10, 20, 50, 100)
 DEFAULT_RADII = (0.5, 0.8, 0.9, 1.0, 1.1, 1.3)
-
-
-def _ints(s: str) -> list[int]:
-    return [int(v) for v in s.split(",") if v]
-
-
-def _floats(s: str) -> list[float]:
-    return [float(v) for v in s.split(",") if v]
 
 
 # ---- weights, inputs and the two measurement methods -----------------------------------------
@@ -413,6 +416,10 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> None:
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+
+
 def plot_norms(res: dict, lengths, radii, path: Path) -> None:
     plt = _plt()
     cells = list(res)
@@ -444,7 +451,7 @@ def plot_norms(res: dict, lengths, radii, path: Path) -> None:
         ax.set_xlabel("sequence length T")
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -460,7 +467,7 @@ def plot_tanh(path: Path) -> None:
     ax.legend()
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -478,51 +485,67 @@ def plot_clipping(res: dict, path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
 
 
 # ---- CLI -----------------------------------------------------------------------------------
 def configure(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
-    a("--cells", default="rnn,lstm,gru", help="comma list of rnn, lstm, gru")
-    a("--lengths", type=_ints, default=list(DEFAULT_LENGTHS), help="sequence lengths")
-    a("--radii", type=_floats, default=list(DEFAULT_RADII), help="recurrent spectral radii")
-    a("--hidden", type=int, default=32, help="hidden size")
-    a("--batch", type=int, default=16, help="sequences per measurement (norms are averaged)")
-    a("--input-scale", type=float, default=0.1, help="std of the N(0, s^2) inputs")
-    a("--gate-bias", type=float, default=3.0,
+    pos = lambda kind: number(kind, 0, lo_open=True)  # noqa: E731
+    a("--cells", type=choice_list(CELLS), default="rnn,lstm,gru",
+      help="comma list of rnn, lstm, gru")  # fmt: skip
+    a("--lengths", type=number_list(int, 1), default=list(DEFAULT_LENGTHS),
+      help="sequence lengths")  # fmt: skip
+    # a radius scales orthogonal matrices: their singular values, so it is > 0
+    a("--radii", type=number_list(float, 0, lo_open=True), default=list(DEFAULT_RADII),
+      help="recurrent spectral radii")  # fmt: skip
+    a("--hidden", type=number(int, 1), default=32, help="hidden size")
+    a("--batch", type=number(int, 1), default=16,
+      help="sequences per measurement (norms are averaged)")  # fmt: skip
+    # 0 is meaningful: the state stays at 0 and an RNN's gradient scales exactly as radius^T
+    a("--input-scale", type=number(float, 0), default=0.1, help="std of the N(0, s^2) inputs")
+    a("--gate-bias", type=number(float), default=3.0,
       help="LSTM forget / GRU update gate bias (sigmoid(3) = 0.95: gate open)")  # fmt: skip
-    a("--clip-radius", type=float, default=1.3, help="recurrent radius of the clipping demo")
-    a("--clip-steps", type=int, default=100, help="SGD steps of the clipping demo")
-    a("--clip-lr", type=float, default=0.1, help="SGD learning rate of the clipping demo")
-    a("--clip-runs", type=int, default=5, help="runs (seeds) per setting in the clipping demo")
-    a("--max-norm", type=float, default=1.0, help="gradient-norm clipping threshold")
-    a("--memory-lengths", type=_ints, default=[10, 30, 100], help="memory-task lengths")
-    a("--memory-steps", type=int, default=1500, help="Adam steps per memory-task model")
+    a("--clip-radius", type=pos(float), default=1.3,
+      help="recurrent radius of the clipping demo")  # fmt: skip
+    a("--clip-steps", type=number(int, 1), default=100, help="SGD steps of the clipping demo")
+    a("--clip-lr", type=pos(float), default=0.1, help="SGD learning rate of the clipping demo")
+    a("--clip-runs", type=number(int, 1), default=5,
+      help="runs (seeds) per setting in the clipping demo")  # fmt: skip
+    # 0 would read as "no clipping" (clip or inf) under a "clip 0" label
+    a("--max-norm", type=pos(float), default=1.0, help="gradient-norm clipping threshold")
+    a("--memory-lengths", type=number_list(int, 1), default=[10, 30, 100],
+      help="memory-task lengths")  # fmt: skip
+    a("--memory-steps", type=number(int, 1), default=1500,
+      help="Adam steps per memory-task model")  # fmt: skip
     a(
         "--no-chrono",
         action="store_true",
         help="memory task: torch's default LSTM/GRU init instead of the chrono initialisation",
     )
-    a("--memory-hidden", type=int, default=32, help="hidden size of the memory-task models")
+    a("--memory-hidden", type=number(int, 1), default=32,
+      help="hidden size of the memory-task models")  # fmt: skip
     a("--no-memory", action="store_true", help="skip the memory task")
     a("--out", default="out/gradients", help="folder for plots and results.json")
     a("--no-plots", action="store_true", help="skip the plots")
-    a("--seed", type=int, default=0)
+    a("--seed", type=seed_arg, default=0, help="seeds weights, inputs and training data")
     add_run_args(parser)
 
 
 def run(args) -> int:
+    check_writable(args.out, PROG)
     return run_with_threads(args, _run)
 
 
 def _run(args) -> int:
     t0 = time.perf_counter()
-    cells = parse_choices(args.cells, CELLS, "--cells")
-    lengths, radii = sorted(args.lengths), list(args.radii)
+    cells = args.cells
+    # repeats would collapse in the result dicts but show twice in the tables
+    lengths, radii = sorted(set(args.lengths)), list(dict.fromkeys(args.radii))
     clip_T, clip_steps, clip_runs = 50, args.clip_steps, args.clip_runs
-    mem_lengths, mem_steps, mem_hidden = args.memory_lengths, args.memory_steps, args.memory_hidden
+    mem_lengths = list(dict.fromkeys(args.memory_lengths))
+    mem_steps, mem_hidden = args.memory_steps, args.memory_hidden
     hidden, batch = args.hidden, args.batch
     if args.quick:
         lengths, radii, hidden, batch = [5, 20, 50], [0.5, 1.0, 1.3], 16, 4
@@ -530,7 +553,6 @@ def _run(args) -> int:
         mem_lengths, mem_steps, mem_hidden = [5, 10], 20, 8
     kw = dict(hidden=hidden, batch=batch, input_scale=args.input_scale, seed=args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     print(f"fusedrnn gradients: BPTT through the fused ops ({torch.get_num_threads()} thread(s))")
     for cell in cells:
@@ -576,6 +598,6 @@ def _run(args) -> int:
         "clipping": clip,
         "memory": mem,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_atomic(out / "results.json", json.dumps(results, indent=1))
     print(f"\nplots and results.json in {out}/ ({time.perf_counter() - t0:.1f} s)")
     return 0

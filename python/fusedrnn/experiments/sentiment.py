@@ -54,6 +54,7 @@ from ._common import (
     number,
     parse_choices,
     run_with_threads,
+    seed_arg,
     write_atomic,
 )
 
@@ -348,7 +349,7 @@ _CHECKS = {
     "min_freq": number(int, 1),
     "limit": number(int, 0, note=" (0 = all)"),
     "timing_batches": number(int, 0, note=" (0 = skip)"),
-    "seed": number(int, 0),
+    "seed": seed_arg,
 }
 
 

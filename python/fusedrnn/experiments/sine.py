@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,9 +32,21 @@ import fusedrnn
 from fusedrnn import reference
 from fusedrnn.train import adam
 
-from ._common import add_config_args, add_run_args, parse_choices, run_with_threads
+from ._common import (
+    add_config_args,
+    add_run_args,
+    check_writable,
+    choice_list,
+    number,
+    run_with_threads,
+    seed_arg,
+    usage_error,
+    write_atomic,
+)
 
+PROG = "fusedrnn sine"
 MODELS = {"rnn": fusedrnn.RNN, "lstm": fusedrnn.LSTM, "gru": fusedrnn.GRU}
+FRACTIONS = (0.7, 0.15, 0.15)  # train / validation / test, by target index
 
 
 @dataclass
@@ -64,7 +77,13 @@ def windows(series: np.ndarray, window: int):
     return x.astype(np.float32), series[idx].astype(np.float32), idx
 
 
-def split(series: np.ndarray, window: int, fractions=(0.7, 0.15, 0.15)):
+def split_sizes(n: int, window: int, fractions=FRACTIONS) -> tuple[int, int, int]:
+    """How many windows :func:`split` gives each span, without building them."""
+    b0, b1 = int(n * fractions[0]), int(n * (fractions[0] + fractions[1]))
+    return max(0, b0 - window), max(0, b1 - max(window, b0)), max(0, n - max(window, b1))
+
+
+def split(series: np.ndarray, window: int, fractions=FRACTIONS):
     """Chronological train/val/test split by target index; windows may reach back."""
     x, y, idx = windows(series, window)
     n = len(series)
@@ -123,6 +142,8 @@ def train(model: nn.Module, parts, cfg: SineConfig) -> dict:
             waited += 1
             if waited >= cfg.patience:
                 break
+    if best_state is None:  # no epoch with a finite validation MSE: nothing worth keeping
+        raise FloatingPointError(f"validation MSE {hist['val'][-1]} after every epoch")
     model.load_state_dict(best_state)
     return {"best_epoch": best_epoch, "epochs_run": len(hist["val"]), "best_val": best, **hist}
 
@@ -136,6 +157,10 @@ def hidden_trace(model: Forecaster, series: np.ndarray):
     ref = reference.from_torch(model.rnn)
     ref_out = ref.forward(series[:, None, None])[0][:, 0]
     return fused, ref_out
+
+
+def _save(fig, path: Path) -> None:
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
 def _plots(out: Path, series, parts, preds, hists, trace, trace_series):
@@ -153,7 +178,7 @@ def _plots(out: Path, series, parts, preds, hists, trace, trace_series):
     ax.set_xlabel("t")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "predictions.png", dpi=110)
+    _save(fig, out / "predictions.png")
     plt.close(fig)
 
     fig, axes = plt.subplots(1, len(preds), figsize=(4 * len(preds), 4), squeeze=False)
@@ -165,7 +190,7 @@ def _plots(out: Path, series, parts, preds, hists, trace, trace_series):
         ax.set_xlabel("actual")
         ax.set_ylabel("predicted")
     fig.tight_layout()
-    fig.savefig(out / "scatter.png", dpi=110)
+    _save(fig, out / "scatter.png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -176,7 +201,7 @@ def _plots(out: Path, series, parts, preds, hists, trace, trace_series):
     ax.set_ylabel("MSE")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "training.png", dpi=110)
+    _save(fig, out / "training.png")
     plt.close(fig)
 
     fig, axes = plt.subplots(2, 1, figsize=(11, 6), sharex=True)
@@ -188,7 +213,7 @@ def _plots(out: Path, series, parts, preds, hists, trace, trace_series):
     axes[1].set_xlabel("t")
     axes[1].legend(ncol=min(trace.shape[1], 8), fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "hidden_states.png", dpi=110)
+    _save(fig, out / "hidden_states.png")
     plt.close(fig)
 
 
@@ -205,27 +230,69 @@ def format_table(rows: dict, noise_var: float, naive: float) -> str:
     return "\n".join(lines)
 
 
+_CHECKS = {
+    "points": number(int, 1),
+    # sampled once per step, a sine needs more than two steps per period (Nyquist)
+    "period": number(float, 2, lo_open=True, note=" steps (Nyquist)"),
+    "noise": number(float, 0),
+    "window": number(int, 1),
+    "hidden": number(int, 1),
+    "small_hidden": number(int, 1),
+    "epochs": number(int, 1),
+    "patience": number(int, 1),
+    "batch": number(int, 1),
+    "lr": number(float, 0, lo_open=True),
+    "seed": seed_arg,
+}
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
-    a("--models", default="rnn,lstm,gru", help="comma list of rnn, lstm, gru")
-    add_config_args(parser, SineConfig)
+    a("--models", type=choice_list(MODELS), default="rnn,lstm,gru",
+      help="comma list of rnn, lstm, gru")  # fmt: skip
+    add_config_args(parser, SineConfig, _CHECKS)
     a("--out", default="out/sine", help="folder for plots and results.json")
     a("--no-plots", action="store_true", help="skip the plots")
     add_run_args(parser)
 
 
+def _config(args) -> SineConfig:
+    cfg = SineConfig(**{f: getattr(args, f) for f in asdict(SineConfig())})
+    if args.quick:
+        cfg.points, cfg.epochs, cfg.patience, cfg.hidden = 400, 3, 2, 8
+    return cfg
+
+
+def _check_sizes(cfg: SineConfig, quick: bool) -> None:
+    """Every span needs a window (an empty validation span would leave nothing to keep)."""
+    if min(split_sizes(cfg.points, cfg.window)) > 0:
+        return
+    need = max(1, int((cfg.window + 1) / FRACTIONS[0]) - 2)  # train needs window + 1 points
+    while min(split_sizes(need, cfg.window)) == 0:
+        need += 1
+    points = f"--points {cfg.points}" + (" (--quick)" if quick else "")
+    usage_error(
+        PROG,
+        f"--window {cfg.window} leaves a train/validation/test span (70/15/15%) without windows"
+        f" in {points}: use --points >= {need} or a smaller --window",
+    )
+
+
 def run(args) -> int:
-    return run_with_threads(args, _run)
+    _check_sizes(_config(args), args.quick)
+    check_writable(args.out, PROG)
+    try:
+        return run_with_threads(args, _run)
+    except FloatingPointError as e:  # a diverging run (too high --lr): say so, write nothing
+        print(f"{PROG}: training diverged ({e}); try a lower --lr", file=sys.stderr)
+        return 1
 
 
 def _run(args) -> int:
     t0 = time.perf_counter()
-    cfg = SineConfig(**{f: getattr(args, f) for f in asdict(SineConfig())})
-    if args.quick:
-        cfg.points, cfg.epochs, cfg.patience, cfg.hidden = 400, 3, 2, 8
-    models = parse_choices(args.models, MODELS, "--models")
+    cfg = _config(args)
+    models = args.models
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     series = noisy_sine(cfg.points, cfg.period, cfg.noise, cfg.seed)
     parts = split(series, cfg.window)
@@ -279,7 +346,8 @@ def _run(args) -> int:
     print(f"\nsmall RNN hidden states: fused vs NumPy reference max |diff| = {ref_diff:.1e}")
     if not args.no_plots:
         _plots(out, series, parts, preds, hists, trace, span)
-    (out / "results.json").write_text(
+    write_atomic(
+        out / "results.json",
         json.dumps(
             {
                 "config": asdict(cfg),
@@ -289,7 +357,7 @@ def _run(args) -> int:
                 "reference_max_diff": ref_diff,
             },
             indent=1,
-        )
+        ),
     )
     print(f"plots and results.json in {out}/ ({time.perf_counter() - t0:.1f} s)")
     return 0

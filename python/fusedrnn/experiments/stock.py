@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import RunDir, check_writable, device, number, number_list
+from ._common import RunDir, check_writable, device, number, number_list, seed_arg, threads_arg
 
 CELLS = ("rnn", "lstm", "gru", "lnlstm", "lngru")
 ALL = ("rnn", "lstm", "gru")  # --cell all: the LayerNorm cells are asked for by name
@@ -173,10 +173,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--k1", type=number(int, 1), default=30, help="truncated BPTT: steps/update")
     t.add_argument("--k2", type=number(int, 1), default=30, help="truncated BPTT: steps back")
     t.add_argument("--device", type=device, default="cpu", help="cpu or cuda[:N]")
-    t.add_argument("--seed", type=number(int, 0), default=0, help="seed for weights, shuffling")
+    t.add_argument("--seed", type=seed_arg, default=0, help="seed for weights, shuffling")
     t.add_argument(
         "--threads",
-        type=number(int, 0),
+        type=threads_arg,
         default=0,
         help="torch CPU threads (0 = torch's default, one per core). Measured at this job's "
         "size (2-layer LSTM, B=32, T=30, H=64; bench/results, 2-core Xeon): a fused training "
