@@ -233,6 +233,32 @@ def test_resume_continues_identically(tmp_path):
     assert torch.equal(_params(c), _params(a))
 
 
+def test_save_after_fit_and_a_further_fit_continue_identically(tmp_path):
+    """fit() leaves the best epoch's weights in the model; a checkpoint saved after it, and a
+    second fit with more epochs, still go on from the last epoch, as an uninterrupted run."""
+    train, val = _sine_windows(200)
+    cfg = dict(epochs=6, lr=0.05, shuffle=True, seed=3)  # a rate that overshoots: best < last
+    torch.manual_seed(5)
+    a = T.SequenceRegressor("gru", 1, 8, 1)
+    init = copy.deepcopy(a.state_dict())
+    ha = T.fit(a, train, val, _cfg(**cfg))
+
+    b = T.SequenceRegressor("gru", 1, 8, 1)
+    b.load_state_dict(init)
+    tb = T.Trainer(b, _cfg(**{**cfg, "epochs": 3}))
+    tb.fit(train, val)
+    path = tmp_path / "after_fit.pt"
+    tb.save(path)
+    tb.config.epochs = 6  # the same trainer, further
+    hb = tb.fit(train, val)
+    assert hb.train_loss == ha.train_loss and torch.equal(_params(b), _params(a))
+
+    torch.manual_seed(999)
+    c = T.SequenceRegressor("gru", 1, 8, 1)
+    hc = T.fit(c, train, val, _cfg(**cfg), resume=path)
+    assert hc.train_loss == ha.train_loss and torch.equal(_params(c), _params(a))
+
+
 def test_library_default_is_the_residual_head_of_the_cli():
     """fit(SequenceRegressor('lstm', 1, H, L, 1), ...) on prices must not lose to the naive
     forecast by a mile (issue 14: the level head gave 4.5x the naive RMSE on AAPL)."""
@@ -266,8 +292,59 @@ def test_residual_head_adds_the_last_close_to_every_horizon():
         (dict(lr=-1e-3), "lr"),
         (dict(lr=float("nan")), "lr"),
         (dict(momentum=1.5), "momentum"),
+        (dict(eval_batch_size=0), "eval_batch_size"),
+        (dict(huber_delta=0.0), "huber_delta"),
+        (dict(huber_delta=float("nan")), "huber_delta"),
+        (dict(seed=2**70), "seed"),
+        (dict(seed=-1), "seed"),
     ],
 )
 def test_train_config_refuses_silently_wrong_settings(kw, match):
     with pytest.raises(ValueError, match=match):
         T.TrainConfig(**kw)
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(epochs=float("nan")), dict(epochs=2.5), dict(batch_size=True), dict(lr="0.01")]
+)
+def test_train_config_refuses_wrong_types(kw):
+    name = next(iter(kw))
+    with pytest.raises(TypeError, match=name):
+        T.TrainConfig(**kw)
+
+
+@pytest.mark.parametrize("out", [1, 3])
+def test_predictions_that_do_not_match_the_targets_are_refused(out):
+    """output_size 3 against [M, 1] targets (or 1 against [M, 3]) broadcast into a wrong
+    loss with only torch's warning."""
+    x = torch.randn(40, 6, 2)
+    y = torch.randn(40, 4 - out)  # 3 targets for 1 output, 1 for 3
+    model = T.SequenceRegressor("gru", 2, 5, 1, output_size=out)
+    with pytest.raises(ValueError, match="do not match the targets"):
+        T.Trainer(model, _cfg(epochs=1)).fit(T.Windows(x, y))
+
+
+@pytest.mark.parametrize("holder", ["windows_x", "windows_y", "stream_x"])
+def test_nan_or_inf_in_the_data_is_refused(holder):
+    x, y = torch.randn(20, 5, 2), torch.randn(20, 1)
+    if holder == "windows_x":
+        x[3, 2, 1] = float("nan")
+    elif holder == "windows_y":
+        y[7, 0] = float("inf")
+    if holder.startswith("windows"):
+        with pytest.raises(ValueError, match=r"Windows\.[xy]: NaN or inf at index"):
+            T.Windows(x, y)
+    else:
+        s = torch.randn(50, 2)
+        s[10, 0] = float("nan")
+        with pytest.raises(ValueError, match=r"Stream\.x: NaN or inf at index \(0, 10, 0\)"):
+            T.Stream(s, torch.randn(50, 1))
+
+
+def test_float64_model_trains_on_float64_data():
+    """The holders keep float32; fit and predict hand the model its own dtype."""
+    train, val = _sine_windows()
+    model = T.SequenceRegressor("lstm", 1, 6, 1, impl="fused").double()
+    hist = T.Trainer(model, _cfg(epochs=2)).fit(train, val)
+    assert hist.epochs == 2 and all(np.isfinite(hist.train_loss))
+    assert T.Trainer(model, _cfg()).predict(val).dtype == torch.float64

@@ -25,6 +25,7 @@ Trainer
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import random
 import sys
@@ -148,8 +149,22 @@ class SequenceRegressor(nn.Module):
 
 
 def _tensor(a) -> torch.Tensor:
+    """float32, or float64 kept (fit and predict cast to the model's dtype); complex data is
+    refused, not truncated."""
     t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
-    return t.float()
+    if t.is_complex():
+        raise TypeError(f"expected real data, got {t.dtype}")
+    return t if t.dtype == torch.float64 else t.float()
+
+
+def _check_finite(what: str, x: torch.Tensor, y: torch.Tensor) -> None:
+    """NaN or inf in the data would train on (a NaN validation loss never improves, a NaN
+    training loss shows only after an epoch): refused up front, naming where."""
+    for name, t in (("x", x), ("y", y)):
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            first = tuple(int(i) for i in bad.nonzero()[0])
+            raise ValueError(f"{what}.{name}: NaN or inf at index {first}")
 
 
 @dataclass
@@ -170,12 +185,13 @@ class Windows:
             )
         if len(self.x) == 0:
             raise ValueError("Windows: no windows")
+        _check_finite("Windows", self.x, self.y)
 
     def __len__(self) -> int:
         return len(self.x)
 
-    def to(self, device) -> Windows:
-        return Windows(self.x.to(device), self.y.to(device))
+    def to(self, device, dtype=None) -> Windows:
+        return Windows(self.x.to(device, dtype), self.y.to(device, dtype))
 
 
 @dataclass
@@ -196,11 +212,14 @@ class Stream:
                 f"Stream: x [N, F] / y [N, O] (or [B, N, ...]) expected, got "
                 f"{tuple(self.x.shape)} / {tuple(self.y.shape)}"
             )
+        if self.x.shape[1] == 0:
+            raise ValueError("Stream: no steps")
         if not 0 <= self.start < self.x.shape[1]:
             raise ValueError(f"Stream.start: {self.start} outside [0, {self.x.shape[1]})")
+        _check_finite("Stream", self.x, self.y)
 
-    def to(self, device) -> Stream:
-        return Stream(self.x.to(device), self.y.to(device), self.start)
+    def to(self, device, dtype=None) -> Stream:
+        return Stream(self.x.to(device, dtype), self.y.to(device, dtype), self.start)
 
     def streams(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Cut a single series into `batch` contiguous streams ``[B, N // B, ...]``."""
@@ -254,10 +273,20 @@ class TrainConfig:
             raise ValueError(f"bptt: {self.bptt!r} is not 'full' or 'truncated'")
         if not 1 <= self.k1 <= self.k2:
             raise ValueError(f"truncated BPTT needs 1 <= k1 <= k2, got k1={self.k1} k2={self.k2}")
-        if self.epochs < 0 or self.batch_size < 1:
-            raise ValueError("epochs must be >= 0 and batch_size >= 1")
+        for name in ("epochs", "batch_size", "eval_batch_size", "k1", "k2", "seed"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+                raise TypeError(f"{name}: expected an integer, got {v!r}")
+        if self.epochs < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("epochs must be >= 0, batch_size and eval_batch_size >= 1")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed: {self.seed} must be in [0, 2**63)")
+        if not (math.isfinite(self.huber_delta) and self.huber_delta > 0):
+            raise ValueError(f"huber_delta: {self.huber_delta} must be a finite number > 0")
         # a negative clip flips the gradients, patience 0 stops after one epoch, a NaN rate
         # trains nothing: all silently wrong, so refused here
+        if not isinstance(self.lr, numbers.Real) or isinstance(self.lr, bool):
+            raise TypeError(f"lr: expected a number, got {self.lr!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr: {self.lr} must be a finite number > 0")
         if self.clip_grad_norm is not None and not (
@@ -377,11 +406,24 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(c.seed)  # window shuffling
         self.history = History()
         self.best_state: dict | None = None
+        # The last epoch's weights while the model holds the best ones (after fit): what a
+        # checkpoint and a further fit continue from, as an uninterrupted run would.
+        self.last_state: dict | None = None
         self.bad_epochs = 0
         self.epoch = 0  # epochs done
         self.meta: dict = {}  # saved with checkpoints (e.g. the data pipeline and provenance)
 
     # ---- one epoch ---------------------------------------------------------------------
+
+    def _loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss, after a shape check: a mismatch (say output_size 3 against [M, 1]
+        targets) would broadcast into a wrong loss with only torch's warning."""
+        if pred.shape != y.shape:
+            raise ValueError(
+                f"the model's predictions {tuple(pred.shape)} do not match the targets "
+                f"{tuple(y.shape)} (check the model's output size against y)"
+            )
+        return self.loss_fn(pred, y)
 
     def _step(self, loss: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
@@ -405,7 +447,7 @@ class Trainer:
         for i in range(0, n, bs):
             idx = order[i : i + bs]
             pred, _ = self.model(data.x[idx], all_steps=all_steps)
-            loss = self.loss_fn(pred, data.y[idx])
+            loss = self._loss(pred, data.y[idx])
             norms.append(self._step(loss))
             total += loss.item() * len(idx)
             bar.update(1)
@@ -439,7 +481,7 @@ class Trainer:
             lo = max(t, data.start)
             pred = torch.cat(outs, dim=1)[:, lo - t :]
             if pred.shape[1] > 0:
-                loss = self.loss_fn(pred, y[:, lo:t_end])
+                loss = self._loss(pred, y[:, lo:t_end])
                 norms.append(self._step(loss))
                 total += loss.item() * pred.shape[1]
                 count += pred.shape[1]
@@ -456,10 +498,10 @@ class Trainer:
         was = self.model.training
         self.model.eval()
         try:
-            dev = self._device()
+            dev, dt = self._device(), self._dtype()
             if isinstance(data, Stream):
-                return self.model(data.x.to(dev), all_steps=True)[0]
-            x = (data.x if isinstance(data, Windows) else _tensor(data)).to(dev)
+                return self.model(data.x.to(dev, dt), all_steps=True)[0]
+            x = (data.x if isinstance(data, Windows) else _tensor(data)).to(dev, dt)
             all_steps = isinstance(data, Windows) and data.y.dim() == 3
             bs = self.config.eval_batch_size
             outs = [self.model(x[i : i + bs], all_steps=all_steps)[0] for i in range(0, len(x), bs)]
@@ -471,13 +513,17 @@ class Trainer:
         """Mean loss (the training loss function) in eval mode."""
         pred = self.predict(data)
         if isinstance(data, Stream):
-            y = data.y.to(pred.device)
-            return float(self.loss_fn(pred[:, data.start :], y[:, data.start :]))
-        return float(self.loss_fn(pred, data.y.to(pred.device)))
+            y = data.y.to(pred.device, pred.dtype)
+            return float(self._loss(pred[:, data.start :], y[:, data.start :]))
+        return float(self._loss(pred, data.y.to(pred.device, pred.dtype)))
 
     def _device(self) -> torch.device:
         p = next(self.model.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
+
+    def _dtype(self) -> torch.dtype:
+        p = next(self.model.parameters(), None)
+        return p.dtype if p is not None and p.is_floating_point() else torch.float32
 
     # ---- the loop -----------------------------------------------------------------------
 
@@ -487,8 +533,13 @@ class Trainer:
             raise TypeError("bptt='full' trains on Windows (x [M, T, F], y [M, O])")
         if c.bptt == "truncated" and not isinstance(train, Stream):
             raise TypeError("bptt='truncated' trains on a Stream (x [N, F], y [N, O])")
-        train = train.to(self._device())  # once, not per batch
-        val = val.to(self._device()) if val is not None else None
+        if self.last_state is not None:  # a further fit goes on from the last epoch
+            self.model.load_state_dict(self.last_state)
+            self.last_state = None
+        # once, not per batch; in the model's dtype (the holders keep float32 or float64)
+        dev, dt = self._device(), self._dtype()
+        train = train.to(dev, dt)
+        val = val.to(dev, dt) if val is not None else None
         if c.bptt == "full":
             steps = math.ceil(len(train) / c.batch_size)
         else:
@@ -537,6 +588,7 @@ class Trainer:
         finally:
             bar.close()
         if self.best_state is not None and val is not None:
+            self.last_state = _state_copy(self.model)
             self.model.load_state_dict(self.best_state)  # early stopping keeps the best weights
         return self.history
 
@@ -547,7 +599,7 @@ class Trainer:
             "format": "fusedrnn.train/1",
             "config": asdict(self.config),
             "model_config": dict(getattr(self.model, "config", {})),
-            "model": self.model.state_dict(),
+            "model": self.last_state if self.last_state is not None else self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "best_state": self.best_state,
             "bad_epochs": self.bad_epochs,
@@ -570,6 +622,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.best_state = ckpt["best_state"]
+        self.last_state = None
         self.bad_epochs = int(ckpt["bad_epochs"])
         self.epoch = int(ckpt["epoch"])
         self.history = History(**ckpt["history"])
