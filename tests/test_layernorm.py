@@ -341,6 +341,19 @@ def test_float32_close_to_float64(fam, H, I):
         assert err < 1e-4, n
 
 
+@pytest.mark.parametrize("cls", [fusedrnn.LayerNormLSTM, fusedrnn.LayerNormGRU])
+def test_positional_arguments_of_torch_nn_pass_through(cls):
+    """nn.LSTM / nn.GRU's positional order, proj_size (0) eighth: positional code written for
+    them builds the same module; for the LSTM proj_size=0 (nn.LSTM's default) is accepted by
+    name too, any projection refused."""
+    m = cls(5, 6, 2, False, True, 0.0, True, 0)
+    assert (m.num_layers, m.bias, m.batch_first, m.bidirectional) == (2, False, True, True)
+    if cls is fusedrnn.LayerNormLSTM:
+        assert cls(5, 6, proj_size=0).proj_size == 0
+    with pytest.raises(ValueError, match="proj_size"):
+        cls(5, 6, 1, True, False, 0.0, False, 3)
+
+
 def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="proj_size"):
         fusedrnn.LayerNormLSTM(3, 4, proj_size=2)

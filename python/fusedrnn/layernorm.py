@@ -112,9 +112,18 @@ def reference_stack(fam: str, x, batch_sizes, h0, c0, weights, *, num_layers, bi
 class _LayerNormRNNBase(_FusedRNNBase):
     _layernorm = True
 
+    # proj_size: torch.nn's eighth positional argument, so that positional code written for
+    # nn.LSTM / nn.GRU passes its 0 through; no projection exists here.
     def __init__(self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, device=None, dtype=None) -> None:  # fmt: skip
+                 bidirectional: bool = False, proj_size: int = 0, device=None,
+                 dtype=None) -> None:  # fmt: skip
+        if proj_size != 0:
+            raise ValueError(
+                f"{type(self).__name__} has no proj_size (no projection), got {proj_size}"
+                if mode == "LSTM"
+                else "proj_size argument is only supported for LSTM, not RNN or GRU"
+            )
         super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, device=device, dtype=dtype)  # fmt: skip
         G = 4 if mode == "LSTM" else 3
@@ -194,8 +203,6 @@ class LayerNormLSTM(_LayerNormRNNBase):
     Arguments, inputs and outputs as :class:`torch.nn.LSTM` (no ``proj_size``)."""
 
     def __init__(self, *args, **kwargs):
-        if "proj_size" in kwargs:
-            raise ValueError("LayerNormLSTM has no proj_size")
         super().__init__("LSTM", *args, **kwargs)
 
     get_expected_cell_size = nn.LSTM.get_expected_cell_size
