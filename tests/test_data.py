@@ -86,6 +86,27 @@ def test_offline_env_fails_fast_and_cache_is_used(cache, monkeypatch):
     assert len(D.load_prices("XYZ", "1mo", "cache")) <= 31
 
 
+def test_a_cached_shorter_period_says_it_covers_less(cache, monkeypatch):
+    """Asked for 5y with only shorter downloads cached: the one reaching furthest back is
+    used (not the largest file), and its detail says how much it covers."""
+    cache.mkdir(parents=True)
+
+    def write(name, start, end, wide=False):
+        dates = np.arange(np.datetime64(start), np.datetime64(end))
+        extra = ",1,2,3,4,5" if wide else ""
+        rows = "\n".join(f"{d},{100 + i * 0.5:.2f}{extra}" for i, d in enumerate(dates))
+        head = "date,close" + (",a,b,c,d,e" if wide else "")
+        (cache / name).write_text(head + "\n" + rows + "\n")
+
+    write("XYZ_3mo.csv", "2024-01-01", "2024-03-31", wide=True)  # the bigger file
+    write("XYZ_6mo.csv", "2023-10-01", "2024-03-31")
+    s = D.load_prices("XYZ", "5y", "cache")
+    assert str(s.dates[0]).startswith("2023-10-01")
+    assert "covers only 182 days of the 5y asked" in s.detail
+    write("XYZ_10y.csv", "2014-01-01", "2024-03-31")
+    assert "covers only" not in D.load_prices("XYZ", "5y", "cache").detail
+
+
 def test_unknown_symbol_is_a_clear_error(cache, monkeypatch):
     monkeypatch.setenv("FUSEDRNN_OFFLINE", "1")
     with pytest.raises(ValueError, match="not in the bundled data"):

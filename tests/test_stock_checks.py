@@ -56,6 +56,25 @@ def test_bad_arguments_fail_before_any_work(tmp_path, capsys, no_training, flag,
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("flag", ["--season", "--ma"])
+def test_baseline_look_back_longer_than_the_history_is_refused(tmp_path, capsys, no_training, flag):
+    """A --season / --ma longer than the history before the first test forecast was clipped
+    silently (the seasonal naive read day 0); refused before training, naming the most."""
+    rc = cli.main(["stock", *ONE, flag, "100000", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"{flag} 100000" in err and f"use {flag} <=" in err
+
+
+@pytest.mark.parametrize("value, says", [("nan", "finite"), ("-5", "must be > 0")])
+def test_forecast_timeout_is_checked(capsys, value, says):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["forecast", "--model", "nowhere.pt", "--timeout", value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --timeout" in err and says in err
+
+
 def test_a_missing_cuda_device_is_refused(tmp_path, capsys, no_training):
     if torch.cuda.is_available():
         bad = f"cuda:{torch.cuda.device_count()}"

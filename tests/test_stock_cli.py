@@ -112,6 +112,44 @@ def test_stock_resume_continues_from_the_saved_models(tmp_path, capsys):
     assert m["results"][0]["epochs"] == 3
 
 
+@pytest.mark.parametrize("bad", ["corrupt", "not_a_checkpoint"])
+def test_stock_resume_checks_every_checkpoint_before_training(tmp_path, capsys, monkeypatch, bad):
+    """A bad checkpoint of the second model stopped the run only after the first had trained;
+    a pickle that is no checkpoint was an AttributeError traceback. Both are one-line errors
+    before any training. A model without a checkpoint trains from scratch, and says so."""
+    import torch
+
+    from fusedrnn.train import Trainer
+
+    out = tmp_path / "r"
+    argv = ["stock", *SMALL, "--impl", "fused", "--no-plots", "--save-models"]
+    argv += ["--patience", "0", "--epochs", "1", "--out", str(out)]
+    assert cli.main([*argv, "--cell", "lstm,gru"]) == 0
+    models = out / "latest" / "models"
+    if bad == "corrupt":
+        (models / "gru_fused.pt").write_bytes(b"not a checkpoint")
+    else:
+        torch.save([1, 2], models / "gru_fused.pt")
+    capsys.readouterr()
+
+    def boom(*a, **k):
+        raise AssertionError("training started")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(Trainer, "fit", boom)
+        with pytest.raises(SystemExit, match="cannot resume from .*gru_fused.pt"):
+            cli.main(
+                [*argv, "--cell", "lstm,gru", "--epochs", "2", "--resume", str(out / "latest")]
+            )
+    (models / "gru_fused.pt").unlink()
+    assert (
+        cli.main([*argv, "--cell", "lstm,gru", "--epochs", "2", "--resume", str(out / "latest")])
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "no checkpoint gru_fused.pt" in text and "resumed from" in text
+
+
 def test_stock_layernorm_cells_beside_plain_ones(tmp_path, capsys):
     """lnlstm/lngru train next to lstm/gru with the same metrics; --impl both pairs the fused
     LayerNorm modules with their eager twins (same initial weights: the first epoch's losses

@@ -345,15 +345,26 @@ def _download(symbol: str, period: str, timeout: float) -> PriceSeries:
 
 def _load_cache(symbol: str, period: str) -> PriceSeries:
     path = _cache_file(symbol, period)
-    if not path.exists():
-        # a longer cached period also serves: take its trailing `period`
+    short = ""
+    if path.exists():
+        frame = read_price_csv(path)
+    else:
+        # another cached period also serves: the one reaching furthest back (its trailing
+        # `period`); one that covers less than `period` is used, and the detail says so
         others = sorted(cache_dir().glob(f"{symbol}_*.csv")) if cache_dir().is_dir() else []
         if not others:
             raise FileNotFoundError(f"no cached download of {symbol} in {cache_dir()}")
-        path = max(others, key=lambda p: p.stat().st_size)
-    frame = read_price_csv(path)
+        frames = {p: read_price_csv(p) for p in others}
+        far = _pandas().Timestamp.max
+        path = min(others, key=lambda p: frames[p].index[0] if len(frames[p]) else far)
+        frame = frames[path]
+        days = _period_days(period)
+        if days is not None and len(frame):
+            span = (frame.index[-1] - frame.index[0]).days + 1
+            if span < days:
+                short = f"; covers only {span} days of the {period} asked"
     age = (time.time() - path.stat().st_mtime) / 86400
-    series = PriceSeries(symbol, frame, "cache", f"{path} ({age:.1f} days old)")
+    series = PriceSeries(symbol, frame, "cache", f"{path} ({age:.1f} days old){short}")
     series.filled = frame.attrs["filled"]
     return _last_period(series, period)
 

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from fusedrnn.experiments._common import number
+
 PROG = "fusedrnn forecast"
 
 
@@ -30,7 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "yfinance", "cache", "bundled"),
         help="where --symbol's prices come from (default: where the model's came from)",
     )
-    parser.add_argument("--timeout", type=float, default=10.0, help="yfinance timeout, s")
+    parser.add_argument("--timeout", type=number(float, 0, lo_open=True), default=10.0,
+                        help="yfinance timeout, s")  # fmt: skip
 
 
 def _prices(args, f):

@@ -358,33 +358,84 @@ def _differences(old: dict, new: dict, prefix="") -> list[str]:
     return out
 
 
+def _ckpt_name(args, ctx, fold_k: int, cand) -> str:
+    cell, impl, hidden, layers, lr = cand
+    name = f"{cell}_{impl}" if not args.sweep else f"{cell}_{impl}_h{hidden}_l{layers}_lr{lr:g}"
+    return name + (f"_fold{fold_k + 1}" if len(ctx["fds"]) > 1 else "")
+
+
+def _new_model(args, fd, cand):
+    from fusedrnn.train import SequenceRegressor
+
+    cell, impl, hidden, layers, _ = cand
+    return SequenceRegressor(cell, len(fd.pipeline.features), hidden, layers,
+                             fd.pipeline.horizon, dropout=args.dropout if layers > 1 else 0.0,
+                             impl=impl, residual=args.residual)  # fmt: skip
+
+
+def _candidate_config(args, cand):
+    cfg = _train_config(args, f"{cand[0]}/{cand[1]}")
+    cfg.lr = cand[4]
+    return cfg
+
+
+def _saved_checkpoint(path: Path, identity: dict) -> dict:
+    """A checkpoint of --resume, loaded and matched against this run's settings."""
+    from fusedrnn.train import load_checkpoint
+
+    try:
+        saved = load_checkpoint(path)
+    except Exception as e:
+        _fail(f"cannot resume from {path}: {e}")
+    if not isinstance(saved, dict) or saved.get("format") != "fusedrnn.train/1":
+        _fail(f"cannot resume from {path}: not a fusedrnn.train checkpoint")
+    diff = _differences(saved.get("meta", {}).get("identity", {}), identity)
+    if diff:
+        _fail(f"--resume: {path} was trained on other data or settings: {'; '.join(diff)}")
+    return saved
+
+
+def _check_resume(args, ctx, candidates, log) -> None:
+    """Every checkpoint --resume will read, loaded and matched before any training (a bad one
+    would otherwise stop the run after the models before it had trained); a model without one
+    trains from scratch, and the log says so."""
+    if not ctx["resume"]:
+        return
+    import torch
+
+    rng = torch.get_rng_state()
+    try:
+        for k, fd in enumerate(ctx["fds"]):
+            for cand in candidates:
+                name = _ckpt_name(args, ctx, k, cand)
+                path = ctx["resume"] / "models" / f"{name}.pt"
+                if not path.exists():
+                    log(f"  [resume] no checkpoint {path.name} in {path.parent}: {name} trains "
+                        "from scratch")  # fmt: skip
+                    continue
+                model = _new_model(args, fd, cand)
+                identity = _identity(args, ctx["series"], fd, model.config,
+                                     _candidate_config(args, cand))  # fmt: skip
+                _saved_checkpoint(path, identity)
+    finally:
+        torch.set_rng_state(rng)  # building the models drew initial weights
+
+
 def _train_one(args, ctx, fd, fold_k: int, cand, init_state, log):
     """Train one model on one fold; returns (result dict, history, test forecasts in $, init)."""
     import torch
 
-    from fusedrnn.train import SequenceRegressor, Trainer, load_checkpoint
+    from fusedrnn.train import Trainer
 
     cell, impl, hidden, layers, lr = cand
     torch.manual_seed(args.seed)
-    model = SequenceRegressor(
-        cell,
-        len(fd.pipeline.features),
-        hidden,
-        layers,
-        fd.pipeline.horizon,
-        dropout=args.dropout if layers > 1 else 0.0,
-        impl=impl,
-        residual=args.residual,
-    )
+    model = _new_model(args, fd, cand)
     if init_state is not None:  # the same initial weights for both implementations
         model.load_state_dict(init_state)
     init = {k: v.clone() for k, v in model.state_dict().items()}
     model.to(args.device)
-    cfg = _train_config(args, f"{cell}/{impl}")
-    cfg.lr = lr
-    name = f"{cell}_{impl}" if not args.sweep else f"{cell}_{impl}_h{hidden}_l{layers}_lr{lr:g}"
-    if len(ctx["fds"]) > 1:
-        name += f"_fold{fold_k + 1}"
+    cfg = _candidate_config(args, cand)
+    name = _ckpt_name(args, ctx, fold_k, cand)
     ckpt = ctx["run"].path / "models" / f"{name}.pt"
     cfg.checkpoint = str(ckpt) if args.save_models else None
     trainer = Trainer(model, cfg)
@@ -404,13 +455,7 @@ def _train_one(args, ctx, fd, fold_k: int, cand, init_state, log):
     }
     old = ctx["resume"] / "models" / f"{name}.pt" if ctx["resume"] else None
     if old is not None and old.exists():
-        try:
-            saved = load_checkpoint(old)
-        except Exception as e:
-            _fail(f"cannot resume from {old}: {e}")
-        diff = _differences(saved.get("meta", {}).get("identity", {}), identity)
-        if diff:
-            _fail(f"--resume: {old} was trained on other data or settings: {'; '.join(diff)}")
+        saved = _saved_checkpoint(old, identity)
         try:
             trainer.load_state_dict(saved)
         except (RuntimeError, KeyError, ValueError) as e:
@@ -461,6 +506,7 @@ def _evaluate(args, ctx, candidates, log):
     frame = ctx["series"].frame
     bt = Backtest(args.horizon)
     results, histories = {}, {}
+    _check_resume(args, ctx, candidates, log)
     for k, fd in enumerate(ctx["fds"]):
         preds, inits = {}, {}
         for cand in candidates:
@@ -587,6 +633,13 @@ def _run(args, ctx, out: Path) -> int:
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
+    for k, fd in enumerate(fds):  # the baselines' look-back, known only with the data
+        known = int(fd.origins["test"][0]) + 1  # closes up to the first test origin
+        for flag, days in (("--season", args.season), ("--ma", args.ma)):
+            if days > known:
+                print(f"{PROG}: {flag} {days}: the first test forecast of fold {k + 1} has "
+                      f"{known} closes of history; use {flag} <= {known}", file=sys.stderr)  # fmt: skip
+                return 2
     ctx.update(series=series, fds=fds, run=RunDir(out, series.symbol))
     d = series.dates
     first = fds[0]
