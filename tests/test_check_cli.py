@@ -83,3 +83,23 @@ def test_a_bad_device_is_a_one_line_argument_error(monkeypatch, capsys, value, s
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "argument --device" in err and says in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    "error, rc, says",
+    [
+        (OSError(28, "No space left on device"), 1, "fusedrnn check: [Errno 28] No space left"),
+        (KeyboardInterrupt(), 130, "fusedrnn check: interrupted"),
+    ],
+)
+def test_io_errors_and_ctrl_c_are_one_line(monkeypatch, capsys, error, rc, says):
+    """What a command does not handle itself (a full disk while writing, Ctrl-C) ends in one
+    line and an exit code, not a traceback (main is every command's entry point)."""
+
+    def run(args):
+        raise error
+
+    monkeypatch.setattr(check, "run", run)
+    assert main(["check"]) == rc
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err

@@ -126,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         if extra is None:
             raise
         return _missing_extra(name, e.name.partition(".")[0], extra)
+    except KeyboardInterrupt:  # (stock and sentiment say what they kept themselves)
+        print(f"\nfusedrnn {name}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # a full disk, a permission, a vanished file: one line, not a traceback
+        print(f"fusedrnn {name}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
