@@ -259,6 +259,22 @@ def test_save_after_fit_and_a_further_fit_continue_identically(tmp_path):
     assert hc.train_loss == ha.train_loss and torch.equal(_params(c), _params(a))
 
 
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
+    """An Adam checkpoint loaded into an SGD trainer (or another rate, batch, seed) without a
+    word, its rate replacing the config's; more epochs or another patience are fine."""
+    train, val = _sine_windows(150)
+    m = T.SequenceRegressor("gru", 1, 4, 1)
+    path = tmp_path / "a.pt"
+    T.fit(m, train, val, _cfg(epochs=1, checkpoint=str(path)))
+    for kw, says in ((dict(optimizer="sgd"), "optimizer 'adam' -> 'sgd'"),
+                     (dict(lr=0.1), "lr 0.001 -> 0.1"), (dict(batch_size=8), "batch_size")):  # fmt: skip
+        with pytest.raises(ValueError, match=says):
+            T.Trainer(T.SequenceRegressor("gru", 1, 4, 1), _cfg(**kw)).resume(path)
+    t = T.Trainer(T.SequenceRegressor("gru", 1, 4, 1), _cfg(epochs=5, patience=3))
+    t.resume(path)
+    assert t.epoch == 1
+
+
 def test_library_default_is_the_residual_head_of_the_cli():
     """fit(SequenceRegressor('lstm', 1, H, L, 1), ...) on prices must not lose to the naive
     forecast by a mile (issue 14: the level head gave 4.5x the naive RMSE on AAPL)."""

@@ -239,6 +239,11 @@ class Stream:
 # --------------------------------------------------------------------------------------------
 
 
+# TrainConfig fields a resumed run may change (how long, and how it is shown); the others,
+# how it trains, must match the checkpoint's.
+RESUME_FREE = ("epochs", "patience", "min_delta", "progress", "desc", "checkpoint")
+
+
 @dataclass
 class TrainConfig:
     """How to train. Defaults are the stock job's."""
@@ -619,6 +624,15 @@ class Trainer:
         save_checkpoint(path, self.state_dict())
 
     def load_state_dict(self, ckpt: dict) -> None:
+        """Continue from `ckpt` (a :meth:`state_dict`): its settings must be this trainer's,
+        but for those a continuation may change (:data:`RESUME_FREE`); another optimizer's
+        state would load into this one's, and its rate replace the config's, silently."""
+        saved = ckpt.get("config", {})
+        mine = asdict(self.config)
+        diff = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in mine.items()
+                if k not in RESUME_FREE and k in saved and saved[k] != v]  # fmt: skip
+        if diff:
+            raise ValueError(f"the checkpoint was trained with other settings: {'; '.join(diff)}")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.best_state = ckpt["best_state"]

@@ -53,7 +53,6 @@ from ._common import RunDir, check_writable, device, number, number_list, seed_a
 CELLS = ("rnn", "lstm", "gru", "lnlstm", "lngru")
 ALL = ("rnn", "lstm", "gru")  # --cell all: the LayerNorm cells are asked for by name
 PROG = "fusedrnn stock"
-_RESUME_FREE = ("epochs", "patience", "min_delta", "progress", "desc", "checkpoint")
 
 
 def _cells(text: str) -> list[str]:
@@ -338,12 +337,14 @@ def _data_id(args, series) -> dict:
 def _identity(args, series, fd, model_config, cfg) -> dict:
     """What a checkpoint must match to be resumed: the data, the fold, the pipeline, the model
     and the training settings (more epochs or another patience are allowed)."""
+    from fusedrnn.train import RESUME_FREE
+
     return {
         "data": _data_id(args, series),
         "fold": asdict(fd.fold),
         "pipeline": fd.pipeline.spec(),
         "model": dict(model_config),
-        "train": {k: v for k, v in asdict(cfg).items() if k not in _RESUME_FREE},
+        "train": {k: v for k, v in asdict(cfg).items() if k not in RESUME_FREE},
     }
 
 
