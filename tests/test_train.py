@@ -198,7 +198,8 @@ def test_interrupted_checkpoint_leaves_the_previous_one(tmp_path, monkeypatch):
     good = path.read_bytes()
 
     def dying_save(obj, f, *a, **k):
-        f.write(b"half a checkpoint")
+        with open(f, "wb") as out:  # torch.save's target: the temporary file's path
+            out.write(b"half a checkpoint")
         raise KeyboardInterrupt  # killed mid-write
 
     with torch.no_grad():
@@ -257,6 +258,19 @@ def test_save_after_fit_and_a_further_fit_continue_identically(tmp_path):
     c = T.SequenceRegressor("gru", 1, 8, 1)
     hc = T.fit(c, train, val, _cfg(**cfg), resume=path)
     assert hc.train_loss == ha.train_loss and torch.equal(_params(c), _params(a))
+
+
+def test_checkpoints_get_the_permissions_of_any_file(tmp_path):
+    """mkstemp makes 0600: a checkpoint was unreadable to others where every result file was
+    not; it now has what the umask gives a plainly created file."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    path = tmp_path / "c.pt"
+    T.save_checkpoint(path, {"x": torch.zeros(2)})
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
 
 def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import shareable
+
 __all__ = [
     "BUNDLED_SYMBOLS",
     "DEFAULT_SYMBOL",
@@ -335,6 +337,7 @@ def _download(symbol: str, period: str, timeout: float) -> PriceSeries:
             msg = lines[-1].split(" See http")[0] if lines else f"exit code {proc.returncode}"
             raise RuntimeError(msg[:300])
         frame = read_price_csv(tmp)
+        shareable(tmp)
         os.replace(tmp, target)  # only a complete, valid download becomes the cache
     finally:
         if os.path.exists(tmp):

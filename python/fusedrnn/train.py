@@ -29,14 +29,14 @@ import numbers
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from ._atomic import write_atomic
 
 __all__ = [
     "History",
@@ -353,19 +353,7 @@ def save_checkpoint(path, payload: dict) -> None:
 
     A crash mid-write leaves the previous checkpoint untouched (and no temp file behind).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda tmp: torch.save(payload, tmp), fsync=True)
 
 
 def load_checkpoint(path) -> dict:

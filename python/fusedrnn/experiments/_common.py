@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .._atomic import write_atomic  # noqa: F401 (the commands import it from here)
+
 
 def field_help(cls) -> dict[str, str]:
     """The ``# comment`` after each field of a config dataclass, for ``--help``."""
@@ -180,33 +182,6 @@ def check_writable(out, prog: str) -> Path:
 
 
 # ---- run folders and atomic files ----------------------------------------------------------
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def write_atomic(target, data) -> Path:
-    """`data` (str, bytes, or a callable that writes a given temporary path) -> `target`, via a
-    temporary file in the same folder and a rename: never a partial file, even on Ctrl-C."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(data, str):
-                f.write(data.encode())
-            elif isinstance(data, bytes):
-                f.write(data)
-        if callable(data):
-            data(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for sharing
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
 
 
 class RunDir:
