@@ -343,6 +343,12 @@ def test_train_config_refuses_wrong_types(kw):
         T.TrainConfig(**kw)
 
 
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_output_size_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="output_size"):
+        T.SequenceRegressor("gru", 2, 5, 1, output_size=bad)
+
+
 @pytest.mark.parametrize("out", [1, 3])
 def test_predictions_that_do_not_match_the_targets_are_refused(out):
     """output_size 3 against [M, 1] targets (or 1 against [M, 3]) broadcast into a wrong

@@ -108,6 +108,13 @@ class SequenceRegressor(nn.Module):
         residual: bool = True,
     ):
         super().__init__()
+        if (
+            not isinstance(output_size, numbers.Integral)
+            or isinstance(output_size, bool)
+            or output_size < 1
+        ):
+            # (nn.Linear takes 0 features, and the model would train on an empty loss)
+            raise ValueError(f"output_size: expected an integer >= 1, got {output_size!r}")
         self.config = dict(
             cell=cell,
             input_size=input_size,
