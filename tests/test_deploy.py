@@ -314,3 +314,42 @@ def test_onnx_torchscript_export_of_packed_sequences_matches_torch_nn():
         expected = reference(x, lengths)
     for g, e in zip(got, expected):
         torch.testing.assert_close(torch.from_numpy(g), e, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: fusedrnn.LSTM(4, 8, num_layers=2),
+        lambda: fusedrnn.GRUCell(4, 8),
+        lambda: fusedrnn.LayerNormGRU(4, 8),
+    ],
+)
+def test_another_threads_onnx_export_leaves_eager_calls_alone(make, monkeypatch):
+    """The dynamo exporter's flag is process-wide: while one thread exported an unrelated
+    model, fused calls of another thread took the ONNX path (placeholder values, or the
+    LayerNorm modules' 'no ONNX operator' error). Only the exporting thread's calls (fake
+    tensors, or under Dynamo) count as exporting now."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from fusedrnn import deploy
+
+    if deploy._onnx_flags is None:
+        pytest.skip("this torch has no dynamo ONNX exporter flag")
+    torch.manual_seed(0)
+    m = make().eval()
+    x = torch.randn(3, 4) if isinstance(m, nn.RNNCellBase) else torch.randn(5, 3, 4)
+    with torch.no_grad():
+        want = m(x)
+        monkeypatch.setattr(deploy._onnx_flags, "_is_onnx_exporting", True)  # "another thread"
+        got = m(x)
+    for a, b in zip(fusedrnn_flat(got), fusedrnn_flat(want)):
+        assert torch.equal(a, b)
+    assert not deploy.exporting_onnx(x)
+    with FakeTensorMode():
+        assert deploy.exporting_onnx(torch.randn(2, 3))  # the exporting thread's calls
+
+
+def fusedrnn_flat(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for o in out for t in fusedrnn_flat(o)]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import is_fake
 from torch.nn.utils.rnn import PackedSequence
 
 __all__ = ["safe_globals", "exporting_onnx", "onnx_forward"]
@@ -52,19 +53,30 @@ except ImportError:  # pragma: no cover - older or rearranged torch: the public 
     _onnx_flags = None
 
 
-def dynamo_onnx_exporting() -> bool:
-    """Whether the dynamo ONNX exporter is running (exporting_onnx's first half)."""
-    return getattr(_onnx_flags, "_is_onnx_exporting", False)
+def dynamo_onnx_exporting(x=None) -> bool:
+    """Whether the dynamo ONNX exporter is tracing this call (exporting_onnx's first half).
+    Its flag is process-wide, set around the whole export: another thread's eager call in the
+    meantime must not take the ONNX path (it returned placeholder values). The exporting
+    thread's call is either traced by Dynamo (strict capture: is_dynamo_compiling, False in
+    eager) or runs on fake tensors (non-strict); `x` is the call's input or a weight."""
+    if not getattr(_onnx_flags, "_is_onnx_exporting", False):
+        return False
+    if torch.compiler.is_dynamo_compiling():
+        return True
+    if isinstance(x, PackedSequence):
+        x = x.data
+    return isinstance(x, torch.Tensor) and is_fake(x)
 
 
-def exporting_onnx() -> bool:
-    """Whether ``torch.onnx.export`` (either exporter) is tracing the current call."""
+def exporting_onnx(x=None) -> bool:
+    """Whether ``torch.onnx.export`` (either exporter) is tracing the current call (`x`: its
+    input or a weight, see dynamo_onnx_exporting)."""
     # Called on every forward: the flags are read directly (torch.onnx.is_in_onnx_export() costs
     # ~5 us, it imports on each call). The TorchScript exporter always runs under jit tracing.
     # Dynamo folds is_in_onnx_export() to False, so under the dynamo exporter's strict (Dynamo)
     # capture the fused ops would be traced: the flag that exporter sets around the whole export
     # is read instead, as a (guarded) constant.
-    if dynamo_onnx_exporting():
+    if dynamo_onnx_exporting(x):
         return True
     return torch._C._get_tracing_state() is not None and torch.onnx.is_in_onnx_export()
 

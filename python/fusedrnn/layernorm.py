@@ -172,7 +172,7 @@ class _LayerNormRNNBase(_FusedRNNBase):
         leaf = _fx_leaf(self, input, hx)
         if leaf is not None:
             return leaf
-        if deploy.exporting_onnx():
+        if deploy.exporting_onnx(input):
             raise RuntimeError(
                 f"{type(self).__name__} has no ONNX operator; export it with torch.export or "
                 "AOTInductor (fusedrnn.deploy)"

@@ -115,7 +115,7 @@ def _warn_fallback(name: str, dev: str, dtype: torch.dtype, why: str, instead: s
 def _use_fused(name: str, mode: str, weight: Tensor) -> bool:
     dtype = weight.dtype
     dev = "cpu" if weight.is_cpu else weight.device.type
-    if deploy.exporting_onnx():  # torch.nn's forward exports to ONNX (deploy.py)
+    if deploy.exporting_onnx(weight):  # torch.nn's forward exports to ONNX (deploy.py)
         return False
     if torch._C._is_any_autocast_enabled():
         _warn_fallback(name, dev, dtype, "autocast is enabled")
@@ -138,13 +138,13 @@ _is_compiling = torch.compiler.is_compiling
 def _fast_path_open() -> bool:
     """Whether a module may try ``_C.cell_step`` / ``_C.stack_step``
     (cpp/module_fast_path.cpp), which check the tensors and the rest themselves: not while
-    torch.compile traces, forward AD's dual level is open or the dynamo ONNX exporter runs (the
-    Python path handles those). torch.func transforms, autocast and jit tracing (the TorchScript
-    ONNX exporter) are checked in C++, where they cost ~10 ns instead of ~0.3 us of a ~7 us cell
-    step."""
-    return not (
-        _is_compiling() or _forward_ad._current_level >= 0 or deploy.dynamo_onnx_exporting()
-    )
+    torch.compile traces or forward AD's dual level is open (the Python path handles those).
+    torch.func transforms, autocast and jit tracing (the TorchScript ONNX exporter) are checked
+    in C++, where they cost ~10 ns instead of ~0.3 us of a ~7 us cell step; the dynamo ONNX
+    exporter's calls run on fake tensors there (declined: not exact Tensors) or under Dynamo
+    (is_compiling). Its flag is process-wide, so it is not read here: another thread's eager
+    call keeps the fused path."""
+    return not (_is_compiling() or _forward_ad._current_level >= 0)
 
 
 # torch.nn.Module.__call__ as torch defines it (its class attribute may be patched, even before
@@ -373,7 +373,9 @@ class _FusedRNNBase(nn.RNNBase):
         leaf = _fx_leaf(self, input, hx)
         if leaf is not None:
             return leaf
-        if deploy.exporting_onnx():  # (the fast step declines: it runs under jit tracing)  # ONNX's own LSTM/GRU/RNN operators (deploy.py)
+        if deploy.exporting_onnx(
+            input
+        ):  # (the fast step declines: it runs under jit tracing)  # ONNX's own LSTM/GRU/RNN operators (deploy.py)
             return deploy.onnx_forward(self, input, hx)
         weight = self.weight_ih_l0
         if not _use_fused(type(self).__name__, self.mode, weight):
