@@ -183,3 +183,15 @@ def test_forecaster_errors():
         Forecaster("gru", window=5, features="close,volume", config=TINY).fit(
             _frame(120)[["close"]]
         )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [{"format": "fusedrnn.forecast/1"}, {"format": "fusedrnn.forecast/1", "pipeline": 3}],
+)
+def test_a_forecaster_file_with_the_tag_but_not_the_contents_is_refused(tmp_path, content):
+    """A file with the format's tag but missing keys was a bare KeyError."""
+    path = tmp_path / "partial.pt"
+    torch.save(content, path)
+    with pytest.raises(ValueError, match="not a complete fusedrnn forecaster"):
+        Forecaster.load(path)

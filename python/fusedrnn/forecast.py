@@ -529,23 +529,26 @@ class Forecaster:
             raise FileNotFoundError(f"model file not found: {path}") from None
         except Exception as e:  # a pickle that is not ours, a truncated file
             raise ValueError(f"{path}: not a fusedrnn model file ({e})") from None
-        if isinstance(d, dict) and d.get("format") == "fusedrnn.train/1" and "meta" in d:
-            meta = d["meta"]
-            d = {
-                "format": FORMAT,
-                "model_config": d["model_config"],
-                "state_dict": d["best_state"] or d["model"],
-                "pipeline": meta["pipeline"],
-                "train_config": d["config"],
-                "provenance": meta.get("provenance", {}),
-            }
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a fusedrnn forecaster (format {FORMAT})")
-        f = cls.__new__(cls)
-        f.pipeline = Pipeline.from_state(d["pipeline"])
-        f.model_config = dict(d["model_config"])
-        f.config = TrainConfig.from_dict({**d["train_config"], "checkpoint": None})
-        f.device, f.history, f.provenance = device, None, dict(d["provenance"])
+        try:
+            if isinstance(d, dict) and d.get("format") == "fusedrnn.train/1" and "meta" in d:
+                meta = d["meta"]
+                d = {
+                    "format": FORMAT,
+                    "model_config": d["model_config"],
+                    "state_dict": d["best_state"] or d["model"],
+                    "pipeline": meta["pipeline"],
+                    "train_config": d["config"],
+                    "provenance": meta.get("provenance", {}),
+                }
+            if not isinstance(d, dict) or d.get("format") != FORMAT:
+                raise ValueError(f"{path}: not a fusedrnn forecaster (format {FORMAT})")
+            f = cls.__new__(cls)
+            f.pipeline = Pipeline.from_state(d["pipeline"])
+            f.model_config = dict(d["model_config"])
+            f.config = TrainConfig.from_dict({**d["train_config"], "checkpoint": None})
+            f.device, f.history, f.provenance = device, None, dict(d["provenance"])
+        except (KeyError, TypeError) as e:  # the format's tag, but not its contents
+            raise ValueError(f"{path}: not a complete fusedrnn forecaster (missing {e})") from None
         f.model = SequenceRegressor(**f.model_config)
         f.model.load_state_dict(d["state_dict"])
         f.model.to(device).eval()
