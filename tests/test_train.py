@@ -1,6 +1,7 @@
 """fusedrnn.train: BPTT trainer (full and truncated), clipping, early stopping, checkpoints."""
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -377,10 +378,14 @@ def test_nan_or_inf_in_the_data_is_refused(holder):
             T.Stream(s, torch.randn(50, 1))
 
 
-def test_float64_model_trains_on_float64_data():
-    """The holders keep float32; fit and predict hand the model its own dtype."""
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_model_of_another_dtype_trains(dtype):
+    """The holders cast to float32 before: a float64 (or bfloat16) model could not train. fit
+    and predict hand the model data in its own dtype."""
     train, val = _sine_windows()
-    model = T.SequenceRegressor("lstm", 1, 6, 1, impl="fused").double()
-    hist = T.Trainer(model, _cfg(epochs=2)).fit(train, val)
+    model = T.SequenceRegressor("lstm", 1, 6, 1, impl="fused").to(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bfloat16 on the CPU: torch.nn's kernels, with a warning
+        hist = T.Trainer(model, _cfg(epochs=2)).fit(train, val)
+        assert T.Trainer(model, _cfg()).predict(val).dtype == dtype
     assert hist.epochs == 2 and all(np.isfinite(hist.train_loss))
-    assert T.Trainer(model, _cfg()).predict(val).dtype == torch.float64

@@ -156,12 +156,12 @@ class SequenceRegressor(nn.Module):
 
 
 def _tensor(a) -> torch.Tensor:
-    """float32, or float64 kept (fit and predict cast to the model's dtype); complex data is
-    refused, not truncated."""
+    """Floating data as it is (fit and predict cast it to the model's dtype), other real data
+    as float32; complex data is refused, not truncated."""
     t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
     if t.is_complex():
         raise TypeError(f"expected real data, got {t.dtype}")
-    return t if t.dtype == torch.float64 else t.float()
+    return t if t.is_floating_point() else t.float()
 
 
 def _check_finite(what: str, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -536,7 +536,7 @@ class Trainer:
         if self.last_state is not None:  # a further fit goes on from the last epoch
             self.model.load_state_dict(self.last_state)
             self.last_state = None
-        # once, not per batch; in the model's dtype (the holders keep float32 or float64)
+        # once, not per batch; in the model's dtype
         dev, dt = self._device(), self._dtype()
         train = train.to(dev, dt)
         val = val.to(dev, dt) if val is not None else None
