@@ -38,6 +38,8 @@ def test_get_set_override_restore_and_report():
         ({"fuse": 1}, TypeError),
         ({"thin": "yes"}, TypeError),
         ({"threads": 2}, TypeError),
+        ({"chunk_rows": 2**70}, ValueError),  # was pybind's TypeError
+        ({"chunk_max_mflop": 2**63}, ValueError),
     ],
 )
 def test_bad_knobs_are_refused_by_name(knobs, error):
@@ -75,3 +77,17 @@ def test_row_chunk_knobs_keep_results():
         torch.testing.assert_close(m(x)[0], base, rtol=1e-5, atol=1e-6)
     with tuning.override(chunk_rows=100000):
         torch.testing.assert_close(m(x)[0], base, rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_integers_are_integers():
+    import numpy as np
+
+    before, limit = tuning.get(), fusedrnn.cpu_cache_info()["limit_bytes"]
+    try:
+        tuning.set(chunk_rows=np.int64(96), pack_min_steps=np.int32(4))
+        assert tuning.get()["chunk_rows"] == 96 and tuning.get()["pack_min_steps"] == 4
+        fusedrnn.set_cpu_cache_limit(np.int64(1 << 20))
+        assert fusedrnn.cpu_cache_info()["limit_bytes"] == 1 << 20
+    finally:
+        tuning.set(**before)
+        fusedrnn.set_cpu_cache_limit(limit)

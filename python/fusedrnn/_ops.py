@@ -11,6 +11,7 @@ ops are ops too (``torch.ops.fusedrnn.*_backward``), so autograd, ``torch.compil
 from __future__ import annotations
 
 import inspect
+import numbers
 
 import torch
 
@@ -379,8 +380,8 @@ def set_cpu_cache_limit(limit_bytes: int) -> None:
     """Keep at most ``limit_bytes`` of freed CPU buffers for reuse; 0 turns the cache off."""
     if (
         isinstance(limit_bytes, bool)
-        or not isinstance(limit_bytes, int)
+        or not isinstance(limit_bytes, numbers.Integral)  # numpy's integers too
         or not 0 <= limit_bytes < 2**63
     ):
         raise ValueError(f"limit_bytes: expected an int in [0, 2**63), got {limit_bytes!r}")
-    _C.set_cpu_cache_limit(limit_bytes)
+    _C.set_cpu_cache_limit(int(limit_bytes))

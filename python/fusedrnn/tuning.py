@@ -22,6 +22,7 @@ tests and machines whose best split differs. ``fusedrnn.build_info()["tuning"]``
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -53,9 +54,15 @@ def set(**knobs) -> dict:  # noqa: A001 - fusedrnn.tuning.set reads as intended
         if kind is bool:
             if not isinstance(value, bool):
                 raise TypeError(f"fusedrnn.tuning: {name} must be a bool, got {value!r}")
-        elif isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"fusedrnn.tuning: {name} must be an int >= {low}, got {value!r}")
-        new[name] = value
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Integral)  # numpy's integers too
+            or not low <= value < 2**62  # (the C++ knobs are 64-bit)
+        ):
+            raise ValueError(
+                f"fusedrnn.tuning: {name} must be an int in [{low}, 2**62), got {value!r}"
+            )
+        new[name] = value if kind is bool else int(value)
     _C.set_tuning(
         new["chunk_rows"],
         new["chunk_max_mflop"],
