@@ -195,3 +195,20 @@ def test_a_forecaster_file_with_the_tag_but_not_the_contents_is_refused(tmp_path
     torch.save(content, path)
     with pytest.raises(ValueError, match="not a complete fusedrnn forecaster"):
         Forecaster.load(path)
+
+
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        (dict(window=2.5), "window"),
+        (dict(horizon=1.9), "horizon"),
+        (dict(layers=0), "layers"),
+        (dict(hidden=0), "hidden"),
+        (dict(dropout=1.5), "dropout"),
+        (dict(cell="xyz"), "cell"),
+    ],
+)
+def test_forecaster_settings_are_checked_at_construction(kw, name):
+    """window=2.5 ran as 2 and horizon=1.9 as 1; the model's settings failed only at fit."""
+    with pytest.raises(ValueError, match=name):
+        Forecaster("lstm" if "cell" not in kw else kw.pop("cell"), **kw)

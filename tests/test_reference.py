@@ -164,3 +164,19 @@ def test_reference_state_gates_and_reset():
         ref.load(np.zeros((3, 2)), np.zeros((12, 3)))
     with pytest.raises(ValueError):
         R.ElmanRNN(2, 3, nonlinearity="sigmoid")
+
+
+@pytest.mark.parametrize(
+    "make, kw, says",
+    [
+        (lambda: torch.nn.LSTM(3, 4), {"layer": 3}, "layer"),
+        (lambda: torch.nn.LSTM(3, 4), {"suffix": "_reverse"}, "suffix"),
+        (lambda: torch.nn.GRUCell(3, 4), {"suffix": "_reverse"}, "suffix"),
+    ],
+)
+def test_from_torch_names_a_layer_or_direction_the_module_lacks(make, kw, says):
+    """These were bare KeyErrors ('weight_ih_l3', 'weight_ih_l0_reverse')."""
+    from fusedrnn import reference
+
+    with pytest.raises(ValueError, match=says):
+        reference.from_torch(make(), **kw)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -69,8 +70,9 @@ class Pipeline:
         features = [str(f).lower() for f in features]
         if len(set(features)) != len(features):
             raise ValueError(f"features: {features} has a repeated name")
-        if int(window) < 1 or int(horizon) < 1:
-            raise ValueError(f"window ({window}) and horizon ({horizon}) must be >= 1")
+        for name, v in (("window", window), ("horizon", horizon)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")  # (2.5 ran as 2)
         if target not in TARGETS:
             raise ValueError(f"target: {target!r} is not one of {', '.join(TARGETS)}")
         self.window, self.horizon, self.target = int(window), int(horizon), target
@@ -405,9 +407,16 @@ class Forecaster:
                  features=("close",), target: str = "price", hidden: int = 64, layers: int = 2,
                  dropout: float = 0.2, residual: bool | None = None, impl: str = "fused",
                  device: str = "cpu", config=None):  # fmt: skip
-        from .train import TrainConfig
+        from .train import TrainConfig, recurrent_class
 
         self.pipeline = Pipeline(window, horizon, features, target)
+        # the model's settings, checked here rather than at fit
+        recurrent_class(cell, impl)
+        for name, v in (("hidden", hidden), ("layers", layers)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
         self.model_config = dict(
             cell=cell,
             input_size=len(self.pipeline.features),

@@ -522,6 +522,16 @@ def from_torch(module, layer: int = 0, suffix: str = "", dtype=np.float64) -> _R
             "module: expected an RNN, LSTM, GRU, LayerNormLSTM or LayerNormGRU (or cell), got "
             f"{type(module).__name__}"
         )
+    is_cell = not hasattr(module, "num_layers")
+    layers = 1 if is_cell else module.num_layers
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < layers:
+        raise ValueError(f"layer: expected an int in [0, {layers}), got {layer!r}")
+    if suffix not in ("", "_reverse") or (
+        suffix and (is_cell or not getattr(module, "bidirectional", False))
+    ):
+        raise ValueError(
+            f"suffix: expected '' or, for a bidirectional module, '_reverse'; got {suffix!r}"
+        )
     H = module.hidden_size
     I = (
         module.input_size
