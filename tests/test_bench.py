@@ -5,7 +5,6 @@ No timing assertions."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
@@ -440,21 +439,14 @@ def test_unwritable_out_fails_before_the_benchmark(tmp_path, no_benchmark, under
 
 
 @pytest.mark.filterwarnings("ignore:No artists with labels")
-def test_a_failing_save_leaves_no_partial_file(tmp_path, monkeypatch):
+def test_a_failing_save_leaves_no_partial_file(tmp_path, monkeypatch, disk_full):
     """A failing rename (results) or a plot failing halfway leaves nothing at the final names,
     and no temporary files."""
     from fusedrnn.bench import report
 
     monkeypatch.setattr(report, "markdown", lambda *a: "# results\n")
     monkeypatch.setattr(report, "plot", lambda *a: False)
-    real_replace = os.replace
-
-    def replace(src, dst):
-        if str(dst).endswith(".md"):  # after the .json: that one stays, whole
-            raise OSError(28, "No space left on device")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
+    disk_full.renames(".md")  # after the .json: that one stays, whole
     with pytest.raises(OSError, match="No space"):
         report.save(tmp_path, "t", {"tag": "t"}, [], [], [])
     assert [p.name for p in tmp_path.iterdir()] == ["t.json"]
@@ -462,14 +454,7 @@ def test_a_failing_save_leaves_no_partial_file(tmp_path, monkeypatch):
     monkeypatch.undo()
 
     pytest.importorskip("matplotlib")
-    from matplotlib.figure import Figure
-
-    def half_then_fail(self, fname, *a, **k):
-        with open(fname, "wb") as f:
-            f.write(b"\x89PNG half")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(Figure, "savefig", half_then_fail)
+    disk_full.figures()
     with pytest.raises(OSError, match="No space"):
         report.plot([], tmp_path / "t-speedup.png", "t")
     assert [p.name for p in tmp_path.iterdir()] == ["t.json"]

@@ -1,8 +1,6 @@
 """``fusedrnn gradients``: the measurement is correct (two methods and the NumPy reference
 agree) and its numbers show what the experiment claims."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -162,28 +160,14 @@ def test_unwritable_out_fails_before_any_work(tmp_path, no_work, under):
     assert blocker.read_text() == "not a folder"
 
 
-def test_a_failing_write_leaves_no_partial_file(tmp_path, monkeypatch):
+def test_a_failing_write_leaves_no_partial_file(tmp_path, monkeypatch, disk_full):
     """A plot that fails halfway and a failing rename of results.json leave nothing at the
     final names, and no temporary files."""
-    from matplotlib.figure import Figure
-
-    def half_then_fail(self, fname, *a, **k):
-        with open(fname, "wb") as f:
-            f.write(b"\x89PNG half")
-        raise OSError(28, "No space left on device")
-
     argv = ["gradients", "--quick", "--cells", "rnn", "--no-memory", "--out", str(tmp_path)]
-    monkeypatch.setattr(Figure, "savefig", half_then_fail)
+    disk_full.figures()
     assert main(argv) == 1  # one line (cli.main), not a traceback
     assert list(tmp_path.iterdir()) == []
 
-    real_replace = os.replace
-
-    def replace(src, dst):
-        if str(dst).endswith("results.json"):
-            raise OSError(28, "No space left on device")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
+    disk_full.renames("results.json")
     assert main([*argv, "--no-plots"]) == 1  # one line (cli.main), not a traceback
     assert list(tmp_path.iterdir()) == []

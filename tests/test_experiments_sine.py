@@ -1,7 +1,6 @@
 """``fusedrnn sine`` end to end on a tiny setting."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -123,30 +122,16 @@ def test_unwritable_out_fails_before_training(tmp_path, no_training, under):
     assert blocker.read_text() == "not a folder"
 
 
-def test_a_failing_write_leaves_no_partial_file(tmp_path, monkeypatch):
+def test_a_failing_write_leaves_no_partial_file(tmp_path, monkeypatch, disk_full):
     """A figure that fails halfway (disk full, Ctrl-C) and a failing rename of results.json
     leave nothing at the final names, and no temporary files."""
-    from matplotlib.figure import Figure
-
-    def half_then_fail(self, fname, *a, **k):
-        with open(fname, "wb") as f:
-            f.write(b"\x89PNG half")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(Figure, "savefig", half_then_fail)
+    disk_full.figures()
     assert (
         main(["sine", "--quick", "--models", "rnn", "--out", str(tmp_path)]) == 1
     )  # one line (cli.main), not a traceback
     assert list(tmp_path.iterdir()) == []
 
-    real_replace = os.replace
-
-    def replace(src, dst):
-        if str(dst).endswith("results.json"):
-            raise OSError(28, "No space left on device")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
+    disk_full.renames("results.json")
     assert (
         main(["sine", "--quick", "--models", "rnn", "--no-plots", "--out", str(tmp_path)]) == 1
     )  # one line (cli.main), not a traceback

@@ -24,6 +24,7 @@ Trainer
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import os
@@ -174,6 +175,14 @@ def _check_finite(what: str, x: torch.Tensor, y: torch.Tensor) -> None:
             raise ValueError(f"{what}.{name}: NaN or inf at index {first}")
 
 
+def _moved(holder, device, dtype):
+    """A copy of a checked Windows / Stream on `device` in `dtype`, without checking the
+    data again (fit moves its holders once per call)."""
+    out = copy.copy(holder)
+    out.x, out.y = holder.x.to(device, dtype), holder.y.to(device, dtype)
+    return out
+
+
 @dataclass
 class Windows:
     """Independent windows for full BPTT: ``x [M, T, F]``; ``y [M, O]`` or ``[M, T, O]``."""
@@ -198,7 +207,7 @@ class Windows:
         return len(self.x)
 
     def to(self, device, dtype=None) -> Windows:
-        return Windows(self.x.to(device, dtype), self.y.to(device, dtype))
+        return _moved(self, device, dtype)
 
 
 @dataclass
@@ -226,7 +235,7 @@ class Stream:
         _check_finite("Stream", self.x, self.y)
 
     def to(self, device, dtype=None) -> Stream:
-        return Stream(self.x.to(device, dtype), self.y.to(device, dtype), self.start)
+        return _moved(self, device, dtype)
 
     def streams(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Cut a single series into `batch` contiguous streams ``[B, N // B, ...]``."""
