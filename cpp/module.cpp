@@ -54,7 +54,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_tuning", &get_tuning);
   m.def("cell_step", &fusedrnn::cell_step);
   m.def("stack_step", &fusedrnn::stack_step);
-  fusedrnn::add_cell_call(m);
+  fusedrnn::add_module_call(m);
   m.def("set_tuning", &set_tuning);
   m.def("cpu_cache_info", [] {
     const auto i = fusedrnn::buffer_cache_info();

@@ -1,5 +1,6 @@
 """The modules' one-call path (``_C.cell_step`` and ``_C.stack_step``, cpp/module_fast_path.cpp,
-and the cells' ``__call__`` in C++, ``_C.cell_call``, cpp/cell_call.cpp).
+and the modules' ``__call__`` in C++, ``_C.cell_call`` and ``_C.stack_call``,
+cpp/module_call.cpp).
 
 It must be invisible: the same bits, gradients, saved tensors and errors as the Python path
 (``_fast_path_open`` patched to False), and it must step aside for whatever it does not
@@ -34,10 +35,12 @@ def _inputs(cell, B, I, H, dtype=torch.float32, grad=False):
 
 
 def _slow(monkeypatch):
-    """The Python path: no cell_step / stack_step, and the cells' __call__ without its C++
-    front (_C.cell_call, which reads forward-AD and ONNX state itself, not _fast_path_open)."""
+    """The Python path: no cell_step / stack_step, and the modules' __call__ without its C++
+    front (_C.cell_call / stack_call, which read forward-AD and ONNX state themselves, not
+    _fast_path_open)."""
     monkeypatch.setattr(modules, "_fast_path_open", lambda: False)
     monkeypatch.setattr(modules._FusedCellBase, "__call__", modules._lean_call)
+    monkeypatch.setattr(modules._FusedRNNBase, "__call__", modules._lean_call)
 
 
 def _flat(out):
@@ -717,10 +720,19 @@ def test_jit_trace_runs_in_either_grad_mode(cls, shape, main, traced_under):
             torch.testing.assert_close(a, b)
 
 
-# ---- the cells' __call__ in C++ (modules._cell_call, cpp/cell_call.cpp) ----------------------
+# ---- the cells' __call__ in C++ (modules._cell_call, cpp/module_call.cpp) --------------------
 def _cell_call_ran(m, *args):
     """Whether _C.cell_call took this call (else None sends it down the Python path)."""
     return _C.cell_call(m, args) is not None
+
+
+def _instance_forward_declined(m, ran, *args):
+    """A forward set on the instance is what the call runs (the C++ front declines); once
+    deleted, the front takes the call again."""
+    m.forward = lambda input, hx=None: torch.zeros(1)
+    assert not ran(m, *args) and torch.equal(m(*args), torch.zeros(1))
+    del m.forward
+    assert ran(m, *args)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -763,10 +775,7 @@ def test_cell_call_declines_forward_overrides():
     """A forward of the instance or of a subclass is what the call runs."""
     _, m = _make("gru", 4, 6)
     x, h = _inputs("gru", 2, 4, 6)
-    m.forward = lambda input, hx=None: torch.zeros(1)
-    assert not _cell_call_ran(m, x, h) and torch.equal(m(x, h), torch.zeros(1))
-    del m.forward
-    assert _cell_call_ran(m, x, h)
+    _instance_forward_declined(m, _cell_call_ran, x, h)
 
     class Doubled(fusedrnn.GRUCell):
         def forward(self, input, hx=None):
@@ -850,3 +859,187 @@ def test_cell_call_leaves_layernorm_cells_and_odd_arguments_alone():
             mod(x, None, None)
         with pytest.raises(TypeError):
             mod()
+
+
+# ---- the stacks' __call__ in C++ (modules._stack_call, cpp/module_call.cpp) ------------------
+def _stack_call_ran(m, *args):
+    """Whether _C.stack_call took this call (else None sends it down the Python path)."""
+    return _C.stack_call(m, args) is not None
+
+
+@pytest.mark.parametrize("name", list(STACKS))
+@pytest.mark.parametrize(
+    "T,layers,bidir,batch_first,train",
+    [(1, 1, False, False, False), (4, 2, True, True, False), (3, 2, False, False, True)],
+)
+def test_stack_call_is_the_python_paths_call(name, T, layers, bidir, batch_first, train,
+                                             monkeypatch):  # fmt: skip
+    """_C.stack_call takes the plain call (every stack, T = 1 single steps, batch_first,
+    bidirectional, dropout in training under a seed), and its bits and gradients are the
+    Python path's (hx given or not, keyword arguments, no grad and with grad)."""
+    torch.manual_seed(0)
+    m = STACKS[name](3, 7, num_layers=layers, bidirectional=bidir, batch_first=batch_first,
+                     dropout=0.3 if layers > 1 else 0.0)  # fmt: skip
+    m.train(train)
+    x, hx = _stack_inputs(name, m, T, 2, torch.float32, batch_first=batch_first)
+    assert _stack_call_ran(m, x, hx) and _stack_call_ran(m, x)
+
+    def run():
+        outs = []
+        for args, kw in (((x, hx), {}), ((x,), {}), ((x,), {"hx": hx})):
+            torch.manual_seed(1)
+            with torch.no_grad():
+                outs += _outs(m(*args, **kw))
+        torch.manual_seed(1)
+        out = _outs(m(x, hx))
+        grads = torch.autograd.grad(sum(o.sum() for o in out), list(m.parameters()))
+        return outs + out, grads
+
+    fast, grad_fast = run()
+    with monkeypatch.context() as mp:
+        _slow(mp)
+        slow, grad_slow = run()
+    for a, b in zip(fast, slow):
+        assert a.shape == b.shape and a.stride() == b.stride() and torch.equal(a, b)
+    for a, b in zip(grad_fast, grad_slow):
+        assert torch.equal(a, b)
+
+
+def test_stack_call_declines_overrides_and_the_eager_twins():
+    """A forward of the instance or of a subclass, a subclass's _fast_step (the eager
+    LayerNorm twins return None there: they must stay eager) or _update_flat_weights: the
+    Python path runs what the module says."""
+    from fusedrnn.layernorm_eager import eager_twin
+
+    torch.manual_seed(0)
+    m = fusedrnn.GRU(4, 6)
+    x, h = torch.randn(3, 2, 4), torch.randn(1, 2, 6)
+    _instance_forward_declined(m, _stack_call_ran, x, h)
+
+    class Doubled(fusedrnn.GRU):
+        def forward(self, input, hx=None):
+            out, hn = super().forward(input, hx)
+            return 2 * out, hn
+
+    class Counted(fusedrnn.GRU):
+        updates = 0
+
+        def _update_flat_weights(self):
+            Counted.updates += 1
+            super()._update_flat_weights()
+
+    d, c = Doubled(4, 6), Counted(4, 6)
+    d.load_state_dict(m.state_dict())
+    c.load_state_dict(m.state_dict())
+    assert not _stack_call_ran(d, x, h) and not _stack_call_ran(c, x, h)
+    with torch.no_grad():
+        torch.testing.assert_close(d(x, h)[0], 2 * m(x, h)[0])
+        c(x, h)
+    assert Counted.updates == 1
+    ln = fusedrnn.LayerNormLSTM(4, 6)
+    twin = eager_twin(ln)
+    assert _stack_call_ran(ln, x) and not _stack_call_ran(twin, x)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x)[0], ln(x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_stack_call_declines_swapped_and_computed_weights():
+    """A parameter replaced in _parameters itself (as a reparametrisation may) is not yet in
+    _flat_weights: the Python path rebuilds the list (torch.nn's _update_flat_weights) and the
+    next call is taken again; one assigned as an attribute is (nn.RNNBase.__setattr__). A
+    parametrised weight is not in _parameters at all."""
+    from torch.nn.utils import parametrize
+
+    torch.manual_seed(0)
+    ref = nn.LSTM(4, 6)
+    m = fusedrnn.from_torch(ref)
+    x = torch.randn(3, 2, 4)
+    for swap in ("attribute", "dict"):
+        new = nn.Parameter(torch.randn(24, 6))
+        if swap == "dict":
+            m._parameters["weight_hh_l0"] = new
+        else:
+            m.weight_hh_l0 = new
+        ref.weight_hh_l0 = nn.Parameter(new.detach().clone())
+        assert _stack_call_ran(m, x) == (swap == "attribute")
+        with torch.no_grad():
+            torch.testing.assert_close(m(x)[0], ref(x)[0])
+        assert _stack_call_ran(m, x) and m._flat_weights[1] is new
+
+    class Halved(nn.Module):
+        def forward(self, w):
+            return w / 2
+
+    parametrize.register_parametrization(m, "weight_ih_l0", Halved())
+    parametrize.register_parametrization(ref, "weight_ih_l0", Halved())
+    assert not _stack_call_ran(m, x)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x)[0], ref(x)[0])
+
+
+def test_stack_call_reads_mode_and_settings_on_every_call():
+    """``mode``, ``training``, ``batch_first`` and ``dropout`` are read as they are now; an
+    edited mode with no stack kind (or a setting of another type) goes to the Python path."""
+    torch.manual_seed(0)
+    ref = nn.RNN(4, 6, num_layers=2)
+    m = fusedrnn.from_torch(ref)
+    x = torch.randn(3, 2, 4)
+    for mode, nl in (("RNN_RELU", "relu"), ("RNN_TANH", "tanh")):
+        m.mode, ref.nonlinearity, ref.mode = mode, nl, mode
+        assert _stack_call_ran(m, x)
+        with torch.no_grad():
+            torch.testing.assert_close(m(x)[0], ref(x)[0])
+    m.batch_first = ref.batch_first = True
+    with torch.no_grad():
+        torch.testing.assert_close(m(x)[0], ref(x)[0])
+    m.batch_first = ref.batch_first = False
+    m.dropout = 1  # an int, as float() reads it: every layer-1 output dropped in training
+    m.train()
+    assert _stack_call_ran(m, x)
+    with torch.no_grad():
+        out = m(x)[0]
+    h, want = torch.zeros(2, 6), []
+    for _ in range(3):  # layer 2 on a zero input
+        h = torch.tanh(m.bias_ih_l1 + m.bias_hh_l1 + h @ m.weight_hh_l1.T)
+        want.append(h)
+    torch.testing.assert_close(out, torch.stack(want).detach())
+    m.dropout = "0.5"
+    assert not _stack_call_ran(m, x)
+    m.dropout = 0.0
+    ln = fusedrnn.LayerNormGRU(4, 6)
+    ln.mode = "RNN_TANH"  # no LayerNorm Elman stack
+    assert not _stack_call_ran(ln, x)
+
+
+def test_stack_call_declines_forward_ad_hooks_compile_and_a_patched_module_call(monkeypatch):
+    """Its own tests of what _lean_call and _fast_path_open test."""
+    import torch.autograd.forward_ad as fwAD
+
+    m = fusedrnn.LSTM(4, 6)
+    x = torch.randn(3, 2, 4)
+    with fwAD.dual_level():
+        assert not _stack_call_ran(m, x)
+        dual = fwAD.make_dual(x, torch.ones_like(x))
+        assert fwAD.unpack_dual(m(dual)[0]).tangent is not None
+    assert _stack_call_ran(m, x)
+    if fusedrnn.deploy._onnx_flags is not None:
+        monkeypatch.setattr(fusedrnn.deploy._onnx_flags, "_is_onnx_exporting", True)
+        assert not _stack_call_ran(m, x)
+        monkeypatch.undo()
+    handle = m.register_forward_hook(lambda *a: None)
+    assert not _stack_call_ran(m, x)
+    handle.remove()
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(lambda *a: None)
+    try:
+        assert not _stack_call_ran(m, x)
+    finally:
+        handle.remove()
+    assert _stack_call_ran(m, x)
+    monkeypatch.setattr(nn.Module, "__call__", lambda self, *a, **k: None)
+    assert not _stack_call_ran(m, x)
+    monkeypatch.undo()
+    assert not _stack_call_ran(m) and not _stack_call_ran(m, x, None, None)
+    with pytest.raises(TypeError):
+        m(x, None, None)
+    m.compile(backend="eager")
+    assert not _stack_call_ran(m, x)

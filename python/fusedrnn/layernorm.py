@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from . import _ops, deploy, reference_torch
 from .modules import (
+    _STACK_FORWARDS,
     _fast_path_open,
     _FusedCellBase,
     _FusedRNNBase,
@@ -187,6 +188,9 @@ class _LayerNormRNNBase(_FusedRNNBase):
             f"{type(self).__name__} cannot be scripted (torch.nn has no LayerNorm LSTM/GRU to "
             "stand in for it); use torch.compile or torch.export"
         )
+
+
+_STACK_FORWARDS.append(_LayerNormRNNBase.forward)  # _C.stack_call may run it (modules.py)
 
 
 class LayerNormLSTM(_LayerNormRNNBase):

@@ -1,6 +1,7 @@
 // The modules' one-call eager path (module_fast_path.cpp), bound as fusedrnn._C.cell_step
 // (RNNCell, LSTMCell, GRUCell) and fusedrnn._C.stack_step (RNN, LSTM, GRU and the LayerNorm
-// LSTM / GRU); and the cells' __call__ before it (cell_call.cpp: fusedrnn._C.cell_call).
+// LSTM / GRU); and the modules' __call__ before them (module_call.cpp: fusedrnn._C.cell_call
+// and stack_call).
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -35,7 +36,8 @@ pybind11::object stack_step(int64_t kind, pybind11::handle input, pybind11::hand
                             bool bidirectional, double dropout, bool train, bool batch_first,
                             int64_t input_size, int64_t hidden_size, int64_t proj_size);
 
-// Binds fusedrnn._C.cell_call(module, args) and cell_call_init(...) (cell_call.cpp).
-void add_cell_call(pybind11::module_& m);
+// Binds fusedrnn._C.cell_call(module, args), stack_call(module, args) and
+// module_call_init(...) (module_call.cpp).
+void add_module_call(pybind11::module_& m);
 
 }  // namespace fusedrnn
