@@ -212,3 +212,25 @@ def test_forecaster_settings_are_checked_at_construction(kw, name):
     """window=2.5 ran as 2 and horizon=1.9 as 1; the model's settings failed only at fit."""
     with pytest.raises(ValueError, match=name):
         Forecaster("lstm" if "cell" not in kw else kw.pop("cell"), **kw)
+
+
+def test_a_frame_straight_from_read_csv_has_its_date_column_as_the_index(tmp_path):
+    """``pd.read_csv`` of a price file keeps ``Date`` as a column of strings: the forecaster
+    reads it as the dates (as ``--csv`` does), and predicts the same as from the dated frame;
+    a column of text that is not the dates is named."""
+    dated = _frame(120)
+    path = tmp_path / "prices.csv"
+    dated.rename_axis("Date").rename(columns={"close": "Close"}).to_csv(path)
+    raw = pd.read_csv(path)
+    assert not pd.api.types.is_numeric_dtype(raw["Date"])
+    f = Forecaster("gru", window=5, horizon=2, hidden=4, layers=1, config=TINY)
+    torch.manual_seed(0)
+    from_raw = f.fit(raw).predict(raw)
+    torch.manual_seed(0)
+    from_dated = f.fit(dated).predict(dated)
+    pd.testing.assert_frame_equal(from_raw, from_dated)
+    assert list(from_raw.index.strftime("%Y-%m-%d")) == ["2021-06-21", "2021-06-22"]
+    with pytest.raises(ValueError, match=r"\['note'\] are not numbers"):
+        f.fit(dated.assign(note="x"))
+    with pytest.raises(ValueError, match="'date' does not hold dates"):
+        f.fit(raw.assign(Date="soon"))

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from .data import _DATE_NAMES
 from .forecast_eval import baselines, diebold_mariano, score, verdict
 
 __all__ = [
@@ -376,9 +377,16 @@ def as_frame(data):
     if isinstance(data, pd.Series):
         data = data.to_frame("close")
     if isinstance(data, pd.DataFrame):
-        frame = data.rename(columns=str.lower)
+        frame = data.rename(columns=lambda c: str(c).lower())
         if "close" not in frame.columns:
             raise ValueError(f"data: needs a 'close' column, has {list(data.columns)}")
+        frame = _dated(frame)
+        text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+        if text:
+            raise ValueError(
+                f"data: column(s) {text} are not numbers (dates go in the index or in a column "
+                f"named one of {list(_DATE_NAMES)})"
+            )
         return frame.astype(np.float64), {"symbol": "?", "source": "frame", "detail": ""}
     arr = np.asarray(data, dtype=np.float64)
     if arr.ndim != 1:
@@ -386,6 +394,22 @@ def as_frame(data):
             f"data: expected a PriceSeries, a DataFrame or [N] closes, got {arr.shape}"
         )
     return pd.DataFrame({"close": arr}), {"symbol": "?", "source": "array", "detail": ""}
+
+
+def _dated(frame):
+    """A frame straight from ``pd.read_csv`` (a ``Date`` column, numbered rows): the dates as
+    its index, as :func:`fusedrnn.data.read_price_csv` reads such a file. A frame already
+    indexed by dates, or without a date column, is returned as it is."""
+    import pandas as pd
+
+    names = [c for c in frame.columns if c in _DATE_NAMES]
+    if not names or isinstance(frame.index, pd.DatetimeIndex):
+        return frame
+    try:
+        dates = pd.to_datetime(frame[names[0]])
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"data: column {names[0]!r} does not hold dates: {e}") from None
+    return frame.drop(columns=names[0]).set_axis(pd.DatetimeIndex(dates, name="date"))
 
 
 def _check_finite(frame, features) -> None:
