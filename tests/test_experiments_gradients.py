@@ -171,3 +171,22 @@ def test_a_failing_write_leaves_no_partial_file(tmp_path, monkeypatch, disk_full
     disk_full.renames("results.json")
     assert main([*argv, "--no-plots"]) == 1  # one line (cli.main), not a traceback
     assert list(tmp_path.iterdir()) == []
+
+
+def test_quick_keeps_the_values_given_on_the_command_line(tmp_path, monkeypatch):
+    """``--quick --lengths 7 --hidden 5`` sweeps length 7 with 5 units, the rest tiny."""
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def sweep(cells, lengths, radii, **kw):
+        seen.update(lengths=lengths, radii=radii, **kw)
+        raise Stop
+
+    monkeypatch.setattr(G, "check_methods", lambda cell: 0.0)
+    monkeypatch.setattr(G, "sweep", sweep)
+    with pytest.raises(Stop):
+        main(["gradients", "--quick", "--lengths", "7", "--hidden", "5", "--out", str(tmp_path)])
+    assert seen["lengths"] == [7] and seen["hidden"] == 5
+    assert seen["radii"] == [0.5, 1.0, 1.3] and seen["batch"] == 4

@@ -178,3 +178,21 @@ def test_cli_sentiment_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert err == "fusedrnn sentiment: interrupted, nothing written"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_quick_keeps_the_values_given_on_the_command_line(tmp_path, monkeypatch):
+    """``--quick --epochs 2 --hidden 5``: 2 epochs of 5 units, the rest of --quick's sizes."""
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def prepare(cfg, data):
+        seen.append(cfg)
+        raise Stop
+
+    monkeypatch.setattr(S, "prepare", prepare)
+    with pytest.raises(Stop):
+        main(["sentiment", "--quick", "--epochs", "2", "--hidden", "5", "--out", str(tmp_path)])
+    (cfg,) = seen
+    assert (cfg.epochs, cfg.hidden, cfg.limit, cfg.embed) == (2, 5, 600, 16)

@@ -144,3 +144,18 @@ def test_a_diverging_run_is_one_line_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "training diverged" in err and "--lr" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_quick_keeps_the_values_given_on_the_command_line(monkeypatch):
+    """``--quick`` sets its tiny values only where the command line is silent: an explicit
+    value wins, the default's own value included."""
+    seen = []
+    monkeypatch.setattr(sine, "run", lambda args: seen.append(sine._config(args)) or 0)
+    default_epochs = sine.SineConfig().epochs
+    assert main(["sine", "--quick", "--epochs", str(default_epochs), "--hidden", "3"]) == 0
+    assert main(["sine", "--quick"]) == 0
+    assert main(["sine", "--hidden", "3"]) == 0
+    given, quick, plain = seen
+    assert (given.epochs, given.hidden, given.points, given.patience) == (default_epochs, 3, 400, 2)
+    assert (quick.epochs, quick.hidden, quick.points) == (3, 8, 400)
+    assert (plain.hidden, plain.points) == (3, sine.SineConfig().points)

@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         module.configure(cmd)
         cmd.formatter_class = _plain_formatter(cmd.formatter_class)
         args = cmd.parse_args(argv[1:])
+        from .experiments._common import given_options
+
+        args._given = given_options(cmd, argv[1:], args)  # what --quick must not override
         return int(module.run(args) or 0)
     except ModuleNotFoundError as e:  # a package of an extra that the table above missed
         extra = _extras.extra_of(e.name)

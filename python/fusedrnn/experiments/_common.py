@@ -48,8 +48,32 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
         help="torch intra-op threads (0: torch's default); small models run best on one",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="tiny settings (seconds), for tests and smoke runs"
+        "--quick",
+        action="store_true",
+        help="tiny settings (seconds), for tests and smoke runs; options given on the command "
+        "line keep their values",
     )
+
+
+_UNSET = object()
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str], args) -> frozenset[str]:
+    """The destinations the command line itself set in ``args`` (``parser.parse_args(argv)``),
+    not their defaults: argparse leaves attributes a namespace already has alone unless an
+    option sets them, so a second parse into a namespace of placeholders tells them apart."""
+    probe = argparse.Namespace(**{k: _UNSET for k in vars(args)})
+    parser.parse_args(argv, namespace=probe)
+    return frozenset(k for k, v in vars(probe).items() if v is not _UNSET)
+
+
+def quick_settings(args: argparse.Namespace, **values) -> dict:
+    """``--quick``'s tiny ``values``, less those the command line gave (``args._given``, set
+    by ``fusedrnn.cli.main``): ``--quick --epochs 10`` trains 10 epochs."""
+    if not args.quick:
+        return {}
+    given = getattr(args, "_given", frozenset())
+    return {k: v for k, v in values.items() if k not in given}
 
 
 def run_with_threads(args: argparse.Namespace, body: Callable[[argparse.Namespace], int]) -> int:

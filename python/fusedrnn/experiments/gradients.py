@@ -63,6 +63,7 @@ from ._common import (
     choice_list,
     number,
     number_list,
+    quick_settings,
     run_with_threads,
     seed_arg,
     write_atomic,
@@ -541,16 +542,17 @@ def run(args) -> int:
 def _run(args) -> int:
     t0 = time.perf_counter()
     cells = args.cells
+    quick = quick_settings(args, lengths=[5, 20, 50], radii=[0.5, 1.0, 1.3], hidden=16, batch=4,
+                           clip_steps=10, clip_runs=2, memory_lengths=[5, 10], memory_steps=20,
+                           memory_hidden=8)  # fmt: skip
+    for k, v in quick.items():
+        setattr(args, k, v)
     # repeats would collapse in the result dicts but show twice in the tables
     lengths, radii = sorted(set(args.lengths)), list(dict.fromkeys(args.radii))
-    clip_T, clip_steps, clip_runs = 50, args.clip_steps, args.clip_runs
+    clip_T, clip_steps, clip_runs = 20 if args.quick else 50, args.clip_steps, args.clip_runs
     mem_lengths = list(dict.fromkeys(args.memory_lengths))
     mem_steps, mem_hidden = args.memory_steps, args.memory_hidden
     hidden, batch = args.hidden, args.batch
-    if args.quick:
-        lengths, radii, hidden, batch = [5, 20, 50], [0.5, 1.0, 1.3], 16, 4
-        clip_T, clip_steps, clip_runs = 20, 10, 2
-        mem_lengths, mem_steps, mem_hidden = [5, 10], 20, 8
     kw = dict(hidden=hidden, batch=batch, input_scale=args.input_scale, seed=args.seed)
     out = Path(args.out)
 

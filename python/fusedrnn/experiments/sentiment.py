@@ -53,6 +53,7 @@ from ._common import (
     check_writable,
     number,
     parse_choices,
+    quick_settings,
     run_with_threads,
     seed_arg,
     write_atomic,
@@ -422,8 +423,9 @@ def _plots(out: Path, rows: dict, names) -> list[str]:
 def _run(args) -> int:
     t0 = time.perf_counter()
     cfg = SentimentConfig(**{f: getattr(args, f) for f in asdict(SentimentConfig())})
-    if args.quick:
-        cfg.limit, cfg.epochs, cfg.embed, cfg.hidden, cfg.timing_batches = 600, 1, 16, 16, 3
+    quick = quick_settings(args, limit=600, epochs=1, embed=16, hidden=16, timing_batches=3)
+    for k, v in quick.items():
+        setattr(cfg, k, v)
     cells = parse_choices(cfg.cells, CELLS, "--cells")
     torch.manual_seed(cfg.seed)
     try:

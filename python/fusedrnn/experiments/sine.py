@@ -38,6 +38,7 @@ from ._common import (
     check_writable,
     choice_list,
     number,
+    quick_settings,
     run_with_threads,
     seed_arg,
     usage_error,
@@ -258,8 +259,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _config(args) -> SineConfig:
     cfg = SineConfig(**{f: getattr(args, f) for f in asdict(SineConfig())})
-    if args.quick:
-        cfg.points, cfg.epochs, cfg.patience, cfg.hidden = 400, 3, 2, 8
+    for k, v in quick_settings(args, points=400, epochs=3, patience=2, hidden=8).items():
+        setattr(cfg, k, v)
     return cfg
 
 
@@ -279,7 +280,7 @@ def _check_sizes(cfg: SineConfig, quick: bool) -> None:
 
 
 def run(args) -> int:
-    _check_sizes(_config(args), args.quick)
+    _check_sizes(_config(args), args.quick and "points" not in getattr(args, "_given", ()))
     check_writable(args.out, PROG)
     try:
         return run_with_threads(args, _run)
