@@ -895,9 +895,16 @@ def test_stack_call_is_the_python_paths_call(name, T, layers, bidir, batch_first
         grads = torch.autograd.grad(sum(o.sum() for o in out), list(m.parameters()))
         return outs + out, grads
 
+    # T = 1 through one layer and direction runs the cell op, whose weight-gradient sums are
+    # not the stack op's (test_single_step_is_the_cell_op; equal bits on a Xeon, not on an
+    # EPYC): there the Python path compared is the one through stack_step, which runs it too.
+    single = T == 1 and layers == 1 and not bidir
     fast, grad_fast = run()
     with monkeypatch.context() as mp:
-        _slow(mp)
+        if single:
+            mp.setattr(modules._FusedRNNBase, "__call__", modules._lean_call)
+        else:
+            _slow(mp)
         slow, grad_slow = run()
     for a, b in zip(fast, slow):
         assert a.shape == b.shape and a.stride() == b.stride() and torch.equal(a, b)
