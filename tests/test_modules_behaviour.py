@@ -536,3 +536,32 @@ def test_input_without_grad_skips_only_its_gradient(kind):
     g_full = torch.autograd.grad(m(x.requires_grad_())[0].sum(), list(m.parameters()))
     for a, b in zip(g_skip, g_full):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# An LSTM's hx that is not two tensors: torch.nn raises RuntimeError from its own checks (a lone
+# tensor: "hx and cx should also be 3-D"; three: "lstm expects two hidden states"), TypeError
+# for a cell given a lone tensor; the fused modules' error names the argument and is a
+# TypeError and a RuntimeError both.
+@pytest.mark.parametrize("layernorm", [False, True])
+@pytest.mark.parametrize("cell", [False, True])
+@pytest.mark.parametrize("bad", ["tensor", "three"])
+def test_lstm_hx_not_two_tensors_is_torch_nns_runtime_error(bad, cell, layernorm):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3) if cell else torch.randn(4, 2, 3)
+    # Two layers: with one, torch.nn's index of a lone [1, B, H] tensor's second row fails first
+    # (IndexError).
+    h = torch.randn(2, 5) if cell else torch.randn(2, 2, 5)
+    hx = h if bad == "tensor" else (h, h, h)
+    fused = (
+        (fusedrnn.LayerNormLSTMCell if layernorm else fusedrnn.LSTMCell)(3, 5)
+        if cell
+        else (fusedrnn.LayerNormLSTM if layernorm else fusedrnn.LSTM)(3, 5, num_layers=2)
+    )
+    ref = nn.LSTMCell(3, 5) if cell else nn.LSTM(3, 5, num_layers=2)
+    # (nn.LSTMCell passes a lone tensor on to lstm_cell, whose argument parser raises TypeError)
+    want = TypeError if cell and bad == "tensor" else RuntimeError
+    with pytest.raises(want):
+        ref(x, hx)
+    for exc in (want, TypeError, fusedrnn.modules.HiddenStateTypeError):
+        with pytest.raises(exc, match="expected hx to be a tuple"):
+            fused(x, hx)

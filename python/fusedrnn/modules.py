@@ -219,9 +219,17 @@ def _fx_leaf(module: nn.Module, input, hx):
     return None
 
 
+class HiddenStateTypeError(TypeError, RuntimeError):
+    """An LSTM's ``hx`` that is not two tensors: a TypeError, and a RuntimeError as well,
+    which is what torch.nn raises for a lone tensor or a tuple of other than two ("lstm
+    expects two hidden states", "hx and cx should also be 3-D"), so that code catching
+    either behaves as with torch.nn."""
+
+
 def _check_hx_type(name: str, hx, nstate: int) -> None:
-    """torch.nn's type rule for ``hx`` (its C++ entry points raise TypeError): a tuple (or
-    list) ``(h, c)`` of two tensors for LSTMs, a tensor otherwise."""
+    """torch.nn's type rule for ``hx``: a tuple (or list) ``(h, c)`` of two tensors for LSTMs,
+    a tensor otherwise. A wrong type is a TypeError (torch's C++ entry points raise one; where
+    torch.nn's own checks raise RuntimeError first, HiddenStateTypeError is both)."""
     if nstate == 2:
         ok = isinstance(hx, (tuple, list)) and len(hx) == 2
         ok = ok and all(isinstance(t, Tensor) for t in hx)
@@ -229,7 +237,7 @@ def _check_hx_type(name: str, hx, nstate: int) -> None:
             got = type(hx).__name__ if not isinstance(hx, (tuple, list)) else (
                 f"a {type(hx).__name__} of {len(hx)}: " + ", ".join(type(t).__name__ for t in hx)
             )  # fmt: skip
-            raise TypeError(
+            raise HiddenStateTypeError(
                 f"{name}: expected hx to be a tuple (h_0, c_0) of two tensors, got {got}"
             )
     elif not isinstance(hx, Tensor):
