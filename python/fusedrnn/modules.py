@@ -220,10 +220,10 @@ def _fx_leaf(module: nn.Module, input, hx):
 
 
 class HiddenStateTypeError(TypeError, RuntimeError):
-    """An LSTM's ``hx`` that is not two tensors: a TypeError, and a RuntimeError as well,
-    which is what torch.nn raises for a lone tensor or a tuple of other than two ("lstm
-    expects two hidden states", "hx and cx should also be 3-D"), so that code catching
-    either behaves as with torch.nn."""
+    """An LSTM's ``hx`` that is not two tensors: a TypeError (what nn.LSTMCell raises for a
+    lone tensor) and a RuntimeError (what nn.LSTM raises for a lone tensor, "hx and cx should
+    also be 3-D", and both for a tuple of other than two, "expects two hidden states"), so
+    that code catching either behaves as with torch.nn."""
 
 
 def _check_hx_type(name: str, hx, nstate: int) -> None:
