@@ -458,3 +458,22 @@ def test_a_failing_save_leaves_no_partial_file(tmp_path, monkeypatch, disk_full)
     with pytest.raises(OSError, match="No space"):
         report.plot([], tmp_path / "t-speedup.png", "t")
     assert [p.name for p in tmp_path.iterdir()] == ["t.json"]
+
+
+@pytest.mark.parametrize(
+    "model, capability, threads, tag",
+    [
+        ("AMD EPYC", "AVX512", 2, "amd-epyc-avx512-2t"),
+        ("AMD EPYC", "AVX2", 2, "amd-epyc-avx2-2t"),
+        ("Intel(R) Xeon(R) CPU @ 2.10GHz", "AVX512", 1, "intel-xeon-2.10ghz-avx512-1t"),
+        ("", "DEFAULT", 4, "cpu-default-4t"),
+    ],
+)
+def test_default_tag_names_the_kernel_table(monkeypatch, model, capability, threads, tag):
+    """One model name covers machines with different kernel tables (the AMD EPYC with AVX-512
+    and with AVX2 only): the default results name tells them apart, so a run on one does not
+    overwrite the other's files."""
+    from fusedrnn.bench import report
+
+    monkeypatch.setattr(report, "cpu_model", lambda: model)
+    assert report.machine_tag(threads, capability) == tag

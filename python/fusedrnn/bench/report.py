@@ -51,11 +51,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_tag(threads: int) -> str:
-    """A file-name tag for this machine: CPU model and thread count."""
+def machine_tag(threads: int, capability: str) -> str:
+    """A file-name tag for this machine: CPU model, kernel table and thread count.
+
+    The kernel table is in the name because one model name covers machines that differ in it
+    (the project's "AMD EPYC" comes with AVX-512 and with AVX2 only): without it, a run on one
+    would overwrite the other's results."""
     model = re.sub(r"\((R|TM|tm|r)\)|\bCPU\b|\bProcessor\b|@", " ", cpu_model())
     slug = re.sub(r"[^a-z0-9.]+", "-", model.lower()).strip("-")
-    return f"{slug or 'cpu'}-{threads}t"
+    isa = re.sub(r"[^a-z0-9]+", "", capability.lower())
+    return "-".join(p for p in (slug or "cpu", isa, f"{threads}t") if p)
 
 
 def _fmt_time(s: float | None) -> str:

@@ -76,7 +76,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="where results go (default: %(default)s)")  # fmt: skip
     parser.add_argument("--tag", type=_tag,
-                        help="results file name (default: CPU model and threads)")  # fmt: skip
+                        help="results file name (default: CPU model, kernel table and threads)")  # fmt: skip
     parser.add_argument("--note", default="", help="a note saved with the results")
     parser.add_argument(
         "--profile",
@@ -308,7 +308,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    tag = args.tag or report.machine_tag(threads) + ("-quick" if args.quick else "")
+    capability = torch.backends.cpu.get_cpu_capability()
+    tag = args.tag or report.machine_tag(threads, capability) + ("-quick" if args.quick else "")
     started = time.perf_counter()
     load_start = _loadavg()
     print(
@@ -351,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
         "command": "fusedrnn bench "
         + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
         "cpu": report.cpu_model(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_capability": capability,
         "threads": threads,
         "torch": torch.__version__,
         "fusedrnn": fusedrnn.__version__,
