@@ -68,6 +68,14 @@ def test_fused_step_matches_torch(mode, H, I, B):
     assert _max_error(mode, H, I, B) < 2e-5
 
 
+# Each row count up to two full groups: every partial group of both tables' kernels (rows per
+# group: LSTM and GRU 6 on AVX-512 and 3 on AVX2, RNN at H = 64 6 and 3; fused_gemm.h).
+@pytest.mark.parametrize("B", range(2, 13))
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+def test_fused_step_every_partial_row_group(mode, B):
+    assert _max_error(mode, 64, 1, B, T=3) < 2e-5
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("packed", [False, True])

@@ -39,31 +39,62 @@ inline FRaw raw_load(const float* p) { return _mm256_loadu_ps(p); }
 constexpr int kVecRegs = 16;
 #endif
 
-// Most rows whose R * NB accumulators fit the register file beside the NB weight vectors, a
-// broadcast and one spare (capped at 12: more rows add little once loads are amortised).
+// A vector loaded once into a register and reused by several FMAs. Without the empty asm,
+// GCC folds the load into each FMA when few rows share it (AVX2's LSTM rows): 2 NB loads and
+// R broadcasts per 2 NB FMAs, more than the two vector loads a cycle that feed two FMAs.
+__attribute__((always_inline)) inline FRaw raw_load_reg(const float* p) {
+  FRaw v = raw_load(p);
+  asm("" : "+x"(v));
+  return v;
+}
+
+// Two register plans for R rows of NB vectors: the NB weight vectors held while the rows'
+// broadcasts pass through one register (R NB + NB + 1, plus a spare), or the R broadcasts held
+// while the weight vectors pass through one (R NB + R + 1). The second gives AVX2's 16
+// registers a third row of 4 vectors: 12 accumulators, 7 loads per 12 FMAs, against 8 and
+// 6 per 8. Rows are capped at 12: more add little once the loads are amortised.
+constexpr int rows_holding_weights(int NB) { return (kVecRegs - NB - 2) / NB; }
+constexpr int rows_holding_broadcasts(int NB) { return (kVecRegs - 1) / (NB + 1); }
 constexpr int fused_rows_for(int NB) {
-  const int r = (kVecRegs - NB - 2) / NB;
+  const int a = rows_holding_weights(NB), b = rows_holding_broadcasts(NB);
+  const int r = a > b ? a : b;
   return r < 12 ? r : 12;
 }
 
 // acc[r][v] += sum_{k < n} src[r][k] w[k][v] for the R rows, w's rows ldw floats apart (a
 // packed weight's: NB L); returns w past its n rows. Always inlined: the accumulators must stay
-// in the caller's registers.
+// in the caller's registers. Either plan adds each element's terms in k order: the bits do
+// not depend on R.
 template <int NB, int R>
 __attribute__((always_inline)) inline const float* accumulate(FRaw (&acc)[R][NB],
                                                               const float* const (&src)[R],
                                                               int64_t n, const float* w,
                                                               int64_t ldw = NB * FVec::size()) {
   constexpr int64_t L = FVec::size();
-  for (int64_t k = 0; k < n; ++k, w += ldw) {
-    FRaw wv[NB];
+  if constexpr (R <= rows_holding_weights(NB)) {
+    for (int64_t k = 0; k < n; ++k, w += ldw) {
+      FRaw wv[NB];
 #pragma GCC unroll 4
-    for (int v = 0; v < NB; ++v) wv[v] = raw_load(w + v * L);
+      for (int v = 0; v < NB; ++v) wv[v] = R > 1 ? raw_load_reg(w + v * L) : raw_load(w + v * L);
 #pragma GCC unroll 12
-    for (int r = 0; r < R; ++r) {
-      const FRaw a = raw_bcast(src[r] + k);
+      for (int r = 0; r < R; ++r) {
+        const FRaw a = raw_bcast(src[r] + k);
 #pragma GCC unroll 4
-      for (int v = 0; v < NB; ++v) acc[r][v] = raw_fma(a, wv[v], acc[r][v]);
+        for (int v = 0; v < NB; ++v) acc[r][v] = raw_fma(a, wv[v], acc[r][v]);
+      }
+    }
+  } else {
+    static_assert(R <= rows_holding_broadcasts(NB), "accumulate: R x NB does not fit");
+    for (int64_t k = 0; k < n; ++k, w += ldw) {
+      FRaw a[R];
+#pragma GCC unroll 12
+      for (int r = 0; r < R; ++r) a[r] = raw_bcast(src[r] + k);
+#pragma GCC unroll 4
+      for (int v = 0; v < NB; ++v) {
+        const FRaw wv = raw_load_reg(w + v * L);
+#pragma GCC unroll 12
+        for (int r = 0; r < R; ++r) acc[r][v] = raw_fma(a[r], wv, acc[r][v]);
+      }
     }
   }
   return w;
@@ -95,14 +126,18 @@ inline void fused_rows_upto(F& f, int64_t b0, int64_t n) {
   f.template operator()<R>(b0);
 }
 
-// A step's rows in groups of R (the last one shorter), the groups split over threads by the
-// pointwise passes' rule (over_rows; width: floats a row writes); inside the CPU's
+// A step's rows in as few groups of at most R as cover them, of sizes differing by one at
+// most (16 rows in groups of 3: 3 3 3 3 2 2, not five 3s and a single row, whose 4
+// accumulators leave the FMA units waiting on their latency), the groups split over threads by
+// the pointwise passes' rule (over_rows; width: floats a row writes); inside the CPU's
 // row-parallel time loops this runs on the calling thread.
 template <int R, class F>
 inline void fused_row_groups(int64_t rows, int64_t width, F&& f) {
   const int64_t groups = (rows + R - 1) / R;
-  over_rows(groups, R * width,
-            [&](int64_t q) { fused_rows_upto<R>(f, q * R, std::min<int64_t>(R, rows - q * R)); });
+  over_rows(groups, R * width, [&](int64_t q) {
+    const int64_t b0 = q * rows / groups, b1 = (q + 1) * rows / groups;
+    fused_rows_upto<R>(f, b0, b1 - b0);
+  });
 }
 
 // The GEMM inputs of rows [b0, b0 + R): h_prev rows, and x_t rows (null when I = 0).

@@ -25,8 +25,10 @@ inline namespace CPU_CAPABILITY {
 
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 
-// 4 accumulators a row (r, z, input n, hidden n), 3 weight vectors and a broadcast.
+// 4 accumulators a row (r, z, input n, hidden n), 3 weight vectors and a broadcast: 6 rows on
+// AVX-512, 3 on AVX2 (all 16 registers; the weights loaded once into registers, fused_gemm.h).
 constexpr int kGruFusedRows = fused_rows_for(4);
+static_assert(4 * kGruFusedRows + 3 + 1 <= kVecRegs);
 
 inline void gru_fused_pack(const float* whh, int64_t P, const float* wih, int64_t I, int64_t H,
                            float* dst) {
@@ -41,7 +43,7 @@ __attribute__((always_inline)) inline const float* gru_accumulate(FRaw (&acc)[R]
                                                                   int64_t n, const float* w) {
   constexpr int64_t L = FVec::size();
   for (int64_t k = 0; k < n; ++k, w += 3 * L) {
-    const FRaw w0 = raw_load(w), w1 = raw_load(w + L), w2 = raw_load(w + 2 * L);
+    const FRaw w0 = raw_load_reg(w), w1 = raw_load_reg(w + L), w2 = raw_load_reg(w + 2 * L);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const FRaw a = raw_bcast(src[r] + k);

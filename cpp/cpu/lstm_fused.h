@@ -25,10 +25,11 @@ inline namespace CPU_CAPABILITY {
 // The portable table has no fused step (the kernel needs real vector registers).
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 
-// 4 kFusedRows accumulators (one per gate) + 4 weight vectors + a broadcast fit the register
-// file (fused_gemm.h).
+// 4 kFusedRows accumulators (one per gate) beside the 4 weight vectors and a broadcast
+// (AVX-512: 6 rows), or beside the rows' broadcasts and one weight vector (AVX2: 3 rows;
+// fused_gemm.h).
 constexpr int kFusedRows = fused_rows_for(4);
-static_assert(kFusedRows == (kVecRegs == 32 ? 6 : 2));
+static_assert(kFusedRows == (kVecRegs == 32 ? 6 : 3));
 
 inline void lstm_fused_pack(const float* whh, int64_t P, const float* wih, int64_t I, int64_t H,
                             float* dst) {
