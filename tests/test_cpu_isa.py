@@ -1,8 +1,9 @@
 """Every CPU kernel table (DEFAULT, AVX2, AVX-512: picked at run time, ATEN_CPU_CAPABILITY
-forces one) gives torch.nn's results (the LayerNorm families: the reference's; the thin
-products, the outer one included: float64 matmuls; the one-row GEMMs of a B = 1 cell step and
-its one-row step), and its dropout sampler torch.nn's masks. Each runs in a fresh process,
-since the table is chosen once per process."""
+forces one) gives torch.nn's results (the fused small-H steps at every partial row group among
+them; the LayerNorm families: the reference's; the thin products, the outer one included:
+float64 matmuls; the one-row GEMMs of a B = 1 cell step and its one-row step), and its dropout
+sampler torch.nn's masks. Each runs in a fresh process, since the table is chosen once per
+process."""
 
 import os
 
@@ -50,6 +51,21 @@ for dtype in (torch.float32, torch.float64):
         y_f = y_f.double()
         errs[f"{name}-{dtype}"] = max(
             [rel_err(y_f, y_t)] + [rel_err(a, b) for a, b in zip(gf, gt)])
+# the fused small-H steps (lstm_fused.h, gru_fused.h, rnn_fused.h: float32, H a multiple of
+# the vector width; the DEFAULT table has none and runs BLAS) and the backward's narrow dh
+# product: B = 1..13 takes every partial row group of both SIMD tables
+for name, cls in (("rnn", torch.nn.RNN), ("lstm", torch.nn.LSTM), ("gru", torch.nn.GRU)):
+    m = cls(3, 64, num_layers=2)
+    f = fusedrnn.from_torch(m)
+    worst = 0.0
+    for B in range(1, 14):
+        x = torch.randn(4, B, 3, requires_grad=True)
+        y_t, y_f = m(x)[0], f(x)[0]
+        g = torch.randn_like(y_t)
+        gt = torch.autograd.grad(y_t, [x, *m.parameters()], g)
+        gf = torch.autograd.grad(y_f, [x, *f.parameters()], g)
+        worst = max([worst, rel_err(y_f, y_t)] + [rel_err(a, b) for a, b in zip(gf, gt)])
+    errs[f"fused-{name}-torch.float32"] = worst
 # products with a thin side (thin_products.h): both passes, column tails, several row blocks
 for dtype in (torch.float32, torch.float64):
     x = torch.randn(600, 37, dtype=dtype)
