@@ -18,18 +18,23 @@ import json, torch, fusedrnn
 from op_cases import rel_err
 torch.manual_seed(0)
 errs = {}
+
+
+# worst rel_err of f's output and its gradients (wrt, then parameters) against m's
+def nn_err(m, f, args, wrt, pick=lambda y: y[0]):
+    y_t, y_f = pick(m(*args)), pick(f(*args))
+    g = torch.randn_like(y_t)
+    gt = torch.autograd.grad(y_t, [*wrt, *m.parameters()], g)
+    gf = torch.autograd.grad(y_f, [*wrt, *f.parameters()], g)
+    return max([rel_err(y_f, y_t)] + [rel_err(a, b) for a, b in zip(gf, gt)])
+
+
 for dtype in (torch.float32, torch.float64):
     for name, cls in (("rnn", torch.nn.RNN), ("lstm", torch.nn.LSTM), ("gru", torch.nn.GRU)):
         m = cls(3, 37, num_layers=2, bidirectional=True).to(dtype)  # 37: SIMD body + tail
         f = fusedrnn.from_torch(m)
         x = torch.randn(9, 5, 3, dtype=dtype, requires_grad=True)
-        y_t = m(x)[0]
-        y_f = f(x)[0]
-        g = torch.randn_like(y_t)
-        gt = torch.autograd.grad(y_t, [x, *m.parameters()], g)
-        gf = torch.autograd.grad(y_f, [x, *f.parameters()], g)
-        errs[f"{name}-{dtype}"] = max(
-            [rel_err(y_f, y_t)] + [rel_err(a, b) for a, b in zip(gf, gt)])
+        errs[f"{name}-{dtype}"] = nn_err(m, f, (x,), (x,))
     # LayerNorm families (ln_pointwise.h) against the readable reference
     for name, cls in (("lnlstm", fusedrnn.LayerNormLSTM), ("lngru", fusedrnn.LayerNormGRU)):
         f = cls(3, 37, num_layers=2, bidirectional=True).to(dtype)
@@ -60,11 +65,7 @@ for name, cls in (("rnn", torch.nn.RNN), ("lstm", torch.nn.LSTM), ("gru", torch.
     worst = 0.0
     for B in range(1, 14):
         x = torch.randn(4, B, 3, requires_grad=True)
-        y_t, y_f = m(x)[0], f(x)[0]
-        g = torch.randn_like(y_t)
-        gt = torch.autograd.grad(y_t, [x, *m.parameters()], g)
-        gf = torch.autograd.grad(y_f, [x, *f.parameters()], g)
-        worst = max([worst, rel_err(y_f, y_t)] + [rel_err(a, b) for a, b in zip(gf, gt)])
+        worst = max(worst, nn_err(m, f, (x,), (x,)))
     errs[f"fused-{name}-torch.float32"] = worst
 # products with a thin side (thin_products.h): both passes, column tails, several row blocks
 for dtype in (torch.float32, torch.float64):
@@ -89,13 +90,8 @@ for dtype in (torch.float32, torch.float64):
         x = torch.randn(1, 5, dtype=dtype, requires_grad=True)
         h = torch.randn(1, 37, dtype=dtype, requires_grad=True)
         hx = (h, torch.randn(1, 37, dtype=dtype)) if name == "lstm" else h
-        y_t, y_f = (mod(x, hx) for mod in (m, f))
-        y_t, y_f = (y[0] if name == "lstm" else y for y in (y_t, y_f))
-        g = torch.randn_like(y_t)
-        gt = torch.autograd.grad(y_t, [x, h, *m.parameters()], g)
-        gf = torch.autograd.grad(y_f, [x, h, *f.parameters()], g)
-        errs[f"row1-{name}-{dtype}"] = max(
-            [rel_err(y_f, y_t)] + [rel_err(a, b) for a, b in zip(gf, gt)])
+        pick = (lambda y: y[0]) if name == "lstm" else (lambda y: y)
+        errs[f"row1-{name}-{dtype}"] = nn_err(m, f, (x, hx), (x, h), pick)
         with torch.no_grad():  # no workspace: the one-row step (one_row_step.h)
             outs = [mod(x, hx) for mod in (m, f)]
         outs = [list(o) if name == "lstm" else [o] for o in outs]
