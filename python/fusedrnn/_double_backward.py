@@ -36,28 +36,35 @@ def _register(fwd_name: str) -> None:
         flat = [t if t is not None else p for t, p in zip(ctx.saved_tensors, ctx.plain)]
         args = _nest(flat, ctx.lens)
         grads_out = [[None] * len(a) if isinstance(a, list) else None for a in args]
-        leaves, where = [], []
-        with torch.enable_grad():
-            a = {}
-            for i, (n, v) in enumerate(zip(names, args)):
-                if n in diff and v is not None:
-                    if isinstance(v, list):
-                        v = [t.detach().requires_grad_() for t in v]
-                        leaves += v
-                        where += [(i, k) for k in range(len(v))]
-                    else:
-                        v = v.detach().requires_grad_()
-                        leaves.append(v)
-                        where.append((i, None))
-                a[n] = v
+        where = [
+            (i, k)
+            for i, (n, v) in enumerate(zip(names, args))
+            if n in diff and v is not None
+            for k in (range(len(v)) if isinstance(v, list) else (None,))
+        ]
+        cots = _flatten(gg)[0]
+        if not where or all(c is None for c in cots):
+            return grads_out
+        kept = []  # the outputs that get a cotangent (and exist)
+
+        def f(*leaves):
+            a = {n: (list(v) if isinstance(v, list) else v) for n, v in zip(names, args)}
+            for (i, k), t in zip(where, leaves):
+                if k is None:
+                    a[names[i]] = t
+                else:
+                    a[names[i]][k] = t
             outs = _flatten(reference_backward(info, a))[0]
-            cots = _flatten(gg)[0]
-            pairs = [(o, c) for o, c in zip(outs, cots) if c is not None and o.requires_grad]
-            if not pairs or not leaves:
-                return grads_out
-            res = torch.autograd.grad(
-                [o for o, _ in pairs], leaves, [c for _, c in pairs], allow_unused=True
-            )
+            kept[:] = [
+                j for j, (o, c) in enumerate(zip(outs, cots)) if o is not None and c is not None
+            ]
+            return tuple(outs[j] for j in kept)
+
+        # torch.func.vjp, not autograd.grad on detached leaves: requires_grad_() is refused
+        # inside torch.func transforms (grad of grad, jacrev of grad)
+        leaves = [args[i] if k is None else args[i][k] for i, k in where]
+        _, vjp_fn = torch.func.vjp(f, *leaves)
+        res = vjp_fn(tuple(cots[j] for j in kept))
         for (i, k), g in zip(where, res):
             if k is None:
                 grads_out[i] = g
