@@ -86,6 +86,27 @@ def test_hessian_matches_pure_torch_recomputation(kind):
     torch.testing.assert_close(got, want, **TOL)
 
 
+@pytest.mark.parametrize("kind", list(KINDS) + list(CELLS))
+def test_grad_of_grad_matches_torch(kind):
+    """torch.func.grad of a torch.func.grad (and jacrev of grad) runs the double backward
+    inside a functorch transform, where requires_grad_() is refused: as torch.nn's."""
+    ref, fused = _pair({**KINDS, **CELLS}[kind])
+    x = torch.randn(5, 2, 3, dtype=torch.float64) if kind in KINDS else torch.randn(2, 3).double()
+
+    def gg(mod):
+        inner = torch.func.grad(lambda s: _out(mod, s).pow(2).sum())
+        return torch.func.grad(lambda t: inner(t).sin().sum())(x)
+
+    want = gg(ref)
+    assert want.abs().max() > 0
+    torch.testing.assert_close(gg(fused), want, **TOL)
+    jg = [
+        torch.func.jacrev(torch.func.grad(lambda s, m=m: _out(m, s).pow(2).sum()))(x)
+        for m in (ref, fused)
+    ]
+    torch.testing.assert_close(jg[1], jg[0], **TOL)
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_relu_bi", "gru_cell"])
 def test_vmap_over_inputs_equals_a_loop(kind):
     ref, fused = _pair({**KINDS, **CELLS}[kind])
@@ -111,6 +132,33 @@ def test_grad_of_functional_call_matches_torch(kind):
     want = dict(zip(params, torch.autograd.grad(ref_loss, list(ref.parameters()))))
     for k in params:
         torch.testing.assert_close(got[k], want[k], **TOL)
+
+
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU, nn.RNN, fusedrnn.LayerNormLSTM])
+def test_vmap_dropout_follows_randomness(cls):
+    """Dropout between layers under vmap: "error" (the default) refuses, as torch's random
+    ops do; "same" gives every entry one draw's masks (those of a call outside vmap under the
+    same seed); "different" draws per entry."""
+    torch.manual_seed(0)
+    m = cls(3, 4, 2, dropout=0.5, dtype=torch.float64)
+    f = m if isinstance(m, fusedrnn.LayerNormLSTM) else fusedrnn.from_torch(m)
+    f.train()
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    xs = x.expand(3, 5, 2, 3)
+    with pytest.raises(RuntimeError, match="randomness"):
+        torch.func.vmap(torch.nn.functional.dropout)(xs)  # torch's own class and words
+    with pytest.raises(RuntimeError, match="randomness error mode"):
+        torch.func.vmap(f)(xs)
+    torch.manual_seed(7)
+    same = torch.func.vmap(f, randomness="same")(xs)[0]
+    torch.manual_seed(7)
+    once = f(x)[0]
+    for y in same:
+        torch.testing.assert_close(y, once, rtol=0, atol=0)
+    different = torch.func.vmap(f, randomness="different")(xs)[0]
+    assert not torch.equal(different[0], different[1])
+    f.eval()  # no masks: the default randomness is fine
+    torch.testing.assert_close(torch.func.vmap(f)(xs)[0][2], f(x)[0], **TOL)
 
 
 def test_model_ensemble_with_stack_module_state():

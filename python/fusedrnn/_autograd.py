@@ -11,7 +11,7 @@ transforms compose with it) whose
   ``forward_ad`` dual level), so ``torch.func.jvp`` / ``jacfwd`` / ``hessian`` and
   ``torch.autograd.forward_ad`` agree with ``torch.nn``;
 - ``vmap`` runs the op once per batch entry (correct, not fast: ``torch.func.vmap`` of
-  per-sample gradients or of model ensembles).
+  per-sample gradients or of model ensembles; dropout masks follow vmap's ``randomness``).
 
 Argument wiring comes from the schemas: ``F_backward``'s ``grad_<out>`` arguments take the
 incoming gradients of ``F``'s outputs, its other arguments are ``F``'s inputs and outputs of
@@ -134,13 +134,46 @@ def _select(a, d, i: int):
     return a.select(d, i)
 
 
+def _draws_masks(name: str, args) -> bool:
+    """Whether a call of op ``name`` draws dropout masks (training, p > 0, between layers)."""
+    a = dict(zip((x.name for x in getattr(ops, name).default._schema.arguments), args))
+    return (
+        bool(a.get("train")) and float(a.get("dropout") or 0.0) > 0 and a.get("num_layers", 1) > 1
+    )
+
+
+def _rng_state(device: torch.device):
+    """Get and set of the generator the op's dropout masks come from (the device's default)."""
+    if device.type == "cuda":
+        return (lambda: torch.cuda.get_rng_state(device)), (
+            lambda st: torch.cuda.set_rng_state(st, device)
+        )
+    return torch.get_rng_state, torch.set_rng_state
+
+
 def loop_vmap(name: str):
     """A vmap rule that runs the op once per batch entry and stacks the results (correct for
-    any op, not fast: per-sample gradients and ensembles of small models)."""
+    any op, not fast: per-sample gradients and ensembles of small models). Dropout masks
+    follow vmap's ``randomness``: "error" (the default) refuses, as torch's random ops do;
+    "same" gives every entry the masks of one draw; "different" draws per entry."""
 
     def rule(info, in_dims, *args):
+        restore = None
+        if _draws_masks(name, args):
+            if info.randomness == "error":
+                raise RuntimeError(
+                    "vmap: called random operation while in randomness error mode (the dropout "
+                    f"between layers of fusedrnn::{name} in training). Please either use the "
+                    "'same' or 'different' randomness flags on vmap or perform the randomness "
+                    "operation out of vmap"
+                )
+            if info.randomness == "same":
+                get, restore = _rng_state(args[0].device)
+                start = get()
         results = []
         for i in range(info.batch_size):
+            if restore is not None:
+                restore(start)
             out = _dispatch(name, *[_select(a, d, i) for a, d in zip(args, in_dims)])
             results.append(out if isinstance(out, tuple) else (out,))
         stacked, dims = [], []
